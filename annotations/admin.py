@@ -1,0 +1,91 @@
+"""Django admin for the annotation workflow (staff)."""
+
+from django.contrib import admin
+
+from annotations.models import (
+    AssignmentSlot,
+    Campaign,
+    CampaignMembership,
+    GuidelineVersion,
+    Item,
+    ItemResponse,
+    Judgment,
+    Prompt,
+    Response,
+    Skip,
+)
+
+
+class MembershipInline(admin.TabularInline):
+    model = CampaignMembership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+class GuidelineInline(admin.StackedInline):
+    model = GuidelineVersion
+    extra = 0
+    readonly_fields = ["version", "created_by", "created_at"]
+    can_delete = False
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "overlap", "gold_ratio", "routing_mode", "is_active", "created_at"]
+    list_filter = ["kind", "is_active", "routing_mode"]
+    search_fields = ["name"]
+    inlines = [MembershipInline, GuidelineInline]
+
+
+@admin.register(CampaignMembership)
+class CampaignMembershipAdmin(admin.ModelAdmin):
+    list_display = ["campaign", "user", "role", "added_at"]
+    list_filter = ["role", "campaign"]
+    search_fields = ["user__username", "campaign__name"]
+    autocomplete_fields = ["user", "campaign"]
+
+
+class ItemResponseInline(admin.TabularInline):
+    model = ItemResponse
+    extra = 0
+    raw_id_fields = ["response"]
+
+
+@admin.register(Item)
+class ItemAdmin(admin.ModelAdmin):
+    list_display = ["id", "campaign", "state", "is_gold", "priority", "created_at"]
+    list_filter = ["state", "is_gold", "campaign"]
+    raw_id_fields = ["prompt"]
+    inlines = [ItemResponseInline]
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["id", "__str__", "created_at"]
+
+
+@admin.register(Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ["id", "model_name", "prompt", "created_at"]
+    search_fields = ["model_name"]
+    raw_id_fields = ["prompt"]
+
+
+@admin.register(AssignmentSlot)
+class AssignmentSlotAdmin(admin.ModelAdmin):
+    list_display = ["id", "item", "slot_no", "state", "annotator", "lease_expires_at"]
+    list_filter = ["state", "campaign"]
+    raw_id_fields = ["item", "annotator"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "item", "source", "annotator", "choice", "strength", "guideline_version", "created_at"]
+    list_filter = ["source", "item__campaign"]
+    raw_id_fields = ["item", "annotator"]
+
+
+@admin.register(Skip)
+class SkipAdmin(admin.ModelAdmin):
+    list_display = ["item", "annotator", "reason", "created_at"]
+    raw_id_fields = ["item", "annotator"]

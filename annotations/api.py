@@ -1,0 +1,381 @@
+"""REST API of the annotation workflow: thin views that validate, call a service or selector, respond."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotations import quality, selectors, services
+from annotations.importing import rows_from_list
+from annotations.models import (
+    AssignmentSlot,
+    Campaign,
+    CampaignKind,
+    CampaignMembership,
+    GuidelineVersion,
+    Item,
+    Judgment,
+    MemberRole,
+)
+from prefarena.errors import NotFound, PermissionDeniedError
+
+User = get_user_model()
+
+
+# --- serializers -----------------------------------------------------------------------------------
+class AspectSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    min = serializers.IntegerField(default=1)
+    max = serializers.IntegerField(default=5)
+    rubric = serializers.DictField(child=serializers.CharField(), required=False, default=dict)
+
+
+class CampaignSerializer(serializers.ModelSerializer):
+    guidelines = serializers.SerializerMethodField()
+    guideline_version = serializers.SerializerMethodField()
+    aspects = AspectSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id", "name", "kind", "description", "aspects", "overlap", "gold_ratio", "lease_seconds",
+            "max_responses", "routing_mode", "is_active", "created_at", "guidelines", "guideline_version",
+        ]
+
+    def get_guidelines(self, obj: Campaign) -> str:
+        current = obj.guidelines_current
+        return current.text if current else ""
+
+    def get_guideline_version(self, obj: Campaign) -> int | None:
+        current = obj.guidelines_current
+        return current.version if current else None
+
+
+class CampaignCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=CampaignKind.choices)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    guidelines = serializers.CharField(required=False, allow_blank=True, default="")
+    aspects = AspectSerializer(many=True, required=False, default=list)
+    overlap = serializers.IntegerField(min_value=1, max_value=100, default=1)
+    gold_ratio = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+    lease_seconds = serializers.IntegerField(min_value=10, max_value=7 * 24 * 3600, default=15 * 60)
+    max_responses = serializers.IntegerField(min_value=2, max_value=32, default=8)
+
+
+class CampaignUpdateSerializer(serializers.Serializer):
+    description = serializers.CharField(required=False, allow_blank=True)
+    aspects = AspectSerializer(many=True, required=False)
+    overlap = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    gold_ratio = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    lease_seconds = serializers.IntegerField(min_value=10, max_value=7 * 24 * 3600, required=False)
+    max_responses = serializers.IntegerField(min_value=2, max_value=32, required=False)
+    is_active = serializers.BooleanField(required=False)
+
+
+class GuidelinesSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = GuidelineVersion
+        fields = ["version", "text", "created_at"]
+        read_only_fields = ["version", "created_at"]
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = CampaignMembership
+        fields = ["username", "role", "added_at"]
+
+
+class MembershipWriteSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
+
+
+class ResponseOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    position = serializers.IntegerField(help_text="Canonical position in the item (0 = A).")
+    text = serializers.CharField()
+    model = serializers.CharField()
+    meta = serializers.DictField()
+
+
+class ItemSerializer(serializers.ModelSerializer):
+    prompt = serializers.JSONField(source="prompt.content")
+    responses = serializers.SerializerMethodField()
+    gold_answer = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Item
+        fields = ["id", "campaign", "prompt", "responses", "state", "is_gold", "gold_answer", "priority", "meta", "created_at"]
+
+    @extend_schema(responses=ResponseOutSerializer(many=True))
+    def get_responses(self, obj: Item) -> list[dict[str, Any]]:
+        return selectors.item_responses(obj)
+
+    def get_gold_answer(self, obj: Item) -> dict[str, Any] | None:
+        # Gold answers are for managers only; annotators must not see them.
+        can_manage = self.context.get("can_manage")
+        return obj.gold_answer if can_manage and can_manage(obj.campaign) else None
+
+    def to_representation(self, instance: Item) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        can_manage = self.context.get("can_manage")
+        if not (can_manage and can_manage(instance.campaign)):
+            data["is_gold"] = None  # hidden: knowing an item is gold defeats its purpose
+        return data
+
+
+class ItemImportSerializer(serializers.Serializer):
+    items = serializers.ListField(child=serializers.JSONField(), allow_empty=False, max_length=10_000)
+
+
+class LeaseSerializer(serializers.Serializer):
+    """A leased item as the annotator sees it: responses in presented order, labelled A, B, ..."""
+
+    item = serializers.IntegerField(source="item_id")
+    campaign = serializers.IntegerField(source="campaign_id")
+    kind = serializers.CharField()
+    prompt = serializers.JSONField()
+    responses = serializers.ListField(child=serializers.DictField())
+    lease_expires_at = serializers.DateTimeField()
+    guideline_version = serializers.IntegerField(allow_null=True)
+    presented_order = serializers.ListField(child=serializers.IntegerField())
+
+
+class JudgmentInSerializer(serializers.Serializer):
+    idempotency_key = serializers.CharField(max_length=100, required=False, allow_blank=False)
+    choice = serializers.ChoiceField(choices=["a", "b", "tie", "both_bad"], required=False,
+                                     help_text="Pairwise, in presented terms: 'a' is the first response shown.")
+    strength = serializers.ChoiceField(choices=["slight", "clear"], required=False, allow_blank=True)
+    ranking = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(min_value=0)), required=False,
+        help_text="Ranking: groups of presented indices, best first; a group holds ties.",
+    )
+    cannot_rank = serializers.BooleanField(required=False, default=False)
+    ratings = serializers.DictField(
+        child=serializers.ListField(child=serializers.IntegerField()), required=False,
+        help_text="Rating: {aspect: [score per presented response]}.",
+    )
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=20_000)
+    edited_answer = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
+    time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=24 * 3600 * 1000)
+
+
+class JudgmentSerializer(serializers.ModelSerializer):
+    annotator = serializers.CharField(source="annotator.username", default=None, read_only=True)
+
+    class Meta:
+        model = Judgment
+        fields = [
+            "id", "item", "source", "annotator", "judge_name", "choice", "strength", "ranking", "cannot_rank",
+            "ratings", "rationale", "edited_answer", "confidence", "presented_order", "guideline_version",
+            "time_spent_ms", "idempotency_key", "created_at",
+        ]
+
+
+class SkipSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class ImportResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    item_ids = serializers.ListField(child=serializers.IntegerField())
+
+
+def lease_payload(slot: AssignmentSlot) -> dict[str, Any]:
+    item = slot.item
+    by_position = {r["position"]: r for r in selectors.item_responses(item)}
+    shown = []
+    for index, position in enumerate(slot.presented_order):
+        response = by_position[position]
+        # Model names are withheld from annotators: they bias judgments.
+        shown.append({"label": chr(ord("A") + index), "index": index, "text": response["text"]})
+    current = item.campaign.guidelines_current
+    return {
+        "item_id": item.pk,
+        "campaign_id": item.campaign_id,
+        "kind": item.campaign.kind,
+        "prompt": item.prompt.content,
+        "responses": shown,
+        "lease_expires_at": slot.lease_expires_at,
+        "guideline_version": current.version if current else None,
+        "presented_order": slot.presented_order,
+    }
+
+
+# --- views -------------------------------------------------------------------------------------------
+class CampaignViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = CampaignSerializer
+    queryset = Campaign.objects.none()
+    filterset_fields = ["kind", "is_active"]
+
+    def get_queryset(self) -> QuerySet[Campaign]:
+        return selectors.campaign_list_for_user(self.request.user).prefetch_related("guideline_versions")
+
+    def get_object(self) -> Campaign:
+        return selectors.campaign_get_for_user(self.request.user, self.kwargs["pk"])
+
+    def _managed(self) -> Campaign:
+        campaign = self.get_object()
+        if not selectors.campaign_user_can_manage(self.request.user, campaign):
+            raise PermissionDeniedError("Only the campaign's managers and staff can do this")
+        return campaign
+
+    @extend_schema(request=CampaignCreateSerializer, responses={201: CampaignSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not (request.user.is_staff or request.user.has_perm("annotations.add_campaign")):
+            raise PermissionDeniedError("Creating campaigns needs staff or the 'add campaign' permission")
+        data = CampaignCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        campaign = services.campaign_create(created_by=request.user, **data.validated_data)
+        return Response(CampaignSerializer(campaign).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=CampaignUpdateSerializer, responses=CampaignSerializer)
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        campaign = self._managed()
+        data = CampaignUpdateSerializer(data=request.data, partial=kwargs.get("partial", False))
+        data.is_valid(raise_exception=True)
+        campaign = services.campaign_update(campaign=campaign, **data.validated_data)
+        return Response(CampaignSerializer(campaign).data)
+
+    @extend_schema(request=None, responses={200: LeaseSerializer, 204: OpenApiResponse(description="Nothing left for you")})
+    @action(detail=True, methods=["post"])
+    def next(self, request: Request, pk: str | None = None) -> Response:
+        """Lease the next item to the calling annotator (or return their live lease)."""
+        campaign = self.get_object()
+        if not campaign.is_active:
+            return Response({"detail": "This campaign is paused"}, status=status.HTTP_409_CONFLICT)
+        slot = services.item_lease_next(campaign=campaign, annotator=request.user)
+        if slot is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        slot = AssignmentSlot.objects.select_related("item__campaign", "item__prompt").get(pk=slot.pk)
+        return Response(LeaseSerializer(lease_payload(slot)).data)
+
+    @extend_schema(
+        methods=["GET"], responses=ItemSerializer(many=True),
+    )
+    @extend_schema(methods=["POST"], request=ItemImportSerializer, responses={201: ImportResultSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def items(self, request: Request, pk: str | None = None) -> Response:
+        """GET: the campaign's items (managers). POST: bulk import, all rows or none."""
+        campaign = self._managed()
+        if request.method == "POST":
+            data = ItemImportSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            rows = rows_from_list(
+                data.validated_data["items"], kind=campaign.kind, aspects=campaign.aspects,
+                max_responses=campaign.max_responses,
+            )
+            ids = services.items_import(campaign=campaign, rows=rows)
+            return Response({"created": len(ids), "item_ids": ids}, status=status.HTTP_201_CREATED)
+        items = campaign.items.select_related("prompt", "campaign").order_by("id")
+        page = self.paginate_queryset(items)
+        context = {"can_manage": lambda c: True}
+        return self.get_paginated_response(ItemSerializer(page, many=True, context=context).data)
+
+    @extend_schema(methods=["GET"], responses=MembershipSerializer(many=True))
+    @extend_schema(methods=["POST", "DELETE"], request=MembershipWriteSerializer, responses=MembershipSerializer(many=True))
+    @action(detail=True, methods=["get", "post", "delete"])
+    def members(self, request: Request, pk: str | None = None) -> Response:
+        """List, add (or change the role of) and remove campaign members."""
+        campaign = self._managed()
+        if request.method in ("POST", "DELETE"):
+            data = MembershipWriteSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            user = User.objects.filter(username=data.validated_data["username"]).first()
+            if user is None:
+                raise NotFound(f"No user named {data.validated_data['username']!r}")
+            if request.method == "POST":
+                services.membership_set(campaign=campaign, user=user, role=data.validated_data["role"])
+            else:
+                services.membership_remove(campaign=campaign, user=user)
+        memberships = campaign.memberships.select_related("user").order_by("user__username")
+        return Response(MembershipSerializer(memberships, many=True).data)
+
+    @extend_schema(methods=["GET"], responses=GuidelinesSerializer(many=True))
+    @extend_schema(methods=["POST"], request=GuidelinesSerializer, responses={201: GuidelinesSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def guidelines(self, request: Request, pk: str | None = None) -> Response:
+        """Guideline history (members) and publishing a new version (managers)."""
+        if request.method == "POST":
+            campaign = self._managed()
+            data = GuidelinesSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            version = services.guidelines_publish(campaign=campaign, text=data.validated_data["text"], created_by=request.user)
+            return Response(GuidelinesSerializer(version).data, status=status.HTTP_201_CREATED)
+        campaign = self.get_object()
+        return Response(GuidelinesSerializer(campaign.guideline_versions.order_by("-version"), many=True).data)
+
+    @extend_schema(responses=inline_serializer("CampaignStats", {"progress": serializers.DictField(), "quality": serializers.DictField()}))
+    @action(detail=True, methods=["get"])
+    def stats(self, request: Request, pk: str | None = None) -> Response:
+        """Progress, agreement and gold accuracy (managers see every annotator)."""
+        campaign = self._managed()
+        return Response({"progress": selectors.campaign_progress(campaign.pk), "quality": quality.campaign_quality(campaign)})
+
+
+class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = ItemSerializer
+    queryset = Item.objects.none()
+
+    def get_queryset(self) -> QuerySet[Item]:
+        return selectors.item_list_for_user(self.request.user)
+
+    def get_object(self) -> Item:
+        return selectors.item_get_for_user(self.request.user, self.kwargs["pk"])
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        context["can_manage"] = lambda campaign: selectors.campaign_user_can_manage(self.request.user, campaign)
+        return context
+
+    @extend_schema(methods=["GET"], responses=JudgmentSerializer(many=True))
+    @extend_schema(methods=["POST"], request=JudgmentInSerializer, responses={201: JudgmentSerializer, 200: JudgmentSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def judgments(self, request: Request, pk: str | None = None) -> Response:
+        """POST submits your judgment on a leased item (idempotent by key); GET lists the item's
+        judgments (all for managers, your own for annotators)."""
+        item = self.get_object()
+        if request.method == "POST":
+            data = JudgmentInSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            payload = dict(data.validated_data)
+            key = payload.pop("idempotency_key", None)
+            judgment, created = services.judgment_submit(item=item, annotator=request.user, data=payload, idempotency_key=key)
+            return Response(JudgmentSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        judgments = selectors.judgment_list_for_user(request.user).filter(item=item)
+        return Response(JudgmentSerializer(judgments, many=True).data)
+
+    @extend_schema(request=SkipSerializer, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def skip(self, request: Request, pk: str | None = None) -> Response:
+        """Give your leased item back with a reason; you will not be offered it again."""
+        item = self.get_object()
+        data = SkipSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.item_skip(item=item, annotator=request.user, reason=data.validated_data["reason"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JudgmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Judgments you may see: yours, plus every judgment of campaigns you manage."""
+
+    serializer_class = JudgmentSerializer
+    queryset = Judgment.objects.none()
+    filterset_fields = ["item", "source", "item__campaign"]
+
+    def get_queryset(self) -> QuerySet[Judgment]:
+        return selectors.judgment_list_for_user(self.request.user).order_by("id")

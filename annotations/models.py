@@ -1,0 +1,304 @@
+"""Annotation schema: campaigns, prompts, responses, items, assignment slots, judgments.
+
+Invariants live in constraints, not in Python checks, because every write may run concurrently
+with itself (see ARCHITECTURE.md, "Assignment by slots").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class CampaignKind(models.TextChoices):
+    PAIRWISE = "pairwise", "Pairwise (A / B / tie / both bad)"
+    RANKING = "ranking", "Ranking of N responses"
+    RATING = "rating", "Per-aspect ratings"
+
+
+class RoutingMode(models.TextChoices):
+    HUMAN_ONLY = "human_only", "Humans only"
+    JUDGE_ONLY = "judge_only", "LLM judge only"
+    HYBRID = "hybrid", "Hybrid (judge first, uncertain items to humans)"
+
+
+class MemberRole(models.TextChoices):
+    MANAGER = "manager", "Campaign manager"
+    ANNOTATOR = "annotator", "Annotator"
+
+
+def default_aspects() -> list[dict[str, Any]]:
+    return []
+
+
+class Campaign(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=CampaignKind.choices)
+    description = models.TextField(blank=True)
+    # Rating campaigns: [{"name": "helpfulness", "description": "...", "min": 1, "max": 5,
+    #                     "rubric": {"1": "useless", ..., "5": "perfect"}}, ...]
+    aspects = models.JSONField(default=default_aspects, blank=True)
+    overlap = models.PositiveSmallIntegerField(default=1, help_text="Distinct annotators per item (k).")
+    gold_ratio = models.FloatField(
+        default=0.0, help_text="Share of leases that serve a gold item while gold items remain."
+    )
+    lease_seconds = models.PositiveIntegerField(default=15 * 60)
+    max_responses = models.PositiveSmallIntegerField(default=8)
+    routing_mode = models.CharField(max_length=16, choices=RoutingMode.choices, default=RoutingMode.HUMAN_ONLY)
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_positive"),
+            models.CheckConstraint(condition=Q(gold_ratio__gte=0) & Q(gold_ratio__lte=1), name="campaign_gold_ratio_0_1"),
+            models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="campaign_lease_at_least_10s"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def guidelines_current(self) -> GuidelineVersion | None:
+        return self.guideline_versions.order_by("-version").first()
+
+
+class CampaignMembership(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="campaign_memberships")
+    role = models.CharField(max_length=16, choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "user"], name="membership_unique_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.role} · {self.campaign}"
+
+
+class GuidelineVersion(models.Model):
+    """Guidelines are versioned; every judgment stores the version in force when it was made."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="guideline_versions")
+    version = models.PositiveIntegerField()
+    text = models.TextField(help_text="Markdown")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["campaign", "-version"]
+        constraints = [models.UniqueConstraint(fields=["campaign", "version"], name="guideline_unique_version")]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} v{self.version}"
+
+
+class Prompt(models.Model):
+    """A prompt: plain text (a str) or a conversation in OpenAI message format (a list)."""
+
+    content = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.as_text()[:80]
+
+    def as_messages(self) -> list[dict[str, Any]]:
+        if isinstance(self.content, str):
+            return [{"role": "user", "content": self.content}]
+        return list(self.content)
+
+    def as_text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in self.content)
+
+
+class Response(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    text = models.TextField()
+    model_name = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    reward_scores = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.model_name or 'response'} #{self.pk}"
+
+
+class ItemState(models.TextChoices):
+    AWAITING_JUDGE = "awaiting_judge", "Awaiting LLM judge"
+    NEEDS_HUMANS = "needs_humans", "Needs human judgments"
+    DONE = "done", "Done"
+
+
+class Item(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="items")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="items")
+    state = models.CharField(max_length=16, choices=ItemState.choices, default=ItemState.NEEDS_HUMANS)
+    is_gold = models.BooleanField(default=False)
+    # Gold answer in canonical terms (response positions as imported); never shown to annotators.
+    gold_answer = models.JSONField(null=True, blank=True)
+    priority = models.IntegerField(default=0)
+    response_count = models.PositiveSmallIntegerField(default=2)
+    uncertainty = models.FloatField(null=True, blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["campaign", "state"], name="item_campaign_state")]
+
+    def __str__(self) -> str:
+        return f"item #{self.pk} ({self.campaign_id})"
+
+
+class ItemResponse(models.Model):
+    """The ordered responses of an item; `position` 0 is canonical "A", 1 is "B", ..."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="item_responses")
+    response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["item", "position"]
+        constraints = [models.UniqueConstraint(fields=["item", "position"], name="item_response_unique_position")]
+
+
+class SlotState(models.TextChoices):
+    OPEN = "open", "Open"
+    LEASED = "leased", "Leased"
+    SUBMITTED = "submitted", "Submitted"
+
+
+class AssignmentSlot(models.Model):
+    """One of the `overlap` slots of an item. Overlap can never exceed k: there are only k rows.
+
+    A lease takes one open (or expired) slot with SELECT ... FOR UPDATE SKIP LOCKED; the unique
+    (item, annotator) constraint makes it impossible for one person to hold two slots of an item.
+    `campaign_id`, `priority` and `is_gold` are copied from the item so the lease query is one
+    index scan on this table.
+    """
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="slots")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    slot_no = models.PositiveSmallIntegerField()
+    priority = models.IntegerField(default=0)
+    is_gold = models.BooleanField(default=False)
+    state = models.CharField(max_length=12, choices=SlotState.choices, default=SlotState.OPEN)
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="slots"
+    )
+    leased_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Canonical response positions in the order this annotator is shown them, e.g. [1, 0].
+    presented_order = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "slot_no"], name="slot_unique_item_slot_no"),
+            models.UniqueConstraint(fields=["item", "annotator"], name="slot_unique_item_annotator"),
+            models.CheckConstraint(
+                condition=Q(state="open", annotator__isnull=True) | ~Q(state="open"),
+                name="slot_open_has_no_annotator",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["campaign", "-priority", "item", "slot_no"],
+                name="slot_open_queue",
+                condition=Q(state="open"),
+            ),
+            models.Index(
+                fields=["campaign", "lease_expires_at"], name="slot_leased_expiry", condition=Q(state="leased")
+            ),
+            models.Index(fields=["annotator", "state"], name="slot_annotator_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"slot {self.slot_no} of item {self.item_id} ({self.state})"
+
+
+class Skip(models.Model):
+    """An annotator declined an item; they are never offered it again."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="skips")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="skip_unique_item_annotator")]
+
+
+class JudgmentSource(models.TextChoices):
+    HUMAN = "human", "Human annotator"
+    LLM = "llm", "LLM judge"
+    REWARD_MODEL = "reward_model", "Reward model"
+    ARENA = "arena", "Arena vote"
+
+
+class PairwiseChoice(models.TextChoices):
+    A = "a", "A is better"
+    B = "b", "B is better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both are bad"
+
+
+class Strength(models.TextChoices):
+    SLIGHT = "slight", "Slightly better"
+    CLEAR = "clear", "Clearly better"
+
+
+class Judgment(models.Model):
+    """One label on an item, from any source: the one preference store every feature reads.
+
+    All answers are stored in canonical terms: "a" is the item's response at position 0, rankings and
+    ratings are indexed by position. `presented_order` keeps what the annotator actually saw.
+    """
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judgments")
+    source = models.CharField(max_length=16, choices=JudgmentSource.choices, default=JudgmentSource.HUMAN)
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgments"
+    )
+    judge_name = models.CharField(max_length=200, blank=True, help_text="Judge or reward model, for non-humans.")
+    # pairwise
+    choice = models.CharField(max_length=12, choices=PairwiseChoice.choices, blank=True)
+    strength = models.CharField(max_length=8, choices=Strength.choices, blank=True)
+    # ranking: groups of positions, best first; positions in one group are tied.
+    ranking = models.JSONField(null=True, blank=True)
+    cannot_rank = models.BooleanField(default=False)
+    # rating: {"aspect": [score for position 0, score for position 1, ...]}
+    ratings = models.JSONField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    edited_answer = models.TextField(blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    presented_order = models.JSONField(null=True, blank=True)
+    guideline_version = models.PositiveIntegerField(null=True, blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "annotator"],
+                condition=Q(source="human"),
+                name="judgment_one_human_per_item_annotator",
+            ),
+            models.UniqueConstraint(fields=["idempotency_key"], name="judgment_unique_idempotency_key"),
+        ]
+        indexes = [models.Index(fields=["item", "source"], name="judgment_item_source")]
+
+    def __str__(self) -> str:
+        return f"judgment #{self.pk} on item {self.item_id} ({self.source})"

@@ -1,0 +1,368 @@
+"""Every write of the annotation workflow, each in one transaction.
+
+Concurrency rules (ARCHITECTURE.md): leases take slot rows with SELECT ... FOR UPDATE SKIP LOCKED;
+submissions lock the item row so "item done" is decided by exactly one transaction; constraints,
+not Python checks, keep overlap <= k and one human judgment per (item, annotator).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
+
+from annotations import events
+from annotations.importing import ItemRow
+from annotations.models import (
+    AssignmentSlot,
+    Campaign,
+    CampaignKind,
+    CampaignMembership,
+    GuidelineVersion,
+    Item,
+    ItemResponse,
+    ItemState,
+    Judgment,
+    JudgmentSource,
+    MemberRole,
+    Prompt,
+    Response,
+    Skip,
+    SlotState,
+)
+from annotations.payloads import answer_canonical, validate_aspects
+from prefarena.errors import Conflict, InvalidInput
+
+IMPORT_BATCH = 2000
+
+
+# --- campaigns ----------------------------------------------------------------------------------
+def _campaign_validate(*, kind: str, aspects: Any, overlap: int, gold_ratio: float, lease_seconds: int) -> list:
+    if kind not in CampaignKind.values:
+        raise InvalidInput(f"Unknown kind {kind!r}", fields={"kind": [f"must be one of {', '.join(CampaignKind.values)}"]})
+    aspects = validate_aspects(aspects or [])
+    if kind == CampaignKind.RATING and not aspects:
+        raise InvalidInput("A rating campaign needs at least one aspect", fields={"aspects": ["at least one aspect"]})
+    if overlap < 1:
+        raise InvalidInput("overlap must be at least 1", fields={"overlap": ["must be at least 1"]})
+    if not 0 <= gold_ratio <= 1:
+        raise InvalidInput("gold_ratio must be between 0 and 1", fields={"gold_ratio": ["must be between 0 and 1"]})
+    if lease_seconds < 10:
+        raise InvalidInput("lease_seconds must be at least 10", fields={"lease_seconds": ["must be at least 10"]})
+    return aspects
+
+
+@transaction.atomic
+def campaign_create(
+    *,
+    name: str,
+    kind: str,
+    created_by: AbstractBaseUser | None,
+    description: str = "",
+    guidelines: str = "",
+    aspects: list[dict[str, Any]] | None = None,
+    overlap: int = 1,
+    gold_ratio: float = 0.0,
+    lease_seconds: int = 15 * 60,
+    max_responses: int = 8,
+) -> Campaign:
+    """Create a campaign, its first guideline version, and make the creator its manager."""
+    aspects = _campaign_validate(
+        kind=kind, aspects=aspects, overlap=overlap, gold_ratio=gold_ratio, lease_seconds=lease_seconds
+    )
+    if Campaign.objects.filter(name=name).exists():
+        raise Conflict(f"A campaign named {name!r} already exists", fields={"name": ["already in use"]})
+    try:
+        with transaction.atomic():
+            campaign = Campaign.objects.create(
+                name=name,
+                kind=kind,
+                description=description,
+                aspects=aspects,
+                overlap=overlap,
+                gold_ratio=gold_ratio,
+                lease_seconds=lease_seconds,
+                max_responses=max_responses,
+                created_by=created_by,
+            )
+    except IntegrityError as exc:  # a concurrent create with the same name won
+        raise Conflict(f"A campaign named {name!r} already exists", fields={"name": ["already in use"]}) from exc
+    GuidelineVersion.objects.create(campaign=campaign, version=1, text=guidelines, created_by=created_by)
+    if created_by is not None and not getattr(created_by, "is_staff", False):
+        CampaignMembership.objects.create(campaign=campaign, user=created_by, role=MemberRole.MANAGER)
+    return campaign
+
+
+@transaction.atomic
+def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
+    """Change campaign settings. Overlap applies to items imported afterwards."""
+    allowed = {"description", "aspects", "overlap", "gold_ratio", "lease_seconds", "is_active", "max_responses"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise InvalidInput(f"Cannot change {', '.join(sorted(unknown))}")
+    if "aspects" in changes and campaign.items.exists() and changes["aspects"] != campaign.aspects:
+        raise Conflict("Aspects cannot change once the campaign has items", fields={"aspects": ["campaign has items"]})
+    merged = {
+        "kind": campaign.kind,
+        "aspects": changes.get("aspects", campaign.aspects),
+        "overlap": changes.get("overlap", campaign.overlap),
+        "gold_ratio": changes.get("gold_ratio", campaign.gold_ratio),
+        "lease_seconds": changes.get("lease_seconds", campaign.lease_seconds),
+    }
+    merged["aspects"] = _campaign_validate(**merged)
+    for key, value in changes.items():
+        setattr(campaign, key, merged.get(key, value))
+    campaign.save(update_fields=list(changes))
+    return campaign
+
+
+@transaction.atomic
+def guidelines_publish(*, campaign: Campaign, text: str, created_by: AbstractBaseUser | None) -> GuidelineVersion:
+    """Publish a new guideline version; later judgments record it."""
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()  # serialise version numbers
+    last = campaign.guideline_versions.order_by("-version").values_list("version", flat=True).first() or 0
+    return GuidelineVersion.objects.create(campaign=campaign, version=last + 1, text=text, created_by=created_by)
+
+
+@transaction.atomic
+def membership_set(*, campaign: Campaign, user: AbstractBaseUser, role: str = MemberRole.ANNOTATOR) -> CampaignMembership:
+    """Add a user to a campaign (or change their role)."""
+    if role not in MemberRole.values:
+        raise InvalidInput(f"Unknown role {role!r}", fields={"role": [f"must be one of {', '.join(MemberRole.values)}"]})
+    membership, created = CampaignMembership.objects.get_or_create(campaign=campaign, user=user, defaults={"role": role})
+    if not created and membership.role != role:
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, campaign: Campaign, user: AbstractBaseUser) -> None:
+    """Remove a member; their live leases are released so the items go back to the queue."""
+    CampaignMembership.objects.filter(campaign=campaign, user=user).delete()
+    AssignmentSlot.objects.filter(campaign=campaign, annotator=user, state=SlotState.LEASED).update(
+        state=SlotState.OPEN, annotator=None, leased_at=None, lease_expires_at=None, presented_order=None
+    )
+
+
+# --- items ----------------------------------------------------------------------------------------
+@transaction.atomic
+def items_import(*, campaign: Campaign, rows: Sequence[ItemRow]) -> list[int]:
+    """Store validated rows as items with their responses and `overlap` slots; all or nothing."""
+    ids: list[int] = []
+    for start in range(0, len(rows), IMPORT_BATCH):
+        batch = rows[start : start + IMPORT_BATCH]
+        prompts = Prompt.objects.bulk_create([Prompt(content=row.prompt) for row in batch])
+        items = Item.objects.bulk_create(
+            [
+                Item(
+                    campaign=campaign,
+                    prompt=prompt,
+                    is_gold=row.gold is not None,
+                    gold_answer=row.gold,
+                    priority=row.priority,
+                    response_count=len(row.responses),
+                    meta=row.meta,
+                    state=ItemState.NEEDS_HUMANS,
+                )
+                for prompt, row in zip(prompts, batch, strict=True)
+            ]
+        )
+        responses = Response.objects.bulk_create(
+            [
+                Response(prompt=prompt, text=r["text"], model_name=r["model"], metadata=r["meta"])
+                for prompt, row in zip(prompts, batch, strict=True)
+                for r in row.responses
+            ]
+        )
+        response_iter = iter(responses)
+        links = []
+        slots = []
+        for item, row in zip(items, batch, strict=True):
+            for position in range(len(row.responses)):
+                links.append(ItemResponse(item=item, response=next(response_iter), position=position))
+            slots.extend(
+                AssignmentSlot(
+                    item=item, campaign=campaign, slot_no=n, priority=item.priority, is_gold=item.is_gold
+                )
+                for n in range(campaign.overlap)
+            )
+        ItemResponse.objects.bulk_create(links)
+        AssignmentSlot.objects.bulk_create(slots)
+        ids.extend(item.pk for item in items)
+    return ids
+
+
+# --- leases ---------------------------------------------------------------------------------------
+def _lease_candidates(campaign: Campaign, annotator: AbstractBaseUser) -> QuerySet[AssignmentSlot]:
+    """Slots of items this annotator has never held, judged or skipped."""
+    held = AssignmentSlot.objects.filter(item_id=OuterRef("item_id"), annotator=annotator)
+    skipped = Skip.objects.filter(item_id=OuterRef("item_id"), annotator=annotator)
+    return (
+        AssignmentSlot.objects.filter(campaign=campaign)
+        .filter(~Exists(held), ~Exists(skipped))
+        .order_by("-priority", "item_id", "slot_no")
+        # Skip rows another transaction is leasing right now instead of queueing behind it.
+        .select_for_update(skip_locked=True, of=("self",))
+    )
+
+
+def _lease_take(campaign: Campaign, annotator: AbstractBaseUser, now: Any) -> AssignmentSlot | None:
+    candidates = _lease_candidates(campaign, annotator)
+    expired = candidates.filter(state=SlotState.LEASED, lease_expires_at__lte=now)
+    open_ = candidates.filter(state=SlotState.OPEN)
+    if campaign.gold_ratio > 0:
+        gold_first = random.random() < campaign.gold_ratio
+        order = [open_.filter(is_gold=gold_first), open_.filter(is_gold=not gold_first)]
+    else:
+        order = [open_]
+    # Expired leases first: they are the oldest work and reopen here lazily (also by a periodic task).
+    for queryset in [expired, *order]:
+        slot = queryset.first()
+        if slot is not None:
+            return slot
+    return None
+
+
+def item_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> AssignmentSlot | None:
+    """Lease the next item to `annotator`, or return their live lease; None when nothing is left."""
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                now = timezone.now()
+                live = (
+                    AssignmentSlot.objects.filter(
+                        campaign=campaign, annotator=annotator, state=SlotState.LEASED, lease_expires_at__gt=now
+                    )
+                    .order_by("leased_at")
+                    .first()
+                )
+                if live is not None:
+                    return live
+                slot = _lease_take(campaign, annotator, now)
+                if slot is None:
+                    return None
+                order = list(range(Item.objects.values_list("response_count", flat=True).get(pk=slot.item_id)))
+                random.shuffle(order)
+                slot.state = SlotState.LEASED
+                slot.annotator = annotator
+                slot.leased_at = now
+                slot.lease_expires_at = now + timedelta(seconds=campaign.lease_seconds)
+                slot.presented_order = order
+                # The unique (item, annotator) constraint fires here if the same person leased another
+                # slot of this item in a concurrent request; we then simply try again.
+                slot.save(update_fields=["state", "annotator", "leased_at", "lease_expires_at", "presented_order"])
+                return slot
+        except IntegrityError:
+            continue
+    raise Conflict("Too many concurrent lease requests from this account; try again")
+
+
+@transaction.atomic
+def item_skip(*, item: Item, annotator: AbstractBaseUser, reason: str) -> Skip:
+    """Give a leased item back with a reason; the annotator is never offered it again."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("A skip needs a reason", fields={"reason": ["This field may not be blank."]})
+    slot = AssignmentSlot.objects.select_for_update().filter(item=item, annotator=annotator).first()
+    if slot is None or slot.state != SlotState.LEASED or slot.lease_expires_at <= timezone.now():
+        raise Conflict("You hold no live lease on this item, so there is nothing to skip")
+    slot.state = SlotState.OPEN
+    slot.annotator = None
+    slot.leased_at = slot.lease_expires_at = slot.presented_order = None
+    slot.save(update_fields=["state", "annotator", "leased_at", "lease_expires_at", "presented_order"])
+    skip, _ = Skip.objects.get_or_create(item=item, annotator=annotator, defaults={"reason": reason[:500]})
+    return skip
+
+
+def assignment_leases_reap() -> int:
+    """Reopen slots whose lease expired; returns how many. Leases also reopen lazily on lease."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            AssignmentSlot.objects.filter(state=SlotState.LEASED, lease_expires_at__lte=now)
+            .select_for_update(skip_locked=True)
+            .values_list("id", flat=True)[:10_000]
+        )
+        return AssignmentSlot.objects.filter(id__in=ids).update(
+            state=SlotState.OPEN, annotator=None, leased_at=None, lease_expires_at=None, presented_order=None
+        )
+
+
+# --- judgments ------------------------------------------------------------------------------------
+def _judgment_replay(key: str | None, item: Item, annotator: AbstractBaseUser) -> Judgment | None:
+    if not key:
+        return None
+    existing = Judgment.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.annotator_id != annotator.pk or existing.item_id != item.pk:
+        raise Conflict(
+            "This idempotency_key was already used for a different judgment",
+            fields={"idempotency_key": ["already used"]},
+        )
+    return existing
+
+
+def judgment_submit(
+    *, item: Item, annotator: AbstractBaseUser, data: dict[str, Any], idempotency_key: str | None = None
+) -> tuple[Judgment, bool]:
+    """Store a human judgment on a leased item. Returns (judgment, created); a retry with the same
+    idempotency key returns the stored judgment with created=False."""
+    with transaction.atomic():
+        # Lock the item: concurrent submissions on its slots decide "done" one after the other.
+        item = Item.objects.select_for_update().select_related("campaign").get(pk=item.pk)
+        replay = _judgment_replay(idempotency_key, item, annotator)
+        if replay is not None:
+            return replay, False
+        slot = AssignmentSlot.objects.filter(item=item, annotator=annotator).first()
+        now = timezone.now()
+        if slot is not None and slot.state == SlotState.SUBMITTED or (
+            Judgment.objects.filter(item=item, annotator=annotator, source=JudgmentSource.HUMAN).exists()
+        ):
+            raise Conflict("You have already judged this item; a second judgment is not accepted")
+        if slot is None or slot.state != SlotState.LEASED:
+            raise Conflict("You hold no lease on this item; request one with POST /api/v1/campaigns/{id}/next/")
+        if slot.lease_expires_at <= now:
+            raise Conflict(
+                f"Your lease on this item expired at {slot.lease_expires_at.isoformat()}; "
+                "request the next item and judge it again"
+            )
+        campaign = item.campaign
+        answer = answer_canonical(
+            kind=campaign.kind, data=data, presented_order=slot.presented_order, aspects=campaign.aspects
+        )
+        time_spent = data.get("time_spent_ms")
+        if time_spent is None:
+            time_spent = int((now - slot.leased_at).total_seconds() * 1000)
+        guideline_version = campaign.guideline_versions.order_by("-version").values_list("version", flat=True).first()
+        judgment = Judgment.objects.create(
+            item=item,
+            source=JudgmentSource.HUMAN,
+            annotator=annotator,
+            choice=answer.choice,
+            strength=answer.strength,
+            ranking=answer.ranking,
+            cannot_rank=answer.cannot_rank,
+            ratings=answer.ratings,
+            rationale=data.get("rationale") or "",
+            edited_answer=data.get("edited_answer") or "",
+            presented_order=slot.presented_order,
+            guideline_version=guideline_version,
+            time_spent_ms=time_spent,
+            idempotency_key=idempotency_key or None,
+        )
+        slot.state = SlotState.SUBMITTED
+        slot.save(update_fields=["state"])
+        if not item.slots.exclude(state=SlotState.SUBMITTED).exists():
+            item.state = ItemState.DONE
+            item.save(update_fields=["state"])
+        campaign_id = campaign.pk
+        transaction.on_commit(lambda: events.campaign_progress_broadcast(campaign_id))
+        return judgment, True

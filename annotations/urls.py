@@ -1,0 +1,9 @@
+from django.urls import path
+
+from annotations import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign-detail"),
+    path("campaigns/<int:campaign_id>/annotate/", views.campaign_annotate, name="campaign-annotate"),
+]

@@ -1,0 +1,1 @@
+"""Model registry schema. Built by the model-registry issue; empty in the foundation."""

@@ -1,0 +1,28 @@
+"""Celery app. Queues: `default` (CPU work) and `gpu` (models); routing is by task module."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefarena.settings")
+
+app = Celery("prefarena")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("default"), Queue("gpu"))
+app.conf.task_default_queue = "default"
+# Everything under workers/ touches models on accelerators; everything else is light CPU work.
+app.conf.task_routes = {"workers.*": {"queue": "gpu"}}
+app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _ensure_filesystem_broker_folders(sender: Celery, **_: object) -> None:
+    """kombu's filesystem transport needs its folders to exist before the first publish."""
+    options = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        folder = options.get(key)
+        if folder:
+            os.makedirs(folder, exist_ok=True)

@@ -1,0 +1,1 @@
+"""GPU-queue Celery tasks (task modules) and `workers.ml`: pure torch code with no Django import."""
