@@ -183,7 +183,6 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 
 # --- PrefArena ----------------------------------------------------------------------------------
-PREFARENA_DEFAULT_LEASE_SECONDS = env_int("PREFARENA_DEFAULT_LEASE_SECONDS", 15 * 60)
 PREFARENA_IMPORT_MAX_ITEMS = env_int("PREFARENA_IMPORT_MAX_ITEMS", 100_000)
 
 LOGGING = {

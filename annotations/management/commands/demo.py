@@ -1,0 +1,84 @@
+"""python manage.py demo — migrate, load demo data, serve the app with a real Celery worker.
+
+Ctrl-C stops the web server and the worker it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from annotations.demo_data import demo_seed
+
+
+class Command(BaseCommand):
+    help = "Set up the embedded demo (SQLite, filesystem broker) and serve it with a Celery worker."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--addrport", default="127.0.0.1:8000", help="Where to serve (default 127.0.0.1:8000)")
+        parser.add_argument("--seed-only", action="store_true", help="Migrate and load demo data, then exit")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        call_command("migrate", interactive=False, verbosity=0)
+        credentials = demo_seed()
+        host = options["addrport"]
+        self.stdout.write(
+            self.style.SUCCESS("Demo data loaded.")
+            + f"\n  admin     / {credentials.admin_password}   (staff: admin site at http://{host}/admin/)"
+            + f"\n  annotator / {credentials.annotator_password}   (annotates the three demo campaigns)"
+            + f"\n  Open http://{host}/ — API docs at http://{host}/api/docs/\n"
+        )
+        if options["seed_only"]:
+            return
+        self._serve(host)
+
+    def _serve(self, host: str) -> None:
+        env = dict(os.environ)
+        beat_schedule = settings.VAR_DIR / "celerybeat-schedule"
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "prefarena", "worker", "-Q", "default,gpu",
+             "--concurrency", "1", "--prefetch-multiplier", "1", "--beat", "--schedule", str(beat_schedule),
+             "--loglevel", "info"],
+            env=env,
+        )
+        server = subprocess.Popen([sys.executable, "manage.py", "runserver", host, "--noreload"], env=env)
+        children = [server, worker]
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            if not stopping:
+                raise CommandError("The web server or the worker stopped unexpectedly; see the messages above")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping the web server and the worker...")
+        finally:
+            # SIGTERM: a warm shutdown for Celery, a clean exit for the server (SIGINT may be ignored
+            # when the demo was started in the background).
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+            deadline = time.monotonic() + 20
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        self.stdout.write("Stopped.")

@@ -1,0 +1,81 @@
+"""`manage.py demo` (what `make demo` runs): the embedded default serves, runs tasks, stops on Ctrl-C.
+
+This exercises the embedded default itself (SQLite + filesystem broker) in a throwaway folder; the
+rest of the suite runs on PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reset_sigint() -> None:
+    # A terminal delivers Ctrl-C as SIGINT to the whole process group; make sure it is not ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
+    env.update({"DEBUG": "1", "PREFARENA_VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"})
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "manage.py", "demo", "--addrport", f"127.0.0.1:{port}"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=reset_sigint,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            assert demo.poll() is None, log.read_text()
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=2).status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200, log.read_text()
+        text = log.read_text()
+        assert "annotator / " in text and "admin     / " in text
+        # A task published through the filesystem broker is executed by the demo's worker.
+        subprocess.run(
+            [sys.executable, "-c",
+             "import django; django.setup(); from annotations.tasks import assignment_leases_reap as t; t.delay()"],
+            cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "prefarena.settings"}, check=True, timeout=60,
+        )
+        deadline = time.monotonic() + 60
+        while "assignment_leases_reap" not in log.read_text().split("[tasks]")[-1].split("ready.")[-1]:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        try:
+            demo.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            pytest.fail("demo did not stop within 45 s of Ctrl-C:\n" + log.read_text())
+    deadline = time.monotonic() + 10  # a pool child may outlive its parent by a moment
+    while (leftovers := subprocess.run(["pgrep", "-s", str(demo.pid)], capture_output=True, text=True).stdout.split()):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert leftovers == [], f"processes left running after Ctrl-C: {leftovers}"
+    assert "Stopped." in log.read_text()
