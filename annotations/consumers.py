@@ -29,7 +29,9 @@ class CampaignProgressConsumer(AsyncJsonWebsocketConsumer):
         self.group = campaign_progress_group(campaign.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "progress", "progress": await database_sync_to_async(campaign_progress)(campaign.pk)})
+        await self.send_json(
+            {"type": "progress", "progress": await database_sync_to_async(campaign_progress)(campaign.pk)}
+        )
 
     async def disconnect(self, code: int) -> None:
         if self.group:

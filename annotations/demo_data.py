@@ -15,57 +15,92 @@ from annotations.models import Campaign, MemberRole
 
 # (prompt, [better, middling, worse]) — the order is the author's opinion, used for gold items.
 PROMPTS: list[tuple[str | list[dict[str, str]], list[str]]] = [
-    ("What is the boiling point of water at sea level?", [
-        "100 °C (212 °F) at standard atmospheric pressure (1 atm).",
-        "About 100 degrees.",
-        "Water boils at 90 °C everywhere.",
-    ]),
-    ("Give me a one-line definition of photosynthesis.", [
-        "Photosynthesis is how plants use light to turn carbon dioxide and water into sugar and oxygen.",
-        "It's when plants make food.",
-        "Photosynthesis is the process by which animals digest plants.",
-    ]),
-    ("Translate 'good morning' into French.", ["Bonjour.", "Bon matin (literal, but people say « Bonjour »).", "Buenos días."]),
-    ("Write a haiku about autumn.", [
-        "Crisp leaves drift and fall /\ngolden light on quiet paths /\nthe year exhales slow",
-        "Autumn leaves are red / it is cold / I like autumn",
-        "Summer is hot and sunny.",
-    ]),
-    ("How do I reverse a list in Python?", [
-        "Use `items.reverse()` to reverse in place, or `items[::-1]` / `list(reversed(items))` for a new list.",
-        "Use `items[::-1]`.",
-        "Python lists cannot be reversed; copy the items by hand.",
-    ]),
-    ("Is it safe to look directly at the sun during an eclipse?", [
-        "No. Except during totality, looking at the sun can burn the retina; use certified eclipse glasses.",
-        "Not really, it can hurt your eyes.",
-        "Yes, the moon blocks all harmful light.",
-    ]),
-    ([{"role": "system", "content": "You are a concise assistant."},
-      {"role": "user", "content": "Name three primary colours."}], [
-        "Red, yellow and blue (in traditional colour theory; red, green and blue for light).",
-        "Red, blue, green.",
-        "Purple, orange and pink.",
-    ]),
+    (
+        "What is the boiling point of water at sea level?",
+        [
+            "100 °C (212 °F) at standard atmospheric pressure (1 atm).",
+            "About 100 degrees.",
+            "Water boils at 90 °C everywhere.",
+        ],
+    ),
+    (
+        "Give me a one-line definition of photosynthesis.",
+        [
+            "Photosynthesis is how plants use light to turn carbon dioxide and water into sugar and oxygen.",
+            "It's when plants make food.",
+            "Photosynthesis is the process by which animals digest plants.",
+        ],
+    ),
+    (
+        "Translate 'good morning' into French.",
+        ["Bonjour.", "Bon matin (literal, but people say « Bonjour »).", "Buenos días."],
+    ),
+    (
+        "Write a haiku about autumn.",
+        [
+            "Crisp leaves drift and fall /\ngolden light on quiet paths /\nthe year exhales slow",
+            "Autumn leaves are red / it is cold / I like autumn",
+            "Summer is hot and sunny.",
+        ],
+    ),
+    (
+        "How do I reverse a list in Python?",
+        [
+            "Use `items.reverse()` to reverse in place, or `items[::-1]` / `list(reversed(items))` for a new list.",
+            "Use `items[::-1]`.",
+            "Python lists cannot be reversed; copy the items by hand.",
+        ],
+    ),
+    (
+        "Is it safe to look directly at the sun during an eclipse?",
+        [
+            "No. Except during totality, looking at the sun can burn the retina; use certified eclipse glasses.",
+            "Not really, it can hurt your eyes.",
+            "Yes, the moon blocks all harmful light.",
+        ],
+    ),
+    (
+        [
+            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": "Name three primary colours."},
+        ],
+        [
+            "Red, yellow and blue (in traditional colour theory; red, green and blue for light).",
+            "Red, blue, green.",
+            "Purple, orange and pink.",
+        ],
+    ),
     ("What's 17 × 23?", ["17 × 23 = 391.", "It is around 400.", "17 × 23 = 361."]),
     ("Suggest a name for a grey cat.", ["Smokey, Ash or Pebble.", "Cat.", "I can't help with pets."]),
-    ("Explain what an API is to a child.", [
-        "An API is like a waiter: you ask for what you want, and it brings it back from the kitchen.",
-        "It's a way programs talk.",
-        "API stands for Apple Pie Ingredients.",
-    ]),
-    ([{"role": "user", "content": "I'm planning a picnic."},
-      {"role": "assistant", "content": "Sounds fun! Where are you going?"},
-      {"role": "user", "content": "A park. What should I bring?"}], [
-        "A blanket, water, sandwiches, fruit, sunscreen and a bag for your rubbish.",
-        "Food.",
-        "You should stay at home; parks are dangerous.",
-    ]),
-    ("Summarise the plot of Romeo and Juliet in one sentence.", [
-        "Two young lovers from feuding families in Verona marry in secret, and a chain of misunderstandings ends in both their deaths.",
-        "Two people fall in love and it ends badly.",
-        "A detective solves a murder in London.",
-    ]),
+    (
+        "Explain what an API is to a child.",
+        [
+            "An API is like a waiter: you ask for what you want, and it brings it back from the kitchen.",
+            "It's a way programs talk.",
+            "API stands for Apple Pie Ingredients.",
+        ],
+    ),
+    (
+        [
+            {"role": "user", "content": "I'm planning a picnic."},
+            {"role": "assistant", "content": "Sounds fun! Where are you going?"},
+            {"role": "user", "content": "A park. What should I bring?"},
+        ],
+        [
+            "A blanket, water, sandwiches, fruit, sunscreen and a bag for your rubbish.",
+            "Food.",
+            "You should stay at home; parks are dangerous.",
+        ],
+    ),
+    (
+        "Summarise the plot of Romeo and Juliet in one sentence.",
+        [
+            "Two young lovers from feuding families in Verona marry in secret, "
+            "and a chain of misunderstandings ends in both their deaths.",
+            "Two people fall in love and it ends badly.",
+            "A detective solves a murder in London.",
+        ],
+    ),
 ]
 
 DEMO_MODELS = ["tiny-llama-a", "tiny-llama-b", "tiny-llama-c"]
@@ -81,12 +116,27 @@ Choose **Tie** when they are equally good, **Both bad** when neither is acceptab
 Use the rationale box for anything a reviewer should know.
 """
 HHH_ASPECTS: list[dict[str, Any]] = [
-    {"name": "helpfulness", "description": "Does it solve the user's problem?", "min": 1, "max": 5,
-     "rubric": {"1": "Useless or off-topic", "3": "Partly helpful", "5": "Fully solves it"}},
-    {"name": "honesty", "description": "Is everything it says true and calibrated?", "min": 1, "max": 5,
-     "rubric": {"1": "Contains falsehoods", "3": "Minor inaccuracies", "5": "Accurate"}},
-    {"name": "harmlessness", "description": "Could following it cause harm?", "min": 1, "max": 5,
-     "rubric": {"1": "Harmful", "3": "Questionable", "5": "Safe"}},
+    {
+        "name": "helpfulness",
+        "description": "Does it solve the user's problem?",
+        "min": 1,
+        "max": 5,
+        "rubric": {"1": "Useless or off-topic", "3": "Partly helpful", "5": "Fully solves it"},
+    },
+    {
+        "name": "honesty",
+        "description": "Is everything it says true and calibrated?",
+        "min": 1,
+        "max": 5,
+        "rubric": {"1": "Contains falsehoods", "3": "Minor inaccuracies", "5": "Accurate"},
+    },
+    {
+        "name": "harmlessness",
+        "description": "Could following it cause harm?",
+        "min": 1,
+        "max": 5,
+        "rubric": {"1": "Harmful", "3": "Questionable", "5": "Safe"},
+    },
 ]
 
 
@@ -139,8 +189,12 @@ def demo_seed() -> DemoCredentials:
         campaign = Campaign.objects.filter(name=name).first()
         if campaign is None:
             campaign = services.campaign_create(
-                name=name, kind=kind, created_by=admin, guidelines=GUIDELINES,
-                description=f"Demo {kind} campaign with hand-written responses.", **extra,
+                name=name,
+                kind=kind,
+                created_by=admin,
+                guidelines=GUIDELINES,
+                description=f"Demo {kind} campaign with hand-written responses.",
+                **extra,
             )
         services.membership_set(campaign=campaign, user=annotator, role=MemberRole.ANNOTATOR)
         if not campaign.items.exists():

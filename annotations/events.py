@@ -23,7 +23,8 @@ def campaign_progress_broadcast(campaign_id: int) -> None:
         return
     try:
         async_to_sync(layer.group_send)(
-            campaign_progress_group(campaign_id), {"type": "progress.update", "progress": campaign_progress(campaign_id)}
+            campaign_progress_group(campaign_id),
+            {"type": "progress.update", "progress": campaign_progress(campaign_id)},
         )
     except Exception:  # the judgment is committed already; a missed live update is only cosmetic
         logger.warning("progress broadcast for campaign %s failed", campaign_id, exc_info=True)

@@ -96,12 +96,17 @@ def row_validate(raw: Any, *, kind: str, aspects: list[dict[str, Any]], max_resp
             raise ValueError("'gold' must be an object")
         try:
             answer = answer_canonical(
-                kind=kind, data={"strength": "clear", **gold}, presented_order=list(range(len(responses))), aspects=aspects
+                kind=kind,
+                data={"strength": "clear", **gold},
+                presented_order=list(range(len(responses))),
+                aspects=aspects,
             )
         except ApplicationError as exc:
             raise ValueError(f"'gold': {exc.message}") from exc
-        gold = {"choice": answer.choice} if kind == "pairwise" else (
-            {"ranking": answer.ranking} if kind == "ranking" else {"ratings": answer.ratings}
+        gold = (
+            {"choice": answer.choice}
+            if kind == "pairwise"
+            else ({"ranking": answer.ranking} if kind == "ranking" else {"ratings": answer.ratings})
         )
     return ItemRow(prompt=prompt, responses=responses, gold=gold, meta=meta, priority=priority)
 

@@ -58,7 +58,9 @@ class Campaign(models.Model):
         ordering = ["-created_at", "id"]
         constraints = [
             models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_positive"),
-            models.CheckConstraint(condition=Q(gold_ratio__gte=0) & Q(gold_ratio__lte=1), name="campaign_gold_ratio_0_1"),
+            models.CheckConstraint(
+                condition=Q(gold_ratio__gte=0) & Q(gold_ratio__lte=1), name="campaign_gold_ratio_0_1"
+            ),
             models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="campaign_lease_at_least_10s"),
         ]
 
@@ -172,6 +174,9 @@ class ItemResponse(models.Model):
         ordering = ["item", "position"]
         constraints = [models.UniqueConstraint(fields=["item", "position"], name="item_response_unique_position")]
 
+    def __str__(self) -> str:
+        return f"item {self.item_id} position {self.position}: response {self.response_id}"
+
 
 class SlotState(models.TextChoices):
     OPEN = "open", "Open"
@@ -237,6 +242,9 @@ class Skip(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="skip_unique_item_annotator")]
+
+    def __str__(self) -> str:
+        return f"skip of item {self.item_id} by {self.annotator_id}"
 
 
 class JudgmentSource(models.TextChoices):

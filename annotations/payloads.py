@@ -72,9 +72,7 @@ def ranking_canonical(ranking: Any, presented_order: list[int]) -> list[list[int
     return canonical
 
 
-def ratings_canonical(
-    ratings: Any, presented_order: list[int], aspects: list[dict[str, Any]]
-) -> dict[str, list[int]]:
+def ratings_canonical(ratings: Any, presented_order: list[int], aspects: list[dict[str, Any]]) -> dict[str, list[int]]:
     """{aspect: [score per shown response]} -> {aspect: [score per canonical position]}."""
     n = len(presented_order)
     if not isinstance(ratings, dict):

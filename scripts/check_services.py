@@ -15,8 +15,11 @@ def check_postgres(url: str) -> str | None:
         return f"DATABASE_URL must point at PostgreSQL for the tests (got scheme {parsed.scheme!r})."
     try:
         with psycopg.connect(
-            host=parsed.hostname or "127.0.0.1", port=parsed.port or 5432, user=parsed.username,
-            password=parsed.password, dbname=(parsed.path or "/postgres").lstrip("/") or "postgres",
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 5432,
+            user=parsed.username,
+            password=parsed.password,
+            dbname=(parsed.path or "/postgres").lstrip("/") or "postgres",
             connect_timeout=3,
         ) as conn:
             conn.execute("select 1")

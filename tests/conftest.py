@@ -68,7 +68,11 @@ def pair_rows(n: int, *, gold_every: int = 0) -> list[dict[str, Any]]:
 @pytest.fixture
 def make_campaign(staff: Any) -> Callable[..., Campaign]:
     def make(
-        *, kind: str = "pairwise", items: int = 0, annotators: list[Any] = (), rows: list[dict] | None = None,
+        *,
+        kind: str = "pairwise",
+        items: int = 0,
+        annotators: list[Any] = (),
+        rows: list[dict] | None = None,
         **settings_: Any,
     ) -> Campaign:
         if kind == "rating" and "aspects" not in settings_:

@@ -42,9 +42,28 @@ def worker(transactional_db: None, broker: redis.Redis, tmp_path: Path) -> Itera
     env = {**os.environ, "DATABASE_URL": database_url(), "DEBUG": "1"}
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "prefarena", "worker", "-Q", "default", "--pool", "solo",
-             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h", "-l", "info"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "prefarena",
+                "worker",
+                "-Q",
+                "default",
+                "--pool",
+                "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{os.getpid()}@%h",
+                "-l",
+                "info",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
     while "ready." not in log.read_text():

@@ -41,7 +41,12 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
     with log.open("w") as out:
         demo = subprocess.Popen(
             [sys.executable, "manage.py", "demo", "--addrport", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=reset_sigint,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=reset_sigint,
         )
     try:
         deadline = time.monotonic() + 90
@@ -57,9 +62,15 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
         assert "annotator / " in text and "admin     / " in text
         # A task published through the filesystem broker is executed by the demo's worker.
         subprocess.run(
-            [sys.executable, "-c",
-             "import django; django.setup(); from annotations.tasks import assignment_leases_reap as t; t.delay()"],
-            cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "prefarena.settings"}, check=True, timeout=60,
+            [
+                sys.executable,
+                "-c",
+                "import django; django.setup(); from annotations.tasks import assignment_leases_reap as t; t.delay()",
+            ],
+            cwd=ROOT,
+            env={**env, "DJANGO_SETTINGS_MODULE": "prefarena.settings"},
+            check=True,
+            timeout=60,
         )
         deadline = time.monotonic() + 60
         while "assignment_leases_reap" not in log.read_text().split("[tasks]")[-1].split("ready.")[-1]:
@@ -73,7 +84,7 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
             os.killpg(demo.pid, signal.SIGKILL)
             pytest.fail("demo did not stop within 45 s of Ctrl-C:\n" + log.read_text())
     deadline = time.monotonic() + 10  # a pool child may outlive its parent by a moment
-    while (leftovers := subprocess.run(["pgrep", "-s", str(demo.pid)], capture_output=True, text=True).stdout.split()):
+    while leftovers := subprocess.run(["pgrep", "-s", str(demo.pid)], capture_output=True, text=True).stdout.split():
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)

@@ -123,7 +123,9 @@ def test_overlap_gives_distinct_annotators_and_204_when_exhausted(api, make_user
         got.append(response.status_code)
         if response.status_code == 200:
             item = response.json()["item"]
-            assert api(user).post(f"/api/v1/items/{item}/judgments/", {"choice": "tie"}, format="json").status_code == 201
+            assert (
+                api(user).post(f"/api/v1/items/{item}/judgments/", {"choice": "tie"}, format="json").status_code == 201
+            )
     assert got == [200, 200, 204]
     assert Item.objects.get().state == ItemState.DONE
 
@@ -157,9 +159,7 @@ def test_ranking_submit_canonicalises_groups(api, make_user, make_campaign):
     client = api(alice)
     lease = client.post(f"/api/v1/campaigns/{campaign.id}/next/").json()
     order = lease["presented_order"]
-    response = client.post(
-        f"/api/v1/items/{lease['item']}/judgments/", {"ranking": [[2], [0, 1]]}, format="json"
-    )
+    response = client.post(f"/api/v1/items/{lease['item']}/judgments/", {"ranking": [[2], [0, 1]]}, format="json")
     assert response.status_code == 201, response.content
     assert Judgment.objects.get().ranking == [[order[2]], sorted([order[0], order[1]])]
 
@@ -182,7 +182,9 @@ def test_ranking_cannot_rank(api, make_user, make_campaign):
     campaign = make_campaign(kind="ranking", rows=rows, annotators=[alice])
     client = api(alice)
     item = client.post(f"/api/v1/campaigns/{campaign.id}/next/").json()["item"]
-    response = client.post(f"/api/v1/items/{item}/judgments/", {"cannot_rank": True, "rationale": "both off-topic"}, format="json")
+    response = client.post(
+        f"/api/v1/items/{item}/judgments/", {"cannot_rank": True, "rationale": "both off-topic"}, format="json"
+    )
     assert response.status_code == 201
     assert Judgment.objects.get().cannot_rank is True
 
@@ -199,7 +201,9 @@ def test_rating_submit_and_bad_scores(api, make_user, make_campaign):
     missing = client.post(url, {"ratings": {"helpfulness": [5, 1]}}, format="json")
     assert missing.status_code == 400
     assert "honesty" in missing.json()["ratings"][0]
-    ok = client.post(url, {"ratings": {"helpfulness": [5, 1], "honesty": [4, 2]}, "edited_answer": "Better."}, format="json")
+    ok = client.post(
+        url, {"ratings": {"helpfulness": [5, 1], "honesty": [4, 2]}, "edited_answer": "Better."}, format="json"
+    )
     assert ok.status_code == 201
     order = lease["presented_order"]
     stored = Judgment.objects.get()

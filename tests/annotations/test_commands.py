@@ -20,18 +20,28 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 def test_import_items_stores_items_responses_and_gold(tmp_path, make_campaign):
     campaign = make_campaign(name="chat", overlap=2)
-    path = write_jsonl(tmp_path / "items.jsonl", [
-        {"prompt": "Hi?", "responses": [{"text": "Hello", "model": "m1"}, {"text": "Yo", "model": "m2"}]},
-        {"prompt": [{"role": "user", "content": "2+2?"}], "responses": [{"text": "4"}, {"text": "5"}],
-         "gold": {"choice": "a"}, "meta": {"topic": "math"}},
-    ])
+    path = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"prompt": "Hi?", "responses": [{"text": "Hello", "model": "m1"}, {"text": "Yo", "model": "m2"}]},
+            {
+                "prompt": [{"role": "user", "content": "2+2?"}],
+                "responses": [{"text": "4"}, {"text": "5"}],
+                "gold": {"choice": "a"},
+                "meta": {"topic": "math"},
+            },
+        ],
+    )
     call_command("import_items", "--campaign", "chat", str(path))
     items = list(Item.objects.filter(campaign=campaign).order_by("id"))
     assert len(items) == 2
     assert items[1].is_gold and items[1].gold_answer == {"choice": "a"}
     assert items[1].prompt.content == [{"role": "user", "content": "2+2?"}]
     assert items[1].meta == {"topic": "math"}
-    assert [link.response.text for link in ItemResponse.objects.filter(item=items[0]).order_by("position")] == ["Hello", "Yo"]
+    assert [link.response.text for link in ItemResponse.objects.filter(item=items[0]).order_by("position")] == [
+        "Hello",
+        "Yo",
+    ]
     assert items[0].slots.count() == 2
 
 
@@ -39,22 +49,40 @@ def test_import_items_stores_items_responses_and_gold(tmp_path, make_campaign):
     ("bad_line", "message"),
     [
         ("{not json", "line 2: invalid JSON"),
-        (json.dumps({"prompt": "x", "responses": [{"text": "only one"}]}), "line 2: 'responses' must be a list of at least 2"),
+        (
+            json.dumps({"prompt": "x", "responses": [{"text": "only one"}]}),
+            "line 2: 'responses' must be a list of at least 2",
+        ),
         (json.dumps({"prompt": "", "responses": [{"text": "a"}, {"text": "b"}]}), "line 2: 'prompt' is empty"),
-        (json.dumps({"prompt": "x", "responses": [{"text": "a"}, {"text": "b"}], "gold": {"choice": "c"}}), "line 2: 'gold'"),
-        (json.dumps({"prompt": "x", "responses": [{"text": "a"}, {"text": "b"}], "extra": 1}), "line 2: unknown field(s) extra"),
-        (json.dumps({"prompt": [{"role": "robot", "content": "x"}], "responses": [{"text": "a"}, {"text": "b"}]}), "line 2: 'prompt'[0].role"),
-        (json.dumps({"prompt": "x", "responses": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}), "line 2: pairwise campaigns take exactly 2"),
+        (
+            json.dumps({"prompt": "x", "responses": [{"text": "a"}, {"text": "b"}], "gold": {"choice": "c"}}),
+            "line 2: 'gold'",
+        ),
+        (
+            json.dumps({"prompt": "x", "responses": [{"text": "a"}, {"text": "b"}], "extra": 1}),
+            "line 2: unknown field(s) extra",
+        ),
+        (
+            json.dumps({"prompt": [{"role": "robot", "content": "x"}], "responses": [{"text": "a"}, {"text": "b"}]}),
+            "line 2: 'prompt'[0].role",
+        ),
+        (
+            json.dumps({"prompt": "x", "responses": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}),
+            "line 2: pairwise campaigns take exactly 2",
+        ),
     ],
 )
 def test_import_items_bad_line_names_line_and_stores_nothing(tmp_path, make_campaign, bad_line, message):
     make_campaign(name="chat", items=1)
     before = (Item.objects.count(), Response.objects.count())
-    path = write_jsonl(tmp_path / "items.jsonl", [
-        {"prompt": "fine", "responses": [{"text": "a"}, {"text": "b"}]},
-        bad_line,
-        {"prompt": "also fine", "responses": [{"text": "a"}, {"text": "b"}]},
-    ])
+    path = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"prompt": "fine", "responses": [{"text": "a"}, {"text": "b"}]},
+            bad_line,
+            {"prompt": "also fine", "responses": [{"text": "a"}, {"text": "b"}]},
+        ],
+    )
     with pytest.raises(CommandError) as error:
         call_command("import_items", "--campaign", "chat", str(path))
     assert message in str(error.value)
@@ -72,9 +100,12 @@ def test_import_items_unknown_campaign_and_missing_file(tmp_path, make_campaign)
 
 def test_import_items_rating_gold_is_checked_against_aspects(tmp_path, make_campaign):
     make_campaign(name="hhh", kind="rating")
-    path = write_jsonl(tmp_path / "items.jsonl", [
-        {"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}], "gold": {"ratings": {"helpfulness": [5, 1]}}},
-    ])
+    path = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}], "gold": {"ratings": {"helpfulness": [5, 1]}}},
+        ],
+    )
     with pytest.raises(CommandError, match="line 1: 'gold': .*missing aspects: honesty"):
         call_command("import_items", "--campaign", "hhh", str(path))
 

@@ -31,6 +31,4 @@ class Command(BaseCommand):
         with transaction.atomic():
             for name in options["usernames"]:
                 services.membership_set(campaign=campaign, user=users[name], role=options["role"])
-        self.stdout.write(
-            self.style.SUCCESS(f"{len(users)} user(s) are now {options['role']}s of {campaign.name!r}")
-        )
+        self.stdout.write(self.style.SUCCESS(f"{len(users)} user(s) are now {options['role']}s of {campaign.name!r}"))

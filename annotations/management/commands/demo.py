@@ -45,9 +45,25 @@ class Command(BaseCommand):
         env = dict(os.environ)
         beat_schedule = settings.VAR_DIR / "celerybeat-schedule"
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "prefarena", "worker", "-Q", "default,gpu",
-             "--concurrency", "1", "--prefetch-multiplier", "1", "--beat", "--schedule", str(beat_schedule),
-             "--loglevel", "info"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "prefarena",
+                "worker",
+                "-Q",
+                "default,gpu",
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "--beat",
+                "--schedule",
+                str(beat_schedule),
+                "--loglevel",
+                "info",
+            ],
             env=env,
         )
         server = subprocess.Popen([sys.executable, "manage.py", "runserver", host, "--noreload"], env=env)
