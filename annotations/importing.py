@@ -97,7 +97,8 @@ def row_validate(raw: Any, *, kind: str, aspects: list[dict[str, Any]], max_resp
         try:
             answer = answer_canonical(
                 kind=kind,
-                data={"strength": "clear", **gold},
+                # Gold pairwise answers carry no strength; supply one where validation asks for it.
+                data={"strength": "clear", **gold} if gold.get("choice") in ("a", "b") else gold,
                 presented_order=list(range(len(responses))),
                 aspects=aspects,
             )

@@ -134,3 +134,11 @@ def test_demo_seed_only_creates_one_campaign_of_each_kind(db, capsys):
     # Running again keeps the data and only refreshes passwords.
     call_command("demo", "--seed-only")
     assert Campaign.objects.count() == 3
+
+
+@pytest.mark.parametrize("choice", ["a", "b", "tie", "both_bad"])
+def test_import_gold_pairwise_accepts_every_choice(tmp_path, make_campaign, choice):
+    make_campaign(name="chat")
+    path = write_jsonl(tmp_path / "g.jsonl", [{"prompt": "p", "responses": ["x", "y"], "gold": {"choice": choice}}])
+    call_command("import_items", "--campaign", "chat", str(path))
+    assert Item.objects.get().gold_answer == {"choice": choice}
