@@ -33,7 +33,7 @@ class ImportError_(InvalidInput):
     """A row failed validation; `where` says which (line number or index)."""
 
 
-def _check_prompt(prompt: Any) -> str | list[dict[str, Any]]:
+def prompt_check(prompt: Any) -> str | list[dict[str, Any]]:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ValueError("'prompt' is empty")
@@ -80,7 +80,7 @@ def row_validate(raw: Any, *, kind: str, aspects: list[dict[str, Any]], max_resp
     unknown = sorted(set(raw) - ALLOWED_KEYS)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ALLOWED_KEYS))}")
-    prompt = _check_prompt(raw.get("prompt"))
+    prompt = prompt_check(raw.get("prompt"))
     responses = _check_responses(raw.get("responses"), max_responses)
     if kind == "pairwise" and len(responses) != 2:
         raise ValueError("pairwise campaigns take exactly 2 responses per item")

@@ -222,6 +222,13 @@ class AssignmentSlot(models.Model):
                 name="slot_open_queue",
                 condition=Q(state="open"),
             ),
+            # Gold slots alone: a lease that asks for gold reads only these, instead of walking the
+            # whole open queue when the campaign has few (or no more) open gold slots.
+            models.Index(
+                fields=["campaign", "-priority", "item", "slot_no"],
+                name="slot_open_gold_queue",
+                condition=Q(state="open", is_gold=True),
+            ),
             models.Index(
                 fields=["campaign", "lease_expires_at"], name="slot_leased_expiry", condition=Q(state="leased")
             ),

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotations import events
@@ -152,6 +152,24 @@ def membership_remove(*, campaign: Campaign, user: AbstractBaseUser) -> None:
 
 
 # --- items ----------------------------------------------------------------------------------------
+def _items_store(
+    campaign: Campaign, items: list[Item], responses_per_item: list[list[Response]]
+) -> list[int]:
+    """Insert unsaved items with their ordered responses (saved already) and `overlap` slots."""
+    items = Item.objects.bulk_create(items)
+    links = []
+    slots = []
+    for item, responses in zip(items, responses_per_item, strict=True):
+        links.extend(ItemResponse(item=item, response=r, position=n) for n, r in enumerate(responses))
+        slots.extend(
+            AssignmentSlot(item=item, campaign=campaign, slot_no=n, priority=item.priority, is_gold=item.is_gold)
+            for n in range(campaign.overlap)
+        )
+    ItemResponse.objects.bulk_create(links)
+    AssignmentSlot.objects.bulk_create(slots)
+    return [item.pk for item in items]
+
+
 @transaction.atomic
 def items_import(*, campaign: Campaign, rows: Sequence[ItemRow]) -> list[int]:
     """Store validated rows as items with their responses and `overlap` slots; all or nothing."""
@@ -159,21 +177,6 @@ def items_import(*, campaign: Campaign, rows: Sequence[ItemRow]) -> list[int]:
     for start in range(0, len(rows), IMPORT_BATCH):
         batch = rows[start : start + IMPORT_BATCH]
         prompts = Prompt.objects.bulk_create([Prompt(content=row.prompt) for row in batch])
-        items = Item.objects.bulk_create(
-            [
-                Item(
-                    campaign=campaign,
-                    prompt=prompt,
-                    is_gold=row.gold is not None,
-                    gold_answer=row.gold,
-                    priority=row.priority,
-                    response_count=len(row.responses),
-                    meta=row.meta,
-                    state=ItemState.NEEDS_HUMANS,
-                )
-                for prompt, row in zip(prompts, batch, strict=True)
-            ]
-        )
         responses = Response.objects.bulk_create(
             [
                 Response(prompt=prompt, text=r["text"], model_name=r["model"], metadata=r["meta"])
@@ -182,52 +185,136 @@ def items_import(*, campaign: Campaign, rows: Sequence[ItemRow]) -> list[int]:
             ]
         )
         response_iter = iter(responses)
-        links = []
-        slots = []
-        for item, row in zip(items, batch, strict=True):
-            for position in range(len(row.responses)):
-                links.append(ItemResponse(item=item, response=next(response_iter), position=position))
-            slots.extend(
-                AssignmentSlot(
-                    item=item, campaign=campaign, slot_no=n, priority=item.priority, is_gold=item.is_gold
-                )
-                for n in range(campaign.overlap)
+        items = [
+            Item(
+                campaign=campaign, prompt=prompt, is_gold=row.gold is not None, gold_answer=row.gold,
+                priority=row.priority, response_count=len(row.responses), meta=row.meta,
+                state=ItemState.NEEDS_HUMANS,
             )
-        ItemResponse.objects.bulk_create(links)
-        AssignmentSlot.objects.bulk_create(slots)
-        ids.extend(item.pk for item in items)
+            for prompt, row in zip(prompts, batch, strict=True)
+        ]
+        grouped = [[next(response_iter) for _ in row.responses] for row in batch]
+        ids.extend(_items_store(campaign, items, grouped))
+    return ids
+
+
+@transaction.atomic
+def items_create_from_responses(
+    *, campaign: Campaign, groups: Sequence[tuple[int, list[Response]]], meta: dict[str, Any] | None = None
+) -> list[int]:
+    """Items from stored responses (e.g. a generation job's): one item per (prompt id, responses)."""
+    for _, responses in groups:
+        if len(responses) < 2:
+            raise InvalidInput("an item needs at least 2 responses")
+        if campaign.kind == CampaignKind.PAIRWISE and len(responses) != 2:
+            raise InvalidInput("pairwise items take exactly 2 responses")
+    ids: list[int] = []
+    for start in range(0, len(groups), IMPORT_BATCH):
+        batch = groups[start : start + IMPORT_BATCH]
+        items = [
+            Item(campaign=campaign, prompt_id=prompt_id, response_count=len(responses), meta=dict(meta or {}),
+                 state=ItemState.NEEDS_HUMANS)
+            for prompt_id, responses in batch
+        ]
+        ids.extend(_items_store(campaign, items, [responses for _, responses in batch]))
     return ids
 
 
 # --- leases ---------------------------------------------------------------------------------------
-def _lease_candidates(campaign: Campaign, annotator: AbstractBaseUser) -> QuerySet[AssignmentSlot]:
-    """Slots of items this annotator has never held, judged or skipped."""
-    held = AssignmentSlot.objects.filter(item_id=OuterRef("item_id"), annotator=annotator)
-    skipped = Skip.objects.filter(item_id=OuterRef("item_id"), annotator=annotator)
-    return (
-        AssignmentSlot.objects.filter(campaign=campaign)
-        .filter(~Exists(held), ~Exists(skipped))
-        .order_by("-priority", "item_id", "slot_no")
-        # Skip rows another transaction is leasing right now instead of queueing behind it.
-        .select_for_update(skip_locked=True, of=("self",))
+# The take query is the hot path of every lease, so it is written once in SQL: building and compiling
+# the equivalent queryset (two correlated subqueries, a lookup, row locking) cost more CPU than
+# PostgreSQL needs to run it. Table names come from the models; every value is a parameter, and the
+# state / gold conditions are literal constants so PostgreSQL can match the partial indexes.
+_TAKE_SQL = """
+    SELECT slot.*,
+           (SELECT item.response_count FROM {item} item WHERE item.id = slot.item_id) AS item_response_count
+    FROM {slot} slot
+    WHERE slot.campaign_id = %s AND {condition}
+      -- Each NOT EXISTS looks only at the candidate item's own rows (k slots, a few skips), so a lease
+      -- costs the same for someone with a million judgments as for a newcomer. OFFSET 0 keeps it a
+      -- per-row probe instead of an anti-join over the annotator's whole history, and "+ 0" keeps
+      -- PostgreSQL off the annotator-first indexes, which it picks when its statistics (stale for a
+      -- busy annotator) say the annotator has few rows.
+      AND NOT EXISTS (SELECT 1 FROM {slot} held
+                      WHERE held.item_id = slot.item_id AND held.annotator_id + 0 = %s LIMIT 1 OFFSET 0)
+      AND NOT EXISTS (SELECT 1 FROM {skip} skipped
+                      WHERE skipped.item_id = slot.item_id AND skipped.annotator_id + 0 = %s LIMIT 1 OFFSET 0)
+    ORDER BY slot.priority DESC, slot.item_id, slot.slot_no
+    LIMIT 1
+"""
+# Index slot_open_queue walks the queue in order; slot_open_gold_queue holds only the gold slots, so
+# asking for gold never walks the whole queue when the campaign has few (or no more) gold items.
+_TAKE_OPEN = f"slot.state = '{SlotState.OPEN.value}'"
+_TAKE_CONDITIONS = {
+    "open": _TAKE_OPEN,
+    "open_gold": f"{_TAKE_OPEN} AND slot.is_gold",
+    "open_not_gold": f"{_TAKE_OPEN} AND NOT slot.is_gold",
+    # Index slot_leased_expiry: reads only the leases that have expired, usually none.
+    "expired": f"slot.state = '{SlotState.LEASED.value}' AND slot.lease_expires_at <= %s",
+}
+
+
+_LIVE_SQL = """
+    SELECT slot.* FROM {slot} slot
+    WHERE slot.campaign_id = %s AND slot.annotator_id = %s AND slot.state = %s AND slot.lease_expires_at > %s
+    ORDER BY slot.leased_at
+    LIMIT 1
+"""
+
+
+def _lease_live(campaign: Campaign, annotator: AbstractBaseUser, now: Any) -> AssignmentSlot | None:
+    """The annotator's live lease in this campaign (index slot_annotator_state), if any."""
+    sql = _LIVE_SQL.format(slot=AssignmentSlot._meta.db_table)
+    return next(iter(AssignmentSlot.objects.raw(sql, [campaign.pk, annotator.pk, SlotState.LEASED.value, now])), None)
+
+
+def _lease_query(condition: str) -> str:
+    sql = _TAKE_SQL.format(
+        slot=AssignmentSlot._meta.db_table,
+        item=Item._meta.db_table,
+        skip=Skip._meta.db_table,
+        condition=_TAKE_CONDITIONS[condition],
     )
+    if connection.features.has_select_for_update_skip_locked:
+        # Skip rows another transaction is leasing right now instead of queueing behind it. (SQLite,
+        # the embedded default, has no row locks: its write transactions run one at a time.)
+        sql += "FOR UPDATE OF slot SKIP LOCKED"
+    return sql
 
 
 def _lease_take(campaign: Campaign, annotator: AbstractBaseUser, now: Any) -> AssignmentSlot | None:
-    candidates = _lease_candidates(campaign, annotator)
-    expired = candidates.filter(state=SlotState.LEASED, lease_expires_at__lte=now)
-    open_ = candidates.filter(state=SlotState.OPEN)
+    """Lock and return the first slot, in queue order, of an item this annotator never held or skipped."""
     if campaign.gold_ratio > 0:
         gold_first = random.random() < campaign.gold_ratio
-        order = [open_.filter(is_gold=gold_first), open_.filter(is_gold=not gold_first)]
+        order = ["open_gold", "open_not_gold"] if gold_first else ["open_not_gold", "open_gold"]
     else:
-        order = [open_]
-    # Expired leases first: they are the oldest work and reopen here lazily (also by a periodic task).
-    for queryset in [expired, *order]:
-        slot = queryset.first()
+        order = ["open"]
+    # Expired leases come last: the periodic reaper puts them back in the open queue within a minute,
+    # in priority order. Taking them here too means the end of a campaign never waits for the reaper,
+    # while the common lease costs one query less.
+    for condition in [*order, "expired"]:
+        params = [campaign.pk, *([now] if condition == "expired" else []), annotator.pk, annotator.pk]
+        slot = next(iter(AssignmentSlot.objects.raw(_lease_query(condition), params)), None)
         if slot is not None:
             return slot
     return None
+
+
+def _lease_transaction_setup(annotator: AbstractBaseUser) -> None:
+    """Serialise the lease decisions of one annotator, and commit leases without waiting for fsync."""
+    if connection.vendor != "postgresql":
+        return  # SQLite's write transactions (BEGIN IMMEDIATE) already run one at a time
+    # The row lock: without it, concurrent requests of one person (double clicks, two tabs, a retrying
+    # script) each find no live lease and each take a different item. FOR NO KEY UPDATE does not
+    # conflict with the FOR KEY SHARE locks that foreign-key checks take on the user row.
+    # synchronous_commit: a lease is a soft reservation; losing the last moments of leases in a server
+    # crash only means those annotators are offered an item again. The WAL is sequential, so the
+    # durable commit of a judgment also makes the lease it used durable. Not waiting for the WAL flush
+    # removes the largest part of a lease's latency.
+    table, pk = get_user_model()._meta.db_table, get_user_model()._meta.pk.column  # names from the model
+    sql = f"SELECT set_config('synchronous_commit', 'off', true) FROM {table} WHERE {pk} = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " FOR NO KEY UPDATE", [annotator.pk])
 
 
 def item_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> AssignmentSlot | None:
@@ -235,28 +322,23 @@ def item_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> Assig
     for _attempt in range(5):
         try:
             with transaction.atomic():
+                _lease_transaction_setup(annotator)
                 now = timezone.now()
-                live = (
-                    AssignmentSlot.objects.filter(
-                        campaign=campaign, annotator=annotator, state=SlotState.LEASED, lease_expires_at__gt=now
-                    )
-                    .order_by("leased_at")
-                    .first()
-                )
+                live = _lease_live(campaign, annotator, now)
                 if live is not None:
                     return live
                 slot = _lease_take(campaign, annotator, now)
                 if slot is None:
                     return None
-                order = list(range(Item.objects.values_list("response_count", flat=True).get(pk=slot.item_id)))
+                order = list(range(slot.item_response_count))
                 random.shuffle(order)
                 slot.state = SlotState.LEASED
                 slot.annotator = annotator
                 slot.leased_at = now
                 slot.lease_expires_at = now + timedelta(seconds=campaign.lease_seconds)
                 slot.presented_order = order
-                # The unique (item, annotator) constraint fires here if the same person leased another
-                # slot of this item in a concurrent request; we then simply try again.
+                # The unique (item, annotator) constraint would fire here if the same person leased
+                # another slot of this item concurrently (the lock above rules that out); we then retry.
                 slot.save(update_fields=["state", "annotator", "leased_at", "lease_expires_at", "presented_order"])
                 return slot
         except IntegrityError:

@@ -1,1 +1,80 @@
-"""Model registry schema. Built by the model-registry issue; empty in the foundation."""
+"""Model registry: generation (policy) models, reward models and judges, with versions and lineage.
+
+A model is one immutable version: (name, version) is unique; a new checkpoint of the same family is
+a new row whose `parent` points at the one it came from.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelRole(models.TextChoices):
+    POLICY = "policy", "Policy (generates responses)"
+    REWARD = "reward", "Reward model (scores responses)"
+    JUDGE = "judge", "Judge (compares responses)"
+
+
+class ModelBackend(models.TextChoices):
+    TRANSFORMERS = "transformers", "Local transformers checkpoint"
+    OPENAI = "openai", "OpenAI-compatible HTTP endpoint"
+
+
+class Model(models.Model):
+    name = models.CharField(max_length=200)
+    version = models.PositiveIntegerField(default=1)
+    role = models.CharField(max_length=12, choices=ModelRole.choices)
+    backend = models.CharField(max_length=16, choices=ModelBackend.choices)
+    # transformers backend
+    path = models.CharField(max_length=1000, blank=True, help_text="Local checkpoint directory")
+    dtype = models.CharField(
+        max_length=12, default="auto", help_text="auto (bf16 on GPUs that support it, else fp32), float32, bfloat16"
+    )
+    # openai backend
+    base_url = models.URLField(max_length=500, blank=True, help_text="e.g. http://127.0.0.1:8001/v1")
+    remote_model = models.CharField(max_length=200, blank=True, help_text="Model name the endpoint expects")
+    api_key_env = models.CharField(
+        max_length=100, blank=True, help_text="Name of the environment variable holding the key (never the key)"
+    )
+    timeout_s = models.FloatField(default=60.0)
+    max_concurrency = models.PositiveSmallIntegerField(default=4)
+    # generation defaults
+    max_new_tokens = models.PositiveIntegerField(default=256)
+    temperature = models.FloatField(default=0.7)
+    top_p = models.FloatField(default=1.0)
+    seed = models.BigIntegerField(default=0)
+    # lineage and arena
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    training_run_id = models.BigIntegerField(null=True, blank=True, help_text="Run that produced this version")
+    in_arena = models.BooleanField(default=False)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="model_unique_name_version"),
+            models.CheckConstraint(
+                condition=~Q(backend="transformers") | ~Q(path=""), name="model_transformers_has_path"
+            ),
+            models.CheckConstraint(
+                condition=~Q(backend="openai") | (~Q(base_url="") & ~Q(remote_model="")),
+                name="model_openai_has_url_and_name",
+            ),
+            models.CheckConstraint(condition=Q(temperature__gte=0), name="model_temperature_non_negative"),
+            models.CheckConstraint(condition=Q(top_p__gt=0) & Q(top_p__lte=1), name="model_top_p_0_1"),
+            models.CheckConstraint(condition=Q(timeout_s__gt=0), name="model_timeout_positive"),
+            models.CheckConstraint(condition=Q(max_concurrency__gte=1), name="model_concurrency_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@v{self.version}"

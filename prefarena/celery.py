@@ -19,7 +19,8 @@ app.conf.task_default_queue = "default"
 app.conf.task_default_exchange = "default"
 app.conf.task_default_routing_key = "default"
 # Everything under workers/ touches models on accelerators; everything else is light CPU work.
-app.conf.task_routes = {"workers.*": {"queue": "gpu"}}
+# Exact names are matched before globs: the job reaper is bookkeeping and must not wait behind training.
+app.conf.task_routes = {"workers.tasks.jobs_reap": {"queue": "default"}, "workers.*": {"queue": "gpu"}}
 app.autodiscover_tasks()
 
 

@@ -120,13 +120,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 else:
     # Longer than the longest job, so Redis never re-delivers a task still running (acks_late).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 7 * 3600)}
 CELERY_BEAT_SCHEDULE = {
     "annotations-reap-expired-leases": {
         "task": "annotations.tasks.assignment_leases_reap",
         "schedule": 60.0,
     },
+    "workers-reap-jobs": {"task": "workers.tasks.jobs_reap", "schedule": 30.0},
 }
+# gpu-queue tasks: ack after the work, requeue if the worker process dies, one task at a time.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 
 # --- Auth, REST API -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -183,6 +188,12 @@ STATIC_ROOT = VAR_DIR / "static"
 
 # --- PrefArena ----------------------------------------------------------------------------------
 PREFARENA_IMPORT_MAX_ITEMS = env_int("PREFARENA_IMPORT_MAX_ITEMS", 100_000)
+# Jobs: an attempt renews its lease every batch; a lease this old means the worker died.
+WORKERS_JOB_LEASE_SECONDS = env_int("WORKERS_JOB_LEASE_SECONDS", 120)
+# A queued job not picked up for this long is enqueued again (a lost broker message).
+WORKERS_JOB_REQUEUE_SECONDS = env_int("WORKERS_JOB_REQUEUE_SECONDS", 600)
+# Hard time limit of one gpu task (seconds); the soft limit is 60 s earlier.
+WORKERS_TASK_TIME_LIMIT = env_int("WORKERS_TASK_TIME_LIMIT", 6 * 3600)
 
 LOGGING = {
     "version": 1,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,20 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import AssignmentSlot, SlotState
 from annotations.tasks import assignment_leases_reap
 from prefarena.celery import app
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+from tests.celery_worker import WorkerProcess, wait_for
 
 
 @pytest.fixture
@@ -37,46 +27,10 @@ def broker() -> redis.Redis:
 
 
 @pytest.fixture
-def worker(transactional_db: None, broker: redis.Redis, tmp_path: Path) -> Iterator[subprocess.Popen]:
-    log = tmp_path / "worker.log"
-    env = {**os.environ, "DATABASE_URL": database_url(), "DEBUG": "1"}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "prefarena",
-                "worker",
-                "-Q",
-                "default",
-                "--pool",
-                "solo",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"test-{os.getpid()}@%h",
-                "-l",
-                "info",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while "ready." not in log.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"worker did not start:\n{log.read_text()}")
-        time.sleep(0.2)
+def worker(transactional_db: None, broker: redis.Redis, tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(tmp_path / "worker.log", queues="default")
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    process.stop()
 
 
 def expired_slot(make_campaign, make_user) -> AssignmentSlot:
@@ -88,15 +42,6 @@ def expired_slot(make_campaign, make_user) -> AssignmentSlot:
         state=SlotState.LEASED, annotator=user, leased_at=past, lease_expires_at=past
     )
     return slot
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_task_enqueued_on_commit_runs_on_a_real_worker(worker, make_campaign, make_user):

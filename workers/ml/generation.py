@@ -7,7 +7,6 @@ seed and the model — not on which other rows share its batch, nor on the batch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +14,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from workers.ml.device import device_pick, dtype_pick
+from workers.ml.types import Completion, Prompt, SamplingParams
 
-Prompt = str | list[dict[str, str]]
+__all__ = ["CausalLM", "Completion", "Prompt", "SamplingParams", "SeededSampler"]
+
 _MASK32 = 0xFFFFFFFF
 # Odd multipliers below 2**31, so products of 32-bit values fit in int64 without overflow.
 _M1, _M2, _M3 = 0x7FEB352D, 0x68E31DA5, 0x5BD1E995
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample. temperature 0 means greedy decoding."""
-
-    max_new_tokens: int = 128  # hard cap on generated tokens per row
-    temperature: float = 0.7  # softmax temperature; 0 = argmax
-    top_p: float = 1.0  # nucleus sampling: keep the smallest set of tokens with this much mass
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (EOS reached) or "length" (max_new_tokens reached)
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from workers.ml.device import device_pick, dtype_pick
-from workers.ml.generation import Prompt
+from workers.ml.types import Prompt
 
 
 class RewardModel:

@@ -1,0 +1,130 @@
+"""Registering models. Checks run in the web process, so they never import torch: a checkpoint is
+checked by its files and config.json, an endpoint by asking it for its model list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from models_hub.models import Model, ModelBackend, ModelRole
+from prefarena.errors import Conflict, InvalidInput
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def _bad(field: str, message: str) -> InvalidInput:
+    return InvalidInput(message, fields={field: [message]})
+
+
+def checkpoint_check(path: str, role: str) -> dict[str, Any]:
+    """Check that `path` holds a transformers checkpoint fit for `role`; returns its config."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise _bad("path", f"{path}: not a directory")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise _bad("path", f"{path}: no config.json (is this a save_pretrained directory?)")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise _bad("path", f"{path}/config.json is not valid JSON: {exc}") from exc
+    if not any(next(directory.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        raise _bad("path", f"{path}: no weights (*.safetensors or pytorch_model*.bin)")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise _bad("path", f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    architectures = config.get("architectures") or []
+    if role == ModelRole.REWARD:
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise _bad(
+                "path", f"{path}: a reward model must be a *ForSequenceClassification checkpoint, not {architectures}"
+            )
+        labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
+        if labels != 1:
+            raise _bad("path", f"{path}: a reward model has one output (num_labels=1), this one has {labels}")
+    elif not any(a.endswith("ForCausalLM") or a.endswith("ForConditionalGeneration") for a in architectures):
+        raise _bad("path", f"{path}: a {role} model must be a causal LM checkpoint, not {architectures or 'unknown'}")
+    return config
+
+
+def endpoint_check(base_url: str, remote_model: str, api_key: str | None, timeout_s: float) -> None:
+    """Ask an OpenAI-compatible endpoint for its models; a clear error if it does not answer."""
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=min(timeout_s, 10.0))
+    except httpx.TimeoutException as exc:
+        raise _bad("base_url", f"{url} did not answer within {min(timeout_s, 10.0):.0f} s") from exc
+    except httpx.HTTPError as exc:
+        raise _bad("base_url", f"{url} is not reachable: {exc.__class__.__name__}: {exc}") from exc
+    if response.status_code in (401, 403):
+        raise _bad("api_key_env", f"{url} refused the credentials (HTTP {response.status_code})")
+    if response.status_code >= 400:
+        raise _bad("base_url", f"{url} answered HTTP {response.status_code}")
+    try:
+        ids = [entry["id"] for entry in response.json().get("data", [])]
+    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise _bad("base_url", f"{url} did not answer like an OpenAI-compatible server (bad model list)") from exc
+    if ids and remote_model not in ids:
+        raise _bad("remote_model", f"{url} does not serve {remote_model!r}; it serves {', '.join(ids[:10])}")
+
+
+def api_key_from_env(env_name: str) -> str | None:
+    import os
+
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if value is None:
+        raise _bad("api_key_env", f"environment variable {env_name} is not set")
+    return value
+
+
+def model_register(
+    *,
+    name: str,
+    role: str,
+    backend: str,
+    created_by: AbstractBaseUser | None = None,
+    version: int | None = None,
+    check: bool = True,
+    **fields: Any,
+) -> Model:
+    """Register a model version after checking it loads (checkpoint files) or answers (endpoint)."""
+    if role not in ModelRole.values:
+        raise _bad("role", f"role must be one of {', '.join(ModelRole.values)}")
+    if backend not in ModelBackend.values:
+        raise _bad("backend", f"backend must be one of {', '.join(ModelBackend.values)}")
+    if backend == ModelBackend.TRANSFORMERS:
+        if not fields.get("path"):
+            raise _bad("path", "the transformers backend needs a checkpoint path")
+        fields["path"] = str(Path(fields["path"]).resolve())
+        if check:
+            checkpoint_check(fields["path"], role)
+    else:
+        if not fields.get("base_url") or not fields.get("remote_model"):
+            raise _bad("base_url", "the openai backend needs base_url and remote_model")
+        if check:
+            key = api_key_from_env(fields.get("api_key_env", ""))
+            endpoint_check(fields["base_url"], fields["remote_model"], key, float(fields.get("timeout_s", 60.0)))
+    if not 0 < float(fields.get("top_p", 1.0)) <= 1:
+        raise _bad("top_p", "top_p must be in (0, 1]")
+    if float(fields.get("temperature", 0.7)) < 0:
+        raise _bad("temperature", "temperature must be >= 0")
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                number = version or (Model.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0) + 1
+                return Model.objects.create(
+                    name=name, version=number, role=role, backend=backend, created_by=created_by, **fields
+                )
+        except IntegrityError as exc:
+            if version is not None:
+                raise Conflict(f"{name} v{version} is already registered", fields={"version": ["taken"]}) from exc
+    raise Conflict(f"could not allocate a version for {name}; try again")

@@ -1,0 +1,143 @@
+"""Jobs run on the `gpu` queue. The row is the truth; Celery only delivers (ARCHITECTURE.md, "Jobs").
+
+State machine:  queued ──claim──► running ──► succeeded | failed | cancelled
+                  ▲                  │ lease expired (worker died) and attempts < max_attempts
+                  └──── reaper ──────┘ (attempts >= max_attempts: failed, with the reason)
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotations.models import Campaign, Prompt, Response
+from models_hub.models import Model
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Job(models.Model):
+    """Fields every job shares: status, attempts, heartbeat lease, cancellation, progress."""
+
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    # The running attempt owns the job while lease_expires_at is in the future; it renews it per batch.
+    worker = models.CharField(max_length=200, blank=True, help_text="Owner of the current attempt")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class GenerationJob(Job):
+    """Prompts × models → responses; optionally best-of-N by a reward model, optionally items."""
+
+    policy_models = models.ManyToManyField(Model, related_name="generation_jobs")
+    prompts = models.ManyToManyField(Prompt, related_name="generation_jobs")
+    source_campaign = models.ForeignKey(
+        Campaign,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Prompts were taken from this campaign's items",
+    )
+    max_new_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="Default: each model's own")
+    temperature = models.FloatField(null=True, blank=True)
+    top_p = models.FloatField(null=True, blank=True)
+    seed = models.BigIntegerField(default=0)
+    batch_size = models.PositiveSmallIntegerField(default=16)
+    candidates = models.PositiveSmallIntegerField(default=1, help_text="N samples per prompt and model")
+    keep_top = models.PositiveSmallIntegerField(default=1, help_text="Best-of-N: keep this many per prompt and model")
+    reward_model = models.ForeignKey(
+        Model,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Ranks candidates for best-of-N",
+    )
+    target_campaign = models.ForeignKey(
+        Campaign,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Create annotation items from the kept responses in this campaign",
+    )
+    items_created = models.PositiveIntegerField(default=0)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.CheckConstraint(condition=Q(candidates__gte=1), name="generation_candidates_positive"),
+            models.CheckConstraint(condition=Q(keep_top__gte=1), name="generation_keep_top_positive"),
+            models.CheckConstraint(condition=Q(keep_top__lte=models.F("candidates")), name="generation_keep_le_n"),
+            models.CheckConstraint(condition=Q(batch_size__gte=1), name="generation_batch_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"generation job #{self.pk} ({self.status})"
+
+
+class GenerationOutput(models.Model):
+    """One generated response, keyed so a re-run or a duplicate delivery writes nothing twice."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="outputs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="+")
+    sample_index = models.PositiveSmallIntegerField(default=0)
+    response = models.OneToOneField(Response, on_delete=models.CASCADE, related_name="generation_output")
+    reward_score = models.FloatField(null=True, blank=True)
+    kept = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "prompt", "model", "sample_index"], name="generation_output_unique_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} prompt {self.prompt_id} model {self.model_id} #{self.sample_index}"
+
+
+class ScoringJob(Job):
+    """Responses × a reward model → `Response.reward_scores[model label]`."""
+
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="scoring_jobs")
+    responses = models.ManyToManyField(Response, related_name="scoring_jobs")
+    source_campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    batch_size = models.PositiveSmallIntegerField(default=16)
+
+    def __str__(self) -> str:
+        return f"scoring job #{self.pk} ({self.status})"

@@ -1,0 +1,45 @@
+"""Celery entry points. `workers.*` tasks run on the `gpu` queue (prefarena/celery.py), except the
+reaper, which is bookkeeping on `default`.
+
+acks_late + reject_on_worker_lost: a task whose worker process dies is delivered again; the job row's
+lease decides whether the new delivery may run (workers/jobs.py).
+"""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from workers import runners, services
+from workers.models import GenerationJob, ScoringJob
+
+GPU_TASK_OPTIONS = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "max_retries": None,  # retries only wait for another attempt's lease; attempts are capped on the job row
+    "time_limit": settings.WORKERS_TASK_TIME_LIMIT,
+    "soft_time_limit": max(settings.WORKERS_TASK_TIME_LIMIT - 60, 1),
+}
+
+
+@shared_task(name="workers.tasks.generation_job_run", **GPU_TASK_OPTIONS)
+def generation_job_run(self: Task, job_id: int) -> None:
+    """Run (or resume) a generation job."""
+    retry_in = runners.job_execute(GenerationJob, job_id, runners.generation_job_work)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(name="workers.tasks.scoring_job_run", **GPU_TASK_OPTIONS)
+def scoring_job_run(self: Task, job_id: int) -> None:
+    """Run (or resume) a reward-scoring job."""
+    retry_in = runners.job_execute(ScoringJob, job_id, runners.scoring_job_work)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(name="workers.tasks.jobs_reap")
+def jobs_reap() -> dict[str, list[int]]:
+    """Requeue or fail jobs whose worker stopped renewing its lease."""
+    return services.jobs_reap()
