@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -105,6 +106,38 @@ def job_heartbeat(job: Job, *, progress_done: int | None = None, metrics: dict[s
     if not owned.update(**changes):
         raise LeaseLost(f"{job} is no longer owned by {job.worker}")
     return bool(type(job).objects.filter(pk=job.pk).values_list("cancel_requested", flat=True).first())
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews an attempt's lease in the background while the attempt runs.
+
+    Liveness then means "the process is alive", not "a batch finished recently": loading a large
+    checkpoint or one long training step must not let the lease lapse and start a second attempt.
+    The main loop still heartbeats per batch (progress, cancellation) and checks `lost`.
+    """
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(name=f"lease-keeper-{job.pk}", daemon=True)
+        # A copy: the main thread mutates its own job object (progress, metrics).
+        self.model, self.job_id, self.worker = type(job), job.pk, job.worker
+        self.interval = max(settings.WORKERS_JOB_LEASE_SECONDS / 3, 0.5)
+        self.stopped = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                now = timezone.now()
+                owned = self.model.objects.filter(pk=self.job_id, worker=self.worker, status=JobStatus.RUNNING)
+                if not owned.update(lease_expires_at=now + lease_delta(), heartbeat_at=now):
+                    self.lost = True
+                    return
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)
 
 
 def job_finish(job: Job, status: str, *, error: str = "", **fields: Any) -> None:

@@ -54,6 +54,8 @@ def job_execute(model: type[Job], job_id: int, work: Any) -> float | None:
         return claim.retry_in
     job = claim
     logger.info("%s claimed by %s (attempt %s/%s)", job, job.worker, job.attempts, job.max_attempts)
+    keeper = jobs.LeaseKeeper(job)
+    keeper.start()
     try:
         work(job)
     except Cancelled:
@@ -72,6 +74,7 @@ def job_execute(model: type[Job], job_id: int, work: Any) -> float | None:
         logger.exception("%s failed", job)
         jobs.job_finish(job, JobStatus.FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}")
     finally:
+        keeper.stop()
         events.job_progress_broadcast(job)
     return None
 
