@@ -60,7 +60,7 @@ def endpoint_check(base_url: str, remote_model: str, api_key: str | None, timeou
     try:
         response = httpx.get(url, headers=headers, timeout=min(timeout_s, 10.0))
     except httpx.TimeoutException as exc:
-        raise _bad("base_url", f"{url} did not answer within {min(timeout_s, 10.0):.0f} s") from exc
+        raise _bad("base_url", f"{url} did not answer within {min(timeout_s, 10.0):g} s") from exc
     except httpx.HTTPError as exc:
         raise _bad("base_url", f"{url} is not reachable: {exc.__class__.__name__}: {exc}") from exc
     if response.status_code in (401, 403):
