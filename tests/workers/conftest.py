@@ -14,4 +14,4 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from workers.ml.tiny import tiny_models_build
 
     torch.set_num_threads(1)  # 2-core machine; parallel test processes would fight over threads
-    return tiny_models_build(tmp_path_factory.mktemp("tiny-models"), steps=300, seed=0)
+    return tiny_models_build(tmp_path_factory.mktemp("tiny-models"), steps=150, seed=0)
