@@ -448,3 +448,31 @@ def judgment_submit(
         campaign_id = campaign.pk
         transaction.on_commit(lambda: events.campaign_progress_broadcast(campaign_id))
         return judgment, True
+
+
+@transaction.atomic
+def judgment_record_external(
+    *,
+    campaign: Campaign,
+    prompt: Prompt,
+    responses: Sequence[Response],
+    source: str,
+    choice: str,
+    judge_name: str = "",
+    confidence: float | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Judgment:
+    """Store a finished pairwise judgment from outside the human queue (arena vote, LLM judge, reward
+    model) as an item of `campaign` that is already done and has no slots to lease."""
+    if source == JudgmentSource.HUMAN:
+        raise InvalidInput("human judgments go through the lease queue")
+    if choice not in ("a", "b", "tie", "both_bad") or len(responses) != 2:
+        raise InvalidInput("an external pairwise judgment needs 2 responses and a choice of a, b, tie or both_bad")
+    item = Item.objects.create(
+        campaign=campaign, prompt=prompt, response_count=2, state=ItemState.DONE, meta=dict(meta or {})
+    )
+    ItemResponse.objects.bulk_create(ItemResponse(item=item, response=r, position=n) for n, r in enumerate(responses))
+    return Judgment.objects.create(
+        item=item, source=source, judge_name=judge_name, choice=choice, confidence=confidence,
+        presented_order=[0, 1],
+    )

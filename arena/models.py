@@ -1,1 +1,143 @@
-"""Arena schema: battles, votes, ratings. Built by the arena issue; empty in the foundation."""
+"""Arena schema: battles, votes, per-pair outcome counts, ratings.
+
+A battle is created server-side (models, sides, voter identity) and handed to the client as a signed,
+expiring token; model identities stay hidden until its vote is stored. Ratings are fitted from
+PairStats, whose size depends on the number of models, never on the number of votes.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from annotations.models import Item, Prompt, Response
+from models_hub.models import Model
+
+
+class BattleMode(models.TextChoices):
+    LIVE = "live", "Live generation"
+    PREGENERATED = "pregenerated", "Stored responses"
+
+
+class BattleStatus(models.TextChoices):
+    GENERATING = "generating", "Generating"
+    READY = "ready", "Ready for a vote"
+    VOTED = "voted", "Voted"
+    ERROR = "error", "Generation failed"
+
+
+class Winner(models.TextChoices):
+    A = "a", "A is better"
+    B = "b", "B is better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both are bad"
+
+
+class ExclusionReason(models.TextChoices):
+    IDENTITY_LEAK = "identity_leak", "A response names a model or its maker"
+    RESPONSE_ERROR = "response_error", "A response failed or did not finish"
+    RATE_LIMITED = "rate_limited", "Voter over the rate limit"
+    DAILY_CAP = "daily_cap", "Voter over the daily cap"
+    OUTLIER_VOTER = "outlier_voter", "Voter flagged by the outlier test"
+    MANUAL = "manual", "Excluded by staff"
+
+
+class Battle(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="battles")
+    model_a = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="+")
+    model_b = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="+")
+    response_a = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    response_b = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    mode = models.CharField(max_length=16, choices=BattleMode.choices, default=BattleMode.LIVE)
+    status = models.CharField(max_length=12, choices=BattleStatus.choices, default=BattleStatus.GENERATING)
+    error = models.TextField(blank=True)
+    # Voter identity: the session key and client IP are stored hashed (with the secret key), never raw.
+    session_hash = models.CharField(max_length=64, db_index=True)
+    ip_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    categories = models.JSONField(default=list, blank=True, help_text="e.g. ['multi_turn', 'long_prompt']")
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(model_a=F("model_b")), name="battle_two_different_models"),
+        ]
+
+    def __str__(self) -> str:
+        return f"battle #{self.pk} ({self.status})"
+
+
+class Vote(models.Model):
+    battle = models.OneToOneField(Battle, on_delete=models.CASCADE, related_name="vote")
+    winner = models.CharField(max_length=10, choices=Winner.choices)
+    counted = models.BooleanField(default=True)
+    exclusion_reason = models.CharField(max_length=20, choices=ExclusionReason.choices, blank=True)
+    exclusion_detail = models.CharField(max_length=500, blank=True)
+    session_hash = models.CharField(max_length=64, db_index=True)
+    ip_hash = models.CharField(max_length=64, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    seconds_to_vote = models.FloatField(null=True, blank=True)
+    item = models.ForeignKey(Item, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(counted=True, exclusion_reason="") | Q(counted=False) & ~Q(exclusion_reason=""),
+                name="vote_excluded_has_reason",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"vote on battle {self.battle_id}: {self.winner}"
+
+
+class PairStats(models.Model):
+    """Counted outcomes between two models (model_lo.id < model_hi.id) in one category ("" = all)."""
+
+    category = models.CharField(max_length=64, default="", blank=True)
+    model_lo = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="+")
+    model_hi = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="+")
+    wins_lo = models.PositiveIntegerField(default=0)
+    wins_hi = models.PositiveIntegerField(default=0)
+    ties = models.PositiveIntegerField(default=0)
+    both_bad = models.PositiveIntegerField(default=0, help_text="Counted as ties in fits; kept apart for reports")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["category", "model_lo", "model_hi"], name="pairstats_unique_pair"),
+            models.CheckConstraint(condition=Q(model_lo__lt=F("model_hi")), name="pairstats_ordered_pair"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_lo_id} vs {self.model_hi_id} [{self.category or 'all'}]"
+
+
+class Rating(models.Model):
+    """The latest leaderboard row of a model in a category; rewritten by each recompute."""
+
+    category = models.CharField(max_length=64, default="", blank=True)
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="arena_ratings")
+    elo = models.FloatField(default=1000.0, help_text="Online Elo (live ticker)")
+    rating = models.FloatField(null=True, blank=True, help_text="Bradley–Terry, Elo scale; null: not yet ratable")
+    ci_low = models.FloatField(null=True, blank=True)
+    ci_high = models.FloatField(null=True, blank=True)
+    rank_ub = models.PositiveIntegerField(null=True, blank=True)
+    battles = models.PositiveIntegerField(default=0)
+    component = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["category", "component", "rank_ub", "-rating"]
+        constraints = [models.UniqueConstraint(fields=["category", "model"], name="rating_unique_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model} [{self.category or 'all'}]: {self.rating}"

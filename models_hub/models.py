@@ -49,6 +49,7 @@ class Model(models.Model):
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
     training_run_id = models.BigIntegerField(null=True, blank=True, help_text="Run that produced this version")
     in_arena = models.BooleanField(default=False)
+    arena_weight = models.FloatField(default=1.0, help_text="Relative chance of being drawn for an arena battle")
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -70,6 +71,7 @@ class Model(models.Model):
             models.CheckConstraint(condition=Q(top_p__gt=0) & Q(top_p__lte=1), name="model_top_p_0_1"),
             models.CheckConstraint(condition=Q(timeout_s__gt=0), name="model_timeout_positive"),
             models.CheckConstraint(condition=Q(max_concurrency__gte=1), name="model_concurrency_positive"),
+            models.CheckConstraint(condition=Q(arena_weight__gte=0), name="model_arena_weight_non_negative"),
         ]
 
     def __str__(self) -> str:

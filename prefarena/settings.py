@@ -195,6 +195,15 @@ WORKERS_JOB_REQUEUE_SECONDS = env_int("WORKERS_JOB_REQUEUE_SECONDS", 600)
 # Hard time limit of one gpu task (seconds); the soft limit is 60 s earlier.
 WORKERS_TASK_TIME_LIMIT = env_int("WORKERS_TASK_TIME_LIMIT", 6 * 3600)
 
+# Arena (anonymous battles). Voter IPs are read from X-Forwarded-For only behind these proxies.
+ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])
+ARENA_MAX_PROMPT_CHARS = env_int("ARENA_MAX_PROMPT_CHARS", 4000)
+ARENA_TOKEN_MAX_AGE = env_int("ARENA_TOKEN_MAX_AGE", 3600)  # seconds a battle token stays valid
+ARENA_VOTES_PER_MINUTE_SESSION = env_int("ARENA_VOTES_PER_MINUTE_SESSION", 10)
+ARENA_VOTES_PER_MINUTE_IP = env_int("ARENA_VOTES_PER_MINUTE_IP", 30)
+ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200)  # per session and per IP
+ARENA_BATTLES_PER_MINUTE_SESSION = env_int("ARENA_BATTLES_PER_MINUTE_SESSION", 10)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

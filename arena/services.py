@@ -1,0 +1,357 @@
+"""Arena writes: creating battles, recording votes, keeping per-pair counts and the live Elo.
+
+Identities stay hidden until a vote is stored: nothing here returns model names for a battle that has
+no vote. A vote must come with the battle's signed token, bound to the voter's session.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F
+from django.utils import timezone
+
+from annotations import services as annotation_services
+from annotations.importing import prompt_check
+from annotations.models import Campaign, CampaignKind, JudgmentSource, Prompt, Response
+from arena import events
+from arena.identity import VoterIdentity
+from arena.models import Battle, BattleMode, BattleStatus, ExclusionReason, PairStats, Rating, Vote, Winner
+from models_hub.models import Model, ModelRole
+from prefarena.errors import ApplicationError, Conflict, InvalidInput, PermissionDeniedError
+
+TOKEN_SALT = "arena.battle"  # noqa: S105 - a signing namespace, not a secret
+ARENA_CAMPAIGN = "Arena votes"
+ELO_K, ELO_BASE, ELO_SCALE = 4.0, 10.0, 400.0
+LONG_PROMPT_CHARS = 1000
+# Makers whose names in a response would reveal the model behind it.
+MAKERS = (
+    "openai",
+    "anthropic",
+    "google",
+    "deepmind",
+    "meta ai",
+    "mistral",
+    "alibaba",
+    "qwen",
+    "deepseek",
+    "microsoft",
+    "cohere",
+    "gemini",
+    "claude",
+    "chatgpt",
+    "llama",
+    "gpt-4",
+    "gpt-3",
+)
+
+
+class TooManyRequests(ApplicationError):
+    status_code = 429
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    vote: Vote
+    model_a: str
+    model_b: str
+
+
+# --- tokens -------------------------------------------------------------------------------------------
+def battle_token(battle: Battle) -> str:
+    """A signed, expiring token binding the battle to the session that was shown it."""
+    return signing.dumps({"battle": battle.pk, "session": battle.session_hash}, salt=TOKEN_SALT, compress=True)
+
+
+def battle_token_check(token: str, battle: Battle, identity: VoterIdentity) -> None:
+    try:
+        payload = signing.loads(token, salt=TOKEN_SALT, max_age=settings.ARENA_TOKEN_MAX_AGE)
+    except signing.SignatureExpired as exc:
+        raise PermissionDeniedError("This battle token has expired; start a new round") from exc
+    except signing.BadSignature as exc:
+        raise PermissionDeniedError("Invalid battle token") from exc
+    if payload.get("battle") != battle.pk:
+        raise PermissionDeniedError("This token belongs to another battle")
+    if payload.get("session") != identity.session_hash or battle.session_hash != identity.session_hash:
+        raise PermissionDeniedError("This battle belongs to another session")
+
+
+# --- rate limits ----------------------------------------------------------------------------------------
+def _count(key: str, ttl: int) -> int:
+    # add() is a no-op when the key exists; incr() is atomic on Redis (and in the local-memory cache).
+    cache.add(key, 0, ttl)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, ttl)
+        return 1
+
+
+def _limit(identity: VoterIdentity, action: str, per_minute_session: int, per_minute_ip: int | None) -> None:
+    minute = int(timezone.now().timestamp() // 60)
+    day = timezone.now().strftime("%Y%m%d")
+    if _count(f"arena:{action}:s:{identity.session_hash}:{minute}", 120) > per_minute_session:
+        raise TooManyRequests(f"Too many {action}s from this session; wait a minute")
+    ip_key = f"arena:{action}:ip:{identity.ip_hash}:{minute}"
+    if per_minute_ip is not None and identity.ip_hash and _count(ip_key, 120) > per_minute_ip:
+        raise TooManyRequests(f"Too many {action}s from this address; wait a minute")
+    if action == "vote":
+        cap = settings.ARENA_DAILY_VOTE_CAP
+        over_session = _count(f"arena:vote:day:s:{identity.session_hash}:{day}", 2 * 86400) > cap
+        over_ip = identity.ip_hash and _count(f"arena:vote:day:ip:{identity.ip_hash}:{day}", 2 * 86400) > cap
+        if over_session or over_ip:
+            raise TooManyRequests(f"Daily vote limit of {cap} reached; thank you, come back tomorrow")
+
+
+# --- battles ----------------------------------------------------------------------------------------------
+def arena_models() -> list[Model]:
+    return list(Model.objects.filter(in_arena=True, role=ModelRole.POLICY, arena_weight__gt=0).order_by("id"))
+
+
+def models_pick(candidates: list[Model], rng: random.Random | None = None) -> tuple[Model, Model]:
+    """Two different models drawn by their arena weights, sides in random order."""
+    rng = rng or random.SystemRandom()
+    if len(candidates) < 2:
+        raise Conflict("The arena needs at least two models; register some and put them in the arena")
+    first = rng.choices(candidates, weights=[m.arena_weight for m in candidates])[0]
+    rest = [m for m in candidates if m.pk != first.pk]
+    second = rng.choices(rest, weights=[m.arena_weight for m in rest])[0]
+    return (first, second) if rng.random() < 0.5 else (second, first)
+
+
+def prompt_categories(content: str | list) -> list[str]:
+    categories = []
+    if isinstance(content, list) and sum(1 for m in content if m.get("role") == "user") > 1:
+        categories.append("multi_turn")
+    text = content if isinstance(content, str) else " ".join(m.get("content", "") for m in content)
+    if len(text) > LONG_PROMPT_CHARS:
+        categories.append("long_prompt")
+    return categories
+
+
+def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle:
+    """A battle on a visitor's prompt; both responses are generated on the gpu queue."""
+    try:
+        content = prompt_check(prompt)
+    except ValueError as exc:
+        raise InvalidInput(f"Invalid prompt: {exc}", fields={"prompt": [str(exc)]}) from exc
+    length = len(content) if isinstance(content, str) else sum(len(m["content"]) for m in content)
+    if length > settings.ARENA_MAX_PROMPT_CHARS:
+        message = f"The prompt is {length} characters long; the limit is {settings.ARENA_MAX_PROMPT_CHARS}"
+        raise InvalidInput(message, fields={"prompt": [message]})
+    _limit(identity, "battle", settings.ARENA_BATTLES_PER_MINUTE_SESSION, None)
+    model_a, model_b = models_pick(arena_models())
+    with transaction.atomic():
+        battle = Battle.objects.create(
+            prompt=Prompt.objects.create(content=content),
+            model_a=model_a,
+            model_b=model_b,
+            mode=BattleMode.LIVE,
+            session_hash=identity.session_hash,
+            ip_hash=identity.ip_hash,
+            user_id=identity.user_id,
+            categories=prompt_categories(content),
+        )
+        battle_id = battle.pk
+        transaction.on_commit(lambda: _enqueue_generation(battle_id))
+    return battle
+
+
+def _enqueue_generation(battle_id: int) -> None:
+    from workers.tasks import battle_generate  # gpu-queue task; imported here: workers imports arena
+
+    battle_generate.delay(battle_id)
+
+
+def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | None = None) -> Battle:
+    """A battle from stored responses of two arena models to the same prompt."""
+    _limit(identity, "battle", settings.ARENA_BATTLES_PER_MINUTE_SESSION, None)
+    by_label = {m.label: m for m in arena_models()}
+    responses = Response.objects.filter(model_name__in=list(by_label))
+    if campaign is not None:
+        responses = responses.filter(prompt__items__campaign=campaign)
+    prompt_ids = list(
+        responses.values("prompt_id")
+        .annotate(n=Count("model_name", distinct=True))
+        .filter(n__gte=2)
+        .values_list("prompt_id", flat=True)[:1000]
+    )
+    if not prompt_ids:
+        raise Conflict("No prompt has stored responses from two arena models yet")
+    rng = random.SystemRandom()
+    prompt_id = rng.choice(prompt_ids)
+    candidates = list(responses.filter(prompt_id=prompt_id).order_by("id"))
+    labels = sorted({r.model_name for r in candidates})
+    model_a, model_b = models_pick([by_label[label] for label in labels], rng)
+    response_a = rng.choice([r for r in candidates if r.model_name == model_a.label])
+    response_b = rng.choice([r for r in candidates if r.model_name == model_b.label])
+    prompt = Prompt.objects.get(pk=prompt_id)
+    return Battle.objects.create(
+        prompt=prompt,
+        model_a=model_a,
+        model_b=model_b,
+        response_a=response_a,
+        response_b=response_b,
+        mode=BattleMode.PREGENERATED,
+        status=BattleStatus.READY,
+        ready_at=timezone.now(),
+        session_hash=identity.session_hash,
+        ip_hash=identity.ip_hash,
+        user_id=identity.user_id,
+        categories=prompt_categories(prompt.content),
+    )
+
+
+@transaction.atomic
+def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: str = "") -> Battle:
+    """Called by the generation task when both responses are complete (or one failed)."""
+    battle = Battle.objects.select_for_update().get(pk=battle_id)
+    if battle.status != BattleStatus.GENERATING:
+        return battle  # a duplicate delivery: the first one stored the responses
+    if error:
+        battle.status, battle.error = BattleStatus.ERROR, error[:2000]
+        battle.save(update_fields=["status", "error"])
+        return battle
+    battle.response_a = Response.objects.create(prompt=battle.prompt, text=text_a, model_name=battle.model_a.label)
+    battle.response_b = Response.objects.create(prompt=battle.prompt, text=text_b, model_name=battle.model_b.label)
+    battle.status, battle.ready_at = BattleStatus.READY, timezone.now()
+    battle.save(update_fields=["response_a", "response_b", "status", "ready_at"])
+    return battle
+
+
+# --- votes --------------------------------------------------------------------------------------------
+def identity_leak(battle: Battle) -> str:
+    """The first model or maker name found in a response, or ''."""
+    names = {battle.model_a.name, battle.model_b.name, *MAKERS}
+    texts = [
+        (battle.response_a.text if battle.response_a else ""),
+        (battle.response_b.text if battle.response_b else ""),
+    ]
+    for name in sorted(names, key=len, reverse=True):
+        pattern = re.compile(rf"(?<![\w-]){re.escape(name.lower())}(?![\w-])")
+        if any(pattern.search(text.lower()) for text in texts):
+            return name
+    return ""
+
+
+def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: VoterIdentity) -> VoteResult:
+    """Store the vote (one per battle), update counts and Elo if it counts, and reveal the models."""
+    if winner not in Winner.values:
+        raise InvalidInput(f"winner must be one of {', '.join(Winner.values)}", fields={"winner": ["invalid choice"]})
+    battle = Battle.objects.select_related("model_a", "model_b").filter(pk=battle_id).first()
+    if battle is None:
+        raise PermissionDeniedError("Invalid battle token")  # do not reveal which battle ids exist
+    battle_token_check(token, battle, identity)
+    _limit(identity, "vote", settings.ARENA_VOTES_PER_MINUTE_SESSION, settings.ARENA_VOTES_PER_MINUTE_IP)
+    try:
+        with transaction.atomic():
+            battle = (
+                Battle.objects.select_for_update()
+                .select_related("model_a", "model_b", "response_a", "response_b", "prompt")
+                .get(pk=battle_id)
+            )
+            if battle.status == BattleStatus.VOTED or Vote.objects.filter(battle=battle).exists():
+                raise Conflict("This battle already has a vote")
+            if battle.status == BattleStatus.GENERATING:
+                raise Conflict("Both responses must be complete before voting")
+            reason, detail = "", ""
+            if battle.status == BattleStatus.ERROR:
+                reason, detail = ExclusionReason.RESPONSE_ERROR, battle.error[:500]
+            elif leaked := identity_leak(battle):
+                reason, detail = ExclusionReason.IDENTITY_LEAK, f"a response mentions {leaked!r}"
+            vote = Vote.objects.create(
+                battle=battle,
+                winner=winner,
+                counted=not reason,
+                exclusion_reason=reason,
+                exclusion_detail=detail,
+                session_hash=identity.session_hash,
+                ip_hash=identity.ip_hash,
+                user_id=identity.user_id,
+                seconds_to_vote=(timezone.now() - battle.ready_at).total_seconds() if battle.ready_at else None,
+            )
+            battle.status = BattleStatus.VOTED
+            battle.save(update_fields=["status"])
+            if vote.counted:
+                _vote_count(battle, winner)
+                vote.item_id = _vote_as_judgment(battle, winner).item_id
+                vote.save(update_fields=["item"])
+    except IntegrityError as exc:  # the OneToOne on battle: a concurrent vote won
+        raise Conflict("This battle already has a vote") from exc
+    transaction.on_commit(events.leaderboard_tick)
+    return VoteResult(vote=vote, model_a=battle.model_a.label, model_b=battle.model_b.label)
+
+
+def _vote_count(battle: Battle, winner: str) -> None:
+    lo, hi = sorted([battle.model_a, battle.model_b], key=lambda m: m.pk)
+    a_is_lo = battle.model_a.pk == lo.pk
+    change: dict[str, F] = {}
+    if winner == Winner.A:
+        change = {"wins_lo": F("wins_lo") + 1} if a_is_lo else {"wins_hi": F("wins_hi") + 1}
+    elif winner == Winner.B:
+        change = {"wins_hi": F("wins_hi") + 1} if a_is_lo else {"wins_lo": F("wins_lo") + 1}
+    elif winner == Winner.TIE:
+        change = {"ties": F("ties") + 1}
+    else:
+        change = {"both_bad": F("both_bad") + 1}
+    for category in ["", *battle.categories]:
+        PairStats.objects.get_or_create(category=category, model_lo=lo, model_hi=hi)
+        PairStats.objects.filter(category=category, model_lo=lo, model_hi=hi).update(**change)
+    _elo_update(battle, winner)
+
+
+def _elo_update(battle: Battle, winner: str) -> None:
+    """Online Elo for the live ticker; the two rows are locked in id order (no deadlocks)."""
+    for model in sorted([battle.model_a, battle.model_b], key=lambda m: m.pk):
+        Rating.objects.get_or_create(category="", model=model)
+    rows = {
+        r.model_id: r
+        for r in Rating.objects.select_for_update()
+        .filter(category="", model__in=[battle.model_a, battle.model_b])
+        .order_by("model_id")
+    }
+    ra, rb = rows[battle.model_a.pk], rows[battle.model_b.pk]
+    expected_a = 1.0 / (1.0 + ELO_BASE ** ((rb.elo - ra.elo) / ELO_SCALE))
+    score_a = {Winner.A: 1.0, Winner.B: 0.0}.get(winner, 0.5)
+    ra.elo += ELO_K * (score_a - expected_a)
+    rb.elo += ELO_K * ((1.0 - score_a) - (1.0 - expected_a))
+    ra.battles += 1
+    rb.battles += 1
+    Rating.objects.bulk_update([ra, rb], ["elo", "battles"])
+
+
+def _arena_campaign() -> Campaign:
+    campaign = Campaign.objects.filter(name=ARENA_CAMPAIGN).first()
+    if campaign is None:
+        campaign = annotation_services.campaign_create(
+            name=ARENA_CAMPAIGN,
+            kind=CampaignKind.PAIRWISE,
+            created_by=None,
+            description="Counted arena votes, stored as pairwise preferences (source 'arena').",
+        )
+    return campaign
+
+
+def _vote_as_judgment(battle: Battle, winner: str):  # noqa: ANN202 - returns annotations.Judgment
+    # Canonical order: response A is the battle's model_a, so the vote's winner maps directly.
+    return annotation_services.judgment_record_external(
+        campaign=_arena_campaign(),
+        prompt=battle.prompt,
+        responses=[battle.response_a, battle.response_b],
+        source=JudgmentSource.ARENA,
+        choice=winner,
+        judge_name=f"arena-voter:{battle.session_hash[:12]}",
+        meta={
+            "battle": battle.pk,
+            "model_a": battle.model_a.label,
+            "model_b": battle.model_b.label,
+            "voted_at": datetime.now(UTC).isoformat(),
+        },
+    )
