@@ -135,8 +135,34 @@ class ItemSerializer(serializers.ModelSerializer):
         return data
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether any string or key inside a parsed JSON value contains NUL, which PostgreSQL cannot store."""
+    pending = [value]
+    while pending:  # iterative: a deeply nested payload must not exhaust the stack
+        current = pending.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, dict):
+            pending.extend(current.keys())
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return False
+
+
 class ItemImportSerializer(serializers.Serializer):
     items = serializers.ListField(child=serializers.JSONField(), allow_empty=False, max_length=10_000)
+
+    def validate_items(self, items: list[Any]) -> list[Any]:
+        # CharFields refuse NUL themselves; free-form JSON reaches jsonb/text columns unchecked and
+        # PostgreSQL would fail the whole import with a server error.
+        bad = [str(index) for index, item in enumerate(items) if _holds_nul(item)]
+        if bad:
+            raise serializers.ValidationError(
+                f"Item(s) {', '.join(bad[:20])} contain a NUL character (\\u0000), which cannot be stored."
+            )
+        return items
 
 
 class LeaseSerializer(serializers.Serializer):
@@ -268,7 +294,7 @@ class CampaignViewSet(
         methods=["GET"], responses=ItemSerializer(many=True),
     )
     @extend_schema(methods=["POST"], request=ItemImportSerializer, responses={201: ImportResultSerializer})
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], filter_backends=[])
     def items(self, request: Request, pk: str | None = None) -> Response:
         """GET: the campaign's items (managers). POST: bulk import, all rows or none."""
         campaign = self._managed()
@@ -288,7 +314,7 @@ class CampaignViewSet(
 
     @extend_schema(methods=["GET"], responses=MembershipSerializer(many=True))
     @extend_schema(methods=["POST", "DELETE"], request=MembershipWriteSerializer, responses=MembershipSerializer(many=True))
-    @action(detail=True, methods=["get", "post", "delete"])
+    @action(detail=True, methods=["get", "post", "delete"], pagination_class=None, filter_backends=[])
     def members(self, request: Request, pk: str | None = None) -> Response:
         """List, add (or change the role of) and remove campaign members."""
         campaign = self._managed()
@@ -307,7 +333,7 @@ class CampaignViewSet(
 
     @extend_schema(methods=["GET"], responses=GuidelinesSerializer(many=True))
     @extend_schema(methods=["POST"], request=GuidelinesSerializer, responses={201: GuidelinesSerializer})
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None, filter_backends=[])
     def guidelines(self, request: Request, pk: str | None = None) -> Response:
         """Guideline history (members) and publishing a new version (managers)."""
         if request.method == "POST":
@@ -344,7 +370,7 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(methods=["GET"], responses=JudgmentSerializer(many=True))
     @extend_schema(methods=["POST"], request=JudgmentInSerializer, responses={201: JudgmentSerializer, 200: JudgmentSerializer})
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None, filter_backends=[])
     def judgments(self, request: Request, pk: str | None = None) -> Response:
         """POST submits your judgment on a leased item (idempotent by key); GET lists the item's
         judgments (all for managers, your own for annotators)."""

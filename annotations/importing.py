@@ -15,6 +15,7 @@ from typing import Any
 
 from annotations.payloads import answer_canonical
 from prefarena.errors import ApplicationError, InvalidInput
+from prefarena.parsers import json_contains_nul
 
 MESSAGE_ROLES = {"system", "user", "assistant", "tool", "developer"}
 ALLOWED_KEYS = {"prompt", "responses", "gold", "meta", "priority"}
@@ -77,6 +78,8 @@ def row_validate(raw: Any, *, kind: str, aspects: list[dict[str, Any]], max_resp
     """Validate one import row; raises ValueError with a message naming the bad field."""
     if not isinstance(raw, dict):
         raise ValueError("each row must be a JSON object")
+    if json_contains_nul(raw):
+        raise ValueError("contains a NUL character (\\u0000), which cannot be stored")
     unknown = sorted(set(raw) - ALLOWED_KEYS)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ALLOWED_KEYS))}")

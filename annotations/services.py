@@ -398,8 +398,10 @@ def judgment_submit(
     """Store a human judgment on a leased item. Returns (judgment, created); a retry with the same
     idempotency key returns the stored judgment with created=False."""
     with transaction.atomic():
-        # Lock the item: concurrent submissions on its slots decide "done" one after the other.
-        item = Item.objects.select_for_update().select_related("campaign").get(pk=item.pk)
+        # Lock the item (only the item: `of` keeps the joined campaign row unlocked, or every submit of
+        # a campaign would queue behind the last): concurrent submissions on its slots decide "done"
+        # one after the other.
+        item = Item.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=item.pk)
         replay = _judgment_replay(idempotency_key, item, annotator)
         if replay is not None:
             return replay, False

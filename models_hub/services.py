@@ -128,3 +128,36 @@ def model_register(
             if version is not None:
                 raise Conflict(f"{name} v{version} is already registered", fields={"version": ["taken"]}) from exc
     raise Conflict(f"could not allocate a version for {name}; try again")
+
+
+# Settings of a registered version that may change after registration; everything else (name, version,
+# role, where the weights or endpoint live, lineage) identifies the version and stays as registered.
+MODEL_MUTABLE_FIELDS = ("in_arena", "description", "max_new_tokens", "temperature", "top_p", "seed")
+
+
+def model_update(*, model: Model, **changes: Any) -> Model:
+    """Change the mutable settings of a version (arena membership, description, generation defaults)."""
+    unknown = sorted(set(changes) - set(MODEL_MUTABLE_FIELDS))
+    if unknown:
+        raise _bad(unknown[0], f"{', '.join(unknown)} cannot change after registration; register a new version")
+    if "temperature" in changes and not float(changes["temperature"]) >= 0:
+        raise _bad("temperature", "temperature must be >= 0")
+    if "top_p" in changes and not 0 < float(changes["top_p"]) <= 1:
+        raise _bad("top_p", "top_p must be in (0, 1]")
+    if "max_new_tokens" in changes and int(changes["max_new_tokens"]) < 1:
+        raise _bad("max_new_tokens", "max_new_tokens must be at least 1")
+    if changes.get("in_arena") and model.role != ModelRole.POLICY:
+        raise _bad("in_arena", f"only policy models enter the arena; {model.label} is a {model.role} model")
+    if changes:
+        # One UPDATE of the named columns: a concurrent change of other settings is not overwritten.
+        Model.objects.filter(pk=model.pk).update(**changes)
+        model.refresh_from_db(fields=list(changes))
+    return model
+
+
+def models_arena_set(*, model_ids: list[int], in_arena: bool) -> int:
+    """Put policy models into the arena or take models out of it; returns how many rows changed."""
+    rows = Model.objects.filter(pk__in=model_ids).exclude(in_arena=in_arena)
+    if in_arena:
+        rows = rows.filter(role=ModelRole.POLICY)  # reward models and judges never battle
+    return rows.update(in_arena=in_arena)

@@ -1,9 +1,11 @@
 """Websocket URL routes of every app."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from annotations.consumers import CampaignProgressConsumer
+from workers.consumers import JobProgressConsumer
 
 websocket_urlpatterns = [
     path("ws/campaigns/<int:campaign_id>/progress/", CampaignProgressConsumer.as_asgi()),
+    re_path(r"^ws/jobs/(?P<kind>generation|scoring)/(?P<job_id>[0-9]+)/$", JobProgressConsumer.as_asgi()),
 ]

@@ -94,3 +94,15 @@ def make_campaign(staff: Any) -> Callable[..., Campaign]:
         return campaign
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Tiny checkpoints built once per session and saved with save_pretrained: tests load them through
+    the same from_pretrained path a real checkpoint takes (no download)."""
+    import torch
+
+    from workers.ml.tiny import tiny_models_build
+
+    torch.set_num_threads(1)  # 2-core machine; worker processes started by tests need the other core
+    return tiny_models_build(tmp_path_factory.mktemp("tiny-models"), steps=150, seed=0)

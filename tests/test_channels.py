@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from annotations import services
 from annotations.models import Item
 from prefarena.routing import websocket_urlpatterns
+from tests.celery_worker import WorkerProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,7 +29,16 @@ async def _connect(campaign_id: int, user) -> WebsocketCommunicator:
     return communicator
 
 
-def test_member_receives_progress_after_a_judgment(make_user, make_campaign):
+@pytest.fixture
+def default_worker(tmp_path):
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("default")
+    worker = WorkerProcess(tmp_path / "worker.log", queues="default")
+    yield worker
+    worker.stop()
+
+
+def test_member_receives_progress_after_a_judgment(make_user, make_campaign, default_worker):
+    # The submit schedules a throttled broadcast task on commit; the worker computes and sends it.
     alice = make_user("alice")
     campaign = make_campaign(items=2, annotators=[alice])
 
@@ -41,7 +53,7 @@ def test_member_receives_progress_after_a_judgment(make_user, make_campaign):
             services.judgment_submit(item=Item.objects.get(pk=slot.item_id), annotator=alice, data={"choice": "tie"})
 
         await sync_to_async(judge)()
-        update = await communicator.receive_json_from(timeout=5)
+        update = await communicator.receive_json_from(timeout=30)
         await communicator.disconnect()
         return first, update
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
             preexec_fn=reset_sigint,
         )
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 400  # the first start builds the tiny models
         status = None
         while time.monotonic() < deadline and status != 200:
             assert demo.poll() is None, log.read_text()
@@ -76,6 +77,21 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
         while "assignment_leases_reap" not in log.read_text().split("[tasks]")[-1].split("ready.")[-1]:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
+        # The demo's generation job runs on the same worker (gpu queue) and fills its campaign.
+        database = sqlite3.connect(tmp_path / "var" / "prefarena.sqlite3", timeout=20)
+        deadline = time.monotonic() + 300
+        while (status := database.execute("select status, error from workers_generationjob").fetchone())[0] in (
+            "queued", "running",
+        ):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(1)
+        assert status == ("succeeded", ""), log.read_text()
+        items = database.execute(
+            "select count(*) from annotations_item i join annotations_campaign c on c.id = i.campaign_id"
+            " where c.name like '%generated%'"
+        ).fetchone()[0]
+        database.close()
+        assert items > 0
     finally:
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         try:

@@ -57,7 +57,7 @@ def generator_for(model: Model) -> Any:
 
         try:
             return CausalLM(model.path, dtype=model.dtype)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any loader error (OSError, SafetensorError, ...) means "cannot load"
             raise PermanentBackendError(f"{model.label}: cannot load {model.path}: {exc}") from exc
 
     return _cached(("causal", model.pk, model.path), build)
@@ -72,7 +72,7 @@ def reward_for(model: Model) -> Any:
 
         try:
             return RewardModel(model.path, dtype=model.dtype)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any loader error (OSError, SafetensorError, ...) means "cannot load"
             raise PermanentBackendError(f"{model.label}: cannot load {model.path}: {exc}") from exc
 
     if model.backend != ModelBackend.TRANSFORMERS:

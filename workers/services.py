@@ -166,3 +166,20 @@ def jobs_reap() -> dict[str, list[int]]:
         report[f"{model.__name__}.requeued"] = requeued
         report[f"{model.__name__}.failed"] = failed
     return report
+
+
+def job_cancel_unfinished(job: Job) -> Job:
+    """Cancel a job that has not finished; Conflict when it already had (or finishes meanwhile)."""
+    # Imported here so that this appended helper leaves the module's import block untouched.
+    from prefarena.errors import Conflict
+    from workers.models import JobStatus
+
+    current = type(job).objects.get(pk=job.pk)
+    if current.is_terminal:
+        raise Conflict(f"{current} has already finished ({current.status}); there is nothing to cancel")
+    result = job_cancel(current)
+    # job_cancel never touches a finished job, so a terminal result other than "cancelled" means the
+    # job finished between our read and the cancellation.
+    if result.is_terminal and result.status != JobStatus.CANCELLED:
+        raise Conflict(f"{result} finished ({result.status}) before it could be cancelled")
+    return result

@@ -130,3 +130,14 @@ def test_token_auth_for_scripts(api, make_user, make_campaign):
     ).json()["token"]
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.post(f"/api/v1/campaigns/{campaign.id}/next/").status_code == 200
+
+
+def test_nul_characters_anywhere_in_a_json_body_are_a_400(api, staff, make_campaign):
+    campaign = make_campaign(name="c")
+    body = '{"items": [{"prompt": "p\\u0000", "responses": ["a", "b"]}]}'
+    response = api(staff).generic(
+        "POST", f"/api/v1/campaigns/{campaign.id}/items/", body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "NUL" in response.json()["detail"]
+    assert Item.objects.count() == 0

@@ -123,7 +123,7 @@ def test_add_annotators_all_or_nothing(make_user, make_campaign):
 
 
 def test_demo_seed_only_creates_one_campaign_of_each_kind(db, capsys):
-    call_command("demo", "--seed-only")
+    call_command("demo", "--seed-only", "--no-models")
     out = capsys.readouterr().out
     assert "admin     / " in out and "annotator / " in out
     from annotations.models import Campaign
@@ -132,7 +132,7 @@ def test_demo_seed_only_creates_one_campaign_of_each_kind(db, capsys):
     assert kinds == ["pairwise", "ranking", "rating"]
     assert all(c.items.count() > 0 for c in Campaign.objects.all())
     # Running again keeps the data and only refreshes passwords.
-    call_command("demo", "--seed-only")
+    call_command("demo", "--seed-only", "--no-models")
     assert Campaign.objects.count() == 3
 
 
@@ -142,3 +142,11 @@ def test_import_gold_pairwise_accepts_every_choice(tmp_path, make_campaign, choi
     path = write_jsonl(tmp_path / "g.jsonl", [{"prompt": "p", "responses": ["x", "y"], "gold": {"choice": choice}}])
     call_command("import_items", "--campaign", "chat", str(path))
     assert Item.objects.get().gold_answer == {"choice": choice}
+
+
+def test_import_items_refuses_nul_characters(tmp_path, make_campaign):
+    make_campaign(name="chat")
+    path = write_jsonl(tmp_path / "n.jsonl", [{"prompt": "a\u0000b", "responses": ["x", "y"]}])
+    with pytest.raises(CommandError, match="line 1: contains a NUL character"):
+        call_command("import_items", "--campaign", "chat", str(path))
+    assert Item.objects.count() == 0

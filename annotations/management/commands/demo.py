@@ -16,7 +16,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotations.demo_data import demo_seed
+from annotations.demo_data import GENERATED_CAMPAIGN, demo_seed, generated_campaign_create
+
+DEMO_MODELS = ("tiny-lm-small", "tiny-lm-large", "tiny-reward")
 
 
 class Command(BaseCommand):
@@ -25,21 +27,55 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--addrport", default="127.0.0.1:8000", help="Where to serve (default 127.0.0.1:8000)")
         parser.add_argument("--seed-only", action="store_true", help="Migrate and load demo data, then exit")
+        parser.add_argument("--no-models", action="store_true", help="Skip the tiny models and the generation job")
 
     def handle(self, *args: Any, **options: Any) -> None:
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         credentials = demo_seed()
+        if not options["no_models"]:
+            self._demo_models()
         host = options["addrport"]
         self.stdout.write(
             self.style.SUCCESS("Demo data loaded.")
             + f"\n  admin     / {credentials.admin_password}   (staff: admin site at http://{host}/admin/)"
-            + f"\n  annotator / {credentials.annotator_password}   (annotates the three demo campaigns)"
+            + f"\n  annotator / {credentials.annotator_password}   (annotates the demo campaigns)"
             + f"\n  Open http://{host}/ — API docs at http://{host}/api/docs/\n"
         )
         if options["seed_only"]:
             return
         self._serve(host)
+
+    def _demo_models(self) -> None:
+        """Tiny local models (built once, ~a minute on 2 cores) and a first generation job whose items
+        land in a campaign of their own, so the worker has real work to show."""
+        from annotations.models import Campaign
+        from models_hub.models import Model
+
+        models_dir = settings.VAR_DIR / "models"
+        built = all((models_dir / name / "config.json").is_file() for name in DEMO_MODELS)
+        if not built or Model.objects.filter(name__in=DEMO_MODELS).count() < len(DEMO_MODELS):
+            call_command(
+                "build_tiny_models", "--out", str(models_dir), "--steps", "150", "--register", stdout=self.stdout
+            )
+        if not Campaign.objects.filter(name=GENERATED_CAMPAIGN).exists():
+            generated_campaign_create()
+            call_command(
+                "generate",
+                "--model",
+                "tiny-lm-small",
+                "--model",
+                "tiny-lm-large",
+                "--campaign",
+                "Demo · pairwise helpfulness",
+                "--target-campaign",
+                GENERATED_CAMPAIGN,
+                "--max-new-tokens",
+                "48",
+                "--temperature",
+                "0.8",
+                stdout=self.stdout,
+            )
 
     def _serve(self, host: str) -> None:
         env = dict(os.environ)

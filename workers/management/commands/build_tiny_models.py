@@ -1,0 +1,70 @@
+"""python manage.py build_tiny_models --out DIR [--steps N] [--seed S] [--register]"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from models_hub import services
+from models_hub.models import Model, ModelBackend, ModelRole
+from prefarena.errors import ApplicationError
+from workers.management import command_error, non_negative_int, positive_int
+
+ROLES = {"tiny-lm-small": ModelRole.POLICY, "tiny-lm-large": ModelRole.POLICY, "tiny-reward": ModelRole.REWARD}
+
+
+class Command(BaseCommand):
+    help = (
+        "Build the tiny test models (two causal LMs and a reward model, a few MB each, trained for a few "
+        "seconds on the shipped corpus) into DIR/tiny-lm-small, DIR/tiny-lm-large and DIR/tiny-reward. "
+        "With --register, register the LMs as policy models in the arena and tiny-reward as a reward model; "
+        "a model already registered with the same path is not registered again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--out", required=True, type=Path, help="Output directory (created if missing)")
+        parser.add_argument("--steps", type=positive_int, default=300, help="Training steps per LM (default 300)")
+        parser.add_argument("--seed", type=non_negative_int, default=0, help="Random seed (default 0)")
+        parser.add_argument("--register", action="store_true", help="Register the built models")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        out: Path = options["out"].resolve()
+        if out.exists() and not out.is_dir():
+            raise CommandError(f"--out {out}: exists and is not a directory")
+        # Imported here, not at module level: torch is only ever loaded by the process that needs it
+        # (this command, a gpu worker), never by the web process that may import this module.
+        from workers.ml.tiny import tiny_models_build
+
+        self.stdout.write(f"Building tiny models in {out} ({options['steps']} steps, seed {options['seed']}) ...")
+        try:
+            paths = tiny_models_build(out, steps=options["steps"], seed=options["seed"])
+        except OSError as exc:
+            raise CommandError(f"--out {out}: cannot write the models: {exc}") from exc
+        for name, path in paths.items():
+            self.stdout.write(f"{name}: {path}")
+        if options["register"]:
+            for name, path in paths.items():
+                self._register(name, Path(path).resolve(), options)
+
+    def _register(self, name: str, path: Path, options: dict[str, Any]) -> None:
+        role = ROLES[name]
+        existing = Model.objects.filter(name=name, backend=ModelBackend.TRANSFORMERS, path=str(path)).first()
+        if existing is not None:
+            # Its files were just rebuilt in place (same steps and seed give the same weights).
+            self.stdout.write(f"{name}: already registered as {existing.label} with this path; not registered again")
+            return
+        try:
+            model = services.model_register(
+                name=name,
+                role=role,
+                backend=ModelBackend.TRANSFORMERS,
+                path=str(path),
+                in_arena=role == ModelRole.POLICY,
+                description=f"Tiny test model (build_tiny_models, {options['steps']} steps, seed {options['seed']})",
+            )
+        except ApplicationError as exc:
+            raise command_error(exc) from exc
+        arena = ", in the arena" if model.in_arena else ""
+        self.stdout.write(self.style.SUCCESS(f"{name}: registered as {model.label} ({role}{arena})"))

@@ -1,0 +1,29 @@
+"""URLs of the job pages, mounted at /jobs/ by prefarena/urls.py."""
+
+from __future__ import annotations
+
+from django.urls import path, register_converter
+
+from workers import views
+
+
+class JobKindConverter:
+    """`generation` or `scoring`: any other segment is a 404 before a view runs."""
+
+    regex = "generation|scoring"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(JobKindConverter, "jobkind")
+
+urlpatterns = [
+    path("", views.job_list, name="job-list"),
+    path("<jobkind:kind>/<int:job_id>/", views.job_detail, name="job-detail"),
+    path("<jobkind:kind>/<int:job_id>/progress.json", views.job_progress, name="job-progress"),
+    path("<jobkind:kind>/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
+]

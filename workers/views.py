@@ -1,0 +1,160 @@
+"""HTML pages of gpu-queue jobs (generation, scoring): list, detail with live progress, cancel.
+
+Thin, like every view: who may see a job is decided by workers/selectors.py (the same rule as the
+REST API: staff everything, others their own jobs), the writes are `workers.services`. Anything a
+user may not see is a 404, never a 403 (ARCHITECTURE.md); the websocket consumer applies the same
+selectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from prefarena.errors import Conflict, NotFound
+from workers import events, selectors, services
+from workers.models import TERMINAL_STATUSES, GenerationJob, GenerationOutput, Job, JobStatus, ScoringJob
+
+# URL and websocket path segment -> job model. `events.job_kind` maps back.
+JOB_MODELS: dict[str, type[Job]] = {"generation": GenerationJob, "scoring": ScoringJob}
+LIST_LIMIT = 100  # most recent jobs of each kind on /jobs/
+OUTPUTS_SHOWN = 50  # generated responses listed on a generation job's page
+
+
+# --- access (the rule itself lives in workers/selectors.py, shared with the REST API) -------------------
+def job_list_for_user(user: AbstractBaseUser | AnonymousUser, kind: str) -> QuerySet[Job]:
+    """Jobs of `kind` that `user` may see (staff: all; others: their own), through workers.selectors."""
+    if not user.is_authenticated:
+        return JOB_MODELS[kind].objects.none()
+    if kind == "generation":
+        return selectors.generation_job_list_for_user(user)
+    return selectors.scoring_job_list_for_user(user)
+
+
+def job_get_for_user(user: AbstractBaseUser | AnonymousUser, kind: str, job_id: Any) -> Job:
+    """The job, if `user` may see it; NotFound otherwise (unknown kind or id, someone else's job)."""
+    if kind not in JOB_MODELS or not user.is_authenticated:
+        raise NotFound("Job not found")
+    if kind == "generation":
+        return selectors.generation_job_get_for_user(user, job_id)
+    return selectors.scoring_job_get_for_user(user, job_id)
+
+
+def job_user_can_cancel(user: AbstractBaseUser | AnonymousUser, job: Job) -> bool:
+    """Staff, or the person who created the job."""
+    return bool(user.is_authenticated and (user.is_staff or job.created_by_id == user.pk))
+
+
+def job_progress_payload(job: Job) -> dict[str, Any]:
+    """The live snapshot (the same dict the worker broadcasts) plus the timestamps a final state shows."""
+    snapshot = events.job_snapshot(job)
+    times = type(job).objects.filter(pk=job.pk).values("started_at", "finished_at").first() or {}
+    return {
+        **snapshot,
+        "is_terminal": snapshot.get("status") in TERMINAL_STATUSES,
+        "started_at": times["started_at"].isoformat() if times.get("started_at") else None,
+        "finished_at": times["finished_at"].isoformat() if times.get("finished_at") else None,
+    }
+
+
+def _job_or_404(request: HttpRequest, kind: str, job_id: int) -> Job:
+    try:
+        return job_get_for_user(request.user, kind, job_id)
+    except NotFound as exc:
+        raise Http404("Job not found") from exc
+
+
+def _percent(done: int, total: int) -> int:
+    return min(100, round(100 * done / total)) if total else 0
+
+
+def _channel_layer_is_process_local() -> bool:
+    # The in-memory layer (embedded demo) lives inside the web process: a worker process's broadcasts
+    # never reach it, so the page's socket stays silent and the page must poll instead.
+    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
+    return backend.endswith("InMemoryChannelLayer")
+
+
+# --- pages ------------------------------------------------------------------------------------------
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    generation = list(job_list_for_user(user, "generation").order_by("-created_at", "-pk")[:LIST_LIMIT])
+    scoring = list(job_list_for_user(user, "scoring").order_by("-created_at", "-pk")[:LIST_LIMIT])
+    context = {
+        "generation_jobs": generation,
+        "scoring_jobs": scoring,
+        "limit": LIST_LIMIT,
+        "sees_all": user.is_staff,
+    }
+    return render(request, "workers/job_list.html", context)
+
+
+@login_required
+def job_detail(request: HttpRequest, kind: str, job_id: int) -> HttpResponse:
+    job = _job_or_404(request, kind, job_id)
+    outputs: list[GenerationOutput] = []
+    outputs_total = 0
+    if isinstance(job, GenerationJob):
+        rows = GenerationOutput.objects.filter(job=job)
+        outputs_total = rows.count()
+        outputs = list(rows.select_related("prompt", "model", "response").order_by("pk")[:OUTPUTS_SHOWN])
+    models = list(job.policy_models.order_by("name", "version")) if isinstance(job, GenerationJob) else [job.model]
+    throughput_key = "tokens_per_s" if kind == "generation" else "responses_per_s"
+    metrics = job.metrics or {}
+    context = {
+        "job": job,
+        "kind": kind,
+        "percent": _percent(job.progress_done, job.progress_total),
+        "throughput": metrics.get(throughput_key),
+        "throughput_key": throughput_key,
+        "throughput_unit": "tokens/s" if kind == "generation" else "responses/s",
+        "tokens": metrics.get("tokens"),
+        "models": models,
+        "outputs": outputs,
+        "outputs_total": outputs_total,
+        "outputs_shown": OUTPUTS_SHOWN,
+        "can_cancel": job_user_can_cancel(request.user, job),
+        "poll_always": _channel_layer_is_process_local(),
+    }
+    return render(request, "workers/job_detail.html", context)
+
+
+@never_cache
+@require_GET
+@login_required
+def job_progress(request: HttpRequest, kind: str, job_id: int) -> JsonResponse:
+    """The job's live state as JSON, for pages whose websocket is down (or silent: embedded demo)."""
+    job = _job_or_404(request, kind, job_id)
+    return JsonResponse(job_progress_payload(job))
+
+
+@require_POST
+@login_required
+def job_cancel(request: HttpRequest, kind: str, job_id: int) -> HttpResponse:
+    job = _job_or_404(request, kind, job_id)
+    if not job_user_can_cancel(request.user, job):
+        raise Http404("Job not found")
+    try:
+        # Cancels only a job that is not over, atomically; a queued job ends now, a running one stops
+        # after its current batch. Conflict: it had finished, or finished meanwhile.
+        job = services.job_cancel_unfinished(job)
+    except Conflict as exc:
+        messages.warning(request, exc.message)
+        return redirect("job-detail", kind=kind, job_id=job.pk)
+    if job.status == JobStatus.CANCELLED:
+        messages.success(request, f"{kind.capitalize()} job #{job.pk} cancelled.")
+    else:
+        messages.info(request, f"Cancellation requested: the worker stops job #{job.pk} after its current batch.")
+    # Pages open on this job learn of it at once; a running job also broadcasts when the worker stops.
+    events.job_progress_broadcast(job)
+    return redirect("job-detail", kind=kind, job_id=job.pk)
