@@ -46,8 +46,20 @@ class CampaignSerializer(serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = [
-            "id", "name", "kind", "description", "aspects", "overlap", "gold_ratio", "lease_seconds",
-            "max_responses", "routing_mode", "is_active", "created_at", "guidelines", "guideline_version",
+            "id",
+            "name",
+            "kind",
+            "description",
+            "aspects",
+            "overlap",
+            "gold_ratio",
+            "lease_seconds",
+            "max_responses",
+            "routing_mode",
+            "is_active",
+            "created_at",
+            "guidelines",
+            "guideline_version",
         ]
 
     def get_guidelines(self, obj: Campaign) -> str:
@@ -116,7 +128,18 @@ class ItemSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Item
-        fields = ["id", "campaign", "prompt", "responses", "state", "is_gold", "gold_answer", "priority", "meta", "created_at"]
+        fields = [
+            "id",
+            "campaign",
+            "prompt",
+            "responses",
+            "state",
+            "is_gold",
+            "gold_answer",
+            "priority",
+            "meta",
+            "created_at",
+        ]
 
     @extend_schema(responses=ResponseOutSerializer(many=True))
     def get_responses(self, obj: Item) -> list[dict[str, Any]]:
@@ -180,16 +203,21 @@ class LeaseSerializer(serializers.Serializer):
 
 class JudgmentInSerializer(serializers.Serializer):
     idempotency_key = serializers.CharField(max_length=100, required=False, allow_blank=False)
-    choice = serializers.ChoiceField(choices=["a", "b", "tie", "both_bad"], required=False,
-                                     help_text="Pairwise, in presented terms: 'a' is the first response shown.")
+    choice = serializers.ChoiceField(
+        choices=["a", "b", "tie", "both_bad"],
+        required=False,
+        help_text="Pairwise, in presented terms: 'a' is the first response shown.",
+    )
     strength = serializers.ChoiceField(choices=["slight", "clear"], required=False, allow_blank=True)
     ranking = serializers.ListField(
-        child=serializers.ListField(child=serializers.IntegerField(min_value=0)), required=False,
+        child=serializers.ListField(child=serializers.IntegerField(min_value=0)),
+        required=False,
         help_text="Ranking: groups of presented indices, best first; a group holds ties.",
     )
     cannot_rank = serializers.BooleanField(required=False, default=False)
     ratings = serializers.DictField(
-        child=serializers.ListField(child=serializers.IntegerField()), required=False,
+        child=serializers.ListField(child=serializers.IntegerField()),
+        required=False,
         help_text="Rating: {aspect: [score per presented response]}.",
     )
     rationale = serializers.CharField(required=False, allow_blank=True, max_length=20_000)
@@ -203,9 +231,24 @@ class JudgmentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Judgment
         fields = [
-            "id", "item", "source", "annotator", "judge_name", "choice", "strength", "ranking", "cannot_rank",
-            "ratings", "rationale", "edited_answer", "confidence", "presented_order", "guideline_version",
-            "time_spent_ms", "idempotency_key", "created_at",
+            "id",
+            "item",
+            "source",
+            "annotator",
+            "judge_name",
+            "choice",
+            "strength",
+            "ranking",
+            "cannot_rank",
+            "ratings",
+            "rationale",
+            "edited_answer",
+            "confidence",
+            "presented_order",
+            "guideline_version",
+            "time_spent_ms",
+            "idempotency_key",
+            "created_at",
         ]
 
 
@@ -241,7 +284,10 @@ def lease_payload(slot: AssignmentSlot) -> dict[str, Any]:
 
 # --- views -------------------------------------------------------------------------------------------
 class CampaignViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
     viewsets.GenericViewSet,
 ):
     serializer_class = CampaignSerializer
@@ -277,7 +323,9 @@ class CampaignViewSet(
         campaign = services.campaign_update(campaign=campaign, **data.validated_data)
         return Response(CampaignSerializer(campaign).data)
 
-    @extend_schema(request=None, responses={200: LeaseSerializer, 204: OpenApiResponse(description="Nothing left for you")})
+    @extend_schema(
+        request=None, responses={200: LeaseSerializer, 204: OpenApiResponse(description="Nothing left for you")}
+    )
     @action(detail=True, methods=["post"])
     def next(self, request: Request, pk: str | None = None) -> Response:
         """Lease the next item to the calling annotator (or return their live lease)."""
@@ -291,7 +339,8 @@ class CampaignViewSet(
         return Response(LeaseSerializer(lease_payload(slot)).data)
 
     @extend_schema(
-        methods=["GET"], responses=ItemSerializer(many=True),
+        methods=["GET"],
+        responses=ItemSerializer(many=True),
     )
     @extend_schema(methods=["POST"], request=ItemImportSerializer, responses={201: ImportResultSerializer})
     @action(detail=True, methods=["get", "post"], filter_backends=[])
@@ -302,7 +351,9 @@ class CampaignViewSet(
             data = ItemImportSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             rows = rows_from_list(
-                data.validated_data["items"], kind=campaign.kind, aspects=campaign.aspects,
+                data.validated_data["items"],
+                kind=campaign.kind,
+                aspects=campaign.aspects,
                 max_responses=campaign.max_responses,
             )
             ids = services.items_import(campaign=campaign, rows=rows)
@@ -313,7 +364,9 @@ class CampaignViewSet(
         return self.get_paginated_response(ItemSerializer(page, many=True, context=context).data)
 
     @extend_schema(methods=["GET"], responses=MembershipSerializer(many=True))
-    @extend_schema(methods=["POST", "DELETE"], request=MembershipWriteSerializer, responses=MembershipSerializer(many=True))
+    @extend_schema(
+        methods=["POST", "DELETE"], request=MembershipWriteSerializer, responses=MembershipSerializer(many=True)
+    )
     @action(detail=True, methods=["get", "post", "delete"], pagination_class=None, filter_backends=[])
     def members(self, request: Request, pk: str | None = None) -> Response:
         """List, add (or change the role of) and remove campaign members."""
@@ -340,17 +393,25 @@ class CampaignViewSet(
             campaign = self._managed()
             data = GuidelinesSerializer(data=request.data)
             data.is_valid(raise_exception=True)
-            version = services.guidelines_publish(campaign=campaign, text=data.validated_data["text"], created_by=request.user)
+            version = services.guidelines_publish(
+                campaign=campaign, text=data.validated_data["text"], created_by=request.user
+            )
             return Response(GuidelinesSerializer(version).data, status=status.HTTP_201_CREATED)
         campaign = self.get_object()
         return Response(GuidelinesSerializer(campaign.guideline_versions.order_by("-version"), many=True).data)
 
-    @extend_schema(responses=inline_serializer("CampaignStats", {"progress": serializers.DictField(), "quality": serializers.DictField()}))
+    @extend_schema(
+        responses=inline_serializer(
+            "CampaignStats", {"progress": serializers.DictField(), "quality": serializers.DictField()}
+        )
+    )
     @action(detail=True, methods=["get"])
     def stats(self, request: Request, pk: str | None = None) -> Response:
         """Progress, agreement and gold accuracy (managers see every annotator)."""
         campaign = self._managed()
-        return Response({"progress": selectors.campaign_progress(campaign.pk), "quality": quality.campaign_quality(campaign)})
+        return Response(
+            {"progress": selectors.campaign_progress(campaign.pk), "quality": quality.campaign_quality(campaign)}
+        )
 
 
 class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -369,7 +430,9 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         return context
 
     @extend_schema(methods=["GET"], responses=JudgmentSerializer(many=True))
-    @extend_schema(methods=["POST"], request=JudgmentInSerializer, responses={201: JudgmentSerializer, 200: JudgmentSerializer})
+    @extend_schema(
+        methods=["POST"], request=JudgmentInSerializer, responses={201: JudgmentSerializer, 200: JudgmentSerializer}
+    )
     @action(detail=True, methods=["get", "post"], pagination_class=None, filter_backends=[])
     def judgments(self, request: Request, pk: str | None = None) -> Response:
         """POST submits your judgment on a leased item (idempotent by key); GET lists the item's
@@ -380,8 +443,12 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
             data.is_valid(raise_exception=True)
             payload = dict(data.validated_data)
             key = payload.pop("idempotency_key", None)
-            judgment, created = services.judgment_submit(item=item, annotator=request.user, data=payload, idempotency_key=key)
-            return Response(JudgmentSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+            judgment, created = services.judgment_submit(
+                item=item, annotator=request.user, data=payload, idempotency_key=key
+            )
+            return Response(
+                JudgmentSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            )
         judgments = selectors.judgment_list_for_user(request.user).filter(item=item)
         return Response(JudgmentSerializer(judgments, many=True).data)
 

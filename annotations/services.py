@@ -45,7 +45,9 @@ IMPORT_BATCH = 2000
 # --- campaigns ----------------------------------------------------------------------------------
 def _campaign_validate(*, kind: str, aspects: Any, overlap: int, gold_ratio: float, lease_seconds: int) -> list:
     if kind not in CampaignKind.values:
-        raise InvalidInput(f"Unknown kind {kind!r}", fields={"kind": [f"must be one of {', '.join(CampaignKind.values)}"]})
+        raise InvalidInput(
+            f"Unknown kind {kind!r}", fields={"kind": [f"must be one of {', '.join(CampaignKind.values)}"]}
+        )
     aspects = validate_aspects(aspects or [])
     if kind == CampaignKind.RATING and not aspects:
         raise InvalidInput("A rating campaign needs at least one aspect", fields={"aspects": ["at least one aspect"]})
@@ -131,11 +133,17 @@ def guidelines_publish(*, campaign: Campaign, text: str, created_by: AbstractBas
 
 
 @transaction.atomic
-def membership_set(*, campaign: Campaign, user: AbstractBaseUser, role: str = MemberRole.ANNOTATOR) -> CampaignMembership:
+def membership_set(
+    *, campaign: Campaign, user: AbstractBaseUser, role: str = MemberRole.ANNOTATOR
+) -> CampaignMembership:
     """Add a user to a campaign (or change their role)."""
     if role not in MemberRole.values:
-        raise InvalidInput(f"Unknown role {role!r}", fields={"role": [f"must be one of {', '.join(MemberRole.values)}"]})
-    membership, created = CampaignMembership.objects.get_or_create(campaign=campaign, user=user, defaults={"role": role})
+        raise InvalidInput(
+            f"Unknown role {role!r}", fields={"role": [f"must be one of {', '.join(MemberRole.values)}"]}
+        )
+    membership, created = CampaignMembership.objects.get_or_create(
+        campaign=campaign, user=user, defaults={"role": role}
+    )
     if not created and membership.role != role:
         membership.role = role
         membership.save(update_fields=["role"])
@@ -152,9 +160,7 @@ def membership_remove(*, campaign: Campaign, user: AbstractBaseUser) -> None:
 
 
 # --- items ----------------------------------------------------------------------------------------
-def _items_store(
-    campaign: Campaign, items: list[Item], responses_per_item: list[list[Response]]
-) -> list[int]:
+def _items_store(campaign: Campaign, items: list[Item], responses_per_item: list[list[Response]]) -> list[int]:
     """Insert unsaved items with their ordered responses (saved already) and `overlap` slots."""
     items = Item.objects.bulk_create(items)
     links = []
@@ -187,8 +193,13 @@ def items_import(*, campaign: Campaign, rows: Sequence[ItemRow]) -> list[int]:
         response_iter = iter(responses)
         items = [
             Item(
-                campaign=campaign, prompt=prompt, is_gold=row.gold is not None, gold_answer=row.gold,
-                priority=row.priority, response_count=len(row.responses), meta=row.meta,
+                campaign=campaign,
+                prompt=prompt,
+                is_gold=row.gold is not None,
+                gold_answer=row.gold,
+                priority=row.priority,
+                response_count=len(row.responses),
+                meta=row.meta,
                 state=ItemState.NEEDS_HUMANS,
             )
             for prompt, row in zip(prompts, batch, strict=True)
@@ -212,8 +223,13 @@ def items_create_from_responses(
     for start in range(0, len(groups), IMPORT_BATCH):
         batch = groups[start : start + IMPORT_BATCH]
         items = [
-            Item(campaign=campaign, prompt_id=prompt_id, response_count=len(responses), meta=dict(meta or {}),
-                 state=ItemState.NEEDS_HUMANS)
+            Item(
+                campaign=campaign,
+                prompt_id=prompt_id,
+                response_count=len(responses),
+                meta=dict(meta or {}),
+                state=ItemState.NEEDS_HUMANS,
+            )
             for prompt_id, responses in batch
         ]
         ids.extend(_items_store(campaign, items, [responses for _, responses in batch]))
@@ -407,8 +423,10 @@ def judgment_submit(
             return replay, False
         slot = AssignmentSlot.objects.filter(item=item, annotator=annotator).first()
         now = timezone.now()
-        if slot is not None and slot.state == SlotState.SUBMITTED or (
-            Judgment.objects.filter(item=item, annotator=annotator, source=JudgmentSource.HUMAN).exists()
+        if (
+            slot is not None
+            and slot.state == SlotState.SUBMITTED
+            or (Judgment.objects.filter(item=item, annotator=annotator, source=JudgmentSource.HUMAN).exists())
         ):
             raise Conflict("You have already judged this item; a second judgment is not accepted")
         if slot is None or slot.state != SlotState.LEASED:
@@ -475,6 +493,10 @@ def judgment_record_external(
     )
     ItemResponse.objects.bulk_create(ItemResponse(item=item, response=r, position=n) for n, r in enumerate(responses))
     return Judgment.objects.create(
-        item=item, source=source, judge_name=judge_name, choice=choice, confidence=confidence,
+        item=item,
+        source=source,
+        judge_name=judge_name,
+        choice=choice,
+        confidence=confidence,
         presented_order=[0, 1],
     )
