@@ -158,34 +158,8 @@ class ItemSerializer(serializers.ModelSerializer):
         return data
 
 
-def _holds_nul(value: Any) -> bool:
-    """Whether any string or key inside a parsed JSON value contains NUL, which PostgreSQL cannot store."""
-    pending = [value]
-    while pending:  # iterative: a deeply nested payload must not exhaust the stack
-        current = pending.pop()
-        if isinstance(current, str):
-            if "\x00" in current:
-                return True
-        elif isinstance(current, dict):
-            pending.extend(current.keys())
-            pending.extend(current.values())
-        elif isinstance(current, list):
-            pending.extend(current)
-    return False
-
-
 class ItemImportSerializer(serializers.Serializer):
     items = serializers.ListField(child=serializers.JSONField(), allow_empty=False, max_length=10_000)
-
-    def validate_items(self, items: list[Any]) -> list[Any]:
-        # CharFields refuse NUL themselves; free-form JSON reaches jsonb/text columns unchecked and
-        # PostgreSQL would fail the whole import with a server error.
-        bad = [str(index) for index, item in enumerate(items) if _holds_nul(item)]
-        if bad:
-            raise serializers.ValidationError(
-                f"Item(s) {', '.join(bad[:20])} contain a NUL character (\\u0000), which cannot be stored."
-            )
-        return items
 
 
 class LeaseSerializer(serializers.Serializer):
