@@ -174,9 +174,14 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     """A battle from stored responses of two arena models to the same prompt."""
     _limit(identity, "battle", settings.ARENA_BATTLES_PER_MINUTE_SESSION, None)
     by_label = {m.label: m for m in arena_models()}
-    responses = Response.objects.filter(model_name__in=list(by_label))
+    # The pool is campaign prompts only. Live battles store the visitor's own prompt and responses under
+    # arena model labels, and counted votes file them as items of the arena campaign: without these
+    # filters one visitor's private prompt could be served to the next visitor.
+    campaigns = Campaign.objects.exclude(name=ARENA_CAMPAIGN)
     if campaign is not None:
-        responses = responses.filter(prompt__items__campaign=campaign)
+        campaigns = campaigns.filter(pk=campaign.pk)
+    pool = Prompt.objects.filter(items__campaign__in=campaigns).exclude(battles__mode=BattleMode.LIVE).values("pk")
+    responses = Response.objects.filter(model_name__in=list(by_label), prompt_id__in=pool)
     prompt_ids = list(
         responses.values("prompt_id")
         .annotate(n=Count("model_name", distinct=True))
@@ -252,8 +257,10 @@ def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: Vot
     _limit(identity, "vote", settings.ARENA_VOTES_PER_MINUTE_SESSION, settings.ARENA_VOTES_PER_MINUTE_IP)
     try:
         with transaction.atomic():
+            # of=("self",): lock the battle row only. The responses are nullable (outer joins), and
+            # PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
             battle = (
-                Battle.objects.select_for_update()
+                Battle.objects.select_for_update(of=("self",))
                 .select_related("model_a", "model_b", "response_a", "response_b", "prompt")
                 .get(pk=battle_id)
             )

@@ -134,6 +134,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
     "workers-reap-jobs": {"task": "workers.tasks.jobs_reap", "schedule": 30.0},
+    "arena-leaderboard-recompute": {"task": "arena.tasks.leaderboard_recompute", "schedule": 60.0},
 }
 # gpu-queue tasks: ack after the work, requeue if the worker process dies, one task at a time.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -81,7 +81,8 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
         database = sqlite3.connect(tmp_path / "var" / "prefarena.sqlite3", timeout=20)
         deadline = time.monotonic() + 300
         while (status := database.execute("select status, error from workers_generationjob").fetchone())[0] in (
-            "queued", "running",
+            "queued",
+            "running",
         ):
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(1)

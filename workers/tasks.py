@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.conf import settings
 
-from workers import runners, services
+from workers import arena_runner, runners, services
 from workers.models import GenerationJob, ScoringJob
 
 GPU_TASK_OPTIONS = {
@@ -37,6 +37,12 @@ def scoring_job_run(self: Task, job_id: int) -> None:
     retry_in = runners.job_execute(ScoringJob, job_id, runners.scoring_job_work)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
+
+
+@shared_task(name="workers.tasks.battle_generate", **GPU_TASK_OPTIONS)
+def battle_generate(self: Task, battle_id: int) -> None:
+    """Generate both responses of a live arena battle, streaming them to the battle's page."""
+    arena_runner.battle_generate_run(battle_id)
 
 
 @shared_task(name="workers.tasks.jobs_reap")

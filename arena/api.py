@@ -1,0 +1,243 @@
+"""REST API of the public arena: battles, votes, leaderboard. Anonymous visitors allowed.
+
+The visitor is the session (created on the first request), so every unsafe request is checked for a
+CSRF token whoever sends it: DRF's SessionAuthentication only checks CSRF for logged-in users, which
+would leave anonymous votes open to cross-site forgery. Scripts that authenticate with an API token
+send no cookies and are exempt, as in DRF.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.authentication import CSRFCheck, TokenAuthentication
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotations.models import Campaign
+from arena import selectors, services
+from arena.identity import voter_identity
+from arena.models import Winner
+from prefarena.errors import InvalidInput, NotFound
+
+
+class CsrfEnforcedForCookieClients(BasePermission):
+    """Allow anyone, but refuse unsafe requests without a valid CSRF token unless they used an API token."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        if isinstance(request.successful_authenticator, TokenAuthentication):
+            return True  # no cookie rode along: nothing for a forged cross-site request to borrow
+        # The same check DRF's SessionAuthentication runs for logged-in users (CSRFCheck returns the reason).
+        check = CSRFCheck(lambda _request: None)  # type: ignore[arg-type,return-value]
+        check.process_request(request)  # reads the CSRF cookie into request.META
+        reason = check.process_view(request, None, (), {})  # type: ignore[arg-type]
+        if reason:
+            raise PermissionDenied(f"CSRF Failed: {reason}")
+        return True
+
+
+# --- serializers -----------------------------------------------------------------------------------------
+WINNER_HELP = "One of " + ", ".join(f"{value!r} ({label})" for value, label in Winner.choices)
+BATTLE_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Battle id")
+
+
+class BattleCreateSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=["live", "pregenerated"], default="live")
+    prompt = serializers.JSONField(
+        required=False,
+        help_text="Live mode: the prompt, a string or a list of {role, content} messages.",
+    )
+    campaign = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Pre-generated mode: draw from this campaign only."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["mode"] == "live" and "prompt" not in attrs:
+            raise serializers.ValidationError({"prompt": ["A live battle needs a prompt."]})
+        if _holds_nul(attrs.get("prompt")):
+            raise serializers.ValidationError({"prompt": ["The prompt contains a NUL character."]})
+        return attrs
+
+
+class BattleResponsesSerializer(serializers.Serializer):
+    a = serializers.CharField(allow_null=True)
+    b = serializers.CharField(allow_null=True)
+
+
+class BattleVoteOutSerializer(serializers.Serializer):
+    winner = serializers.CharField(help_text=WINNER_HELP)
+    counted = serializers.BooleanField()
+    exclusion_reason = serializers.CharField(allow_blank=True)
+
+
+class BattleSerializer(serializers.Serializer):
+    """A battle as its visitor sees it: no model names before the vote."""
+
+    id = serializers.IntegerField()
+    token = serializers.CharField(help_text="Signed, expiring, bound to this session; send it with the vote.")
+    mode = serializers.CharField()
+    status = serializers.CharField(help_text="generating, ready (vote now), voted, or error (a vote will not count)")
+    prompt = serializers.JSONField()
+    websocket = serializers.CharField(help_text="Path of the websocket streaming both responses (side a/b, text).")
+    responses = BattleResponsesSerializer()
+    error = serializers.CharField(allow_blank=True)
+    vote = BattleVoteOutSerializer(allow_null=True)
+    model_a = serializers.CharField(allow_null=True, help_text="Revealed once voted, to the voter's session only.")
+    model_b = serializers.CharField(allow_null=True, help_text="Revealed once voted, to the voter's session only.")
+
+
+class VoteInSerializer(serializers.Serializer):
+    # Plain strings, checked by the service: the same four values are the annotation API's `choice` enum,
+    # and two enum names for one choice set would be a schema warning.
+    winner = serializers.CharField(max_length=10, help_text=WINNER_HELP)
+    token = serializers.CharField(max_length=2000)
+
+
+class VoteOutSerializer(serializers.Serializer):
+    winner = serializers.CharField(help_text=WINNER_HELP)
+    counted = serializers.BooleanField()
+    exclusion_reason = serializers.CharField(allow_blank=True)
+    model_a = serializers.CharField()
+    model_b = serializers.CharField()
+
+
+class LeaderboardRowSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    rank_ub = serializers.IntegerField(allow_null=True)
+    rating = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True)
+    ci_high = serializers.FloatField(allow_null=True)
+    elo = serializers.FloatField()
+    battles = serializers.IntegerField()
+    component = serializers.IntegerField()
+    ratable = serializers.BooleanField()
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    category = serializers.CharField(allow_blank=True)
+    categories = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    computed_at = serializers.DateTimeField(allow_null=True)
+    rows = LeaderboardRowSerializer(many=True)
+    models = serializers.ListField(child=serializers.CharField(), help_text="Row and column order of the matrices.")
+    battle_counts = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+    win_rates = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
+        help_text="win_rates[i][j]: share of i's battles against j that i won (ties ½); null if never met.",
+    )
+
+
+ERROR = OpenApiResponse(description="Refused; `detail` says why")
+
+
+def _holds_nul(value: Any) -> bool:
+    """PostgreSQL stores no NUL in text or jsonb: refuse it up front instead of failing with a 500."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, dict):
+            pending.extend(current.keys())
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return False
+
+
+# --- views ------------------------------------------------------------------------------------------------
+class BattleViewSet(viewsets.ViewSet):
+    """Start a battle, read it back, vote on it."""
+
+    permission_classes = [CsrfEnforcedForCookieClients]
+
+    @extend_schema(
+        request=BattleCreateSerializer,
+        responses={201: BattleSerializer, 400: ERROR, 403: ERROR, 404: ERROR, 409: ERROR, 429: ERROR},
+    )
+    def create(self, request: Request) -> Response:
+        """Start a battle: live generation on a prompt, or two stored responses from a campaign's pool."""
+        data = BattleCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        identity = voter_identity(request)
+        if data.validated_data["mode"] == "live":
+            battle = services.battle_create_live(prompt=data.validated_data["prompt"], identity=identity)
+        else:
+            campaign = None
+            if data.validated_data.get("campaign") is not None:
+                campaign = Campaign.objects.filter(pk=data.validated_data["campaign"], is_active=True).first()
+                if campaign is None:
+                    raise NotFound("Campaign not found")
+            battle = services.battle_create_pregenerated(identity=identity, campaign=campaign)
+        battle = selectors.battle_get_for_identity(identity, battle.pk)
+        payload = selectors.battle_payload(battle, token=services.battle_token(battle))
+        return Response(BattleSerializer(payload).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[BATTLE_ID], responses={200: BattleSerializer, 404: ERROR})
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        """The battle, if this session started it; model names only once it has its vote."""
+        battle = selectors.battle_get_for_identity(voter_identity(request), pk)
+        payload = selectors.battle_payload(battle, token=services.battle_token(battle))
+        return Response(BattleSerializer(payload).data)
+
+    @extend_schema(
+        parameters=[BATTLE_ID],
+        request=VoteInSerializer,
+        responses={201: VoteOutSerializer, 400: ERROR, 403: ERROR, 409: ERROR, 429: ERROR},
+    )
+    @action(detail=True, methods=["post"])
+    def vote(self, request: Request, pk: str | None = None) -> Response:
+        """Vote once; the answer reveals both models."""
+        data = VoteInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            battle_id = int(pk or "")
+        except ValueError as exc:
+            raise InvalidInput("Invalid battle id") from exc
+        result = services.battle_vote_record(
+            battle_id=battle_id,
+            token=data.validated_data["token"],
+            winner=data.validated_data["winner"],
+            identity=voter_identity(request),
+        )
+        body = {
+            "winner": result.vote.winner,
+            "counted": result.vote.counted,
+            "exclusion_reason": result.vote.exclusion_reason,
+            "model_a": result.model_a,
+            "model_b": result.model_b,
+        }
+        return Response(VoteOutSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class OneObjectSchema(AutoSchema):
+    """The leaderboard is one object, though the router serves it as a `list` route."""
+
+    def _is_list_view(self, serializer: Any = None) -> bool:
+        return False
+
+
+class LeaderboardViewSet(viewsets.ViewSet):
+    """Public leaderboard: Bradley–Terry ratings with 95% intervals, online Elo, pair matrices."""
+
+    permission_classes = [CsrfEnforcedForCookieClients]
+    schema = OneObjectSchema()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("category", OpenApiTypes.STR, description='"" (default) for all battles, or a category')
+        ],
+        responses=LeaderboardSerializer,
+    )
+    def list(self, request: Request) -> Response:
+        category = request.query_params.get("category", "")[:64]
+        return Response(LeaderboardSerializer(selectors.leaderboard_get(category)).data)

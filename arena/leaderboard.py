@@ -1,0 +1,260 @@
+"""Leaderboard writes: Rating rows refitted from PairStats, and battles imported from Chatbot Arena files.
+
+`leaderboard_recompute` is the only writer of the Bradley–Terry columns of Rating (rating, ci_low, ci_high,
+rank_ub, component, battles, computed_at); the online Elo column belongs to the vote path
+(`arena.services._elo_update`) and to the importer, and is never touched by a recompute.
+
+The fit (and its bootstrap) runs outside any transaction; only the write takes row locks, so votes are
+not held up by a recompute. Lock order: the category's Rating rows by model id, like the vote path.
+
+Imported battles go straight into PairStats and the online Elo (no Battle or Vote rows): ratings are
+fitted from counts anyway, and a Chatbot Arena dump has millions of rows without prompts or responses.
+Consequences: importing the same file twice counts it twice, and imported battles are not seen by the
+outlier test (they have no voter rows); `arena.outliers` therefore adjusts PairStats by subtracting the
+votes it excludes rather than rebuilding PairStats from Vote rows, which would drop imported counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from arena import events, ratings, selectors
+from arena.models import PairStats, Rating
+from arena.services import ELO_BASE, ELO_K, ELO_SCALE
+from models_hub.models import Model, ModelBackend, ModelRole
+
+IMPORTED_PATH_PREFIX = "imported:"
+WINNERS = {"model_a", "model_b", "tie", "tie (bothbad)"}
+
+
+# --- counts -------------------------------------------------------------------------------------------
+def pair_counts(category: str = "") -> tuple[ratings.PairCounts, dict[str, int]]:
+    """PairCounts of a category from PairStats (both-bad counted as ties), and label -> model id."""
+    rows = list(PairStats.objects.filter(category=category).select_related("model_lo", "model_hi"))
+    labels: dict[str, int] = {}
+    for row in rows:
+        labels[row.model_lo.label] = row.model_lo_id
+        labels[row.model_hi.label] = row.model_hi_id
+    models = sorted(labels)
+    index = {label: k for k, label in enumerate(models)}
+    n = len(models)
+    wins, ties = np.zeros((n, n)), np.zeros((n, n))
+    for row in rows:
+        lo, hi = index[row.model_lo.label], index[row.model_hi.label]
+        wins[lo, hi] += row.wins_lo
+        wins[hi, lo] += row.wins_hi
+        ties[lo, hi] += row.ties + row.both_bad
+        ties[hi, lo] += row.ties + row.both_bad
+    return ratings.PairCounts(models=models, wins=wins, ties=ties), labels
+
+
+# --- recompute ------------------------------------------------------------------------------------------
+def leaderboard_recompute(category: str = "", *, rounds: int = 100, seed: int = 0) -> ratings.Leaderboard:
+    """Refit Bradley–Terry ratings with bootstrap intervals from PairStats and rewrite the category's Rating rows."""
+    counts, labels = pair_counts(category)
+    board = ratings.leaderboard(counts=counts, rounds=rounds, seed=seed)
+    computed = {labels[row.model]: row for row in board.rows}
+    now = timezone.now()
+    with transaction.atomic():
+        # Rows for models new to this category; a concurrent vote may create the same row: ignore it.
+        Rating.objects.bulk_create(
+            [Rating(category=category, model_id=model_id) for model_id in sorted(computed)], ignore_conflicts=True
+        )
+        existing = list(Rating.objects.select_for_update().filter(category=category).order_by("model_id"))
+        # Battle counts are read after the locks: a vote that committed before is in them, a vote still
+        # running adds its battle to the row after this transaction (see module docstring).
+        played = _battles_per_model(category)
+        for rating in existing:
+            row = computed.get(rating.model_id)
+            rating.rating = row.rating if row else None
+            rating.ci_low = row.ci_low if row else None
+            rating.ci_high = row.ci_high if row else None
+            rating.rank_ub = row.rank_ub if row else None
+            rating.component = row.component if row else 0
+            rating.battles = played.get(rating.model_id, 0)
+            rating.computed_at = now
+        Rating.objects.bulk_update(
+            existing, ["rating", "ci_low", "ci_high", "rank_ub", "component", "battles", "computed_at"]
+        )
+        transaction.on_commit(events.leaderboard_tick)
+    return board
+
+
+def leaderboard_recompute_all(*, rounds: int = 100, seed: int = 0) -> dict[str, int]:
+    """Recompute every category; returns the number of rated models per category."""
+    return {
+        category: len(leaderboard_recompute(category, rounds=rounds, seed=seed).rows)
+        for category in selectors.leaderboard_categories()
+    }
+
+
+def _battles_per_model(category: str) -> dict[int, int]:
+    played: dict[int, int] = {}
+    for lo, hi, wins_lo, wins_hi, tied, both_bad in PairStats.objects.filter(category=category).values_list(
+        "model_lo_id", "model_hi_id", "wins_lo", "wins_hi", "ties", "both_bad"
+    ):
+        total = wins_lo + wins_hi + tied + both_bad
+        played[lo] = played.get(lo, 0) + total
+        played[hi] = played.get(hi, 0) + total
+    return played
+
+
+# --- import of Chatbot Arena "clean battle" files ----------------------------------------------------------
+class BattleFileError(ValueError):
+    """The file is not a list of clean-battle rows; the message says where."""
+
+
+@dataclass
+class ImportReport:
+    battles: int = 0
+    imported: int = 0
+    self_battles: int = 0
+    skipped_not_anonymous: int = 0
+    models_created: list[str] = field(default_factory=list)
+
+
+def battles_read(path: str | Path, *, anony_only: bool = False) -> tuple[list[ratings.Battle], ImportReport]:
+    """Parse and validate every row of a clean-battle JSON list before anything is written.
+
+    Self-battles (a model against itself) are skipped and counted; with `anony_only`, rows whose
+    `anony` is false are skipped and counted too.
+    """
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BattleFileError(f"{path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BattleFileError(f"{path}: cannot read: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise BattleFileError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    if not isinstance(raw, list):
+        raise BattleFileError(f"{path}: expected a JSON list of battles, got {type(raw).__name__}")
+    report = ImportReport(battles=len(raw))
+    battles: list[ratings.Battle] = []
+    for number, row in enumerate(raw):
+        where = f"{path}: battle {number}"
+        if not isinstance(row, dict):
+            raise BattleFileError(f"{where}: expected an object, got {type(row).__name__}")
+        missing = [key for key in ("model_a", "model_b", "winner") if key not in row]
+        if missing:
+            raise BattleFileError(f"{where}: missing {', '.join(missing)}")
+        model_a, model_b, winner = row["model_a"], row["model_b"], row["winner"]
+        for key, value in (("model_a", model_a), ("model_b", model_b)):
+            if not isinstance(value, str) or not value.strip() or len(value) > 200 or "\x00" in value:
+                raise BattleFileError(f"{where}: {key} must be a model name (1 to 200 characters)")
+        if winner not in WINNERS:
+            raise BattleFileError(f"{where}: winner {winner!r} is not one of {', '.join(sorted(WINNERS))}")
+        tstamp = row.get("tstamp", 0.0)
+        if isinstance(tstamp, bool) or not isinstance(tstamp, int | float) or not math.isfinite(tstamp):
+            raise BattleFileError(f"{where}: tstamp must be a number")
+        if anony_only and not row.get("anony", False):
+            report.skipped_not_anonymous += 1
+            continue
+        if model_a == model_b:
+            report.self_battles += 1
+            continue
+        battles.append(ratings.Battle(model_a, model_b, winner, float(tstamp)))
+    report.imported = len(battles)
+    return battles, report
+
+
+def _models_by_name(names: Iterable[str], created: list[str]) -> dict[str, Model]:
+    """The latest version of each named model; names never registered become placeholder policy rows.
+
+    A placeholder is a transformers-backend row whose path is `imported:<name>` (no checkpoint: it can
+    never be loaded), out of the arena. Created through the ORM on purpose: `model_register` would try
+    to load the checkpoint.
+    """
+    found: dict[str, Model] = {}
+    for model in Model.objects.filter(name__in=list(names)).order_by("name", "-version"):
+        found.setdefault(model.name, model)
+    for name in sorted(set(names) - set(found)):
+        found[name] = Model.objects.create(
+            name=name,
+            version=1,
+            role=ModelRole.POLICY,
+            backend=ModelBackend.TRANSFORMERS,
+            path=f"{IMPORTED_PATH_PREFIX}{name}",
+            in_arena=False,
+            description="Placeholder created by arena_import_battles (no checkpoint).",
+        )
+        created.append(name)
+    return found
+
+
+@transaction.atomic
+def battles_import(battles: list[ratings.Battle], report: ImportReport, *, category: str = "") -> ImportReport:
+    """Add the battles to PairStats (all battles "", and `category` if given, as a vote does) and to the
+    online Elo, in timestamp order."""
+    names = {b.model_a for b in battles} | {b.model_b for b in battles}
+    models = _models_by_name(names, report.models_created)
+    # PairStats: one F() update per pair and outcome column, so concurrent votes are never lost.
+    deltas: dict[tuple[int, int], dict[str, int]] = {}
+    for b in battles:
+        a, c = models[b.model_a], models[b.model_b]
+        lo, hi = (a, c) if a.pk < c.pk else (c, a)
+        delta = deltas.setdefault((lo.pk, hi.pk), {"wins_lo": 0, "wins_hi": 0, "ties": 0, "both_bad": 0})
+        if b.winner == "model_a":
+            delta["wins_lo" if a.pk == lo.pk else "wins_hi"] += 1
+        elif b.winner == "model_b":
+            delta["wins_hi" if a.pk == lo.pk else "wins_lo"] += 1
+        elif b.winner == "tie":
+            delta["ties"] += 1
+        else:
+            delta["both_bad"] += 1
+    for name in ["", category] if category else [""]:
+        for lo_id, hi_id in sorted(deltas):
+            PairStats.objects.get_or_create(category=name, model_lo_id=lo_id, model_hi_id=hi_id)
+            change = {key: F(key) + value for key, value in deltas[(lo_id, hi_id)].items() if value}
+            PairStats.objects.filter(category=name, model_lo_id=lo_id, model_hi_id=hi_id).update(**change)
+    # Online Elo (category ""), continuing from the current values, locked in model id order.
+    ids = sorted(m.pk for m in models.values())
+    Rating.objects.bulk_create([Rating(category="", model_id=pk) for pk in ids], ignore_conflicts=True)
+    rows = {r.model_id: r for r in Rating.objects.select_for_update().filter(category="", model_id__in=ids)}
+    elo = {name: rows[m.pk].elo for name, m in models.items()}
+    played = dict.fromkeys(models, 0)
+    for b in sorted(battles, key=lambda x: x.tstamp):  # stable: equal timestamps keep file order
+        ra, rb = elo[b.model_a], elo[b.model_b]
+        expected_a = 1.0 / (1.0 + ELO_BASE ** ((rb - ra) / ELO_SCALE))
+        score_a = {"model_a": 1.0, "model_b": 0.0}.get(b.winner, 0.5)
+        elo[b.model_a] = ra + ELO_K * (score_a - expected_a)
+        elo[b.model_b] = rb + ELO_K * ((1.0 - score_a) - (1.0 - expected_a))
+        played[b.model_a] += 1
+        played[b.model_b] += 1
+    for name, model in models.items():
+        row = rows[model.pk]
+        row.elo = elo[name]
+        row.battles += played[name]
+    Rating.objects.bulk_update(list(rows.values()), ["elo", "battles"])
+    transaction.on_commit(events.leaderboard_tick)
+    return report
+
+
+def rows_as_dicts(board: ratings.Leaderboard, elo: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """The JSON rows of `arena_ratings`: model, rating, ci_low, ci_high, rank_ub, battles, component, elo."""
+    out = []
+    for row in board.rows:
+        value = row.elo if row.elo is not None else (elo or {}).get(row.model)
+        out.append(
+            {
+                "model": row.model,
+                "rating": row.rating,
+                "ci_low": row.ci_low,
+                "ci_high": row.ci_high,
+                "rank_ub": row.rank_ub,
+                "battles": row.battles,
+                "component": row.component,
+                "elo": value,
+            }
+        )
+    return out

@@ -1,0 +1,92 @@
+"""python manage.py arena_ratings [--input FILE] [--anony-only] [--bootstrap N] [--seed S] [--l2 C] [--format F]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from arena import leaderboard, ratings
+from arena.models import Rating
+from workers.management import non_negative_int
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Print Bradley–Terry ratings (Elo scale, 95%% bootstrap intervals, Rank(UB), components) and online Elo. "
+        "With --input, rate a Chatbot Arena clean-battle JSON file without touching the database; without it, "
+        "rate the database's PairStats of --category (and with --save, write the Rating rows)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--input", type=Path, help="Clean-battle JSON file to rate (no database access)")
+        parser.add_argument("--anony-only", action="store_true", help="With --input: anonymous battles only")
+        parser.add_argument("--bootstrap", type=non_negative_int, default=100, help="Bootstrap rounds (default 100)")
+        parser.add_argument("--seed", type=non_negative_int, default=0, help="Bootstrap seed (default 0)")
+        parser.add_argument(
+            "--l2", type=positive_float, default=None, help="L2 strength C (FastChat: 1.0); default: none"
+        )
+        parser.add_argument("--category", default="", help="Without --input: the category to rate (default: all)")
+        parser.add_argument("--save", action="store_true", help="Without --input: write the Rating rows")
+        parser.add_argument("--format", choices=["json", "table"], default="table")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        rounds, seed, l2_c = options["bootstrap"], options["seed"], options["l2"]
+        if options["input"] is not None:
+            if options["save"]:
+                raise CommandError("--save rates the database; it cannot be combined with --input")
+            try:
+                battles, _ = leaderboard.battles_read(options["input"], anony_only=options["anony_only"])
+            except leaderboard.BattleFileError as exc:
+                raise CommandError(str(exc)) from exc
+            if not battles:
+                raise CommandError(f"{options['input']}: no battles to rate")
+            board = ratings.leaderboard(battles, rounds=rounds, seed=seed, l2_c=l2_c)
+            rows = leaderboard.rows_as_dicts(board)
+        else:
+            if options["anony_only"]:
+                raise CommandError("--anony-only applies to --input files (the database keeps no anony flag)")
+            category = options["category"]
+            if options["save"]:
+                if l2_c is not None:
+                    raise CommandError("--save writes the unregularised fit; drop --l2")
+                board = leaderboard.leaderboard_recompute(category, rounds=rounds, seed=seed)
+            else:
+                counts, _ = leaderboard.pair_counts(category)
+                board = ratings.leaderboard(counts=counts, rounds=rounds, seed=seed, l2_c=l2_c)
+            elo = {r.model.label: r.elo for r in Rating.objects.filter(category="").select_related("model")}
+            rows = leaderboard.rows_as_dicts(board, elo)
+        if options["format"] == "json":
+            self.stdout.write(json.dumps(rows, indent=2))
+        else:
+            self.stdout.write(self._table(rows))
+
+    @staticmethod
+    def _table(rows: list[dict[str, Any]]) -> str:
+        def number(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1f}"
+
+        width = max([len("model"), *(len(r["model"]) for r in rows)])
+        lines = [f"{'rank':>4}  {'model':<{width}}  {'rating':>7}  {'95% CI':>15}  {'elo':>7}  {'battles':>7}  comp"]
+        for r in rows:
+            ci = "-" if r["ci_low"] is None else f"{r['ci_low']:.1f}..{r['ci_high']:.1f}"
+            rank = "-" if r["rank_ub"] is None else str(r["rank_ub"])
+            lines.append(
+                f"{rank:>4}  {r['model']:<{width}}  {number(r['rating']):>7}  {ci:>15}  {number(r['elo']):>7}  "
+                f"{r['battles']:>7}  {r['component']}"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Arena reads: the one access check for battles, what a visitor may see of a battle, the leaderboard.
+
+Identities stay hidden until a vote is stored: `battle_payload` names the models only for a voted
+battle, and only to the session that voted (the battle's own session: a vote must come from it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Max
+
+from arena.identity import VoterIdentity
+from arena.models import Battle, BattleStatus, PairStats, Rating
+from prefarena.errors import NotFound
+
+
+def battle_group(battle_id: int) -> str:
+    """Channels group of one battle: its page listens, the generation worker sends partial text."""
+    return f"arena-battle-{battle_id}"
+
+
+def battle_websocket_path(battle_id: int) -> str:
+    return f"/ws/arena/battles/{battle_id}/"
+
+
+def battle_get_for_identity(identity: VoterIdentity, battle_id: Any) -> Battle:
+    """The battle, if it was created for this session; NotFound otherwise (ids of others stay unknown)."""
+    try:
+        number = int(battle_id)
+    except (TypeError, ValueError) as exc:
+        raise NotFound("Battle not found") from exc
+    battle = (
+        Battle.objects.select_related("prompt", "response_a", "response_b", "model_a", "model_b")
+        .filter(pk=number, session_hash=identity.session_hash)
+        .first()
+    )
+    if battle is None:
+        raise NotFound("Battle not found")
+    return battle
+
+
+def battle_session_owns(session_hash: str, battle_id: int) -> bool:
+    """Whether the battle belongs to the session (the websocket consumer's check)."""
+    return Battle.objects.filter(pk=battle_id, session_hash=session_hash).exists()
+
+
+def battle_texts(battle_id: int) -> dict[str, Any]:
+    """Status and stored texts of a battle, by side only (what the socket sends on connect)."""
+    battle = Battle.objects.select_related("response_a", "response_b").get(pk=battle_id)
+    return {
+        "status": battle.status,
+        "a": battle.response_a.text if battle.response_a else None,
+        "b": battle.response_b.text if battle.response_b else None,
+    }
+
+
+def battle_payload(battle: Battle, *, token: str) -> dict[str, Any]:
+    """What the visitor's page gets: sides a/b only; model names once the battle has its vote."""
+    voted = battle.status == BattleStatus.VOTED
+    vote = getattr(battle, "vote", None) if voted else None
+    payload: dict[str, Any] = {
+        "id": battle.pk,
+        "token": token,
+        "mode": battle.mode,
+        "status": battle.status,
+        "prompt": battle.prompt.content,
+        "websocket": battle_websocket_path(battle.pk),
+        "responses": {
+            "a": battle.response_a.text if battle.response_a else None,
+            "b": battle.response_b.text if battle.response_b else None,
+        },
+        # The stored error can quote a model label or a checkpoint path: never shown before the vote.
+        "error": "Generation failed; your vote on this battle will not count." if battle.error else "",
+        "vote": None,
+        "model_a": None,
+        "model_b": None,
+    }
+    if vote is not None:
+        payload["vote"] = {
+            "winner": vote.winner,
+            "counted": vote.counted,
+            "exclusion_reason": vote.exclusion_reason,
+        }
+        payload["model_a"] = battle.model_a.label
+        payload["model_b"] = battle.model_b.label
+    return payload
+
+
+# --- leaderboard ------------------------------------------------------------------------------------------
+def leaderboard_categories() -> list[str]:
+    """ "" (all battles) first, then every category that has counts."""
+    found = set(PairStats.objects.values_list("category", flat=True).distinct())
+    found |= set(Rating.objects.values_list("category", flat=True).distinct())
+    return ["", *sorted(found - {""})]
+
+
+def leaderboard_get(category: str = "") -> dict[str, Any]:
+    """Rating rows of a category plus win-rate and battle-count matrices (rows and columns in row order).
+
+    win_rates[i][j] is the share of battles between i and j that i won, ties and both-bad counting ½;
+    None where the two never met.
+    """
+    ratings = list(Rating.objects.filter(category=category).select_related("model"))
+    ratings.sort(
+        key=lambda r: (
+            r.rating is None,
+            r.component,
+            r.rank_ub if r.rank_ub is not None else 10**9,
+            -(r.rating if r.rating is not None else r.elo),
+            r.model.label,
+        )
+    )
+    rows = [
+        {
+            "model": r.model.label,
+            "rank_ub": r.rank_ub,
+            "rating": _round(r.rating),
+            "ci_low": _round(r.ci_low),
+            "ci_high": _round(r.ci_high),
+            "elo": _round(r.elo),
+            "battles": r.battles,
+            "component": r.component,
+            "ratable": r.rating is not None,
+        }
+        for r in ratings
+    ]
+    index = {r.model_id: k for k, r in enumerate(ratings)}
+    n = len(ratings)
+    battles = [[0] * n for _ in range(n)]
+    scores = [[0.0] * n for _ in range(n)]
+    for stats in PairStats.objects.filter(category=category):
+        lo, hi = index.get(stats.model_lo_id), index.get(stats.model_hi_id)
+        if lo is None or hi is None:
+            continue  # a model without a Rating row yet: the next recompute adds it
+        tied = stats.ties + stats.both_bad
+        total = stats.wins_lo + stats.wins_hi + tied
+        battles[lo][hi] = battles[hi][lo] = total
+        scores[lo][hi] = stats.wins_lo + 0.5 * tied
+        scores[hi][lo] = stats.wins_hi + 0.5 * tied
+    win_rates = [
+        [round(scores[i][j] / battles[i][j], 4) if battles[i][j] else None for j in range(n)] for i in range(n)
+    ]
+    computed_at = Rating.objects.filter(category=category).aggregate(at=Max("computed_at"))["at"]
+    return {
+        "category": category,
+        "categories": leaderboard_categories(),
+        "computed_at": computed_at,
+        "rows": rows,
+        "models": [row["model"] for row in rows],
+        "battle_counts": battles,
+        "win_rates": win_rates,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from arena import views
+
+urlpatterns = [
+    path("", views.arena_page, name="arena"),
+    path("leaderboard/", views.leaderboard_page, name="arena-leaderboard-page"),
+]

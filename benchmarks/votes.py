@@ -1,0 +1,297 @@
+"""Arena vote throughput and latency over HTTP, against the real ASGI server on loopback.
+
+    .venv/bin/python benchmarks/votes.py [--clients 16] [--votes-per-client 40] [--seconds 60] [--models 8]
+
+PostgreSQL only, in its own database (--db-name, default `prefarena_bench_votes`) on the server of
+--database-url / DATABASE_URL; Redis from REDIS_URL (rate-limit counters, the leaderboard broadcast each
+vote sends). Never the database named in the URL, never a test database.
+
+1. migrate the benchmark database; on first use fill a campaign with --prompts prompts, each answered by
+   every one of --models arena models (placeholder rows, never loaded): the pool of pre-generated battles.
+2. start daphne (`prefarena.asgi:application`, the production ASGI app; DEBUG off) on 127.0.0.1 in a child
+   process, with the arena's rate limits raised (the benchmark is one IP sending thousands of votes).
+3. --clients threads, each an anonymous browser (httpx, own cookies): GET /arena/ (session + CSRF
+   cookie), then create --votes-per-client pre-generated battles (not timed), wait for the others, then
+   vote on each battle as fast as the server answers (timed): POST /api/v1/arena/battles/{id}/vote/ with
+   the token and the CSRF header, exactly as the page does. Stops at --seconds.
+4. print votes/s (successful votes over the timed phase's wall time), p50/p95/p99 latency, any non-201
+   answers, and check the stored counts: one Vote per 201 and PairStats totals equal to counted votes.
+
+The server, the clients and PostgreSQL share the machine: on a small machine the clients' CPU is part of
+the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DB_NAME = "prefarena_bench_votes"
+BENCH_SECRET = "benchmark-only-secret-key-never-used-to-serve-real-requests-0123456789"
+CAMPAIGN = "Arena votes benchmark pool"
+LIMITS = {
+    "ARENA_VOTES_PER_MINUTE_SESSION": "1000000",
+    "ARENA_VOTES_PER_MINUTE_IP": "1000000",
+    "ARENA_DAILY_VOTE_CAP": "100000000",
+    "ARENA_BATTLES_PER_MINUTE_SESSION": "1000000",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent voters (16)")
+    parser.add_argument("--votes-per-client", type=int, default=40, help="battles each voter votes on (40)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="stop the timed phase after this long (60)")
+    parser.add_argument("--models", type=int, default=8, help="arena models (8)")
+    parser.add_argument("--prompts", type=int, default=200, help="prompts in the pre-generated pool (200)")
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), help="PostgreSQL server")
+    parser.add_argument("--db-name", default=DEFAULT_DB_NAME, help=f"benchmark database ({DEFAULT_DB_NAME})")
+    return parser.parse_args(argv)
+
+
+# --- database ---------------------------------------------------------------------------------------------
+def bench_database_url(url: str | None, db_name: str) -> str:
+    """The server of `url` with the benchmark's own database; refuses SQLite and test databases."""
+    if not url:
+        sys.exit("No PostgreSQL server given: pass --database-url postgres://... or set DATABASE_URL.")
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
+        sys.exit(f"The benchmark runs on PostgreSQL only, not on {parts.scheme or url!r}.")
+    if db_name == "test" or db_name.startswith("test_") or db_name in ("postgres", "template0", "template1"):
+        sys.exit(f"Refusing to use database {db_name!r}: pick a dedicated one with --db-name.")
+    return urlunsplit((parts.scheme, parts.netloc, "/" + db_name, parts.query, parts.fragment))
+
+
+def ensure_database(url: str, db_name: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone():
+            print(f"creating database {db_name!r}")
+            conn.execute(f'CREATE DATABASE "{db_name}"')
+
+
+def server_environment(url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DEBUG": "0",  # production configuration: no query log in memory
+        "SECRET_KEY": os.environ.get("SECRET_KEY", BENCH_SECRET),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+        **LIMITS,
+    }
+
+
+def setup_django(url: str) -> None:
+    os.environ.update(server_environment(url))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefarena.settings")
+    import django
+
+    django.setup()
+
+
+def fill(models: int, prompts: int) -> None:
+    """Arena models and a campaign whose every prompt has an answer from every model (first use only)."""
+    from annotations import services as annotation_services
+    from annotations.importing import rows_from_list
+    from annotations.models import Campaign
+    from models_hub.models import Model
+
+    names = [f"bench-model-{k:02d}" for k in range(models)]
+    for name in names:
+        Model.objects.get_or_create(
+            name=name,
+            version=1,
+            defaults={"role": "policy", "backend": "transformers", "path": f"/nowhere/{name}", "in_arena": True},
+        )
+    Model.objects.exclude(name__in=names).update(in_arena=False)
+    campaign = Campaign.objects.filter(name=CAMPAIGN).first()
+    if campaign is not None and campaign.items.exists():
+        return
+    if campaign is None:
+        # A ranking campaign holds any number of answers per prompt; the arena only needs the pool.
+        campaign = annotation_services.campaign_create(
+            name=CAMPAIGN, kind="ranking", created_by=None, max_responses=max(2, models)
+        )
+    rows = [
+        {
+            "prompt": f"Benchmark question {i}: explain topic {i} briefly.",
+            "responses": [
+                {"text": f"Answer {i} from model {k}.", "model": f"{name}@v1"} for k, name in enumerate(names)
+            ],
+        }
+        for i in range(prompts)
+    ]
+    annotation_services.items_import(
+        campaign=campaign,
+        rows=rows_from_list(rows, kind="ranking", aspects=[], max_responses=campaign.max_responses),
+    )
+    print(f"filled: {models} models, {prompts} prompts x {models} responses")
+
+
+# --- server -----------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(url: str, port: int, log: Path) -> subprocess.Popen:
+    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "prefarena.asgi:application"]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=server_environment(url), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                sys.exit(f"the server did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+# --- clients ----------------------------------------------------------------------------------------------
+@dataclass
+class ClientResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    error: str = ""
+
+
+def voter(base: str, count: int, ready: threading.Barrier, deadline: list[float], result: ClientResult) -> None:
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=60.0) as client:
+        try:
+            client.get("/arena/").raise_for_status()
+            csrf = client.cookies["csrftoken"]
+            headers = {"X-CSRFToken": csrf, "Referer": base + "/arena/"}
+            battles = []
+            for _ in range(count):
+                answer = client.post("/api/v1/arena/battles/", json={"mode": "pregenerated"}, headers=headers)
+                if answer.status_code != 201:
+                    raise RuntimeError(f"battle creation answered {answer.status_code}: {answer.text[:200]}")
+                battles.append(answer.json())
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            ready.abort()
+            return
+        ready.wait()
+        for number, battle in enumerate(battles):
+            if time.perf_counter() > deadline[0]:
+                break
+            winner = ("a", "b", "tie", "both_bad")[number % 4]
+            started = time.perf_counter()
+            answer = client.post(
+                f"/api/v1/arena/battles/{battle['id']}/vote/",
+                json={"winner": winner, "token": battle["token"]},
+                headers=headers,
+            )
+            result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+            result.statuses[answer.status_code] += 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=1000, method="inclusive")[round(q * 1000) - 1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    url = bench_database_url(args.database_url, args.db_name)
+    ensure_database(url, args.db_name)
+    setup_django(url)
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    fill(args.models, args.prompts)
+    from arena.models import PairStats, Vote
+
+    votes_before = Vote.objects.count()
+    counted_before = Vote.objects.filter(counted=True).count()
+    connection.close()
+
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / f"prefarena-bench-votes-{port}.log"
+    server = start_server(url, port, log)
+    base = f"http://127.0.0.1:{port}"
+    results = [ClientResult() for _ in range(args.clients)]
+    ready = threading.Barrier(args.clients + 1)
+    deadline = [float("inf")]
+    threads = [
+        threading.Thread(target=voter, args=(base, args.votes_per_client, ready, deadline, result), daemon=True)
+        for result in results
+    ]
+    try:
+        print(f"{args.clients} clients creating {args.votes_per_client} battles each (not timed) ...")
+        for thread in threads:
+            thread.start()
+        try:
+            ready.wait(timeout=600)
+        except threading.BrokenBarrierError:
+            errors = {r.error for r in results if r.error}
+            sys.exit(f"a client failed before voting: {errors}\nserver log: {log}")
+        started = time.perf_counter()
+        deadline[0] = started + args.seconds
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        stop_server(server)
+
+    latencies = [ms for r in results for ms in r.latencies_ms]
+    statuses = sum((r.statuses for r in results), Counter())
+    ok = statuses.get(201, 0)
+    stored = Vote.objects.count() - votes_before
+    counted = Vote.objects.filter(counted=True).count()
+    pair_total = sum(s.wins_lo + s.wins_hi + s.ties + s.both_bad for s in PairStats.objects.filter(category=""))
+    print()
+    print(f"clients {args.clients}   models {args.models}   server: daphne, 1 process   database {args.db_name}")
+    print(f"votes: {ok:,} accepted in {elapsed:.2f} s -> {ok / elapsed:.1f} votes/s")
+    print(
+        f"latency: p50 {percentile(latencies, 0.50):.1f} ms   p95 {percentile(latencies, 0.95):.1f} ms   "
+        f"p99 {percentile(latencies, 0.99):.1f} ms   max {max(latencies):.1f} ms"
+    )
+    print(f"answers: {dict(sorted(statuses.items()))}")
+    print(
+        f"stored: {stored:,} new votes ({counted - counted_before:,} counted); "
+        f"PairStats total {pair_total:,} = counted votes {counted:,}: {pair_total == counted}"
+    )
+    if stored != ok:
+        sys.exit(f"MISMATCH: {ok} votes accepted but {stored} stored")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Live arena battles on the gpu queue: generate both responses and stream them to the battle's page.
+
+Both sides run at once, each in its own thread (a local model streams through transformers'
+TextIteratorStreamer; an OpenAI-compatible endpoint answers in one piece), so neither side's timing
+says which one started first. The threads never touch the database or the channel layer: they put
+(side, cumulative text) into a queue, and this thread relays the latest text of each side to the
+battle's Channels group at most every `SEND_INTERVAL_S` — a page that joins late catches up with the
+next message, because every message carries the whole text so far. Messages carry a side ("a"/"b")
+and text only: never a model name, a label or a path.
+
+When both sides are finished the texts (or the error) are stored by `arena.services.battle_responses_store`,
+which ignores a duplicate delivery; the final message tells the page it may vote.
+
+torch and transformers are imported inside the functions: the web process imports workers.tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from arena import selectors
+from arena.models import Battle, BattleStatus
+from arena.services import battle_responses_store
+from models_hub.models import Model, ModelBackend
+from workers.runtime import generator_for, sampling_params
+
+logger = logging.getLogger(__name__)
+SEND_INTERVAL_S = 0.05  # at most ~20 messages per second per battle; text in between is coalesced
+STREAM_TIMEOUT_S = 300.0  # a local model that yields no text for this long is treated as hung
+
+
+@dataclass
+class SideResult:
+    text: str = ""
+    error: str = ""
+    finished: bool = False
+
+
+def battle_seed(battle_id: int, side: str, model: Model) -> int:
+    """A per-battle, per-side seed: the same battle regenerates the same text on a redelivery."""
+    digest = hashlib.sha256(f"{battle_id}:{side}:{model.seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def stream_generate(lm: Any, prompt: Any, seed: int, params: Any, on_text: Callable[[str], None]) -> str:
+    """Generate one response with a loaded `workers.ml.generation.CausalLM`, calling `on_text(text so far)`
+    as text arrives; returns the final text.
+
+    Sampling is `CausalLM.generate`'s: the same SeededSampler (Gumbel-max noise from a hash of seed,
+    step and token), one row, stop at EOS, so the result equals `lm.generate([prompt], [seed], params)`.
+    """
+    import torch
+    from transformers import LogitsProcessorList, TextIteratorStreamer
+
+    from workers.ml.generation import SeededSampler
+
+    encoded = lm.tokenizer([lm.render(prompt)], return_tensors="pt", add_special_tokens=False).to(lm.device)
+    prompt_length = encoded["input_ids"].shape[1]
+    sampler = SeededSampler([seed], params, prompt_length, lm.model.config.vocab_size, lm.device)
+    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                outcome["ids"] = lm.model.generate(
+                    **encoded,
+                    max_new_tokens=params.max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    logits_processor=LogitsProcessorList([sampler]),
+                    pad_token_id=lm.tokenizer.pad_token_id,
+                    eos_token_id=sorted(lm.eos_ids),
+                    streamer=streamer,
+                )
+        except Exception as exc:  # handed to the caller below; the streamer must still end
+            outcome["error"] = exc
+            streamer.end()
+
+    thread = threading.Thread(target=run, name="arena-generate", daemon=True)
+    thread.start()
+    text = ""
+    for chunk in streamer:  # raises queue.Empty after STREAM_TIMEOUT_S of silence
+        if chunk:
+            text += chunk
+            on_text(text)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    ids = outcome["ids"][0, prompt_length:].tolist()
+    stop = next((i for i, token in enumerate(ids) if token in lm.eos_ids), None)
+    return lm.tokenizer.decode(ids if stop is None else ids[:stop], skip_special_tokens=True)
+
+
+def _side_run(
+    side: str, model: Model, generator: Any, prompt: Any, seed: int, outbox: queue.Queue, result: SideResult
+) -> None:
+    params = sampling_params(model, max_new_tokens=None, temperature=None, top_p=None)
+    try:
+        if model.backend == ModelBackend.TRANSFORMERS:
+            result.text = stream_generate(generator, prompt, seed, params, lambda text: outbox.put((side, text)))
+        else:
+            try:
+                result.text = generator.generate([prompt], [seed], params)[0].text
+            finally:
+                close = getattr(generator, "close", None)
+                if close is not None:
+                    close()
+    except Exception as exc:
+        result.error = f"{model.label}: {type(exc).__name__}: {exc}"
+        logger.warning("arena battle side %s (%s) failed", side, model.label, exc_info=True)
+    finally:
+        result.finished = True
+        outbox.put((side, None))  # wakes the relay loop
+
+
+def _send(battle_id: int, event: dict[str, Any]) -> None:
+    """Relay one event to the battle's group; a failing channel layer never fails the battle."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(selectors.battle_group(battle_id), event)
+    except Exception:
+        logger.warning("arena battle %s: broadcast failed", battle_id, exc_info=True)
+
+
+def battle_generate_run(battle_id: int) -> Battle | None:
+    """Generate, stream and store both responses of a live battle (a no-op if they are stored already)."""
+    battle = Battle.objects.select_related("model_a", "model_b", "prompt").filter(pk=battle_id).first()
+    if battle is None or battle.status != BattleStatus.GENERATING:
+        return battle
+    sides = {"a": battle.model_a, "b": battle.model_b}
+    results = {side: SideResult() for side in sides}
+    try:
+        # Loaded here, one after the other: the runtime's model cache is not thread-safe.
+        generators = {side: generator_for(model) for side, model in sides.items()}
+    except Exception as exc:
+        logger.warning("arena battle %s: cannot load a model", battle_id, exc_info=True)
+        stored = battle_responses_store(battle_id=battle_id, text_a="", text_b="", error=f"{type(exc).__name__}: {exc}")
+        _send(battle_id, {"type": "battle.status", "status": stored.status, "a": None, "b": None})
+        return stored
+
+    outbox: queue.Queue = queue.Queue()
+    threads = [
+        threading.Thread(
+            target=_side_run,
+            args=(side, model, generators[side], battle.prompt.content, battle_seed(battle_id, side, model), outbox),
+            kwargs={"result": results[side]},
+            name=f"arena-{battle_id}-{side}",
+            daemon=True,
+        )
+        for side, model in sides.items()
+    ]
+    for thread in threads:
+        thread.start()
+    latest: dict[str, str] = {}
+    sent: dict[str, str] = {}
+    while True:
+        try:
+            side, text = outbox.get(timeout=SEND_INTERVAL_S)
+            if text is not None:
+                latest[side] = text
+            while True:  # drain: only the newest text of each side matters
+                side, text = outbox.get_nowait()
+                if text is not None:
+                    latest[side] = text
+        except queue.Empty:
+            pass
+        for side, text in latest.items():
+            if sent.get(side) != text and not results[side].finished:
+                _send(battle_id, {"type": "battle.text", "side": side, "text": text, "done": False})
+                sent[side] = text
+        if all(result.finished for result in results.values()):
+            break
+        time.sleep(SEND_INTERVAL_S)
+    for thread in threads:
+        thread.join()
+
+    error = "; ".join(f"{side}: {r.error}" for side, r in results.items() if r.error)
+    stored = battle_responses_store(
+        battle_id=battle_id, text_a=results["a"].text, text_b=results["b"].text, error=error
+    )
+    texts = selectors.battle_texts(battle_id)  # what is stored (a duplicate delivery may have stored first)
+    if texts["status"] == BattleStatus.ERROR:
+        _send(battle_id, {"type": "battle.status", "status": "error", "a": None, "b": None})
+    else:
+        for side in ("a", "b"):
+            _send(battle_id, {"type": "battle.text", "side": side, "text": texts[side] or "", "done": True})
+        _send(battle_id, {"type": "battle.status", **texts})
+    return stored
