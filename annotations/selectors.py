@@ -43,9 +43,7 @@ def campaign_role_for_user(user: AbstractBaseUser, campaign: Campaign) -> str | 
     """'manager' for staff and managers, 'annotator' for annotators, None for outsiders."""
     if user.is_staff:
         return MemberRole.MANAGER
-    return (
-        CampaignMembership.objects.filter(campaign=campaign, user=user).values_list("role", flat=True).first()
-    )
+    return CampaignMembership.objects.filter(campaign=campaign, user=user).values_list("role", flat=True).first()
 
 
 def campaign_user_can_manage(user: AbstractBaseUser, campaign: Campaign) -> bool:
@@ -77,8 +75,13 @@ def item_get_for_user(user: AbstractBaseUser, item_id: Any) -> Item:
 def item_responses(item: Item) -> list[dict[str, Any]]:
     """The item's responses in canonical order."""
     return [
-        {"position": link.position, "id": link.response_id, "text": link.response.text,
-         "model": link.response.model_name, "meta": link.response.metadata}
+        {
+            "position": link.position,
+            "id": link.response_id,
+            "text": link.response.text,
+            "model": link.response.model_name,
+            "meta": link.response.metadata,
+        }
         for link in item.item_responses.select_related("response").order_by("position")
     ]
 
