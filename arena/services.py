@@ -26,6 +26,7 @@ from arena.identity import VoterIdentity
 from arena.models import Battle, BattleMode, BattleStatus, ExclusionReason, PairStats, Rating, Vote, Winner
 from models_hub.models import Model, ModelRole
 from prefarena.errors import ApplicationError, Conflict, InvalidInput, PermissionDeniedError
+from prefarena.text import storable
 
 TOKEN_SALT = "arena.battle"  # noqa: S105 - a signing namespace, not a secret
 ARENA_CAMPAIGN = "Arena votes"
@@ -221,11 +222,15 @@ def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: s
     if battle.status != BattleStatus.GENERATING:
         return battle  # a duplicate delivery: the first one stored the responses
     if error:
-        battle.status, battle.error = BattleStatus.ERROR, error[:2000]
+        battle.status, battle.error = BattleStatus.ERROR, storable(error[:2000])
         battle.save(update_fields=["status", "error"])
         return battle
-    battle.response_a = Response.objects.create(prompt=battle.prompt, text=text_a, model_name=battle.model_a.label)
-    battle.response_b = Response.objects.create(prompt=battle.prompt, text=text_b, model_name=battle.model_b.label)
+    battle.response_a = Response.objects.create(
+        prompt=battle.prompt, text=storable(text_a), model_name=battle.model_a.label
+    )
+    battle.response_b = Response.objects.create(
+        prompt=battle.prompt, text=storable(text_b), model_name=battle.model_b.label
+    )
     battle.status, battle.ready_at = BattleStatus.READY, timezone.now()
     battle.save(update_fields=["response_a", "response_b", "status", "ready_at"])
     return battle

@@ -109,6 +109,9 @@ def setup_django(url: str) -> None:
     # Measure the production configuration: with DEBUG on Django also records every query in memory.
     os.environ["DEBUG"] = "0"
     os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-never-used-to-serve-requests-0123456789")
+    # Tasks the services enqueue (the throttled progress broadcast) go to an in-process broker: a real
+    # worker would run them against its own database, where these campaign ids mean something else.
+    os.environ["CELERY_BROKER_URL"] = "memory://"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefarena.settings")
     import django
 

@@ -21,6 +21,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from prefarena.text import storable
 from workers.models import Job, JobStatus
 
 J = TypeVar("J", bound=Job)
@@ -144,7 +145,7 @@ def job_finish(job: Job, status: str, *, error: str = "", **fields: Any) -> None
     """End this attempt's job; call inside the transaction that stores its last results."""
     now = timezone.now()
     owned = type(job).objects.filter(pk=job.pk, worker=job.worker, status=JobStatus.RUNNING)
-    if not owned.update(status=status, error=error[:5000], finished_at=now, lease_expires_at=None, **fields):
+    if not owned.update(status=status, error=storable(error[:5000]), finished_at=now, lease_expires_at=None, **fields):
         raise LeaseLost(f"{job} is no longer owned by {job.worker}")
     job.status = status
 
@@ -156,12 +157,12 @@ def job_release_for_retry(job: Job, error: str) -> bool:
     if job.attempts >= job.max_attempts:
         owned.update(
             status=JobStatus.FAILED,
-            error=f"failed after {job.attempts} attempt(s): {error}"[:5000],
+            error=storable(f"failed after {job.attempts} attempt(s): {error}"[:5000]),
             finished_at=now,
             lease_expires_at=None,
         )
         return False
-    return bool(owned.update(status=JobStatus.QUEUED, error=error[:5000], lease_expires_at=None, worker=""))
+    return bool(owned.update(status=JobStatus.QUEUED, error=storable(error[:5000]), lease_expires_at=None, worker=""))
 
 
 def job_cancel(model: type[J], job_id: int) -> J:

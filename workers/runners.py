@@ -22,6 +22,7 @@ from annotations import services as annotation_services
 from annotations.models import CampaignKind, Prompt, Response
 from models_hub.models import Model
 from prefarena.errors import ApplicationError
+from prefarena.text import storable
 from workers import events, jobs, runtime
 from workers.models import GenerationJob, GenerationOutput, Job, JobStatus, ScoringJob
 
@@ -133,7 +134,7 @@ def _generation_store(job: GenerationJob, model: Model, batch: Sequence[tuple[Pr
                 [
                     Response(
                         prompt=prompt,
-                        text=completion.text,
+                        text=storable(completion.text),
                         model_name=model.label,
                         metadata={
                             "model_id": model.pk,
