@@ -51,10 +51,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_db import bench_database_url, ensure_database  # noqa: E402 - after the path tweak
 
 DEFAULT_DB_NAME = "prefarena_bench_gen"
 QUICK = {"prompts": 48, "batch_size": 16, "max_new_tokens": 32, "train_steps": 50}
@@ -106,29 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- database and Django --------------------------------------------------------------------------
-def bench_database_url(url: str | None, db_name: str) -> str:
-    """The server of `url` with the benchmark's own database; refuses SQLite and shared databases."""
-    if not url:
-        sys.exit("No PostgreSQL server given: pass --database-url postgres://... or set DATABASE_URL.")
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit(f"The benchmark runs on PostgreSQL only, not on {parts.scheme or url!r}.")
-    if db_name == "test" or db_name.startswith("test_") or db_name in ("postgres", "template0", "template1"):
-        sys.exit(f"Refusing to use database {db_name!r}: pick a dedicated one with --db-name.")
-    return urlunsplit((parts.scheme, parts.netloc, "/" + db_name, parts.query, parts.fragment))
-
-
-def ensure_database(url: str, db_name: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone():
-            print(f"creating database {db_name!r}")
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-
-
 def setup_django(url: str) -> None:
     os.environ["DATABASE_URL"] = url
     # Measure the production configuration: with DEBUG on Django also records every query in memory.
