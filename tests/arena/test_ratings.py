@@ -11,6 +11,8 @@ import pytest
 from arena.ratings import (
     Battle,
     PairCounts,
+    bootstrap,
+    bt_fit_pairs_batch,
     bt_fit_weights,
     bt_ratings,
     bt_ratings_fastchat_recipe,
@@ -182,3 +184,80 @@ def test_bootstrap_intervals_are_seeded_and_rank_ub_counts_clear_winners():
         assert row.ci_low < row.rating < row.ci_high
     assert rows["strong"].rank_ub == 1 and rows["mid"].rank_ub == 1  # intervals overlap
     assert rows["weak"].rank_ub == 3  # both others are clearly above it
+
+
+def _random_counts(n_models: int, n_battles: int, seed: int, pair_fraction: float = 1.0) -> PairCounts:
+    """Battles among n models from known strengths; only `pair_fraction` of pairs ever meet."""
+    rng = np.random.default_rng(seed)
+    strength = rng.normal(0.0, 0.4, n_models)
+    pairs = [(i, j) for i in range(n_models) for j in range(i + 1, n_models) if rng.random() < pair_fraction]
+    battles = []
+    for _ in range(n_battles):
+        i, j = pairs[rng.integers(len(pairs))]
+        if rng.random() < 0.1:
+            winner = "tie"
+        else:
+            winner = "model_a" if rng.random() < 1 / (1 + 10 ** (strength[j] - strength[i])) else "model_b"
+        battles.append(Battle(f"m{i:02d}", f"m{j:02d}", winner))
+    return PairCounts.from_battles(battles)
+
+
+def _reference_bootstrap(counts: PairCounts, rounds: int, seed: int, l2_c: float | None) -> dict:
+    """The definition, one refit at a time with the general path: same draws as `bootstrap` (one chunk)."""
+    n = len(counts.models)
+    first, second = np.triu_indices(n, k=1)
+    cells = np.stack([counts.wins[first, second], counts.wins[second, first], counts.ties[first, second]], axis=1)
+    met = cells.sum(axis=1) > 0
+    first, second, cells = first[met], second[met], cells[met]
+    draws = np.random.default_rng(seed).poisson(cells.ravel(), size=(rounds, cells.size)).reshape(rounds, -1, 3)
+    samples: dict[str, list[float]] = {m: [] for m in counts.models}
+    for draw in draws:
+        wins, ties = np.zeros((n, n)), np.zeros((n, n))
+        wins[first, second], wins[second, first] = draw[:, 0], draw[:, 1]
+        ties[first, second] = ties[second, first] = draw[:, 2]
+        for name, value in bt_ratings(PairCounts(counts.models, wins, ties), l2_c=l2_c).items():
+            if value is not None:
+                samples[name].append(value)
+    return {
+        m: (np.percentile(v, 2.5), np.percentile(v, 97.5)) for m, v in samples.items() if len(v) >= max(2, rounds // 2)
+    }
+
+
+@pytest.mark.parametrize(("pair_fraction", "n_battles", "l2_c"), [(1.0, 3000, None), (0.3, 400, None), (1.0, 800, 1.0)])
+def test_batched_bootstrap_equals_one_refit_at_a_time(pair_fraction, n_battles, l2_c):
+    # given data where some resamples change the graph (sparse pairs, few battles) and some do not
+    counts = _random_counts(12, n_battles, seed=3, pair_fraction=pair_fraction)
+    # when the fast path (structure computed once, refits batched, warm-started) runs
+    fast = bootstrap(counts, rounds=60, seed=11, l2_c=l2_c)
+    # then it gives the intervals of the definition to far below an Elo point (refits stop at a
+    # relative gradient of 1e-8, the reference at 1e-11)
+    reference = _reference_bootstrap(counts, rounds=60, seed=11, l2_c=l2_c)
+    assert fast.keys() == reference.keys() and fast
+    for name, (low, high) in reference.items():
+        assert fast[name] == pytest.approx((low, high), abs=1e-3)
+
+
+def test_poisson_and_multinomial_bootstrap_give_the_same_intervals_up_to_noise():
+    counts = _random_counts(8, 20000, seed=5)
+    poisson = bootstrap(counts, rounds=400, seed=1, resampling="poisson")
+    multinomial = bootstrap(counts, rounds=400, seed=2, resampling="multinomial")
+    for name in counts.models:
+        width_p = poisson[name][1] - poisson[name][0]
+        width_m = multinomial[name][1] - multinomial[name][0]
+        assert width_p == pytest.approx(width_m, rel=0.15)
+        assert (poisson[name][0] + poisson[name][1]) / 2 == pytest.approx(
+            (multinomial[name][0] + multinomial[name][1]) / 2, abs=2.0
+        )
+    with pytest.raises(ValueError, match="resampling"):
+        bootstrap(counts, resampling="jackknife")
+
+
+def test_batched_newton_matches_the_damped_solver():
+    counts = _random_counts(10, 5000, seed=9)
+    weights = counts.wins + 0.5 * counts.ties
+    first, second = np.triu_indices(10, k=1)
+    won, lost = weights[first, second][None, :], weights[second, first][None, :]
+    exact = bt_fit_weights(weights)
+    theta, converged = bt_fit_pairs_batch(first, second, won, lost, np.zeros(10))
+    assert converged.all()
+    assert np.max(np.abs((theta[0] - theta[0].mean()) - (exact - exact.mean()))) * 400 < 1e-6
