@@ -1,4 +1,10 @@
-"""Live leaderboard over Channels: the group every leaderboard page joins."""
+"""Live leaderboard over Channels: the group every leaderboard page joins.
+
+Votes coalesce their broadcasts: the first counted vote of a window sends the rows at once, later ones
+in the window schedule one trailing send (a task on the default queue), so a burst of hundreds of
+votes a second costs about one broadcast a second and the last change is always shown. A recompute
+sends at once (`leaderboard_tick`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.cache import cache
 
 logger = logging.getLogger(__name__)
 LEADERBOARD_GROUP = "arena-leaderboard"
+BROADCAST_WINDOW_SECONDS = 1
 
 
 def leaderboard_rows(category: str = "") -> list[dict[str, Any]]:
@@ -40,3 +48,22 @@ def leaderboard_tick() -> None:
         async_to_sync(layer.group_send)(LEADERBOARD_GROUP, {"type": "leaderboard.update", "rows": leaderboard_rows()})
     except Exception:
         logger.warning("leaderboard broadcast failed", exc_info=True)
+
+
+def leaderboard_changed() -> None:
+    """After a counted vote (on commit): broadcast now if none went out this window, else once at its end."""
+    from arena.tasks import leaderboard_send
+
+    try:
+        if cache.add("arena:leaderboard:lead", 1, timeout=BROADCAST_WINDOW_SECONDS):
+            leaderboard_tick()
+        elif cache.add("arena:leaderboard:trail", 1, timeout=BROADCAST_WINDOW_SECONDS * 2):
+            leaderboard_send.apply_async(countdown=BROADCAST_WINDOW_SECONDS)
+    except Exception:  # the vote is committed; a missed live update is only cosmetic
+        logger.warning("leaderboard broadcast not scheduled", exc_info=True)
+
+
+def leaderboard_trailing_send() -> None:
+    """The trailing broadcast of a window (task body)."""
+    cache.delete("arena:leaderboard:trail")
+    leaderboard_tick()

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from annotations import services as annotation_services
@@ -71,16 +71,23 @@ def battle_token(battle: Battle) -> str:
     return signing.dumps({"battle": battle.pk, "session": battle.session_hash}, salt=TOKEN_SALT, compress=True)
 
 
-def battle_token_check(token: str, battle: Battle, identity: VoterIdentity) -> None:
+def _token_payload(token: str, battle_id: int, identity: VoterIdentity) -> None:
+    """The checks a token allows without the database: signature, age, battle id, session."""
     try:
         payload = signing.loads(token, salt=TOKEN_SALT, max_age=settings.ARENA_TOKEN_MAX_AGE)
     except signing.SignatureExpired as exc:
         raise PermissionDeniedError("This battle token has expired; start a new round") from exc
     except signing.BadSignature as exc:
         raise PermissionDeniedError("Invalid battle token") from exc
-    if payload.get("battle") != battle.pk:
+    if payload.get("battle") != battle_id:
         raise PermissionDeniedError("This token belongs to another battle")
-    if payload.get("session") != identity.session_hash or battle.session_hash != identity.session_hash:
+    if payload.get("session") != identity.session_hash:
+        raise PermissionDeniedError("This battle belongs to another session")
+
+
+def battle_token_check(token: str, battle: Battle, identity: VoterIdentity) -> None:
+    _token_payload(token, battle.pk, identity)
+    if battle.session_hash != identity.session_hash:
         raise PermissionDeniedError("This battle belongs to another session")
 
 
@@ -95,19 +102,56 @@ def _count(key: str, ttl: int) -> int:
         return 1
 
 
+def _counts(keys: list[tuple[str, int]]) -> list[int]:
+    """Increment each (key, ttl) counter; one pipelined round trip on Redis, else one cache call each."""
+    client = _redis_client()
+    if client is None:
+        return [_count(key, ttl) for key, ttl in keys]
+    with client.pipeline(transaction=False) as pipe:
+        for key, ttl in keys:
+            pipe.incr(key)
+            pipe.expire(key, ttl, nx=True)  # the window starts with the first count
+        replies = pipe.execute()
+    return [int(value) for value in replies[::2]]
+
+
+_redis_clients: dict[int, object] = {}
+
+
+def _redis_client():  # noqa: ANN202 - redis.Redis | None
+    """The cache's Redis connection, when the cache is Redis (rate-limit counters live there).
+
+    Django's RedisCache builds a new client object (over its shared pool) on every call, which cost
+    ~0.5 ms of Python each; one per cache backend object is kept (redis.Redis is thread-safe)."""
+    backend = getattr(cache, "_cache", None)  # RedisCache wraps a RedisCacheClient
+    get_client = getattr(backend, "get_client", None)
+    if not callable(get_client):
+        return None
+    client = _redis_clients.get(id(backend))
+    if client is None:
+        client = _redis_clients.setdefault(id(backend), get_client(write=True))
+    return client
+
+
 def _limit(identity: VoterIdentity, action: str, per_minute_session: int, per_minute_ip: int | None) -> None:
-    minute = int(timezone.now().timestamp() // 60)
-    day = timezone.now().strftime("%Y%m%d")
-    if _count(f"arena:{action}:s:{identity.session_hash}:{minute}", 120) > per_minute_session:
+    now = timezone.now()
+    minute, day = int(now.timestamp() // 60), now.strftime("%Y%m%d")
+    keys = [(f"arena:{action}:s:{identity.session_hash}:{minute}", 120)]
+    check_ip = per_minute_ip is not None and bool(identity.ip_hash)
+    if check_ip:
+        keys.append((f"arena:{action}:ip:{identity.ip_hash}:{minute}", 120))
+    if action == "vote":
+        keys.append((f"arena:vote:day:s:{identity.session_hash}:{day}", 2 * 86400))
+        if identity.ip_hash:
+            keys.append((f"arena:vote:day:ip:{identity.ip_hash}:{day}", 2 * 86400))
+    counts = iter(_counts(keys))
+    if next(counts) > per_minute_session:
         raise TooManyRequests(f"Too many {action}s from this session; wait a minute")
-    ip_key = f"arena:{action}:ip:{identity.ip_hash}:{minute}"
-    if per_minute_ip is not None and identity.ip_hash and _count(ip_key, 120) > per_minute_ip:
+    if check_ip and next(counts) > (per_minute_ip or 0):
         raise TooManyRequests(f"Too many {action}s from this address; wait a minute")
     if action == "vote":
         cap = settings.ARENA_DAILY_VOTE_CAP
-        over_session = _count(f"arena:vote:day:s:{identity.session_hash}:{day}", 2 * 86400) > cap
-        over_ip = identity.ip_hash and _count(f"arena:vote:day:ip:{identity.ip_hash}:{day}", 2 * 86400) > cap
-        if over_session or over_ip:
+        if any(value > cap for value in counts):
             raise TooManyRequests(f"Daily vote limit of {cap} reached; thank you, come back tomorrow")
 
 
@@ -255,21 +299,25 @@ def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: Vot
     """Store the vote (one per battle), update counts and Elo if it counts, and reveal the models."""
     if winner not in Winner.values:
         raise InvalidInput(f"winner must be one of {', '.join(Winner.values)}", fields={"winner": ["invalid choice"]})
-    battle = Battle.objects.select_related("model_a", "model_b").filter(pk=battle_id).first()
-    if battle is None:
-        raise PermissionDeniedError("Invalid battle token")  # do not reveal which battle ids exist
-    battle_token_check(token, battle, identity)
+    # Signature, expiry and binding first: a forged or foreign token costs no database work.
+    _token_payload(token, battle_id, identity)
     _limit(identity, "vote", settings.ARENA_VOTES_PER_MINUTE_SESSION, settings.ARENA_VOTES_PER_MINUTE_IP)
     try:
         with transaction.atomic():
             # of=("self",): lock the battle row only. The responses are nullable (outer joins), and
-            # PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
+            # PostgreSQL refuses FOR UPDATE on the nullable side of an outer join. The lock makes the
+            # status check below and the vote one step: a concurrent vote waits, then sees "voted".
             battle = (
                 Battle.objects.select_for_update(of=("self",))
                 .select_related("model_a", "model_b", "response_a", "response_b", "prompt")
-                .get(pk=battle_id)
+                .filter(pk=battle_id)
+                .first()
             )
-            if battle.status == BattleStatus.VOTED or Vote.objects.filter(battle=battle).exists():
+            if battle is None:
+                raise PermissionDeniedError("Invalid battle token")  # do not reveal which battle ids exist
+            if battle.session_hash != identity.session_hash:
+                raise PermissionDeniedError("This battle belongs to another session")
+            if battle.status == BattleStatus.VOTED:
                 raise Conflict("This battle already has a vote")
             if battle.status == BattleStatus.GENERATING:
                 raise Conflict("Both responses must be complete before voting")
@@ -278,6 +326,7 @@ def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: Vot
                 reason, detail = ExclusionReason.RESPONSE_ERROR, battle.error[:500]
             elif leaked := identity_leak(battle):
                 reason, detail = ExclusionReason.IDENTITY_LEAK, f"a response mentions {leaked!r}"
+            # The OneToOne on battle is the last word on "one vote per battle" (IntegrityError below).
             vote = Vote.objects.create(
                 battle=battle,
                 winner=winner,
@@ -288,47 +337,61 @@ def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: Vot
                 ip_hash=identity.ip_hash,
                 user_id=identity.user_id,
                 seconds_to_vote=(timezone.now() - battle.ready_at).total_seconds() if battle.ready_at else None,
+                item_id=_vote_as_judgment(battle, winner).item_id if not reason else None,
             )
-            battle.status = BattleStatus.VOTED
-            battle.save(update_fields=["status"])
+            Battle.objects.filter(pk=battle.pk).update(status=BattleStatus.VOTED)
             if vote.counted:
                 _vote_count(battle, winner)
-                vote.item_id = _vote_as_judgment(battle, winner).item_id
-                vote.save(update_fields=["item"])
     except IntegrityError as exc:  # the OneToOne on battle: a concurrent vote won
         raise Conflict("This battle already has a vote") from exc
-    transaction.on_commit(events.leaderboard_tick)
+    if vote.counted:
+        transaction.on_commit(events.leaderboard_changed)
     return VoteResult(vote=vote, model_a=battle.model_a.label, model_b=battle.model_b.label)
 
 
 def _vote_count(battle: Battle, winner: str) -> None:
-    lo, hi = sorted([battle.model_a, battle.model_b], key=lambda m: m.pk)
-    a_is_lo = battle.model_a.pk == lo.pk
-    change: dict[str, F] = {}
-    if winner == Winner.A:
-        change = {"wins_lo": F("wins_lo") + 1} if a_is_lo else {"wins_hi": F("wins_hi") + 1}
-    elif winner == Winner.B:
-        change = {"wins_hi": F("wins_hi") + 1} if a_is_lo else {"wins_lo": F("wins_lo") + 1}
-    elif winner == Winner.TIE:
-        change = {"ties": F("ties") + 1}
-    else:
-        change = {"both_bad": F("both_bad") + 1}
-    for category in ["", *battle.categories]:
-        PairStats.objects.get_or_create(category=category, model_lo=lo, model_hi=hi)
-        PairStats.objects.filter(category=category, model_lo=lo, model_hi=hi).update(**change)
+    """Per-pair outcome counts, one upsert for every category of the battle, then the online Elo."""
+    lo, hi = sorted([battle.model_a.pk, battle.model_b.pk])
+    a_is_lo = battle.model_a.pk == lo
+    column = {
+        Winner.A: "wins_lo" if a_is_lo else "wins_hi",
+        Winner.B: "wins_hi" if a_is_lo else "wins_lo",
+        Winner.TIE: "ties",
+        Winner.BOTH_BAD: "both_bad",
+    }[winner]
+    table = PairStats._meta.db_table
+    increments = ", ".join(
+        f"{name} = {table}.{name} + EXCLUDED.{name}" for name in ("wins_lo", "wins_hi", "ties", "both_bad")
+    )
+    categories = ["", *battle.categories]
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(categories))
+    params: list[object] = []
+    for category in categories:
+        params += [
+            category,
+            lo,
+            hi,
+            *(1 if name == column else 0 for name in ("wins_lo", "wins_hi", "ties", "both_bad")),
+        ]
+    # INSERT … ON CONFLICT DO UPDATE (PostgreSQL and SQLite): one statement, atomic per row, no
+    # get-or-create race; the increments are relative, like F() expressions.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (category, model_lo_id, model_hi_id, wins_lo, wins_hi, ties, both_bad) "  # noqa: S608
+            f"VALUES {values} ON CONFLICT (category, model_lo_id, model_hi_id) DO UPDATE SET {increments}",
+            params,
+        )
     _elo_update(battle, winner)
 
 
 def _elo_update(battle: Battle, winner: str) -> None:
     """Online Elo for the live ticker; the two rows are locked in id order (no deadlocks)."""
-    for model in sorted([battle.model_a, battle.model_b], key=lambda m: m.pk):
-        Rating.objects.get_or_create(category="", model=model)
-    rows = {
-        r.model_id: r
-        for r in Rating.objects.select_for_update()
-        .filter(category="", model__in=[battle.model_a, battle.model_b])
-        .order_by("model_id")
-    }
+    pair = [battle.model_a.pk, battle.model_b.pk]
+    locked = Rating.objects.select_for_update().filter(category="", model__in=pair).order_by("model_id")
+    rows = {r.model_id: r for r in locked}
+    if len(rows) < 2:  # first battle of a model: create its row, then lock as usual
+        Rating.objects.bulk_create([Rating(category="", model_id=pk) for pk in sorted(pair)], ignore_conflicts=True)
+        rows = {r.model_id: r for r in locked.all()}
     ra, rb = rows[battle.model_a.pk], rows[battle.model_b.pk]
     expected_a = 1.0 / (1.0 + ELO_BASE ** ((rb.elo - ra.elo) / ELO_SCALE))
     score_a = {Winner.A: 1.0, Winner.B: 0.0}.get(winner, 0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.core.cache import cache
 
-from arena import leaderboard, outliers
+from arena import events, leaderboard, outliers
 
 RECOMPUTE_LOCK = "arena:leaderboard:recompute-lock"
 RECOMPUTE_LOCK_SECONDS = 600
@@ -30,3 +30,9 @@ def outliers_flag(alpha: float = 0.05) -> list[str]:
     if report.flagged:
         leaderboard.leaderboard_recompute_all()
     return report.flagged
+
+
+@shared_task(name="arena.tasks.leaderboard_send", ignore_result=True)
+def leaderboard_send() -> None:
+    """Trailing leaderboard broadcast after a burst of votes (arena/events.py)."""
+    events.leaderboard_trailing_send()

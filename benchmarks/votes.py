@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--votes-per-client", type=int, default=40, help="battles each voter votes on (40)")
     parser.add_argument("--seconds", type=float, default=60.0, help="stop the timed phase after this long (60)")
     parser.add_argument("--models", type=int, default=8, help="arena models (8)")
+    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn", help="ASGI server (uvicorn)")
+    parser.add_argument("--workers", type=int, default=4, help="uvicorn worker processes (4)")
     parser.add_argument("--prompts", type=int, default=200, help="prompts in the pre-generated pool (200)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), help="PostgreSQL server")
     parser.add_argument("--db-name", default=DEFAULT_DB_NAME, help=f"benchmark database ({DEFAULT_DB_NAME})")
@@ -133,8 +135,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(url: str, port: int, log: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "prefarena.asgi:application"]
+def start_server(url: str, port: int, log: Path, server: str, workers: int) -> subprocess.Popen:
+    if server == "daphne":
+        args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "prefarena.asgi:application"]
+    else:  # uvicorn: N worker processes behind one socket (the production setup in README, "Deploying")
+        args = [sys.executable, "-m", "uvicorn", "prefarena.asgi:application", "--host", "127.0.0.1"]
+        args += ["--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     with log.open("w") as out:
         process = subprocess.Popen(
             args, cwd=ROOT, env=server_environment(url), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -164,6 +170,7 @@ def stop_server(process: subprocess.Popen) -> None:
 class ClientResult:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
+    samples: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -198,6 +205,8 @@ def voter(base: str, count: int, ready: threading.Barrier, deadline: list[float]
             )
             result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
             result.statuses[answer.status_code] += 1
+            if answer.status_code != 201 and len(result.samples) < 3:
+                result.samples.append(f"{answer.status_code}: {answer.text[:200]}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -224,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
 
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"prefarena-bench-votes-{port}.log"
-    server = start_server(url, port, log)
+    server = start_server(url, port, log, args.server, args.workers)
     base = f"http://127.0.0.1:{port}"
     results = [ClientResult() for _ in range(args.clients)]
     ready = threading.Barrier(args.clients + 1)
@@ -257,13 +266,18 @@ def main(argv: list[str] | None = None) -> None:
     counted = Vote.objects.filter(counted=True).count()
     pair_total = sum(s.wins_lo + s.wins_hi + s.ties + s.both_bad for s in PairStats.objects.filter(category=""))
     print()
-    print(f"clients {args.clients}   models {args.models}   server: daphne, 1 process   database {args.db_name}")
+    processes = "1 process" if args.server == "daphne" else f"{args.workers} worker processes"
+    print(
+        f"clients {args.clients}   models {args.models}   server: {args.server}, {processes}   database {args.db_name}"
+    )
     print(f"votes: {ok:,} accepted in {elapsed:.2f} s -> {ok / elapsed:.1f} votes/s")
     print(
         f"latency: p50 {percentile(latencies, 0.50):.1f} ms   p95 {percentile(latencies, 0.95):.1f} ms   "
         f"p99 {percentile(latencies, 0.99):.1f} ms   max {max(latencies):.1f} ms"
     )
     print(f"answers: {dict(sorted(statuses.items()))}")
+    for sample in sorted({sample for r in results for sample in r.samples})[:5]:
+        print(f"  e.g. {sample}")
     print(
         f"stored: {stored:,} new votes ({counted - counted_before:,} counted); "
         f"PairStats total {pair_total:,} = counted votes {counted:,}: {pair_total == counted}"

@@ -105,6 +105,9 @@ if REDIS_URL:
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Sessions read from Redis, written through to the database: every arena request loads its
+    # session, and that read was one SQL query per vote.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -135,6 +138,9 @@ CELERY_BEAT_SCHEDULE = {
     },
     "workers-reap-jobs": {"task": "workers.tasks.jobs_reap", "schedule": 30.0},
     "arena-leaderboard-recompute": {"task": "arena.tasks.leaderboard_recompute", "schedule": 60.0},
+    "workers-retrain-policies": {"task": "workers.tasks.retrain_policies_check", "schedule": 60.0},
+    "annotations-webhook-deliveries-due": {"task": "annotations.tasks.webhook_deliveries_due", "schedule": 30.0},
+    "annotations-snapshots-reap": {"task": "annotations.tasks.snapshots_reap", "schedule": 60.0},
 }
 # gpu-queue tasks: ack after the work, requeue if the worker process dies, one task at a time.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -182,6 +188,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ModelRoleEnum": "models_hub.models.ModelRole",
         "MemberRoleEnum": "annotations.models.MemberRole",
+        "WebhookEventEnum": "models_hub.models.WebhookEvent",
+        "WebhookDeliveryStatusEnum": "models_hub.models.WebhookDeliveryStatus",
+        "JobStatusEnum": "prefarena.jobmodel.JobStatus",
     },
 }
 
@@ -206,6 +215,14 @@ STATIC_ROOT = VAR_DIR / "static"
 
 # --- PrefArena ----------------------------------------------------------------------------------
 PREFARENA_IMPORT_MAX_ITEMS = env_int("PREFARENA_IMPORT_MAX_ITEMS", 100_000)
+# Training runs write into <PREFARENA_TRAINING_DIR>/run-<id> (a folder fixed by the run id).
+PREFARENA_TRAINING_DIR = Path(env_str("PREFARENA_TRAINING_DIR") or VAR_DIR / "training")
+# Dataset snapshots are written once into <PREFARENA_SNAPSHOT_DIR>/<id> (a folder fixed by the snapshot id).
+PREFARENA_SNAPSHOT_DIR = Path(env_str("PREFARENA_SNAPSHOT_DIR") or VAR_DIR / "snapshots")
+# Webhooks: attempts per delivery, first back-off (doubles each attempt, at most 1 h), request time-out.
+PREFARENA_WEBHOOK_MAX_ATTEMPTS = env_int("PREFARENA_WEBHOOK_MAX_ATTEMPTS", 6)
+PREFARENA_WEBHOOK_BACKOFF_SECONDS = env_int("PREFARENA_WEBHOOK_BACKOFF_SECONDS", 30)
+PREFARENA_WEBHOOK_TIMEOUT_SECONDS = env_int("PREFARENA_WEBHOOK_TIMEOUT_SECONDS", 10)
 # Jobs: an attempt renews its lease every batch; a lease this old means the worker died.
 WORKERS_JOB_LEASE_SECONDS = env_int("WORKERS_JOB_LEASE_SECONDS", 120)
 # A queued job not picked up for this long is enqueued again (a lost broker message).

@@ -201,6 +201,7 @@ def test_beat_refreshes_the_leaderboard_every_minute():
 @override_settings(**NO_LIMITS)
 def test_leaderboard_socket_relays_updates_after_votes_and_recomputes():
     models = make_models()
+    cache.delete_many(["arena:leaderboard:lead", "arena:leaderboard:trail"])  # a vote of another test
 
     async def scenario() -> list[dict[str, Any]]:
         communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/arena/leaderboard/")
@@ -249,3 +250,30 @@ def test_an_idle_socket_stays_open_past_the_redis_read_timeout():
         return update
 
     assert async_to_sync(scenario)()["type"] == "leaderboard.update"
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(**NO_LIMITS)
+def test_a_burst_of_votes_sends_one_broadcast_at_once_and_one_trailing():
+    models = make_models()
+    cache.delete_many(["arena:leaderboard:lead", "arena:leaderboard:trail"])
+
+    async def scenario() -> tuple[dict[str, Any], bool, dict[str, Any]]:
+        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/arena/leaderboard/")
+        connected, _ = await communicator.connect()
+        assert connected
+        for _ in range(3):  # well inside one broadcast window
+            await sync_to_async(play)(models[0], models[1], "a", 1)
+        first = await communicator.receive_json_from(timeout=5)
+        quiet = await communicator.receive_nothing(timeout=0.3)
+        trailing_scheduled = await sync_to_async(cache.get)("arena:leaderboard:trail") is not None
+        await sync_to_async(tasks.leaderboard_send.apply)()  # the task the trailing send was queued as
+        last = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()
+        assert quiet and trailing_scheduled
+        return first, trailing_scheduled, last
+
+    first, _, last = async_to_sync(scenario)()
+    # then the first vote was shown at once, the later two only by the trailing send
+    assert {row["model"]: row["battles"] for row in first["rows"]} == {"strong@v1": 1, "middle@v1": 1}
+    assert {row["model"]: row["battles"] for row in last["rows"]} == {"strong@v1": 3, "middle@v1": 3}
