@@ -28,8 +28,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from arena import events, ratings, selectors
-from arena.models import PairStats, Rating
+from arena import events, ratings, selectors, style
+from arena.models import PairStats, Rating, Vote
 from arena.services import ELO_BASE, ELO_K, ELO_SCALE
 from models_hub.models import Model, ModelBackend, ModelRole
 
@@ -163,9 +163,50 @@ def battles_read(path: str | Path, *, anony_only: bool = False) -> tuple[list[ra
         if model_a == model_b:
             report.self_battles += 1
             continue
-        battles.append(ratings.Battle(model_a, model_b, winner, float(tstamp)))
+        style_a, style_b = _row_style(row)
+        battles.append(ratings.Battle(model_a, model_b, winner, float(tstamp), style_a, style_b))
     report.imported = len(battles)
     return battles, report
+
+
+def _row_style(row: dict[str, Any]) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Style counts of a clean-battle row, from `conv_metadata` or else the conversations (else None)."""
+    meta = row.get("conv_metadata")
+    if isinstance(meta, dict):
+        style_a, style_b = style.style_from_conv_metadata(meta, "a"), style.style_from_conv_metadata(meta, "b")
+        if style_a is not None and style_b is not None:
+            return style_a, style_b
+    style_a = style.style_from_conversation(row.get("conversation_a"))
+    style_b = style.style_from_conversation(row.get("conversation_b"))
+    return (style_a, style_b) if style_a is not None and style_b is not None else (None, None)
+
+
+def style_battles(category: str = "") -> list[ratings.Battle]:
+    """Counted arena votes as battles with the style counts of both responses (reads every vote: offline)."""
+    votes = (
+        Vote.objects.filter(counted=True)
+        .select_related("battle__model_a", "battle__model_b", "battle__response_a", "battle__response_b")
+        .order_by("created_at", "pk")
+    )
+    if category:
+        votes = votes.filter(battle__categories__contains=[category])
+    winner = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
+    battles = []
+    for vote in votes.iterator(chunk_size=2000):
+        battle = vote.battle
+        if battle.response_a is None or battle.response_b is None:
+            continue
+        battles.append(
+            ratings.Battle(
+                battle.model_a.label,
+                battle.model_b.label,
+                winner[vote.winner],
+                vote.created_at.timestamp(),
+                style.style_counts(battle.response_a.text),
+                style.style_counts(battle.response_b.text),
+            )
+        )
+    return battles
 
 
 def _models_by_name(names: Iterable[str], created: list[str]) -> dict[str, Model]:

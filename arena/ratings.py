@@ -30,6 +30,9 @@ class Battle:
     model_b: str
     winner: str  # "model_a" | "model_b" | "tie" | "tie (bothbad)"
     tstamp: float = 0.0
+    # Style counts of each response (arena/style.py), for the style-controlled fit only.
+    style_a: tuple[float, ...] | None = None
+    style_b: tuple[float, ...] | None = None
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from arena import leaderboard, ratings
+from arena import leaderboard, ratings, style
 from arena.models import Rating
 from workers.management import non_negative_int
 
@@ -43,9 +43,18 @@ class Command(BaseCommand):
         parser.add_argument("--category", default="", help="Without --input: the category to rate (default: all)")
         parser.add_argument("--save", action="store_true", help="Without --input: write the Rating rows")
         parser.add_argument("--format", choices=["json", "table"], default="table")
+        parser.add_argument(
+            "--style-control",
+            action="store_true",
+            help="Fit with style covariates (length, headers, lists, bold: arena/style.py); prints their coefficients "
+            "(on stderr with --format json). Reads every battle; point estimates, no intervals",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         rounds, seed, l2_c = options["bootstrap"], options["seed"], options["l2"]
+        if options["style_control"]:
+            self._style_control(options)
+            return
         if options["input"] is not None:
             if options["save"]:
                 raise CommandError("--save rates the database; it cannot be combined with --input")
@@ -74,6 +83,48 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(rows, indent=2))
         else:
             self.stdout.write(self._table(rows))
+
+    def _style_control(self, options: dict[str, Any]) -> None:
+        if options["save"] or options["l2"] is not None:
+            raise CommandError("--style-control reports an unregularised fit; drop --save and --l2")
+        if options["input"] is not None:
+            try:
+                battles, _ = leaderboard.battles_read(options["input"], anony_only=options["anony_only"])
+            except leaderboard.BattleFileError as exc:
+                raise CommandError(str(exc)) from exc
+            where = str(options["input"])
+        else:
+            if options["anony_only"]:
+                raise CommandError("--anony-only applies to --input files (the database keeps no anony flag)")
+            battles, where = leaderboard.style_battles(options["category"]), "the database"
+        fit = style.bt_style_control(battles)
+        if not fit.battles:
+            raise CommandError(
+                f"{where}: no battles with style data (rows need conv_metadata or conversation_a/conversation_b)"
+            )
+        plain = ratings.bt_ratings(ratings.PairCounts.from_battles([b for b in battles if b.style_a is not None]))
+        rows = sorted(
+            (
+                {"model": name, "rating": value, "rating_without_style_control": plain.get(name)}
+                for name, value in fit.ratings.items()
+            ),
+            key=lambda r: (r["rating"] is None, -(r["rating"] or 0.0), r["model"]),
+        )
+        coefficients = ", ".join(f"{name} {value:+.3f}" for name, value in fit.coefficients.items())
+        summary = f"style coefficients (log-odds per standard deviation), {fit.battles} battles: {coefficients}"
+        if options["format"] == "json":
+            self.stdout.write(json.dumps(rows, indent=2))
+            self.stderr.write(summary)
+            return
+        width = max([len("model"), *(len(r["model"]) for r in rows)])
+        lines = [f"{'model':<{width}}  {'styled':>8}  {'plain':>8}"]
+        for r in rows:
+            styled = "-" if r["rating"] is None else f"{r['rating']:.1f}"
+            plain_text = (
+                "-" if r["rating_without_style_control"] is None else f"{r['rating_without_style_control']:.1f}"
+            )
+            lines.append(f"{r['model']:<{width}}  {styled:>8}  {plain_text:>8}")
+        self.stdout.write("\n".join([*lines, summary]))
 
     @staticmethod
     def _table(rows: list[dict[str, Any]]) -> str:
