@@ -67,3 +67,18 @@ def leaderboard_trailing_send() -> None:
     """The trailing broadcast of a window (task body)."""
     cache.delete("arena:leaderboard:trail")
     leaderboard_tick()
+
+
+def battle_status_send(battle_id: int, status: str) -> None:
+    """Tell a battle's page its status changed without new text (e.g. it timed out). Never fails a write."""
+    from arena.selectors import battle_group
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(
+            battle_group(battle_id), {"type": "battle.status", "status": status, "a": None, "b": None}
+        )
+    except Exception:
+        logger.warning("battle %s: status broadcast failed", battle_id, exc_info=True)

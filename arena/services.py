@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core import signing
@@ -260,6 +260,28 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
 
 
 @transaction.atomic
+def battles_expire_stuck(now: datetime | None = None) -> list[int]:
+    """End live battles still generating past ARENA_GENERATION_TIMEOUT_SECONDS as errors (beat, every minute).
+
+    A dead worker or a stuck queue must not leave the visitor's page waiting for ever: the battle ends as
+    an error, its page hears so over the socket, and a vote on it is stored but not counted. A worker that
+    finishes later finds the battle no longer generating and stores nothing (battle_responses_store)."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.ARENA_GENERATION_TIMEOUT_SECONDS)
+    message = f"generation did not finish within {settings.ARENA_GENERATION_TIMEOUT_SECONDS} s"
+    with transaction.atomic():
+        stuck = list(
+            Battle.objects.select_for_update(skip_locked=True)
+            .filter(status=BattleStatus.GENERATING, created_at__lt=cutoff)
+            .values_list("pk", flat=True)
+        )
+        Battle.objects.filter(pk__in=stuck, status=BattleStatus.GENERATING).update(
+            status=BattleStatus.ERROR, error=message
+        )
+    for battle_id in stuck:
+        transaction.on_commit(lambda battle_id=battle_id: events.battle_status_send(battle_id, BattleStatus.ERROR))
+    return stuck
+
+
 def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: str = "") -> Battle:
     """Called by the generation task when both responses are complete (or one failed)."""
     battle = Battle.objects.select_for_update().get(pk=battle_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.core.cache import cache
 
-from arena import events, leaderboard, outliers
+from arena import events, leaderboard, outliers, services
 
 RECOMPUTE_LOCK = "arena:leaderboard:recompute-lock"
 RECOMPUTE_LOCK_SECONDS = 600
@@ -36,3 +36,9 @@ def outliers_flag(alpha: float = 0.05) -> list[str]:
 def leaderboard_send() -> None:
     """Trailing leaderboard broadcast after a burst of votes (arena/events.py)."""
     events.leaderboard_trailing_send()
+
+
+@shared_task(name="arena.tasks.battles_expire_stuck", ignore_result=True)
+def battles_expire_stuck() -> list[int]:
+    """End live battles stuck generating (beat, every minute)."""
+    return services.battles_expire_stuck()

@@ -138,6 +138,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "workers-reap-jobs": {"task": "workers.tasks.jobs_reap", "schedule": 30.0},
     "arena-leaderboard-recompute": {"task": "arena.tasks.leaderboard_recompute", "schedule": 60.0},
+    "arena-expire-stuck-battles": {"task": "arena.tasks.battles_expire_stuck", "schedule": 60.0},
     "workers-retrain-policies": {"task": "workers.tasks.retrain_policies_check", "schedule": 60.0},
     "annotations-webhook-deliveries-due": {"task": "annotations.tasks.webhook_deliveries_due", "schedule": 30.0},
     "annotations-snapshots-reap": {"task": "annotations.tasks.snapshots_reap", "schedule": 60.0},
@@ -238,6 +239,8 @@ ARENA_VOTES_PER_MINUTE_SESSION = env_int("ARENA_VOTES_PER_MINUTE_SESSION", 10)
 ARENA_VOTES_PER_MINUTE_IP = env_int("ARENA_VOTES_PER_MINUTE_IP", 30)
 ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200)  # per session and per IP
 ARENA_BATTLES_PER_MINUTE_SESSION = env_int("ARENA_BATTLES_PER_MINUTE_SESSION", 10)
+# A live battle still generating after this long is ended as an error (a worker died or the queue is stuck).
+ARENA_GENERATION_TIMEOUT_SECONDS = env_int("ARENA_GENERATION_TIMEOUT_SECONDS", 300)
 
 LOGGING = {
     "version": 1,
