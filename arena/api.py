@@ -21,7 +21,6 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotations.models import Campaign
 from arena import selectors, services
 from arena.identity import voter_identity
 from arena.models import Winner
@@ -174,7 +173,7 @@ class BattleViewSet(viewsets.ViewSet):
         else:
             campaign = None
             if data.validated_data.get("campaign") is not None:
-                campaign = Campaign.objects.filter(pk=data.validated_data["campaign"], is_active=True).first()
+                campaign = selectors.pool_campaigns().filter(pk=data.validated_data["campaign"]).first()
                 if campaign is None:
                     raise NotFound("Campaign not found")
             battle = services.battle_create_pregenerated(identity=identity, campaign=campaign)

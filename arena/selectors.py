@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Max
 
 from arena.identity import VoterIdentity
@@ -155,3 +156,17 @@ def leaderboard_get(category: str = "") -> dict[str, Any]:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def pool_campaigns():  # noqa: ANN201 - QuerySet[Campaign]
+    """Campaigns whose prompts the public may draw for pre-generated battles.
+
+    Active campaigns other than the arena's own vote store; with ARENA_POOL_CAMPAIGNS set, only those
+    named there (set it in production: every drawn prompt and its stored answers become public)."""
+    from annotations.models import Campaign
+    from arena.services import ARENA_CAMPAIGN
+
+    campaigns = Campaign.objects.filter(is_active=True).exclude(name=ARENA_CAMPAIGN).order_by("name")
+    if settings.ARENA_POOL_CAMPAIGNS:
+        campaigns = campaigns.filter(name__in=settings.ARENA_POOL_CAMPAIGNS)
+    return campaigns

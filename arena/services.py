@@ -21,7 +21,7 @@ from django.utils import timezone
 from annotations import services as annotation_services
 from annotations.importing import prompt_check
 from annotations.models import Campaign, CampaignKind, JudgmentSource, Prompt, Response
-from arena import events
+from arena import events, selectors
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleMode, BattleStatus, ExclusionReason, PairStats, Rating, Vote, Winner
 from models_hub.models import Model, ModelRole
@@ -222,7 +222,7 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     # The pool is campaign prompts only. Live battles store the visitor's own prompt and responses under
     # arena model labels, and counted votes file them as items of the arena campaign: without these
     # filters one visitor's private prompt could be served to the next visitor.
-    campaigns = Campaign.objects.exclude(name=ARENA_CAMPAIGN)
+    campaigns = selectors.pool_campaigns()
     if campaign is not None:
         campaigns = campaigns.filter(pk=campaign.pk)
     pool = Prompt.objects.filter(items__campaign__in=campaigns).exclude(battles__mode=BattleMode.LIVE).values("pk")

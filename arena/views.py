@@ -25,6 +25,7 @@ def arena_page(request: HttpRequest) -> HttpResponse:
     config = {
         "battles_url": reverse("arena-battle-list"),
         "leaderboard_page": reverse("arena-leaderboard-page"),
+        "campaigns": [{"id": c.pk, "name": c.name} for c in selectors.pool_campaigns()[:200]],
     }
     return render(request, "arena/arena.html", {"config": config})
 

@@ -239,6 +239,9 @@ ARENA_VOTES_PER_MINUTE_SESSION = env_int("ARENA_VOTES_PER_MINUTE_SESSION", 10)
 ARENA_VOTES_PER_MINUTE_IP = env_int("ARENA_VOTES_PER_MINUTE_IP", 30)
 ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200)  # per session and per IP
 ARENA_BATTLES_PER_MINUTE_SESSION = env_int("ARENA_BATTLES_PER_MINUTE_SESSION", 10)
+# Campaigns (names) whose prompts anonymous visitors may draw for pre-generated battles; empty: every
+# active campaign. Set it in production: a drawn prompt and its stored answers become public.
+ARENA_POOL_CAMPAIGNS = env_list("ARENA_POOL_CAMPAIGNS", [])
 # A live battle still generating after this long is ended as an error (a worker died or the queue is stuck).
 ARENA_GENERATION_TIMEOUT_SECONDS = env_int("ARENA_GENERATION_TIMEOUT_SECONDS", 300)
 

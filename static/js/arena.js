@@ -321,7 +321,20 @@
     }
     start({ mode: "live", prompt: prompt });
   });
-  drawButton.addEventListener("click", () => start({ mode: "pregenerated" }));
+  const poolSelect = document.getElementById("pool-select");
+  (config.campaigns || []).forEach((campaign) => {
+    const option = document.createElement("option");
+    option.value = String(campaign.id);
+    option.textContent = campaign.name; // untrusted text: never innerHTML
+    poolSelect.appendChild(option);
+  });
+  drawButton.addEventListener("click", () => {
+    const body = { mode: "pregenerated" };
+    if (poolSelect.value) {
+      body.campaign = Number(poolSelect.value);
+    }
+    start(body);
+  });
   voteButtons.forEach((button) => button.addEventListener("click", () => vote(button.dataset.winner)));
   newRound.addEventListener("click", () => {
     reset();

@@ -497,3 +497,33 @@ def test_socket_refuses_other_sessions_and_visitors_without_one():
     assert async_to_sync(attempt)(stranger.session_key) == (False, 4404)
     assert async_to_sync(attempt)(None) == (False, 4401)
     assert async_to_sync(attempt)(owner.session_key)[0] is True
+
+
+@pytest.mark.django_db
+def test_pregenerated_draw_from_a_chosen_campaign_and_only_from_the_public_pool(make_campaign):
+    models = make_models(2)
+
+    def rows(tag: str) -> list[dict]:
+        return [
+            {
+                "prompt": f"{tag} question?",
+                "responses": [{"text": "x", "model": models[0].label}, {"text": "y", "model": models[1].label}],
+            }
+        ]
+
+    public = make_campaign(rows=rows("public"), name="Public pool")
+    private = make_campaign(rows=rows("private"), name="Private study")
+    client = APIClient()
+    # the page offers the pool's campaigns
+    page = client.get("/arena/")
+    assert "Public pool" in page.content.decode() and "Private study" in page.content.decode()
+    drawn = client.post(BATTLES, {"mode": "pregenerated", "campaign": public.pk}, format="json").json()
+    assert drawn["prompt"] == "public question?"
+    with override_settings(ARENA_POOL_CAMPAIGNS=["Public pool"]):
+        page = client.get("/arena/").content.decode()
+        assert "Public pool" in page and "Private study" not in page
+        refused = client.post(BATTLES, {"mode": "pregenerated", "campaign": private.pk}, format="json")
+        assert refused.status_code == 404
+        for _ in range(3):  # without a choice, only the pool is drawn from
+            any_drawn = client.post(BATTLES, {"mode": "pregenerated"}, format="json").json()
+            assert any_drawn["prompt"] == "public question?"
