@@ -259,7 +259,6 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     )
 
 
-@transaction.atomic
 def battles_expire_stuck(now: datetime | None = None) -> list[int]:
     """End live battles still generating past ARENA_GENERATION_TIMEOUT_SECONDS as errors (beat, every minute).
 
@@ -282,6 +281,7 @@ def battles_expire_stuck(now: datetime | None = None) -> list[int]:
     return stuck
 
 
+@transaction.atomic
 def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: str = "") -> Battle:
     """Called by the generation task when both responses are complete (or one failed)."""
     battle = Battle.objects.select_for_update().get(pk=battle_id)

@@ -126,7 +126,13 @@ def test_live_battle_streams_both_answers_then_the_vote_reveals_the_models(
     # then: the answers arrive, and the vote buttons open only once both are complete
     expect(page.locator("#battle")).to_be_visible()
     vote_a = page.get_by_role("button", name="A is better")
-    expect(vote_a).to_be_enabled(timeout=120_000)
+    try:
+        expect(vote_a).to_be_enabled(timeout=120_000)
+    except AssertionError:
+        status = list(Battle.objects.values_list("status", "error"))
+        raise AssertionError(
+            f"battles {status}; page errors {errors}; frames {frames[-5:]}\n{gpu_worker.log.read_text()[-3000:]}"
+        ) from None
     battle = Battle.objects.select_related("model_a", "model_b", "response_a", "response_b").get()
     assert battle.status == BattleStatus.READY, gpu_worker.log.read_text()[-3000:]
     expect(page.locator("#side-a [data-text]")).to_have_text(battle.response_a.text)
