@@ -25,6 +25,22 @@ class RoutingMode(models.TextChoices):
     HYBRID = "hybrid", "Hybrid (judge first, uncertain items to humans)"
 
 
+class HumanSelection(models.TextChoices):
+    ACTIVE = "active", "Most informative first (highest predicted judge error)"
+    RANDOM = "random", "Random order (comparison arm)"
+
+
+class ItemRoute(models.TextChoices):
+    NONE = "", "Not routed"
+    HUMAN = "human", "Sent to humans"
+    JUDGE = "judge", "Auto-labelled by the LLM judge"
+
+
+def default_routing_rules() -> dict[str, Any]:
+    # Items whose meta "tags" contain any of these always go to humans.
+    return {"human_tags": ["safety"]}
+
+
 class MemberRole(models.TextChoices):
     MANAGER = "manager", "Campaign manager"
     ANNOTATOR = "annotator", "Annotator"
@@ -48,6 +64,15 @@ class Campaign(models.Model):
     lease_seconds = models.PositiveIntegerField(default=15 * 60)
     max_responses = models.PositiveSmallIntegerField(default=8)
     routing_mode = models.CharField(max_length=16, choices=RoutingMode.choices, default=RoutingMode.HUMAN_ONLY)
+    # Routing (hybrid): share of items humans label, of which a random audit slice always goes to them.
+    human_budget = models.FloatField(default=0.3, help_text="Hybrid: share of items sent to humans (0..1).")
+    audit_fraction = models.FloatField(default=0.05, help_text="Random share of items always sent to humans.")
+    routing_rules = models.JSONField(default=default_routing_rules, blank=True)
+    human_selection = models.CharField(max_length=8, choices=HumanSelection.choices, default=HumanSelection.ACTIVE)
+    judge_models = models.ManyToManyField("models_hub.Model", blank=True, related_name="judged_campaigns")
+    judge_config = models.JSONField(default=dict, blank=True, help_text="workers.ml.judge.JudgeConfig fields")
+    judge_templates = models.JSONField(default=dict, blank=True, help_text="Overrides of the default judge prompts")
+    router_state = models.JSONField(default=dict, blank=True, help_text="Last router fit (kind, rows, coefficients)")
     is_active = models.BooleanField(default=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -62,6 +87,12 @@ class Campaign(models.Model):
                 condition=Q(gold_ratio__gte=0) & Q(gold_ratio__lte=1), name="campaign_gold_ratio_0_1"
             ),
             models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="campaign_lease_at_least_10s"),
+            models.CheckConstraint(
+                condition=Q(human_budget__gte=0) & Q(human_budget__lte=1), name="campaign_human_budget_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(audit_fraction__gte=0) & Q(audit_fraction__lte=1), name="campaign_audit_fraction_0_1"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -153,11 +184,19 @@ class Item(models.Model):
     response_count = models.PositiveSmallIntegerField(default=2)
     uncertainty = models.FloatField(null=True, blank=True)
     meta = models.JSONField(default=dict, blank=True)
+    # Routing (campaigns other than human_only): where the item went, why, and the router's estimate.
+    route = models.CharField(max_length=8, choices=ItemRoute.choices, default=ItemRoute.NONE, blank=True)
+    route_reason = models.CharField(max_length=32, blank=True)
+    predicted_error = models.FloatField(null=True, blank=True, help_text="Router: P(judge disagrees with humans)")
+    judge_errors = models.PositiveSmallIntegerField(default=0, help_text="Unparseable judge verdicts")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["campaign", "state"], name="item_campaign_state")]
+        indexes = [
+            models.Index(fields=["campaign", "state"], name="item_campaign_state"),
+            models.Index(fields=["campaign", "route"], name="item_campaign_route"),
+        ]
 
     def __str__(self) -> str:
         return f"item #{self.pk} ({self.campaign_id})"
@@ -301,6 +340,8 @@ class Judgment(models.Model):
     guideline_version = models.PositiveIntegerField(null=True, blank=True)
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    # LLM judgments: p_a, consistent, order_verdicts, tokens, latency, judge job (see workers/judging.py).
+    meta = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

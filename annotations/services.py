@@ -17,7 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from annotations import events
+from annotations import events, webhooks
 from annotations.importing import ItemRow
 from annotations.models import (
     AssignmentSlot,
@@ -27,12 +27,14 @@ from annotations.models import (
     GuidelineVersion,
     Item,
     ItemResponse,
+    ItemRoute,
     ItemState,
     Judgment,
     JudgmentSource,
     MemberRole,
     Prompt,
     Response,
+    RoutingMode,
     Skip,
     SlotState,
 )
@@ -162,11 +164,22 @@ def membership_remove(*, campaign: Campaign, user: AbstractBaseUser) -> None:
 # --- items ----------------------------------------------------------------------------------------
 def _items_store(campaign: Campaign, items: list[Item], responses_per_item: list[list[Response]]) -> list[int]:
     """Insert unsaved items with their ordered responses (saved already) and `overlap` slots."""
+    # Routed campaigns: items wait for the judge and get no slots, so the human queue cannot hand them
+    # out; routing creates their slots when it sends them to humans (annotations/routing.py). Gold items
+    # check annotators, so they go straight to humans.
+    routed = campaign.routing_mode != RoutingMode.HUMAN_ONLY
+    for item in items:
+        if routed and not item.is_gold:
+            item.state = ItemState.AWAITING_JUDGE
+        elif routed:
+            item.route, item.route_reason = ItemRoute.HUMAN, "gold"
     items = Item.objects.bulk_create(items)
     links = []
     slots = []
     for item, responses in zip(items, responses_per_item, strict=True):
         links.extend(ItemResponse(item=item, response=r, position=n) for n, r in enumerate(responses))
+        if item.state == ItemState.AWAITING_JUDGE:
+            continue
         slots.extend(
             AssignmentSlot(item=item, campaign=campaign, slot_no=n, priority=item.priority, is_gold=item.is_gold)
             for n in range(campaign.overlap)
@@ -465,6 +478,7 @@ def judgment_submit(
         if not item.slots.exclude(state=SlotState.SUBMITTED).exists():
             item.state = ItemState.DONE
             item.save(update_fields=["state"])
+            transaction.on_commit(lambda: webhooks.item_completed_emit(item.pk))
         campaign_id = campaign.pk
         transaction.on_commit(lambda: events.campaign_progress_broadcast(campaign_id))
         return judgment, True

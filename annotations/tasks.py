@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
-from annotations import events, services
+from annotations import events, services, snapshots, webhooks
+from models_hub.models import DatasetSnapshot
+from workers.jobs import jobs_reap
 
 
 @shared_task(name="annotations.tasks.assignment_leases_reap")
@@ -17,3 +19,34 @@ def assignment_leases_reap() -> int:
 def campaign_progress_send(campaign_id: int) -> None:
     """Send a campaign's live progress to its page (scheduled, throttled, by events)."""
     events.campaign_progress_send(campaign_id)
+
+
+@shared_task(name="annotations.tasks.snapshot_build", bind=True, acks_late=True, max_retries=None, ignore_result=True)
+def snapshot_build(self: Task, snapshot_id: int) -> None:
+    """Build a dataset snapshot's files (a job: claimed, leased, written once)."""
+    retry_in = snapshots.snapshot_build(snapshot_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(name="annotations.tasks.snapshots_reap", ignore_result=True)
+def snapshots_reap() -> None:
+    """Requeue or fail snapshot builds whose worker stopped renewing its lease."""
+    requeued, _ = jobs_reap(DatasetSnapshot)
+    for snapshot_id in requeued:
+        snapshot_build.delay(snapshot_id)
+
+
+@shared_task(name="annotations.tasks.webhook_deliver", ignore_result=True)
+def webhook_deliver(delivery_id: int) -> None:
+    """Attempt one webhook delivery; schedule the next attempt with back-off when it fails."""
+    retry_in = webhooks.webhook_delivery_attempt(delivery_id)
+    if retry_in is not None:
+        webhook_deliver.apply_async((delivery_id,), countdown=retry_in)
+
+
+@shared_task(name="annotations.tasks.webhook_deliveries_due", ignore_result=True)
+def webhook_deliveries_due() -> None:
+    """Re-enqueue due webhook deliveries (their scheduled message may have been lost)."""
+    for delivery_id in webhooks.webhook_deliveries_due():
+        webhook_deliver.delay(delivery_id)

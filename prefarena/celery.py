@@ -20,7 +20,13 @@ app.conf.task_default_exchange = "default"
 app.conf.task_default_routing_key = "default"
 # Everything under workers/ touches models on accelerators; everything else is light CPU work.
 # Exact names are matched before globs: the job reaper is bookkeeping and must not wait behind training.
-app.conf.task_routes = {"workers.tasks.jobs_reap": {"queue": "default"}, "workers.*": {"queue": "gpu"}}
+app.conf.task_routes = {
+    "workers.tasks.jobs_reap": {"queue": "default"},
+    "workers.tasks.retrain_policies_check": {"queue": "default"},
+    # Routing is DB work; judge jobs pass their queue explicitly (gpu: local model, default: HTTP endpoint).
+    "workers.tasks.campaign_route": {"queue": "default"},
+    "workers.*": {"queue": "gpu"},
+}
 app.autodiscover_tasks()
 
 

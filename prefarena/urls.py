@@ -8,19 +8,26 @@ from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from annotations import api as annotations_api
+from annotations import api_datasets, routing_api
 from arena import api as arena_api
 from models_hub import api as models_hub_api
 from workers import api as workers_api
+from workers import judge_api
 
 router = DefaultRouter()
 router.register("campaigns", annotations_api.CampaignViewSet, basename="campaign")
 router.register("items", annotations_api.ItemViewSet, basename="item")
 router.register("judgments", annotations_api.JudgmentViewSet, basename="judgment")
+router.register("datasets", api_datasets.DatasetSnapshotViewSet, basename="dataset")
+router.register("webhooks", api_datasets.WebhookViewSet, basename="webhook")
 router.register("arena/battles", arena_api.BattleViewSet, basename="arena-battle")
 router.register("arena/leaderboard", arena_api.LeaderboardViewSet, basename="arena-leaderboard")
 router.register("models", models_hub_api.ModelViewSet, basename="model")
+router.register("training-runs", models_hub_api.TrainingRunViewSet, basename="training-run")
+router.register("retrain-policies", models_hub_api.RetrainPolicyViewSet, basename="retrain-policy")
 router.register("generation-jobs", workers_api.GenerationJobViewSet, basename="generation-job")
 router.register("scoring-jobs", workers_api.ScoringJobViewSet, basename="scoring-job")
+router.register("judge-jobs", judge_api.JudgeJobViewSet, basename="judge-job")
 
 urlpatterns = [
     path("", include("annotations.urls")),
@@ -29,6 +36,20 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("api/v1/export/<str:fmt>.jsonl", api_datasets.PreferenceExportView.as_view(), name="export-jsonl"),
+    path(
+        "api/v1/datasets/<int:pk>/files/<str:filename>",
+        api_datasets.SnapshotFileView.as_view(),
+        name="dataset-file",
+    ),
+    path(
+        "api/v1/campaigns/<int:campaign_id>/routing/", routing_api.CampaignRoutingApi.as_view(), name="campaign-routing"
+    ),
+    path(
+        "api/v1/campaigns/<int:campaign_id>/judge-report/",
+        routing_api.CampaignJudgeReportApi.as_view(),
+        name="campaign-judge-report",
+    ),
     path("api/v1/", include(router.urls)),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

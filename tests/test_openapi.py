@@ -213,3 +213,21 @@ def test_item_import_with_a_nul_character_is_400_not_500(api: Any, staff: Any, m
     assert response.status_code == 400
     assert "NUL character" in response.json()["detail"]  # refused by the JSON parser, for every endpoint
     assert Item.objects.filter(campaign=campaign).count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("form_format", ["multipart", "urlencoded"])
+def test_form_bodies_with_a_nul_character_are_400_not_500(api: Any, staff: Any, form_format: str) -> None:
+    # Schemathesis found it: a multipart generation-job body with a NUL in a field failed with a 500.
+    body = {"models": "tiny\x00", "prompts": "x"}
+    client = api(staff)
+    if form_format == "multipart":
+        response = client.post("/api/v1/generation-jobs/", body, format="multipart")
+    else:
+        from urllib.parse import urlencode
+
+        response = client.post(
+            "/api/v1/generation-jobs/", urlencode(body), content_type="application/x-www-form-urlencoded"
+        )
+    assert response.status_code == 400
+    assert "NUL character" in response.json()["detail"]

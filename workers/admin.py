@@ -123,3 +123,41 @@ class GenerationOutputAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: GenerationOutput | None = None) -> bool:
         return False
+
+
+# LLM judge jobs (workers/judging.py); imported here so the block above stays as it was.
+from workers.models import JudgeCall, JudgeJob  # noqa: E402
+
+
+@admin.register(JudgeJob)
+class JudgeJobAdmin(JobAdmin):
+    setting_fields = [
+        "campaign",
+        "model",
+        "config",
+        "queue",
+        "batch_size",
+        "route_when_done",
+        "items_judged",
+        "items_failed",
+    ]
+    list_display = [*JobAdmin.list_display, "model", "campaign"]
+    raw_id_fields = ["campaign", "model"]  # `items` left out: too many to render
+
+
+@admin.register(JudgeCall)
+class JudgeCallAdmin(admin.ModelAdmin):
+    """Read-only audit trail of every judge request."""
+
+    list_display = ["id", "job", "item", "call_index", "order", "parsed", "model_label", "latency_ms", "created_at"]
+    list_filter = ["parsed", "kind"]
+    raw_id_fields = ["job", "item"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: JudgeCall | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: JudgeCall | None = None) -> bool:
+        return False

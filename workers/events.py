@@ -14,6 +14,10 @@ logger = logging.getLogger(__name__)
 
 
 def job_kind(job: Job) -> str:
+    from models_hub.models import TrainingRun
+
+    if isinstance(job, TrainingRun):
+        return "training"
     return "generation" if isinstance(job, GenerationJob) else "scoring"
 
 

@@ -10,11 +10,20 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from annotations.models import Campaign, Prompt, Response
+from annotations.models import Campaign, Item, Prompt, Response
 from models_hub.models import Model
 from prefarena.jobmodel import TERMINAL_STATUSES, Job, JobStatus
 
-__all__ = ["TERMINAL_STATUSES", "GenerationJob", "GenerationOutput", "Job", "JobStatus", "ScoringJob"]
+__all__ = [
+    "TERMINAL_STATUSES",
+    "GenerationJob",
+    "GenerationOutput",
+    "Job",
+    "JobStatus",
+    "JudgeCall",
+    "JudgeJob",
+    "ScoringJob",
+]
 
 
 class GenerationJob(Job):
@@ -100,3 +109,57 @@ class ScoringJob(Job):
 
     def __str__(self) -> str:
         return f"scoring job #{self.pk} ({self.status})"
+
+
+class JudgeJob(Job):
+    """Items of a campaign × one judge model → LLM judgments (`Judgment(source=llm)`) and JudgeCall rows.
+
+    Runs on the `gpu` queue for local checkpoints and on `default` for HTTP endpoints. Results are keyed
+    by (job, item, call_index) on JudgeCall, written with the item's judgment in one transaction, so a
+    re-run skips judged items and a duplicate runner stops at the unique key.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judge_jobs")
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="judge_jobs")
+    items = models.ManyToManyField(Item, related_name="judge_jobs")
+    config = models.JSONField(default=dict, blank=True, help_text="JudgeConfig fields used (templates included)")
+    queue = models.CharField(max_length=16, default="gpu")
+    batch_size = models.PositiveSmallIntegerField(default=8)
+    route_when_done = models.BooleanField(default=True, help_text="Route the campaign's judged items afterwards")
+    items_judged = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0, help_text="Items whose verdict could not be parsed")
+
+    def __str__(self) -> str:
+        return f"judge job #{self.pk} ({self.status})"
+
+
+class JudgeCall(models.Model):
+    """One request to a judge, kept for audit: prompt hash, raw output, parsed verdict, tokens, latency."""
+
+    job = models.ForeignKey(JudgeJob, on_delete=models.CASCADE, related_name="calls")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judge_calls")
+    call_index = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=12)  # pairwise | rating
+    order = models.CharField(max_length=100, blank=True, help_text="ab / ba (pairwise), aspect (rating)")
+    positions = models.JSONField(default=list, help_text="Canonical response positions judged, in shown order")
+    prompt_hash = models.CharField(max_length=64)
+    raw_output = models.TextField(blank=True)
+    parsed = models.CharField(max_length=16, help_text="Verdict label in shown order, or 'error'")
+    distribution = models.JSONField(default=dict, blank=True)
+    distribution_source = models.CharField(max_length=12, blank=True)  # logprobs | samples | single | none
+    model_label = models.CharField(max_length=200)
+    params = models.JSONField(default=dict, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "item", "call_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "item", "call_index"], name="judge_call_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"judge call {self.call_index} of job {self.job_id} on item {self.item_id}"

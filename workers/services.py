@@ -165,6 +165,12 @@ def jobs_reap() -> dict[str, list[int]]:
                 _enqueue_on_commit(job)
         report[f"{model.__name__}.requeued"] = requeued
         report[f"{model.__name__}.failed"] = failed
+    from workers import judging  # judging imports this module's tasks; import here to avoid a cycle
+
+    report.update(judging.judge_jobs_reap())
+    from workers import training  # training imports runners, which import this module
+
+    report.update(training.training_runs_reap())
     return report
 
 

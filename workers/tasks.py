@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.conf import settings
 
-from workers import arena_runner, runners, services
+from workers import arena_runner, judging, runners, services
 from workers.models import GenerationJob, ScoringJob
 
 GPU_TASK_OPTIONS = {
@@ -45,7 +45,39 @@ def battle_generate(self: Task, battle_id: int) -> None:
     arena_runner.battle_generate_run(battle_id)
 
 
+@shared_task(name="workers.tasks.judge_job_run", **GPU_TASK_OPTIONS)
+def judge_job_run(self: Task, job_id: int) -> None:
+    """Run (or resume) an LLM judge job; enqueued on `gpu` (local model) or `default` (endpoint)."""
+    retry_in = judging.judge_job_run(job_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in, queue=judging.judge_job_queue(job_id))
+
+
+@shared_task(name="workers.tasks.campaign_route")
+def campaign_route(campaign_id: int) -> dict:
+    """Route a campaign's judged items between auto-labels and the human queue (default queue)."""
+    return judging.campaign_route_after_judges(campaign_id)
+
+
 @shared_task(name="workers.tasks.jobs_reap")
 def jobs_reap() -> dict[str, list[int]]:
     """Requeue or fail jobs whose worker stopped renewing its lease."""
     return services.jobs_reap()
+
+
+@shared_task(name="workers.tasks.training_run_execute", **GPU_TASK_OPTIONS)
+def training_run_execute(self: Task, run_id: int) -> None:
+    """Run (or resume) a training run: train, write atomically, evaluate, register the version."""
+    from workers import training  # training imports runners; kept out of the module import block (append-only)
+
+    retry_in = training.training_run_execute(run_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(name="workers.tasks.retrain_policies_check")
+def retrain_policies_check() -> list[int]:
+    """Fire due retraining policies (beat, default queue); returns the queued run ids."""
+    from workers import training
+
+    return training.retrain_policies_check()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, register_converter
 
-from workers import views
+from workers import training_views, views
 
 
 class JobKindConverter:
@@ -26,4 +26,6 @@ urlpatterns = [
     path("<jobkind:kind>/<int:job_id>/", views.job_detail, name="job-detail"),
     path("<jobkind:kind>/<int:job_id>/progress.json", views.job_progress, name="job-progress"),
     path("<jobkind:kind>/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
+    path("training/<int:run_id>/", training_views.training_run_detail, name="training-run-detail"),
+    path("training/<int:run_id>/progress.json", training_views.training_run_progress, name="training-run-progress"),
 ]

@@ -1,0 +1,352 @@
+"""Reading preferences for export: item bundles streamed in item order, with constant memory.
+
+Two `values_list()` queries ordered by item id are read side by side through server-side cursors
+(`.iterator(chunk_size=...)`): the filtered judgments joined with their item and prompt, and the items'
+responses. Grouping consecutive judgment rows by item gives one `ItemBundle` at a time, so an export of
+millions of judgments holds one item in memory (plus the driver's chunk). Callers that need both cursors
+to see one snapshot of the data run this inside a REPEATABLE READ transaction (`export_transaction`).
+
+Before the stream, `reliability_for` reads the directional votes of items with at least two votes (or a
+gold answer) to fit judge reliabilities (annotations/aggregation.py); that pass is O(such votes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, IntegerField, Q, QuerySet, Value
+
+from annotations.aggregation import (
+    PairwiseResolution,
+    RankingResolution,
+    Reliability,
+    Vote,
+    estimate_reliability,
+    pairwise_resolve,
+    ranking_resolve,
+    ratings_resolve,
+)
+from annotations.export.filters import ExportFilters, ExportOptions
+from annotations.models import Campaign, Item, ItemResponse, Judgment
+
+CHUNK_SIZE = 5000
+
+# Columns of a judgment row, in this order (tuple indexes below are the fast path of the stream).
+JUDGMENT_COLUMNS = (
+    "item_id",
+    "id",
+    "source",
+    "annotator_id",
+    "judge_name",
+    "choice",
+    "strength",
+    "ranking",
+    "cannot_rank",
+    "ratings",
+    "rationale",
+    "edited_answer",
+    "confidence",
+    "presented_order",
+    "guideline_version",
+    "time_spent_ms",
+    "created_at",
+    "item__campaign_id",
+    "item__prompt__content",
+    "item__meta",
+    "item__is_gold",
+)
+(
+    J_ITEM,
+    J_ID,
+    J_SOURCE,
+    J_ANNOTATOR,
+    J_JUDGE_NAME,
+    J_CHOICE,
+    J_STRENGTH,
+    J_RANKING,
+    J_CANNOT_RANK,
+    J_RATINGS,
+    J_RATIONALE,
+    J_EDITED,
+    J_CONFIDENCE,
+    J_PRESENTED,
+    J_GUIDELINE,
+    J_TIME,
+    J_CREATED,
+    J_CAMPAIGN,
+    J_PROMPT,
+    J_META,
+    J_IS_GOLD,
+) = range(len(JUDGMENT_COLUMNS))
+
+
+def judge_key(source: str, annotator_id: int | None, judge_name: str) -> str:
+    """Who made a judgment: one key per human annotator, per LLM/reward judge, per arena voter."""
+    if annotator_id is not None:
+        return f"user:{annotator_id}"
+    return f"{source}:{judge_name}"
+
+
+def pseudonym(key: str) -> str:
+    """A stable pseudonym (keyed by SECRET_KEY) that never reveals a username or e-mail address."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), key.encode(), hashlib.sha256).hexdigest()
+    return f"judge-{digest[:16]}"
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    name: str
+    kind: str
+    aspects: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ItemBundle:
+    """One item with its responses (text, model) by position and its judgments (JUDGMENT_COLUMNS tuples)."""
+
+    item_id: int
+    campaign: CampaignInfo
+    prompt: Any
+    meta: dict[str, Any]
+    is_gold: bool
+    responses: list[tuple[str, str]]
+    judgments: list[tuple[Any, ...]]
+
+
+@dataclass(slots=True)
+class ItemSummary:
+    """The item's resolved labels; `agreement`/`margin` are what the item filters compare (None: n/a)."""
+
+    pairwise: PairwiseResolution | None = None
+    ranking: RankingResolution | None = None
+    ratings: list[dict[str, Any]] | None = None
+    source: str = ""
+    agreement: float | None = None
+    margin: float | None = None
+
+
+@contextmanager
+def export_transaction() -> Iterator[None]:
+    """One transaction for the whole read: named cursors without WITH HOLD, and (PostgreSQL) one snapshot."""
+    outermost = not connection.in_atomic_block  # a caller's transaction (a test's) keeps its own isolation
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
+def judgments_queryset(filters: ExportFilters) -> QuerySet[Judgment]:
+    """Judgments matching the filters' SQL part; flagged arena votes are never exported."""
+    judgments = Judgment.objects.all()
+    if filters.campaigns:
+        judgments = judgments.filter(item__campaign_id__in=filters.campaigns)
+    if filters.sources:
+        judgments = judgments.filter(source__in=filters.sources)
+    if filters.created_after:
+        judgments = judgments.filter(created_at__gte=filters.created_after)
+    if filters.created_before:
+        judgments = judgments.filter(created_at__lt=filters.created_before)
+    if filters.guideline_version is not None:
+        judgments = judgments.filter(guideline_version=filters.guideline_version)
+    return judgments.exclude(item__meta__has_key="arena_excluded")
+
+
+def campaign_infos(filters: ExportFilters) -> dict[int, CampaignInfo]:
+    campaigns = Campaign.objects.all()
+    if filters.campaigns:
+        campaigns = campaigns.filter(pk__in=filters.campaigns)
+    return {
+        pk: CampaignInfo(name=name, kind=kind, aspects=tuple(a.get("name", "") for a in (aspects or [])))
+        for pk, name, kind, aspects in campaigns.values_list("pk", "name", "kind", "aspects")
+    }
+
+
+def reliability_for(filters: ExportFilters) -> Reliability:
+    """Judge reliabilities fitted on the selected campaigns' directional votes (all sources and dates)."""
+    votes = judgments_queryset(ExportFilters(campaigns=filters.campaigns)).filter(choice__in=["a", "b"]).order_by()
+    shared = votes.values("item_id").annotate(n=Count("id")).filter(n__gte=2).values("item_id")
+    rows = votes.filter(Q(item_id__in=shared) | Q(item__is_gold=True)).values_list(
+        "item_id", "source", "annotator_id", "judge_name", "choice"
+    )
+    stream = (
+        Vote(item=item, judge=judge_key(source, annotator, name), choice=choice)
+        for item, source, annotator, name, choice in rows.iterator(chunk_size=CHUNK_SIZE)
+    )
+    gold_rows = Item.objects.filter(is_gold=True, id__in=votes.values("item_id")).values_list("id", "gold_answer")
+    gold = {pk: (answer or {}).get("choice", "") for pk, answer in gold_rows if isinstance(answer, dict)}
+    return estimate_reliability(stream, gold)
+
+
+JSON_COLUMNS = {"ranking", "ratings", "presented_order", "item__prompt__content", "item__meta"}
+_loads = json.loads
+
+
+def raw_rows(queryset: QuerySet[Any], json_columns: Iterable[int] = ()) -> Iterator[tuple[Any, ...]]:
+    """Rows of a values_list() queryset read through a server-side cursor, without Django's per-value converters.
+
+    The hot loop of a large export: Django's JSONField converter and result iterator cost more than the query.
+    JSON columns (given by index) arrive as text and are decoded here; everything else is as the driver gives it.
+    """
+    sql, params = queryset.query.sql_with_params()
+    decode = tuple(json_columns)
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while True:
+            chunk = cursor.fetchmany(CHUNK_SIZE)
+            if not chunk:
+                return
+            if not decode:
+                yield from chunk
+                continue
+            for row in chunk:
+                values = list(row)
+                for index in decode:
+                    value = values[index]
+                    if isinstance(value, str):
+                        values[index] = {} if value == "{}" else _loads(value)
+                yield values
+
+
+# Columns only some formats read; the others are selected as NULL (no transfer, no decoding).
+COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
+    "ratings": ("ratings", "rationale"),
+    "created": ("created_at",),
+    "details": (
+        "strength",
+        "edited_answer",
+        "confidence",
+        "presented_order",
+        "guideline_version",
+        "time_spent_ms",
+        "item__is_gold",
+    ),
+}
+FORMAT_NEEDS: dict[str, frozenset[str]] = {
+    "pairwise": frozenset(),
+    "kto": frozenset(),
+    "ranking": frozenset(),
+    "ratings": frozenset({"ratings"}),
+    "arena": frozenset({"created"}),
+    "raw": frozenset({"ratings", "created", "details"}),
+}
+
+
+def judgment_columns(needs: frozenset[str]) -> list[Any]:
+    optional = {column for group, columns in COLUMN_GROUPS.items() if group not in needs for column in columns}
+    return [Value(None, output_field=IntegerField()) if column in optional else column for column in JUDGMENT_COLUMNS]
+
+
+def bundles(
+    filters: ExportFilters, campaigns: dict[int, CampaignInfo], needs: frozenset[str] | None = None
+) -> Iterator[ItemBundle]:
+    """Items with their responses and (filtered) judgments, in item id order; call inside export_transaction.
+
+    `needs` names the optional column groups to read (COLUMN_GROUPS); None reads every column.
+    """
+    judgments = judgments_queryset(filters)
+    columns = judgment_columns(frozenset(COLUMN_GROUPS) if needs is None else needs)
+    rows = judgments.order_by("item_id", "id").values_list(*columns)
+    responses = (
+        ItemResponse.objects.filter(item_id__in=judgments.values("item_id"))
+        .order_by("item_id", "position")
+        .values_list("item_id", "response__text", "response__model_name")
+    )
+    response_groups = groupby(raw_rows(responses), key=itemgetter(0))
+    pending_item, pending_responses = -1, []
+    json_columns = [n for n, column in enumerate(columns) if column in JSON_COLUMNS]
+    for item_id, group in groupby(raw_rows(rows, json_columns), key=itemgetter(J_ITEM)):
+        item_judgments = list(group)
+        # Both streams walk the same item ids in the same order; skip ahead to this item's responses.
+        while pending_item < item_id:
+            try:
+                pending_item, grouped = next(response_groups)
+            except StopIteration:
+                pending_item, grouped = 1 << 62, iter(())
+            pending_responses = [(text, model) for _, text, model in grouped]
+        first = item_judgments[0]
+        info = campaigns.get(first[J_CAMPAIGN])
+        if info is None:  # a campaign created after the names were read
+            info = CampaignInfo(name=str(first[J_CAMPAIGN]), kind="pairwise", aspects=())
+        yield ItemBundle(
+            item_id=item_id,
+            campaign=info,
+            prompt=first[J_PROMPT],
+            meta=first[J_META] or {},
+            is_gold=bool(first[J_IS_GOLD]),
+            responses=pending_responses if pending_item == item_id else [],
+            judgments=item_judgments,
+        )
+
+
+def summarise(
+    bundle: ItemBundle, options: ExportOptions, reliability: Reliability, flagged: set[str]
+) -> ItemSummary | None:
+    """Resolve the item's labels; drops judgments of flagged judges; None when nothing is left."""
+    judgments = bundle.judgments
+    # Judge keys only matter when some judge has a measured reliability or is flagged (cheap path otherwise).
+    if flagged or reliability.reliability:
+        keys = [judge_key(j[J_SOURCE], j[J_ANNOTATOR], j[J_JUDGE_NAME]) for j in judgments]
+    else:
+        keys = [""] * len(judgments)
+    if flagged:
+        kept = [(j, k) for j, k in zip(judgments, keys, strict=True) if k not in flagged]
+        if not kept:
+            return None
+        if len(kept) != len(judgments):
+            judgments = bundle.judgments = [j for j, _ in kept]
+            keys = [k for _, k in kept]
+    summary = ItemSummary()
+    sources = {j[J_SOURCE] for j in judgments}
+    summary.source = next(iter(sources)) if len(sources) == 1 else "+".join(sorted(sources))
+    n = len(bundle.responses)
+    votes = [(key, j[J_CHOICE]) for j, key in zip(judgments, keys, strict=True) if j[J_CHOICE]]
+    if votes and n == 2:
+        resolution = pairwise_resolve(votes, reliability if options.weighting == "reliability" else None)
+        if options.weighting == "majority":
+            majority = resolution.majority
+            resolution = PairwiseResolution(
+                label=majority,
+                majority=majority,
+                p_a=resolution.p_a,
+                margin=resolution.margin,
+                agreement=resolution.counts.get(majority, 0) / resolution.n_judgments,
+                n_judgments=resolution.n_judgments,
+                counts=resolution.counts,
+            )
+        summary.pairwise = resolution
+        summary.agreement, summary.margin = resolution.agreement, resolution.margin
+    rankings = [j[J_RANKING] for j in judgments if j[J_RANKING] and not j[J_CANNOT_RANK]]
+    if rankings and n >= 2:
+        resolution_r = ranking_resolve(rankings, n)
+        summary.ranking = resolution_r
+        top = resolution_r.groups[0][0]
+        second = resolution_r.groups[1][0] if len(resolution_r.groups) > 1 else None
+        summary.agreement = resolution_r.agreement
+        summary.margin = abs(2.0 * resolution_r.p_better(top, second) - 1.0) if second is not None else 0.0
+    ratings = [j[J_RATINGS] for j in judgments if j[J_RATINGS]]
+    if ratings and n:
+        summary.ratings = ratings_resolve(ratings, n, bundle.campaign.aspects or tuple(sorted(ratings[0])))
+    return summary
+
+
+def summary_passes(summary: ItemSummary, filters: ExportFilters) -> bool:
+    agreement, margin = summary.agreement, summary.margin
+    if filters.min_agreement is not None and agreement is not None and agreement < filters.min_agreement:
+        return False
+    return not (filters.min_margin is not None and margin is not None and margin < filters.min_margin)
+
+
+def items_estimate(filters: ExportFilters) -> int:
+    """Items the export will read (before per-item filters): the progress total."""
+    return judgments_queryset(filters).values("item_id").distinct().count()

@@ -1,0 +1,188 @@
+"""Running an export: one pass over item bundles feeding JSONL streams, JSONL files and Parquet files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from annotations.export.filters import ExportFilters, ExportOptions
+from annotations.export.formats import BUILDERS, Row, arrow_schema
+from annotations.export.source import (
+    FORMAT_NEEDS,
+    J_SOURCE,
+    ItemBundle,
+    ItemSummary,
+    bundles,
+    campaign_infos,
+    export_transaction,
+    reliability_for,
+    summarise,
+    summary_passes,
+)
+
+# Rows per yielded chunk of the live stream, and per Parquet row group batch.
+STREAM_ROWS_PER_CHUNK = 1000
+PARQUET_BATCH_ROWS = 5000
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+encode_row: Callable[[Row], str] = _ENCODER.encode
+
+
+class ExportRun:
+    """The item-level part of an export: reliabilities, flagged judges, per-item filters, statistics."""
+
+    def __init__(self, filters: ExportFilters, options: ExportOptions) -> None:
+        self.filters, self.options = filters, options
+        self.campaigns = campaign_infos(filters)
+        self.reliability = reliability_for(filters)
+        self.flagged = (
+            self.reliability.flagged(threshold=options.flag_threshold, min_evidence=options.flag_min_evidence)
+            if filters.exclude_flagged
+            else set()
+        )
+        self.items_read = 0
+        self.items_kept = 0
+        self.judgments_by_source: Counter[str] = Counter()
+        self.agreement_sum = 0.0
+        self.agreement_n = 0
+        self.margin_sum = 0.0
+        self.margin_n = 0
+
+    def items(
+        self, formats: Iterable[str], on_item: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[ItemBundle, ItemSummary]]:
+        """Bundles that pass every filter, with their summaries; `on_item(items_read)` after each read."""
+        needs = frozenset().union(*(FORMAT_NEEDS[fmt] for fmt in formats))
+        for bundle in bundles(self.filters, self.campaigns, needs):
+            self.items_read += 1
+            summary = summarise(bundle, self.options, self.reliability, self.flagged)
+            if on_item is not None:
+                on_item(self.items_read)
+            if summary is None or not summary_passes(summary, self.filters):
+                continue
+            self.items_kept += 1
+            for judgment in bundle.judgments:
+                self.judgments_by_source[judgment[J_SOURCE]] += 1
+            if summary.agreement is not None:
+                self.agreement_sum += summary.agreement
+                self.agreement_n += 1
+            if summary.margin is not None:
+                self.margin_sum += summary.margin
+                self.margin_n += 1
+            yield bundle, summary
+
+    def stats(self) -> dict[str, Any]:
+        measured = {k: v for k, v in self.reliability.reliability.items() if self.reliability.evidence.get(k)}
+        return {
+            "items_read": self.items_read,
+            "items_exported": self.items_kept,
+            "judgments": sum(self.judgments_by_source.values()),
+            "mean_agreement": self.agreement_sum / self.agreement_n if self.agreement_n else None,
+            "mean_margin": self.margin_sum / self.margin_n if self.margin_n else None,
+            "judges_measured": len(measured),
+            "mean_judge_reliability": sum(measured.values()) / len(measured) if measured else None,
+            "judges_flagged": len(self.flagged),
+        }
+
+
+def stream_jsonl(
+    fmt: str, filters: ExportFilters, options: ExportOptions, *, rows_per_chunk: int = STREAM_ROWS_PER_CHUNK
+) -> Iterator[bytes]:
+    """JSONL of one format, in chunks of ~rows_per_chunk lines; one transaction, server-side cursors."""
+    builder = BUILDERS[fmt]
+    with export_transaction():
+        run = ExportRun(filters, options)
+        lines: list[str] = []
+        for bundle, summary in run.items([fmt]):
+            for row in builder(bundle, summary, options):
+                lines.append(encode_row(row))
+            if len(lines) >= rows_per_chunk:
+                lines.append("")
+                yield "\n".join(lines).encode()
+                lines = []
+        if lines:
+            lines.append("")
+            yield "\n".join(lines).encode()
+
+
+class ParquetSink:
+    """Rows of one format appended in batches to a Parquet file with the format's fixed schema."""
+
+    def __init__(self, path: Path, fmt: str, options: ExportOptions) -> None:
+        import pyarrow.parquet as pq
+
+        self.schema = arrow_schema(fmt, options)
+        self.writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
+        self.batch: list[Row] = []
+
+    def add(self, rows: list[Row]) -> None:
+        self.batch.extend(rows)
+        if len(self.batch) >= PARQUET_BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.batch:
+            self.writer.write_table(pa.Table.from_pylist(self.batch, schema=self.schema))
+            self.batch = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+class JsonlSink:
+    def __init__(self, path: Path) -> None:
+        self.handle: IO[str] = path.open("w", encoding="utf-8", newline="\n")
+
+    def add(self, rows: list[Row]) -> None:
+        for row in rows:
+            self.handle.write(encode_row(row))
+            self.handle.write("\n")
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_files(
+    outputs: dict[str, list[Path]],
+    filters: ExportFilters,
+    options: ExportOptions,
+    *,
+    on_item: Callable[[int], None] | None = None,
+) -> tuple[dict[str, int], ExportRun]:
+    """Write every format of `outputs` ({format: [paths ending .jsonl or .parquet]}) in one pass.
+
+    Returns rows per format and the run (statistics). Paths are created or truncated.
+    """
+    sinks: dict[str, list[Any]] = {}
+    for fmt, paths in outputs.items():
+        sinks[fmt] = [ParquetSink(p, fmt, options) if p.suffix == ".parquet" else JsonlSink(p) for p in paths]
+    rows: Counter[str] = Counter({fmt: 0 for fmt in outputs})
+    try:
+        with export_transaction():
+            run = ExportRun(filters, options)
+            for bundle, summary in run.items(outputs, on_item):
+                for fmt, fmt_sinks in sinks.items():
+                    built = BUILDERS[fmt](bundle, summary, options)
+                    if built:
+                        rows[fmt] += len(built)
+                        for sink in fmt_sinks:
+                            sink.add(built)
+    finally:
+        for fmt_sinks in sinks.values():
+            for sink in fmt_sinks:
+                sink.close()
+    return dict(rows), run

@@ -1,0 +1,401 @@
+"""Dataset snapshots: preferences frozen by filters into files, built once by a `default`-queue job.
+
+Protocol (ARCHITECTURE.md, "Dataset snapshots"):
+- `snapshot_create` validates filters/formats/options, stores a queued `DatasetSnapshot` and enqueues
+  `annotations.tasks.snapshot_build` on commit.
+- `snapshot_build` claims the row (workers/jobs.py: conditional UPDATE, lease kept by a LeaseKeeper
+  thread), writes every format as JSONL and Parquet plus a README.md card into a temporary folder beside
+  the final one, makes the files read-only, renames the folder to `<PREFARENA_SNAPSHOT_DIR>/<id>`
+  (atomic on one file system) and records files, row counts and the content hash in the transaction that
+  marks the job succeeded. A re-delivered or re-run task finds the job terminal and does nothing.
+- Once succeeded a snapshot is immutable: `snapshot_update` refuses every change (409).
+
+The export reads inside one REPEATABLE READ transaction, so progress is written by a separate thread
+with its own connection (`_ProgressReporter`), which also notices cancellation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from annotations import selectors, webhooks
+from annotations.export import (
+    FILE_EXTENSIONS,
+    ExportFilters,
+    ExportRun,
+    export_files,
+    file_sha256,
+    filters_parse,
+    formats_parse,
+    options_parse,
+)
+from annotations.export.source import items_estimate
+from annotations.models import Campaign
+from models_hub.models import DatasetSnapshot, WebhookEvent
+from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
+from prefarena.jobmodel import JobStatus
+from workers.jobs import ClaimRefused, LeaseKeeper, LeaseLost, attempt_id, job_claim, job_finish
+
+logger = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 1.0
+
+
+class SnapshotCancelled(Exception):
+    """Cancellation was requested while the snapshot was being written."""
+
+
+# --- paths -------------------------------------------------------------------------------------------
+def snapshot_dir(snapshot: DatasetSnapshot | int) -> Path:
+    """The folder fixed by the snapshot id."""
+    pk = snapshot if isinstance(snapshot, int) else snapshot.pk
+    return Path(settings.PREFARENA_SNAPSHOT_DIR) / str(pk)
+
+
+def snapshot_file_path(snapshot: DatasetSnapshot, fmt: str, ext: str = "jsonl") -> Path:
+    """Path of one written file of a snapshot, e.g. (snap, "pairwise", "parquet") -> .../<id>/pairwise.parquet."""
+    if fmt not in (snapshot.formats or []):
+        raise NotFound(f"Snapshot {snapshot.pk} has no {fmt!r} export (formats: {', '.join(snapshot.formats)})")
+    if ext not in FILE_EXTENSIONS:
+        raise NotFound(f"Unknown file type {ext!r} (known: {', '.join(FILE_EXTENSIONS)})")
+    return snapshot_dir(snapshot) / f"{fmt}.{ext}"
+
+
+# --- access ------------------------------------------------------------------------------------------
+def export_campaigns_for_user(user: AbstractBaseUser, campaign_ids: tuple[int, ...]) -> tuple[int, ...]:
+    """The campaigns `user` may export: staff any (empty = all); others only campaigns they manage.
+
+    A campaign the user cannot see is 404; one they only annotate is 403 (exports hold everyone's
+    judgments, which annotators may not read). Empty for a non-staff user means "all I manage".
+    """
+    if user.is_staff:
+        missing = set(campaign_ids) - set(Campaign.objects.filter(pk__in=campaign_ids).values_list("pk", flat=True))
+        if missing:
+            raise InvalidInput(
+                f"campaigns: no campaign {min(missing)}", fields={"campaigns": [f"no campaign {min(missing)}"]}
+            )
+        return campaign_ids
+    if not campaign_ids:
+        managed = selectors.campaign_list_for_user(user).filter(memberships__user=user, memberships__role="manager")
+        ids = tuple(sorted(set(managed.values_list("pk", flat=True))))
+        if not ids:
+            raise PermissionDeniedError("Exports need campaigns you manage; you manage none")
+        return ids
+    for campaign_id in campaign_ids:
+        campaign = selectors.campaign_get_for_user(user, campaign_id)
+        if not selectors.campaign_user_can_manage(user, campaign):
+            raise PermissionDeniedError(f"Only managers and staff can export campaign {campaign_id}")
+    return campaign_ids
+
+
+def _user_can_read(user: AbstractBaseUser, snapshot_campaigns: list[int], managed: set[int]) -> bool:
+    return bool(snapshot_campaigns) and set(snapshot_campaigns) <= managed
+
+
+def snapshot_list_for_user(user: AbstractBaseUser) -> QuerySet[DatasetSnapshot]:
+    """Staff see all; others the snapshots whose every campaign they manage (a snapshot of all campaigns: staff)."""
+    snapshots = DatasetSnapshot.objects.select_related("created_by")
+    if user.is_staff:
+        return snapshots
+    managed = set(
+        selectors.campaign_list_for_user(user)
+        .filter(memberships__user=user, memberships__role="manager")
+        .values_list("pk", flat=True)
+    )
+    visible = [
+        pk
+        for pk, filters in DatasetSnapshot.objects.values_list("pk", "filters")
+        if _user_can_read(user, list((filters or {}).get("campaigns") or []), managed)
+    ]
+    return snapshots.filter(pk__in=visible)
+
+
+def snapshot_get_for_user(user: AbstractBaseUser, snapshot_id: Any) -> DatasetSnapshot:
+    try:
+        return snapshot_list_for_user(user).get(pk=int(snapshot_id))
+    except (DatasetSnapshot.DoesNotExist, TypeError, ValueError) as exc:
+        raise NotFound("Dataset snapshot not found") from exc
+
+
+# --- services ----------------------------------------------------------------------------------------
+@transaction.atomic
+def snapshot_create(
+    *,
+    name: str,
+    filters: dict[str, Any],
+    formats: list[str],
+    options: dict[str, Any],
+    license: str = "",  # noqa: A002 - the field's name
+    created_by: AbstractBaseUser | None = None,
+    description: str = "",
+) -> DatasetSnapshot:
+    """Validate and store a queued snapshot; its build is enqueued when the transaction commits."""
+    if not name or not name.strip():
+        raise InvalidInput("name: give the snapshot a name", fields={"name": ["required"]})
+    parsed_filters = filters_parse(filters)
+    parsed_options = options_parse(options)
+    parsed_formats = formats_parse(formats)
+    known = set(Campaign.objects.filter(pk__in=parsed_filters.campaigns).values_list("pk", flat=True))
+    missing = sorted(set(parsed_filters.campaigns) - known)
+    if missing:
+        raise InvalidInput(f"campaigns: no campaign {missing[0]}", fields={"campaigns": [f"no campaign {missing[0]}"]})
+    snapshot = DatasetSnapshot.objects.create(
+        name=name.strip()[:200],
+        description=description,
+        license=license[:100],
+        filters=parsed_filters.as_json(),
+        formats=list(parsed_formats),
+        options=parsed_options.as_json(),
+        progress_total=items_estimate(parsed_filters),
+        enqueued_at=timezone.now(),
+        created_by=created_by,
+    )
+    snapshot.directory = str(snapshot_dir(snapshot))
+    snapshot.save(update_fields=["directory"])
+    snapshot_id = snapshot.pk
+    transaction.on_commit(lambda: _enqueue_build(snapshot_id))
+    return snapshot
+
+
+def _enqueue_build(snapshot_id: int) -> None:
+    from annotations.tasks import snapshot_build as snapshot_build_task  # tasks imports this module
+
+    snapshot_build_task.delay(snapshot_id)
+
+
+def snapshot_update(*, snapshot: DatasetSnapshot, **changes: Any) -> DatasetSnapshot:
+    """Snapshots are immutable: files, filters and figures never change once written (409)."""
+    raise Conflict(f"Dataset snapshot {snapshot.pk} is immutable; create a new snapshot instead")
+
+
+# --- the build ---------------------------------------------------------------------------------------
+def snapshot_group(snapshot_id: int) -> str:
+    return f"job-snapshot-{snapshot_id}"
+
+
+def snapshot_progress_broadcast(snapshot_id: int) -> None:
+    """Send the snapshot's progress to its channel group (same message shape as workers/events.py)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    row = (
+        DatasetSnapshot.objects.filter(pk=snapshot_id)
+        .values("status", "progress_done", "progress_total", "metrics", "error", "attempts", "max_attempts")
+        .first()
+    )
+    try:
+        message = {"type": "job.progress", "job": {"id": snapshot_id, "kind": "snapshot", **(row or {})}}
+        async_to_sync(layer.group_send)(snapshot_group(snapshot_id), message)
+    except Exception:  # the snapshot is what matters; a missed live update is cosmetic
+        logger.warning("progress broadcast for snapshot %s failed", snapshot_id, exc_info=True)
+
+
+class _ProgressReporter(threading.Thread):
+    """Writes `done` to the job row every PROGRESS_INTERVAL_S from its own connection; notices cancellation."""
+
+    def __init__(self, snapshot: DatasetSnapshot) -> None:
+        super().__init__(name=f"snapshot-progress-{snapshot.pk}", daemon=True)
+        self.snapshot_id, self.worker = snapshot.pk, snapshot.worker
+        self.done = 0
+        self.cancelled = False
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(PROGRESS_INTERVAL_S):
+                self.report()
+        finally:
+            connection.close()
+
+    def report(self) -> None:
+        try:
+            owned = DatasetSnapshot.objects.filter(pk=self.snapshot_id, worker=self.worker, status=JobStatus.RUNNING)
+            owned.update(progress_done=self.done, heartbeat_at=timezone.now())
+            self.cancelled = bool(
+                DatasetSnapshot.objects.filter(pk=self.snapshot_id).values_list("cancel_requested", flat=True).first()
+            )
+            snapshot_progress_broadcast(self.snapshot_id)
+        except Exception:  # e.g. SQLite busy: progress is cosmetic, the build goes on
+            logger.warning("progress update of snapshot %s failed", self.snapshot_id, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)
+
+
+def _make_read_only(folder: Path) -> None:
+    for path in folder.iterdir():
+        path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+def _remove_tree(folder: Path) -> None:
+    if folder.exists():
+        for path in folder.iterdir():
+            path.chmod(stat.S_IWUSR | stat.S_IRUSR)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def content_hash(files: dict[str, dict[str, Any]]) -> str:
+    """sha256 over the data files' names and hashes (the README card, which holds a timestamp, is left out)."""
+    lines = "".join(f"{name} {meta['sha256']}\n" for name, meta in sorted(files.items()) if name != "README.md")
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def snapshot_build(snapshot_id: int) -> float | None:
+    """Build a queued snapshot (the task body). Returns seconds to retry after when another attempt holds it."""
+    claimed = job_claim(DatasetSnapshot, snapshot_id, attempt_id())
+    if isinstance(claimed, ClaimRefused):
+        logger.info("snapshot %s not built: %s", snapshot_id, claimed.reason)
+        return claimed.retry_in
+    snapshot = claimed
+    keeper, reporter = LeaseKeeper(snapshot), _ProgressReporter(snapshot)
+    keeper.start()
+    reporter.start()
+    final = snapshot_dir(snapshot)
+    scratch = final.parent / f".tmp-{snapshot.pk}-{uuid.uuid4().hex[:8]}"
+    try:
+        filters = filters_parse(snapshot.filters)
+        options = options_parse(snapshot.options)
+        formats = formats_parse(snapshot.formats)
+        scratch.mkdir(parents=True)
+        outputs = {fmt: [scratch / f"{fmt}.{ext}" for ext in FILE_EXTENSIONS] for fmt in formats}
+
+        def on_item(read: int) -> None:
+            reporter.done = read
+            if reporter.cancelled:
+                raise SnapshotCancelled
+            if keeper.lost:
+                raise LeaseLost(f"snapshot {snapshot.pk}: lease taken over")
+
+        rows, run = export_files(outputs, filters, options, on_item=on_item)
+        files: dict[str, dict[str, Any]] = {}
+        for fmt, paths in outputs.items():
+            for path in paths:
+                files[path.name] = {"rows": rows[fmt], "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        digest = content_hash(files)
+        card = scratch / "README.md"
+        card.write_text(dataset_card(snapshot, filters, rows, run, digest), encoding="utf-8")
+        files["README.md"] = {"rows": 0, "bytes": card.stat().st_size, "sha256": file_sha256(card)}
+        _make_read_only(scratch)
+        if final.exists():  # an earlier attempt renamed its folder and died before recording it
+            _remove_tree(final)
+        os.replace(scratch, final)
+        with transaction.atomic():
+            job_finish(
+                snapshot,
+                JobStatus.SUCCEEDED,
+                files=files,
+                row_counts=rows,
+                counts_by_source=dict(run.judgments_by_source),
+                stats=run.stats(),
+                content_hash=digest,
+                directory=str(final),
+                progress_done=run.items_read,
+                progress_total=run.items_read,
+            )
+            webhooks.webhook_emit(
+                event=WebhookEvent.SNAPSHOT_READY,
+                payload={
+                    "snapshot": snapshot.pk,
+                    "name": snapshot.name,
+                    "content_hash": digest,
+                    "row_counts": rows,
+                    "files": sorted(files),
+                    "campaigns": list(filters.campaigns),
+                },
+                campaign_ids=filters.campaigns,
+            )
+    except LeaseLost:
+        logger.warning("snapshot %s: lease lost, leaving it to the attempt that holds it", snapshot_id)
+        _remove_tree(scratch)
+    except SnapshotCancelled:
+        _remove_tree(scratch)
+        job_finish(snapshot, JobStatus.CANCELLED, error="cancelled while writing")
+    except Exception as exc:
+        logger.exception("snapshot %s failed", snapshot_id)
+        _remove_tree(scratch)
+        with contextlib.suppress(LeaseLost):
+            job_finish(snapshot, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        reporter.stop()
+        keeper.stop()
+        snapshot_progress_broadcast(snapshot_id)
+    return None
+
+
+def dataset_card(
+    snapshot: DatasetSnapshot, filters: ExportFilters, rows: dict[str, int], run: ExportRun, digest: str
+) -> str:
+    """The README.md written beside the files: what was selected, how many rows, agreement, license."""
+    stats = run.stats()
+    campaigns = ", ".join(f"{pk} ({info.name})" for pk, info in sorted(run.campaigns.items())) or "all"
+
+    def figure(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"# {snapshot.name}",
+        "",
+        snapshot.description or "Preference dataset exported from PrefArena.",
+        "",
+        f"- Snapshot id: {snapshot.pk}",
+        f"- Created: {timezone.now().isoformat()}",
+        f"- License: {snapshot.license or 'unspecified'}",
+        f"- Content hash (sha256 over data files): `{digest}`",
+        f"- Campaigns: {campaigns}",
+        "",
+        "## Files",
+        "",
+        "| format | rows | files |",
+        "|---|---|---|",
+        *(f"| {fmt} | {n} | `{fmt}.jsonl`, `{fmt}.parquet` |" for fmt, n in rows.items()),
+        "",
+        "## Judgments by source",
+        "",
+        "| source | judgments |",
+        "|---|---|",
+        *(f"| {source} | {n} |" for source, n in sorted(run.judgments_by_source.items())),
+        "",
+        "## Agreement",
+        "",
+        f"- Items read: {stats['items_read']}, exported: {stats['items_exported']}",
+        f"- Mean agreement with the resolved label: {figure(stats['mean_agreement'])}",
+        f"- Mean margin |2 P(chosen) - 1|: {figure(stats['mean_margin'])}",
+        f"- Judges with a measured reliability: {stats['judges_measured']}"
+        f" (mean {figure(stats['mean_judge_reliability'])}), flagged and left out: {stats['judges_flagged']}",
+        "",
+        "## Filters",
+        "",
+        "```json",
+        json.dumps(snapshot.filters, indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Options",
+        "",
+        "```json",
+        json.dumps(snapshot.options, indent=2, sort_keys=True),
+        "```",
+        "",
+        "Labels: pairwise labels are reliability-weighted (one-coin Dawid–Skene over judges), rankings are",
+        "resolved by a Bradley–Terry fit, ratings by per-aspect means with their spread. Annotators appear",
+        "only as stable pseudonyms.",
+        "",
+    ]
+    return "\n".join(lines)

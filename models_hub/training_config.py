@@ -1,0 +1,129 @@
+"""Hyperparameters of a training run: one dataclass, every field documented, validated before a run is queued.
+
+Pure Python (no Django, no torch): the web process validates with it and the gpu worker trains with it
+(`workers/ml/training.py`), so both read the same defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+METHODS = ("reward", "dpo", "ipo", "robust", "simpo", "orpo", "kto")
+# Methods that train a policy (causal LM) from preference pairs; `reward` trains a scalar-head model instead.
+POLICY_METHODS = ("dpo", "ipo", "robust", "simpo", "orpo", "kto")
+# Methods whose trainer compares against a frozen reference model (the base).
+REFERENCE_METHODS = ("dpo", "ipo", "robust", "kto")
+
+
+class TrainingConfigError(ValueError):
+    """A hyperparameter is out of range; `field` names it for the 400 answer."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What a run does and how. Defaults suit a 0.5–8B model on one GPU; the tiny test models need larger lr."""
+
+    method: str = "dpo"  # reward | dpo | ipo | robust | simpo | orpo | kto
+    learning_rate: float = 5e-6  # AdamW peak learning rate (DPO papers use 5e-7..5e-6 for full fine-tunes)
+    epochs: float = 1.0  # passes over the training pairs; ignored when max_steps > 0
+    max_steps: int = 0  # optimizer steps to run; 0 means "as many as `epochs` take"
+    batch_size: int = 8  # pairs (or KTO rows) per device per forward pass
+    gradient_accumulation_steps: int = 1  # forward passes per optimizer step (effective batch = product)
+    warmup_ratio: float = 0.1  # fraction of steps with a linear learning-rate warm-up
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping norm
+    max_length: int = 1024  # tokens of prompt + completion kept per row (longer rows are truncated)
+    beta: float = 0.1  # DPO family and KTO: strength of the pull toward the reference; SimPO/ORPO: reward scale
+    label_smoothing: float = 0.1  # robust DPO only: assumed probability a preference label is flipped, [0, 0.5)
+    simpo_gamma: float = 0.5  # SimPO only: target reward margin between chosen and rejected
+    kto_desirable_weight: float = 1.0  # KTO only: loss weight of desirable (label true) rows
+    kto_undesirable_weight: float = 1.0  # KTO only: loss weight of undesirable (label false) rows
+    lora: bool = False  # train a LoRA adapter (peft) and save it merged into the weights; else full fine-tune
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.05  # dropout on the LoRA branch
+    eval_fraction: float = 0.1  # share of the snapshot's pairs held out for evaluation (by prompt, never trained on)
+    eval_every: int = 0  # also score the held-out pairs every N steps for the live curves; 0 = only at the end
+    logging_steps: int = 1  # report loss / lr / throughput every N optimizer steps
+    seed: int = 0  # shuffling, held-out split and initialisation of new heads/adapters
+    precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# (low, high, inclusive-high) per numeric field; low is always inclusive unless noted in _STRICT_LOW.
+_RANGES: dict[str, tuple[float, float]] = {
+    "learning_rate": (0.0, 1.0),
+    "epochs": (0.0, 1000.0),
+    "max_steps": (0, 10_000_000),
+    "batch_size": (1, 4096),
+    "gradient_accumulation_steps": (1, 4096),
+    "warmup_ratio": (0.0, 1.0),
+    "weight_decay": (0.0, 1.0),
+    "max_grad_norm": (0.0, 1e6),
+    "max_length": (8, 1_000_000),
+    "beta": (0.0, 100.0),
+    "label_smoothing": (0.0, 0.5),
+    "simpo_gamma": (0.0, 100.0),
+    "kto_desirable_weight": (0.0, 1000.0),
+    "kto_undesirable_weight": (0.0, 1000.0),
+    "lora_r": (1, 4096),
+    "lora_alpha": (1, 1_000_000),
+    "lora_dropout": (0.0, 1.0),
+    "eval_fraction": (0.0, 0.9),
+    "eval_every": (0, 10_000_000),
+    "logging_steps": (1, 10_000_000),
+    "seed": (0, 2**31 - 1),
+}
+_STRICT_LOW = {"learning_rate", "beta", "max_grad_norm"}
+_STRICT_HIGH = {"label_smoothing", "lora_dropout"}
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def training_config_validate(method: str, hyperparameters: dict[str, Any] | None) -> TrainingConfig:
+    """A TrainingConfig from user input; TrainingConfigError names the first bad field."""
+    if method not in METHODS:
+        raise TrainingConfigError("method", f"must be one of {', '.join(METHODS)}")
+    data = dict(hyperparameters or {})
+    data.pop("method", None)
+    known = {f.name: f for f in fields(TrainingConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise TrainingConfigError(unknown[0], f"unknown hyperparameter (known: {', '.join(sorted(known))})")
+    defaults = TrainingConfig()
+    values: dict[str, Any] = {"method": method}
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TrainingConfigError(name, "must be true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TrainingConfigError(name, "must be an integer")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise TrainingConfigError(name, "must be a finite number")
+            value = float(value)
+        elif isinstance(default, str) and value not in PRECISIONS:  # precision is the only text field
+            raise TrainingConfigError(name, f"must be one of {', '.join(PRECISIONS)}")
+        if name in _RANGES:
+            low, high = _RANGES[name]
+            too_low = value <= low if name in _STRICT_LOW else value < low
+            too_high = value >= high if name in _STRICT_HIGH else value > high
+            if too_low or too_high:
+                lo = "(" if name in _STRICT_LOW else "["
+                hi = ")" if name in _STRICT_HIGH else "]"
+                raise TrainingConfigError(name, f"must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")
+        values[name] = value
+    config = TrainingConfig(**values)
+    if config.max_steps == 0 and config.epochs <= 0:
+        raise TrainingConfigError("epochs", "must be > 0 when max_steps is 0")
+    return config

@@ -1,0 +1,121 @@
+"""Retraining policies: fire exactly once per N new matching preferences, also when beat ticks race."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from models_hub import training as training_services
+from models_hub.models import DatasetSnapshot, Model, RetrainPolicy, TrainingRun
+from prefarena.errors import InvalidInput
+from prefarena.jobmodel import JobStatus
+from workers import training as worker_training
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def rows(n: int, start: int = 0) -> list[tuple[str, str, str]]:
+    return [(f"Question {i}?", f"Answer {i}. More.", f"Answer {i}.") for i in range(start, start + n)]
+
+
+def policy_for(campaign: Any, base: Model, **extra: Any) -> RetrainPolicy:
+    return training_services.retrain_policy_create(
+        name=f"retrain-{campaign.pk}",
+        base_model=base,
+        method="dpo",
+        trigger="every_n",
+        every_n=5,
+        snapshot_filters={"campaigns": [campaign.pk]},
+        hyperparameters={"max_steps": 2},
+        **extra,
+    )
+
+
+def racing_checks(threads: int = 2) -> list[list[int]]:
+    """Run `threads` beat ticks at the same moment, each on its own database connection."""
+    barrier = threading.Barrier(threads)
+    results: list[list[int]] = []
+
+    def tick() -> None:
+        try:
+            barrier.wait()
+            results.append(worker_training.retrain_policies_check())
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=tick) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=60)
+    return results
+
+
+def test_policy_fires_once_per_n_new_preferences_even_when_ticks_race(
+    pattern_campaign: Any, tiny_policy: Model
+) -> None:
+    # given a policy "every 5 new preferences of this campaign"
+    campaign = pattern_campaign(rows(4))
+    policy = policy_for(campaign, tiny_policy)
+    # when 4 preferences exist, nothing fires
+    assert worker_training.retrain_policies_check() == []
+    # when the 5th arrives and two beat ticks race
+    pattern_campaign(rows(1, start=4), campaign=campaign)
+    results = racing_checks(threads=3)
+    # then exactly one run (and one snapshot) was queued
+    assert sorted(len(r) for r in results) == [0, 0, 1]
+    run = TrainingRun.objects.get(policy=policy)
+    assert (run.status, run.trigger, run.method) == (JobStatus.QUEUED, "policy", "dpo")
+    assert DatasetSnapshot.objects.count() == 1 and run.snapshot.filters["campaigns"] == [campaign.pk]
+    policy.refresh_from_db()
+    assert policy.preferences_seen == 5 and policy.last_fired_at is not None
+    # and while that run is active, more preferences do not queue a second one
+    pattern_campaign(rows(5, start=5), campaign=campaign)
+    assert worker_training.retrain_policies_check() == []
+    # once it ended, the 5 new preferences fire the policy again, once
+    training_services.training_run_cancel(run)
+    assert len(worker_training.retrain_policies_check()) == 1
+    assert worker_training.retrain_policies_check() == []
+    assert TrainingRun.objects.filter(policy=policy).count() == 2
+
+
+def test_disabled_policy_never_fires(pattern_campaign: Any, tiny_policy: Model) -> None:
+    campaign = pattern_campaign(rows(6))
+    policy_for(campaign, tiny_policy, enabled=False)
+    assert worker_training.retrain_policies_check() == []
+
+
+def test_schedule_policy_fires_once_per_interval(pattern_campaign: Any, tiny_policy: Model) -> None:
+    campaign = pattern_campaign(rows(3))
+    policy = training_services.retrain_policy_create(
+        name="nightly",
+        base_model=tiny_policy,
+        method="ipo",
+        trigger="schedule",
+        interval_minutes=60,
+        snapshot_filters={"campaigns": [campaign.pk]},
+    )
+    assert sorted(len(r) for r in racing_checks(threads=2)) == [0, 1]
+    training_services.training_run_cancel(TrainingRun.objects.get(policy=policy))
+    assert worker_training.retrain_policies_check() == []  # not due again for an hour
+
+
+def test_policy_validation_names_the_field(tiny_policy: Model, tiny_reward: Model) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        training_services.retrain_policy_create(
+            name="p", base_model=tiny_policy, method="dpo", trigger="every_n", every_n=None
+        )
+    assert "every_n" in caught.value.fields
+    with pytest.raises(InvalidInput) as caught:
+        training_services.retrain_policy_create(
+            name="p", base_model=tiny_reward, method="dpo", trigger="every_n", every_n=3
+        )
+    assert "base_model" in caught.value.fields
+    with pytest.raises(InvalidInput) as caught:
+        training_services.retrain_policy_create(
+            name="p", base_model=tiny_policy, method="dpo", trigger="every_n", every_n=3, hyperparameters={"beta": -1}
+        )
+    assert "hyperparameters.beta" in caught.value.fields

@@ -1,0 +1,550 @@
+"""Preference training through TRL's trainers: reward model (Bradley–Terry), DPO, IPO, robust DPO, SimPO,
+ORPO and KTO, full fine-tune or LoRA. Pure torch/transformers/TRL: no Django import.
+
+The Django side (workers/training.py) turns snapshot files into `PreferencePair`/`BinaryExample` lists,
+passes a `TrainingConfig` (models_hub/training_config.py, every field documented there) and callbacks,
+and stores what `train` returns. Progress leaves through `on_progress(step, total, metrics)`;
+`should_stop()` is asked after every optimizer step, so a cancel stops the run within one step.
+
+Losses (TRL implements them; see the papers for the equations):
+  reward  -log σ(r(x, y_w) - r(x, y_l))                                   Ouyang et al. 2022, eq. 1
+  dpo     -log σ(β [log π/π_ref (y_w|x) - log π/π_ref (y_l|x)])            Rafailov et al. 2023, eq. 7
+  ipo     (h - 1/(2β))²,  h = the log-ratio difference above                Azar et al. 2023, eq. 17
+  robust  DPO with labels flipped with probability ε (label_smoothing)     Chowdhury et al. 2024, eq. 9
+  simpo   -log σ(β/|y_w| log π(y_w|x) - β/|y_l| log π(y_l|x) - γ)          Meng et al. 2024, eq. 6
+  orpo    NLL(y_w) - λ log σ(log odds(y_w) - log odds(y_l))                 Hong et al. 2024, eq. 6
+  kto     per-example value function against a KL baseline                  Ethayarajh et al. 2024, eq. 8
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models_hub.training_config import POLICY_METHODS, REFERENCE_METHODS, TrainingConfig
+from workers.ml.device import device_pick, dtype_pick
+from workers.ml.types import Prompt
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, dict[str, float]], None]
+StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference: `chosen` was preferred over `rejected` as an answer to `prompt`."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class BinaryExample:
+    """One KTO row: `completion` to `prompt` was judged desirable (label True) or not."""
+
+    prompt: str
+    completion: str
+    label: bool
+
+
+@dataclass
+class TrainingResult:
+    """What a run produced. `stopped` is True when should_stop() ended it early (nothing should be registered)."""
+
+    steps: int
+    total_steps: int
+    stopped: bool
+    final_loss: float
+    seconds: float  # wall time of the trainer's loop
+    tokens_per_s: float
+    steps_per_s: float
+    log_history: list[dict[str, float]] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # process CPU time of the loop (all threads): steadier than wall time on a busy host
+
+
+class TrainingStopped(Exception):
+    """Raised by `train` when `should_stop()` asked it to stop; nothing was saved."""
+
+
+def held_out_split(rows: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """(train, held out) split by prompt, so no held-out prompt is ever trained on; stable across runs."""
+    if fraction <= 0:
+        return list(rows), []
+    train, held_out = [], []
+    for row in rows:
+        digest = hashlib.blake2b(f"{seed}:{row.prompt}".encode(), digest_size=8).digest()
+        (held_out if int.from_bytes(digest, "little") / 2**64 < fraction else train).append(row)
+    if not train or not held_out:  # tiny snapshots: fall back to a plain tail split
+        cut = max(1, min(len(rows) - 1, round(len(rows) * (1 - fraction))))
+        return list(rows[:cut]), list(rows[cut:])
+    return train, held_out
+
+
+# --- data ------------------------------------------------------------------------------------------
+def _messages(prompt: Prompt) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def _conversational(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _pairs_dataset(pairs: Sequence[PreferencePair], tokenizer: Any) -> Any:
+    from datasets import Dataset
+
+    if _conversational(tokenizer):
+        # TRL's conversational explicit-prompt format: the trainer applies the chat template.
+        rows = {
+            "prompt": [_messages(p.prompt) for p in pairs],
+            "chosen": [[{"role": "assistant", "content": p.chosen}] for p in pairs],
+            "rejected": [[{"role": "assistant", "content": p.rejected}] for p in pairs],
+        }
+    else:
+        rows = {
+            "prompt": [p.prompt for p in pairs],
+            "chosen": [p.chosen for p in pairs],
+            "rejected": [p.rejected for p in pairs],
+        }
+    return Dataset.from_dict(rows)
+
+
+def _binary_dataset(examples: Sequence[BinaryExample], tokenizer: Any) -> Any:
+    from datasets import Dataset
+
+    if _conversational(tokenizer):
+        rows = {
+            "prompt": [_messages(e.prompt) for e in examples],
+            "completion": [[{"role": "assistant", "content": e.completion}] for e in examples],
+            "label": [bool(e.label) for e in examples],
+        }
+    else:
+        rows = {
+            "prompt": [e.prompt for e in examples],
+            "completion": [e.completion for e in examples],
+            "label": [bool(e.label) for e in examples],
+        }
+    return Dataset.from_dict(rows)
+
+
+def _prompt_text(tokenizer: Any, prompt: Prompt) -> str:
+    if _conversational(tokenizer):
+        return tokenizer.apply_chat_template(_messages(prompt), tokenize=False, add_generation_prompt=True)
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+
+
+def _full_text(tokenizer: Any, prompt: Prompt, response: str) -> str:
+    if _conversational(tokenizer):
+        messages = [*_messages(prompt), {"role": "assistant", "content": response}]
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return _prompt_text(tokenizer, prompt) + response
+
+
+def _mean_tokens(tokenizer: Any, rows: Sequence[Any], max_length: int) -> float:
+    """Average tokens of one training row (prompt + completion(s)), for the tokens/s figure."""
+    sample = list(rows[:256])
+    if not sample:
+        return 0.0
+    total = 0
+    for row in sample:
+        texts = [row.chosen, row.rejected] if isinstance(row, PreferencePair) else [row.completion]
+        for text in texts:
+            total += min(
+                len(tokenizer(_full_text(tokenizer, row.prompt, text), add_special_tokens=False)["input_ids"]),
+                max_length,
+            )
+    return total / len(sample)
+
+
+# --- progress and cancellation ---------------------------------------------------------------------
+def _progress_callback(
+    config: TrainingConfig, tokens_per_row: float, on_progress: ProgressCallback | None, should_stop: StopCheck | None
+) -> Any:
+    from transformers import TrainerCallback
+
+    rows_per_step = config.batch_size * config.gradient_accumulation_steps
+
+    class PlatformCallback(TrainerCallback):
+        """Forwards the trainer's logs (loss, lr, reward accuracy/margins) and stops on request after a step."""
+
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+            self.stopped = False
+            self.history: list[dict[str, float]] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            # Checked after every optimizer step: the trainer ends the loop before starting another step.
+            if should_stop is not None and should_stop():
+                self.stopped = True
+                control.should_training_stop = True
+            return control
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+        ) -> None:
+            if not logs or "train_runtime" in logs:
+                return
+            seconds = max(time.perf_counter() - self.started, 1e-9)
+            metrics = {key: float(value) for key, value in logs.items() if isinstance(value, int | float)}
+            metrics["steps_per_s"] = state.global_step / seconds
+            metrics["tokens_per_s"] = state.global_step * rows_per_step * tokens_per_row / seconds
+            self.history.append({"step": state.global_step, **metrics})
+            if on_progress is not None:
+                on_progress(state.global_step, state.max_steps, metrics)
+
+    return PlatformCallback()
+
+
+# --- models ----------------------------------------------------------------------------------------
+def _load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_policy(path: str | Path, dtype: torch.dtype) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+def _load_reward(path: str | Path, tokenizer: Any, dtype: torch.dtype) -> Any:
+    """A scalar-head model from `path`: an existing reward model, or a causal LM given a fresh head."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _lora_config(config: TrainingConfig, reward: bool) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear",
+        task_type="SEQ_CLS" if reward else "CAUSAL_LM",
+        modules_to_save=["score"] if reward else None,  # the new scalar head trains in full
+    )
+
+
+def _trainer_args(config: TrainingConfig, output_dir: Path, device: torch.device) -> dict[str, Any]:
+    bf16 = config.precision == "bfloat16" or (
+        config.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps if config.max_steps > 0 else -1,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "max_length": config.max_length,
+        "logging_steps": config.logging_steps,
+        "eval_strategy": "steps" if config.eval_every > 0 else "no",
+        "eval_steps": config.eval_every if config.eval_every > 0 else None,
+        "save_strategy": "no",  # the platform saves once, at the end, atomically
+        "report_to": "none",
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "use_cpu": device.type == "cpu",
+        "bf16": bf16,
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+    }
+
+
+def _build_trainer(
+    config: TrainingConfig,
+    base_path: str | Path,
+    train_rows: Sequence[Any],
+    eval_pairs: Sequence[PreferencePair],
+    work_dir: Path,
+    callback: Any,
+    device: torch.device,
+) -> Any:
+    """The TRL trainer for `config.method`, built on the base model at `base_path`."""
+    tokenizer = _load_tokenizer(base_path)
+    dtype = torch.float32 if device.type == "cpu" else dtype_pick(device, None)
+    args = _trainer_args(config, work_dir, device)
+    peft_config = _lora_config(config, reward=config.method == "reward") if config.lora else None
+    eval_dataset = _pairs_dataset(eval_pairs, tokenizer) if eval_pairs and config.eval_every > 0 else None
+    method = config.method
+    if method == "reward":
+        from trl import RewardConfig, RewardTrainer
+
+        model = _load_reward(base_path, tokenizer, dtype)
+        return RewardTrainer(
+            model=model,
+            args=RewardConfig(**args),
+            train_dataset=_pairs_dataset(train_rows, tokenizer),
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=[callback],
+            peft_config=peft_config,
+        )
+    model = _load_policy(base_path, dtype)
+    if method in ("dpo", "ipo", "robust"):
+        from trl import DPOConfig, DPOTrainer
+
+        loss = {"dpo": "sigmoid", "ipo": "ipo", "robust": "robust"}[method]
+        ref_model = None if config.lora else _load_policy(base_path, dtype)  # LoRA: the disabled adapter is the ref
+        return DPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=DPOConfig(
+                **args,
+                loss_type=[loss],
+                beta=config.beta,
+                label_smoothing=config.label_smoothing if method == "robust" else 0.0,
+            ),
+            train_dataset=_pairs_dataset(train_rows, tokenizer),
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=[callback],
+            peft_config=peft_config,
+        )
+    if method == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        return CPOTrainer(
+            model=model,
+            args=CPOConfig(**args, loss_type="simpo", cpo_alpha=0.0, beta=config.beta, simpo_gamma=config.simpo_gamma),
+            train_dataset=_pairs_dataset(train_rows, tokenizer),
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=[callback],
+            peft_config=peft_config,
+        )
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOTrainer(
+            model=model,
+            args=ORPOConfig(**args, beta=config.beta),
+            train_dataset=_pairs_dataset(train_rows, tokenizer),
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=[callback],
+            peft_config=peft_config,
+        )
+    if method == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        ref_model = None if config.lora else _load_policy(base_path, dtype)
+        return KTOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=KTOConfig(
+                **{**args, "eval_strategy": "no", "eval_steps": None},  # KTO evaluates on binary rows only
+                beta=config.beta,
+                desirable_weight=config.kto_desirable_weight,
+                undesirable_weight=config.kto_undesirable_weight,
+            ),
+            train_dataset=_binary_dataset(train_rows, tokenizer),
+            processing_class=tokenizer,
+            callbacks=[callback],
+            peft_config=peft_config,
+        )
+    raise ValueError(f"unknown method {method!r}")
+
+
+def train(
+    *,
+    base_path: str | Path,
+    config: TrainingConfig,
+    train_rows: Sequence[PreferencePair] | Sequence[BinaryExample],
+    output_dir: str | Path,
+    eval_pairs: Sequence[PreferencePair] = (),
+    on_progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+    device: str | None = None,
+) -> TrainingResult:
+    """Train `config.method` on `train_rows` from the checkpoint at `base_path`; save the result to `output_dir`.
+
+    `train_rows` are PreferencePair rows, or BinaryExample rows for KTO. The saved checkpoint is a plain
+    `save_pretrained` directory (LoRA adapters are merged), loadable like the base. Raises TrainingStopped
+    (and saves nothing) when `should_stop()` returned True.
+    """
+    if not train_rows:
+        raise ValueError("no training rows")
+    torch.manual_seed(config.seed)
+    target = device_pick(device)
+    output_dir = Path(output_dir)
+    work_dir = output_dir.parent / f".{output_dir.name}-trainer"  # the trainer's scratch space, removed after
+    tokenizer = _load_tokenizer(base_path)
+    tokens_per_row = _mean_tokens(tokenizer, train_rows, config.max_length)
+    callback = _progress_callback(config, tokens_per_row, on_progress, should_stop)
+    trainer = _build_trainer(config, base_path, train_rows, eval_pairs, work_dir, callback, target)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):  # progress leaves through on_progress, not stdout
+        trainer.remove_callback(noisy)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    output = trainer.train()
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    if callback.stopped:
+        raise TrainingStopped(f"stopped on request after step {trainer.state.global_step}")
+    model = trainer.model
+    if config.lora:
+        model = model.merge_and_unload()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    trainer.processing_class.save_pretrained(output_dir)
+    _remove_tree(work_dir)
+    losses = [entry["loss"] for entry in callback.history if "loss" in entry]
+    steps = trainer.state.global_step
+    return TrainingResult(
+        steps=steps,
+        total_steps=trainer.state.max_steps,
+        stopped=False,
+        final_loss=losses[-1] if losses else float(output.training_loss),
+        seconds=seconds,
+        steps_per_s=steps / max(seconds, 1e-9),
+        tokens_per_s=steps
+        * config.batch_size
+        * config.gradient_accumulation_steps
+        * tokens_per_row
+        / max(seconds, 1e-9),
+        log_history=callback.history,
+        cpu_seconds=cpu_seconds,
+    )
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+@torch.inference_mode()
+def _completion_logps(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    responses: Sequence[str],
+    device: torch.device,
+    batch: int = 16,
+) -> tuple[list[float], list[int]]:
+    """Sum of log π(response tokens | prompt) per row, and the number of response tokens."""
+    sums: list[float] = []
+    counts: list[int] = []
+    for start in range(0, len(prompts), batch):
+        ids, masks = [], []
+        for prompt, response in zip(prompts[start : start + batch], responses[start : start + batch], strict=True):
+            prefix = tokenizer(_prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+            full = tokenizer(_full_text(tokenizer, prompt, response), add_special_tokens=False)["input_ids"]
+            ids.append(full)
+            masks.append([0] * len(prefix) + [1] * (len(full) - len(prefix)))
+        width = max(len(x) for x in ids)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)  # [B, T]
+        attention = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)  # [B, T]
+        loss_mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=device)  # [B, T]
+        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()  # [B, T, V]
+        logps = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts token t+1 from t: [B, T-1, V]
+        token_logps = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+        mask = loss_mask[:, 1:].float()  # [B, T-1]
+        sums.extend((token_logps * mask).sum(-1).tolist())
+        counts.extend(mask.sum(-1).long().tolist())
+    return sums, counts
+
+
+@dataclass
+class PairAccuracy:
+    """Held-out preference accuracy: share of pairs where the model ranks chosen above rejected."""
+
+    accuracy: float
+    mean_margin: float
+    pairs: int
+
+
+def policy_pair_accuracy(
+    *,
+    policy_path: str | Path,
+    reference_path: str | Path | None,
+    pairs: Sequence[PreferencePair],
+    method: str,
+    beta: float = 0.1,
+    device: str | None = None,
+) -> PairAccuracy:
+    """Implicit reward accuracy of a trained policy on held-out pairs.
+
+    DPO family and KTO: r(x, y) = β (log π(y|x) - log π_ref(y|x))  (Rafailov et al. 2023, eq. 5).
+    SimPO and ORPO have no reference: r(x, y) = β · mean token log π(y|x) (SimPO's length-normalised reward).
+    """
+    if not pairs:
+        return PairAccuracy(accuracy=float("nan"), mean_margin=float("nan"), pairs=0)
+    target = device_pick(device)
+    tokenizer = _load_tokenizer(policy_path)
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    policy = _load_policy(policy_path, torch.float32).to(target).eval()
+    logps, counts = _completion_logps(policy, tokenizer, prompts, responses, target)
+    del policy
+    if method in REFERENCE_METHODS and reference_path is not None:
+        reference = _load_policy(reference_path, torch.float32).to(target).eval()
+        ref_logps, _ = _completion_logps(reference, tokenizer, prompts, responses, target)
+        rewards = [beta * (a - b) for a, b in zip(logps, ref_logps, strict=True)]
+    else:
+        rewards = [beta * s / max(n, 1) for s, n in zip(logps, counts, strict=True)]
+    n = len(pairs)
+    margins = [rewards[i] - rewards[n + i] for i in range(n)]
+    return PairAccuracy(accuracy=sum(m > 0 for m in margins) / n, mean_margin=sum(margins) / n, pairs=n)
+
+
+def reward_pair_accuracy(
+    *, reward_path: str | Path, pairs: Sequence[PreferencePair], device: str | None = None
+) -> PairAccuracy:
+    """Plain accuracy of a reward model on held-out pairs: r(chosen) > r(rejected)."""
+    from workers.ml.reward import RewardModel
+
+    if not pairs:
+        return PairAccuracy(accuracy=float("nan"), mean_margin=float("nan"), pairs=0)
+    scorer = RewardModel(reward_path, device=device)
+    chosen = scorer.score([(p.prompt, p.chosen) for p in pairs])
+    rejected = scorer.score([(p.prompt, p.rejected) for p in pairs])
+    margins = [a - b for a, b in zip(chosen, rejected, strict=True)]
+    return PairAccuracy(
+        accuracy=sum(m > 0 for m in margins) / len(pairs), mean_margin=sum(margins) / len(pairs), pairs=len(pairs)
+    )
+
+
+def evaluate(
+    *,
+    method: str,
+    output_path: str | Path,
+    base_path: str | Path,
+    pairs: Sequence[PreferencePair],
+    beta: float,
+    device: str | None = None,
+) -> PairAccuracy:
+    """Held-out accuracy fit for the method: plain for reward models, implicit reward for policies."""
+    if method in POLICY_METHODS:
+        return policy_pair_accuracy(
+            policy_path=output_path, reference_path=base_path, pairs=pairs, method=method, beta=beta, device=device
+        )
+    return reward_pair_accuracy(reward_path=output_path, pairs=pairs, device=device)

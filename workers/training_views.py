@@ -1,0 +1,76 @@
+"""The training-run page: status, loss and accuracy curves, evaluation, samples and logs.
+
+Staff see every run, others the runs they started; anything else is a 404 (as for the other job pages).
+The worker writes each logged step into `metric_series` and broadcasts on `job-training-<id>`; the page
+polls progress.json (which also works in the embedded demo, where the worker cannot reach the web
+process's in-memory channel layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from models_hub.models import TrainingRun
+
+SERIES_KEYS = ("loss", "learning_rate", "rewards/accuracies", "rewards/margins", "accuracy", "margin", "tokens_per_s")
+
+
+def training_run_get_for_user(user: Any, run_id: int) -> TrainingRun:
+    runs = TrainingRun.objects.select_related("base_model", "output_model", "snapshot", "created_by")
+    if not user.is_staff:
+        runs = runs.filter(created_by=user)
+    run = runs.filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No such training run")
+    return run
+
+
+def training_run_payload(run: TrainingRun) -> dict[str, Any]:
+    """What the page's script draws: state, the curves' points and the newest log lines."""
+    series = [
+        {"step": point.get("step")} | {key: point[key] for key in SERIES_KEYS if key in point}
+        for point in run.metric_series or []
+    ]
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "progress_done": run.progress_done,
+        "progress_total": run.progress_total,
+        "attempts": run.attempts,
+        "max_attempts": run.max_attempts,
+        "cancel_requested": run.cancel_requested,
+        "metrics": run.metrics,
+        "series": series,
+        "error": run.error,
+        "logs": "\n".join((run.logs or "").splitlines()[-40:]),
+        "output_model": run.output_model.label if run.output_model_id else None,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+@login_required
+@require_GET
+def training_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = training_run_get_for_user(request.user, run_id)
+    evaluation = run.evaluation or {}
+    context = {
+        "run": run,
+        "evaluation": {k: v for k, v in evaluation.items() if k != "samples"},
+        "samples": evaluation.get("samples") or [],
+        "payload": training_run_payload(run),
+    }
+    return render(request, "workers/training_run.html", context)
+
+
+@never_cache
+@login_required
+@require_GET
+def training_run_progress(request: HttpRequest, run_id: int) -> JsonResponse:
+    return JsonResponse(training_run_payload(training_run_get_for_user(request.user, run_id)))
