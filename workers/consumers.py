@@ -11,10 +11,30 @@ from prefarena.errors import NotFound
 from workers import events, selectors
 from workers.models import Job
 
+
 # The route (prefarena/routing.py) admits only these kinds; the access rule is workers/selectors.py.
+def _training_run_get(user: Any, run_id: int) -> Job:
+    from django.http import Http404
+
+    from workers.training_views import training_run_get_for_user
+
+    try:
+        return training_run_get_for_user(user, run_id)
+    except Http404 as exc:
+        raise NotFound("Job not found") from exc
+
+
+def _snapshot_get(user: Any, snapshot_id: int) -> Job:
+    from annotations.snapshots import snapshot_get_for_user
+
+    return snapshot_get_for_user(user, snapshot_id)
+
+
 JOB_GETTERS = {
     "generation": selectors.generation_job_get_for_user,
     "scoring": selectors.scoring_job_get_for_user,
+    "training": _training_run_get,
+    "snapshot": _snapshot_get,
 }
 
 

@@ -14,10 +14,12 @@ logger = logging.getLogger(__name__)
 
 
 def job_kind(job: Job) -> str:
-    from models_hub.models import TrainingRun
+    from models_hub.models import DatasetSnapshot, TrainingRun
 
     if isinstance(job, TrainingRun):
         return "training"
+    if isinstance(job, DatasetSnapshot):
+        return "snapshot"
     return "generation" if isinstance(job, GenerationJob) else "scoring"
 
 

@@ -138,7 +138,11 @@ def _datetime(field: str, value: Any) -> datetime | None:
         raise _error(field, f"must be an ISO 8601 date or datetime, got {value!r}")
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, UTC)
-    return parsed
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond ±15:59, which Python parses (e.g. +16:00).
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+01:00 has no UTC equivalent
+        raise _error(field, f"is out of range: {value!r}") from exc
 
 
 FILTER_FIELDS = {

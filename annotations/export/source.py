@@ -248,13 +248,20 @@ def judgment_columns(needs: frozenset[str]) -> list[Any]:
 
 
 def bundles(
-    filters: ExportFilters, campaigns: dict[int, CampaignInfo], needs: frozenset[str] | None = None
+    filters: ExportFilters,
+    campaigns: dict[int, CampaignInfo],
+    needs: frozenset[str] | None = None,
+    *,
+    item_id: int | None = None,
 ) -> Iterator[ItemBundle]:
     """Items with their responses and (filtered) judgments, in item id order; call inside export_transaction.
 
     `needs` names the optional column groups to read (COLUMN_GROUPS); None reads every column.
+    `item_id` reads that one item only (the fast pairwise stream's fallback, export/fast.py).
     """
     judgments = judgments_queryset(filters)
+    if item_id is not None:
+        judgments = judgments.filter(item_id=item_id)
     columns = judgment_columns(frozenset(COLUMN_GROUPS) if needs is None else needs)
     rows = judgments.order_by("item_id", "id").values_list(*columns)
     responses = (
@@ -265,10 +272,10 @@ def bundles(
     response_groups = groupby(raw_rows(responses), key=itemgetter(0))
     pending_item, pending_responses = -1, []
     json_columns = [n for n, column in enumerate(columns) if column in JSON_COLUMNS]
-    for item_id, group in groupby(raw_rows(rows, json_columns), key=itemgetter(J_ITEM)):
+    for current, group in groupby(raw_rows(rows, json_columns), key=itemgetter(J_ITEM)):
         item_judgments = list(group)
         # Both streams walk the same item ids in the same order; skip ahead to this item's responses.
-        while pending_item < item_id:
+        while pending_item < current:
             try:
                 pending_item, grouped = next(response_groups)
             except StopIteration:
@@ -279,12 +286,12 @@ def bundles(
         if info is None:  # a campaign created after the names were read
             info = CampaignInfo(name=str(first[J_CAMPAIGN]), kind="pairwise", aspects=())
         yield ItemBundle(
-            item_id=item_id,
+            item_id=current,
             campaign=info,
             prompt=first[J_PROMPT],
             meta=first[J_META] or {},
             is_gold=bool(first[J_IS_GOLD]),
-            responses=pending_responses if pending_item == item_id else [],
+            responses=pending_responses if pending_item == current else [],
             judgments=item_judgments,
         )
 

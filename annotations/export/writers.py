@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from annotations.export.fast import fast_path_applies, pairwise_lines
 from annotations.export.filters import ExportFilters, ExportOptions
 from annotations.export.formats import BUILDERS, Row, arrow_schema
 from annotations.export.source import (
@@ -26,6 +27,7 @@ from annotations.export.source import (
 
 # Rows per yielded chunk of the live stream, and per Parquet row group batch.
 STREAM_ROWS_PER_CHUNK = 1000
+STREAM_CHUNK_BYTES = 64 * 1024  # characters, ~bytes for mostly-ASCII text
 PARQUET_BATCH_ROWS = 5000
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 encode_row: Callable[[Row], str] = _ENCODER.encode
@@ -89,20 +91,36 @@ class ExportRun:
 
 
 def stream_jsonl(
-    fmt: str, filters: ExportFilters, options: ExportOptions, *, rows_per_chunk: int = STREAM_ROWS_PER_CHUNK
+    fmt: str,
+    filters: ExportFilters,
+    options: ExportOptions,
+    *,
+    rows_per_chunk: int = STREAM_ROWS_PER_CHUNK,
+    fast: bool | None = None,
 ) -> Iterator[bytes]:
-    """JSONL of one format, in chunks of ~rows_per_chunk lines; one transaction, server-side cursors."""
+    """JSONL of one format, in chunks of ~rows_per_chunk lines (or ~STREAM_CHUNK_BYTES); one transaction.
+
+    `fast` None picks the fast pairwise path (export/fast.py) where it applies; False forces the general
+    path (items -> summaries -> row dicts -> encoder); True asks for the fast path where it applies.
+    """
     builder = BUILDERS[fmt]
     with export_transaction():
         run = ExportRun(filters, options)
+        if fast is not False and fast_path_applies(fmt, run.campaigns):
+            lines_in = pairwise_lines(filters, options, run.campaigns, run.reliability, run.flagged, encode_row)
+        else:
+            lines_in = (
+                encode_row(row) for bundle, summary in run.items([fmt]) for row in builder(bundle, summary, options)
+            )
         lines: list[str] = []
-        for bundle, summary in run.items([fmt]):
-            for row in builder(bundle, summary, options):
-                lines.append(encode_row(row))
-            if len(lines) >= rows_per_chunk:
+        size = 0
+        for line in lines_in:
+            lines.append(line)
+            size += len(line)
+            if len(lines) >= rows_per_chunk or size >= STREAM_CHUNK_BYTES:
                 lines.append("")
                 yield "\n".join(lines).encode()
-                lines = []
+                lines, size = [], 0
         if lines:
             lines.append("")
             yield "\n".join(lines).encode()

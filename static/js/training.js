@@ -1,5 +1,7 @@
-// Training-run page: polls progress.json every 2 s while the run is active and redraws the fields and
-// two curves (loss, reward accuracy) on plain <canvas>. Server values are written with textContent only.
+// Training-run page: redraws the fields and two curves (loss, reward accuracy) on plain <canvas>.
+// Live: every `job.progress` event on the run's websocket (ws/jobs/training/<id>/, sent by the worker)
+// fetches progress.json at once; progress.json is also polled every 2 s (the embedded demo's in-memory
+// channel layer cannot hear the worker). Server values are written with textContent only.
 (function () {
   "use strict";
 
@@ -117,5 +119,15 @@
   if (root.dataset.terminal !== "1") {
     timer = window.setInterval(poll, 2000);
     poll();
+    if (root.dataset.socketUrl && "WebSocket" in window) {
+      const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+      const socket = new WebSocket(scheme + window.location.host + root.dataset.socketUrl);
+      socket.addEventListener("message", function () {
+        poll();
+        if (timer === null) {
+          socket.close(); // terminal: nothing more to hear
+        }
+      });
+    }
   }
 })();
