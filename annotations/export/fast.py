@@ -1,41 +1,47 @@
-"""The fast path of the live `pairwise` JSONL stream (PostgreSQL): one row per item, lines built from strings.
+"""The fast path of the live `pairwise` JSONL stream (PostgreSQL): lean queries, lines built from strings.
 
 The general path (source.py `bundles` -> `summarise` -> formats.py `pairwise_rows` -> JSON encoder) reads
-every judgment column and builds dicts per item. For the pairwise format of pairwise campaigns, PostgreSQL
-aggregates the item's judgments (choice, source, judge) into arrays and joins its prompt and two responses,
-so Python does per item only what decides the row: the same `pairwise_resolve` and filters as `summarise`,
-and one line from pre-encoded strings, byte-identical to the general path's JSON encoder output.
+every judgment column, decodes jsonb and builds dicts per item. For the pairwise format of pairwise
+campaigns, this path reads the same two streams in item order with only the columns a pairwise row needs
+(jsonb as text, decoded only where used), resolves with the same `pairwise_resolve` and filters as
+`summarise`, and writes each line from pre-encoded strings: byte-identical to the general path's output.
 
-An item the fast query cannot express (a judgment with a ranking, or not exactly two responses) is read
-through the general path (`bundles` restricted to that item). tests/datasets/test_export_fast.py checks
-that both paths give the same bytes.
+An item it does not handle (a judgment with a ranking, or not exactly two responses) goes through the
+general path (`bundles` restricted to that item). tests/datasets/test_export_fast.py checks that both
+paths give the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from itertools import groupby
 from json.encoder import encode_basestring  # the C encoder of JSONEncoder(ensure_ascii=False)
+from operator import itemgetter
 from typing import Any
 
-from django.contrib.postgres.aggregates import ArrayAgg, BoolOr
 from django.db import connection
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet, TextField
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Cast
 
 from annotations.aggregation import PairwiseResolution, pairwise_resolve
 from annotations.export.filters import ExportFilters, ExportOptions
 from annotations.export.formats import Row, pairwise_rows, prompt_messages, prompt_text
 from annotations.export.source import (
-    CHUNK_SIZE,
     CampaignInfo,
     ItemSummary,
     bundles,
     judge_key,
     judgments_queryset,
+    raw_rows,
     summarise,
     summary_passes,
 )
-from annotations.models import Item, ItemResponse, Prompt, Response
+from annotations.models import ItemResponse
+
+_first = itemgetter(0)
+_loads = json.loads
 
 
 def fast_path_applies(fmt: str, campaigns: dict[int, CampaignInfo]) -> bool:
@@ -48,43 +54,34 @@ def fast_path_applies(fmt: str, campaigns: dict[int, CampaignInfo]) -> bool:
     )
 
 
-def item_rows_sql(filters: ExportFilters) -> tuple[str, tuple[Any, ...]]:
-    """Per item (id order): campaign, prompt, arena model names, judgment arrays, the 'general path' flag, responses."""
-    judgments = (
-        judgments_queryset(filters)
-        .order_by()
-        .values("item_id")
-        .annotate(
-            choices=ArrayAgg("choice", order_by="id"),
-            sources=ArrayAgg("source", order_by="id"),
-            annotators=ArrayAgg("annotator_id", order_by="id"),
-            names=ArrayAgg("judge_name", order_by="id"),
-            ranked=BoolOr(Q(ranking__isnull=False)),
-        )
-        .values_list("item_id", "choices", "sources", "annotators", "names", "ranked")
+def _json_text(expression: Any) -> Cast:
+    return Cast(expression, output_field=TextField())
+
+
+def pairwise_querysets(filters: ExportFilters) -> tuple[QuerySet[Any], QuerySet[Any]]:
+    """The two streams, in item id order: judgments with only what a pairwise row needs, and responses.
+
+    jsonb values arrive as JSON text (decoded only where used); `ranked` marks judgments with a ranking.
+    """
+    judgments = judgments_queryset(filters)
+    rows = judgments.order_by("item_id", "id").values_list(
+        "item_id",
+        "item__campaign_id",
+        _json_text("item__prompt__content"),
+        _json_text(KeyTransform("model_a", "item__meta")),
+        _json_text(KeyTransform("model_b", "item__meta")),
+        "choice",
+        "source",
+        "annotator_id",
+        "judge_name",
+        ExpressionWrapper(Q(ranking__isnull=False), output_field=BooleanField()),
     )
-    inner, params = judgments.query.sql_with_params()
-    item, prompt = Item._meta.db_table, Prompt._meta.db_table
-    item_response, response = ItemResponse._meta.db_table, Response._meta.db_table
-    sql = f"""
-        SELECT j.item_id, i.campaign_id,
-               CASE WHEN jsonb_typeof(p.content) = 'string' THEN p.content #>> '{{}}' END,
-               CASE WHEN jsonb_typeof(p.content) = 'string' THEN NULL ELSE p.content::text END,
-               CASE WHEN jsonb_typeof(i.meta -> 'model_a') = 'string' THEN i.meta ->> 'model_a' END,
-               CASE WHEN jsonb_typeof(i.meta -> 'model_b') = 'string' THEN i.meta ->> 'model_b' END,
-               j.choices, j.sources, j.annotators, j.names, j.ranked, r.texts, r.models
-        FROM ({inner}) AS j(item_id, choices, sources, annotators, names, ranked)
-        JOIN "{item}" i ON i.id = j.item_id
-        JOIN "{prompt}" p ON p.id = i.prompt_id
-        CROSS JOIN LATERAL (
-            SELECT array_agg(re.text ORDER BY ir.position) AS texts,
-                   array_agg(re.model_name ORDER BY ir.position) AS models
-            FROM "{item_response}" ir JOIN "{response}" re ON re.id = ir.response_id
-            WHERE ir.item_id = j.item_id
-        ) r
-        ORDER BY j.item_id
-    """  # noqa: S608 - table names from model metadata; every value is a parameter
-    return sql, tuple(params)
+    responses = (
+        ItemResponse.objects.filter(item_id__in=judgments.values("item_id"))
+        .order_by("item_id", "position")
+        .values_list("item_id", "response__text", "response__model_name")
+    )
+    return rows, responses
 
 
 def _majority_view(resolution: PairwiseResolution) -> PairwiseResolution:
@@ -101,9 +98,8 @@ def _majority_view(resolution: PairwiseResolution) -> PairwiseResolution:
 
 
 def _float(value: float) -> str:
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
-    return float.__repr__(float(value)) if isinstance(value, float) else int.__repr__(value)
+    """A float as JSONEncoder writes it (repr); values here are finite (clamped logits, shares of counts)."""
+    return float.__repr__(value) if value.__class__ is float else json.dumps(value, allow_nan=False)
 
 
 def pairwise_lines(
@@ -128,95 +124,95 @@ def pairwise_lines(
             return '[{"role":"assistant","content":' + encode_basestring(text) + "}]"
         return encode_basestring(text)
 
-    sql, params = item_rows_sql(filters)
-    with connection.chunked_cursor() as cursor:
-        cursor.execute(sql, params)
-        while True:
-            chunk = cursor.fetchmany(CHUNK_SIZE)
-            if not chunk:
-                return
-            for (
-                item_id,
-                campaign_id,
-                prompt_str,
-                prompt_json,
-                model_a,
-                model_b,
-                choices,
-                sources,
-                annotators,
-                names,
-                ranked,
-                texts,
-                models,
-            ) in chunk:
-                if ranked or texts is None or len(texts) != 2:
-                    yield from _general_item(item_id, filters, options, campaigns, reliability, flagged, encode_row)
+    rows, responses = pairwise_querysets(filters)
+    response_groups = groupby(raw_rows(responses), key=_first)
+    pending_item, texts, models = -1, [], []
+    for item_id, group in groupby(raw_rows(rows), key=_first):
+        judgments = list(group)
+        while pending_item < item_id:  # both streams walk the same item ids in the same order
+            try:
+                pending_item, grouped = next(response_groups)
+            except StopIteration:
+                pending_item, grouped = 1 << 62, iter(())
+            pairs = list(grouped)
+            texts = [text for _, text, _ in pairs]
+            models = [model for _, _, model in pairs]
+        if pending_item != item_id or len(texts) != 2 or any(j[9] for j in judgments):
+            yield from _general_item(item_id, filters, options, campaigns, reliability, flagged, encode_row)
+            continue
+        if len(judgments) == 1:
+            first = judgments[0]
+            source = first[6]
+            if need_keys:
+                key = judge_key(source, first[7], first[8])
+                if key in flagged:
                     continue
-                if need_keys:
-                    keys = [judge_key(*judge) for judge in zip(sources, annotators, names, strict=True)]
-                    if flagged:
-                        kept = [n for n, key in enumerate(keys) if key not in flagged]
-                        if not kept:
-                            continue
-                        if len(kept) != len(keys):
-                            keys = [keys[n] for n in kept]
-                            choices = [choices[n] for n in kept]
-                            sources = [sources[n] for n in kept]
-                else:
-                    keys = None
-                if len(sources) == 1:
-                    source = sources[0]
-                else:
-                    distinct = set(sources)
-                    source = next(iter(distinct)) if len(distinct) == 1 else "+".join(sorted(distinct))
-                if keys is None:
-                    votes = [("", choice) for choice in choices if choice]
-                else:
-                    votes = [(key, choice) for key, choice in zip(keys, choices, strict=True) if choice]
-                if not votes:
-                    continue  # no pairwise resolution and no ranking: the item has no pairwise row
-                resolution = pairwise_resolve(votes, weights)
-                if majority_only:
-                    resolution = _majority_view(resolution)
-                if check_filters:
-                    summary.agreement, summary.margin = resolution.agreement, resolution.margin
-                    if not summary_passes(summary, filters):
+            else:
+                key = ""
+            if not first[5]:
+                continue  # no pairwise resolution and no ranking: the item has no pairwise row
+            votes = [(key, first[5])]
+        else:
+            first = judgments[0]
+            if need_keys:
+                keyed = [(judge_key(j[6], j[7], j[8]), j) for j in judgments]
+                if flagged:
+                    keyed = [(key, j) for key, j in keyed if key not in flagged]
+                    if not keyed:
                         continue
-                label = resolution.label
-                if label == "a":
-                    chosen, p_chosen, is_tie = 0, resolution.p_a, "false"
-                elif label == "b":
-                    chosen, p_chosen, is_tie = 1, 1.0 - resolution.p_a, "false"
-                elif label == "tie" and include_ties:
-                    chosen, p_chosen, is_tie = 0, 0.5, "true"
-                else:
-                    continue
-                name = campaign_names.get(campaign_id)
-                if name is None:
-                    info = campaigns.get(campaign_id)
-                    name = campaign_names[campaign_id] = encode_basestring(
-                        info.name if info is not None else str(campaign_id)
-                    )
-                if prompt_str is not None:
-                    prompt = (
-                        encode_row(prompt_messages(prompt_str)) if conversational else encode_basestring(prompt_str)
-                    )
-                else:
-                    content = json.loads(prompt_json)
-                    prompt = encode_row(prompt_messages(content) if conversational else prompt_text(content))
-                rejected = 1 - chosen
-                model_chosen = (model_a, model_b)[chosen] or models[chosen]
-                model_rejected = (model_a, model_b)[rejected] or models[rejected]
-                yield (
-                    f'{{"prompt":{prompt},"chosen":{completion(texts[chosen])},'
-                    f'"rejected":{completion(texts[rejected])},"margin":{_float(abs(2.0 * p_chosen - 1.0))},'
-                    f'"p_chosen":{_float(p_chosen)},"is_tie":{is_tie},"source":{encode_basestring(source)},'
-                    f'"n_judgments":{int.__repr__(resolution.n_judgments)},'
-                    f'"agreement":{_float(resolution.agreement)},"item_id":{int.__repr__(item_id)},'
-                    f'"campaign":{name},"model_chosen":{encode_basestring(model_chosen)},'
-                    f'"model_rejected":{encode_basestring(model_rejected)}}}'
-                )
+            else:
+                keyed = [("", j) for j in judgments]
+            distinct = {j[6] for _, j in keyed}
+            source = next(iter(distinct)) if len(distinct) == 1 else "+".join(sorted(distinct))
+            votes = [(key, j[5]) for key, j in keyed if j[5]]
+            if not votes:
+                continue
+        resolution = pairwise_resolve(votes, weights)
+        if majority_only:
+            resolution = _majority_view(resolution)
+        if check_filters:
+            summary.agreement, summary.margin = resolution.agreement, resolution.margin
+            if not summary_passes(summary, filters):
+                continue
+        label = resolution.label
+        if label == "a":
+            chosen, p_chosen, is_tie = 0, resolution.p_a, "false"
+        elif label == "b":
+            chosen, p_chosen, is_tie = 1, 1.0 - resolution.p_a, "false"
+        elif label == "tie" and include_ties:
+            chosen, p_chosen, is_tie = 0, 0.5, "true"
+        else:
+            continue
+        campaign_id = first[1]
+        name = campaign_names.get(campaign_id)
+        if name is None:
+            info = campaigns.get(campaign_id)
+            name = campaign_names[campaign_id] = encode_basestring(info.name if info is not None else str(campaign_id))
+        content = _loads(first[2])
+        if conversational:
+            prompt = encode_row(prompt_messages(content))
+        else:
+            prompt = encode_basestring(content) if isinstance(content, str) else encode_row(prompt_text(content))
+        rejected = 1 - chosen
+        model_chosen = _meta_model(first[3 + chosen]) or models[chosen]
+        model_rejected = _meta_model(first[3 + rejected]) or models[rejected]
+        yield (
+            f'{{"prompt":{prompt},"chosen":{completion(texts[chosen])},'
+            f'"rejected":{completion(texts[rejected])},"margin":{_float(abs(2.0 * p_chosen - 1.0))},'
+            f'"p_chosen":{_float(p_chosen)},"is_tie":{is_tie},"source":{encode_basestring(source)},'
+            f'"n_judgments":{int.__repr__(resolution.n_judgments)},'
+            f'"agreement":{_float(resolution.agreement)},"item_id":{int.__repr__(item_id)},'
+            f'"campaign":{name},"model_chosen":{encode_basestring(model_chosen)},'
+            f'"model_rejected":{encode_basestring(model_rejected)}}}'
+        )
+
+
+def _meta_model(raw: str | None) -> str:
+    """meta.model_a / model_b (JSON text) when it is a non-empty string, else "" (formats.py `_model`)."""
+    if raw is None:
+        return ""
+    value = _loads(raw)
+    return value if isinstance(value, str) else ""
 
 
 def _general_item(

@@ -143,6 +143,10 @@ def export_transaction() -> Iterator[None]:
         if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if connection.vendor == "postgresql":
+            # JIT compiling the export's queries costs more than running them (~1.4 s per query measured).
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL jit = off")
         yield
 
 
