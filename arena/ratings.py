@@ -97,10 +97,6 @@ def elo_online(
 
 
 # --- Bradley–Terry -------------------------------------------------------------------------------------
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return expit(x)  # stable for large |x|
-
-
 def bt_fit_weights(
     weights: np.ndarray,
     *,
@@ -138,7 +134,7 @@ def bt_fit_weights(
     current = objective(theta)
     for _ in range(max_iter):
         d = LN10 * (theta[:, None] - theta[None, :])
-        p = _sigmoid(d)  # P(i beats j)
+        p = expit(d)  # P(i beats j); stable for large |d|
         grad_ll = LN10 * np.sum(weights * (1 - p) - weights.T * p, axis=1)
         curvature = LN10**2 * total * p * (1 - p)
         hess_ll = curvature - np.diag(curvature.sum(axis=1))  # negative semi-definite, H·1 = 0

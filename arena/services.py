@@ -85,12 +85,6 @@ def _token_payload(token: str, battle_id: int, identity: VoterIdentity) -> None:
         raise PermissionDeniedError("This battle belongs to another session")
 
 
-def battle_token_check(token: str, battle: Battle, identity: VoterIdentity) -> None:
-    _token_payload(token, battle.pk, identity)
-    if battle.session_hash != identity.session_hash:
-        raise PermissionDeniedError("This battle belongs to another session")
-
-
 # --- rate limits ----------------------------------------------------------------------------------------
 def _count(key: str, ttl: int) -> int:
     # add() is a no-op when the key exists; incr() is atomic on Redis (and in the local-memory cache).
