@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -484,6 +485,18 @@ def judgment_submit(
         return judgment, True
 
 
+@dataclass(frozen=True)
+class ExternalJudgment:
+    """A finished pairwise judgment from outside the human queue, by ids (see judgments_record_external)."""
+
+    prompt_id: int
+    response_ids: Sequence[int]
+    choice: str
+    judge_name: str = ""
+    confidence: float | None = None
+    meta: dict[str, Any] | None = None
+
+
 @transaction.atomic
 def judgment_record_external(
     *,
@@ -498,19 +511,49 @@ def judgment_record_external(
 ) -> Judgment:
     """Store a finished pairwise judgment from outside the human queue (arena vote, LLM judge, reward
     model) as an item of `campaign` that is already done and has no slots to lease."""
+    entry = ExternalJudgment(
+        prompt_id=prompt.pk,
+        response_ids=[r.pk for r in responses],
+        choice=choice,
+        judge_name=judge_name,
+        confidence=confidence,
+        meta=meta,
+    )
+    return judgments_record_external(campaign=campaign, source=source, entries=[entry])[0]
+
+
+def judgments_record_external(
+    *, campaign: Campaign, source: str, entries: Sequence[ExternalJudgment]
+) -> list[Judgment]:
+    """Many external judgments at once (arena vote batches): three bulk inserts whatever their number."""
     if source == JudgmentSource.HUMAN:
         raise InvalidInput("human judgments go through the lease queue")
-    if choice not in ("a", "b", "tie", "both_bad") or len(responses) != 2:
-        raise InvalidInput("an external pairwise judgment needs 2 responses and a choice of a, b, tie or both_bad")
-    item = Item.objects.create(
-        campaign=campaign, prompt=prompt, response_count=2, state=ItemState.DONE, meta=dict(meta or {})
+    for entry in entries:
+        if entry.choice not in ("a", "b", "tie", "both_bad") or len(entry.response_ids) != 2:
+            raise InvalidInput("an external pairwise judgment needs 2 responses and a choice of a, b, tie or both_bad")
+    items = Item.objects.bulk_create(
+        Item(
+            campaign=campaign,
+            prompt_id=entry.prompt_id,
+            response_count=2,
+            state=ItemState.DONE,
+            meta=dict(entry.meta or {}),
+        )
+        for entry in entries
     )
-    ItemResponse.objects.bulk_create(ItemResponse(item=item, response=r, position=n) for n, r in enumerate(responses))
-    return Judgment.objects.create(
-        item=item,
-        source=source,
-        judge_name=judge_name,
-        choice=choice,
-        confidence=confidence,
-        presented_order=[0, 1],
+    ItemResponse.objects.bulk_create(
+        ItemResponse(item=item, response_id=response_id, position=n)
+        for item, entry in zip(items, entries, strict=True)
+        for n, response_id in enumerate(entry.response_ids)
+    )
+    return Judgment.objects.bulk_create(
+        Judgment(
+            item=item,
+            source=source,
+            judge_name=entry.judge_name,
+            choice=entry.choice,
+            confidence=entry.confidence,
+            presented_order=[0, 1],
+        )
+        for item, entry in zip(items, entries, strict=True)
     )

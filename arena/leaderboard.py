@@ -2,7 +2,7 @@
 
 `leaderboard_recompute` is the only writer of the Bradley–Terry columns of Rating (rating, ci_low, ci_high,
 rank_ub, component, battles, computed_at); the online Elo column belongs to the vote path
-(`arena.services._elo_update`) and to the importer, and is never touched by a recompute.
+(`arena.tally.votes_apply`) and to the importer, and is never touched by a recompute.
 
 The fit (and its bootstrap) runs outside any transaction; only the write takes row locks, so votes are
 not held up by a recompute. Lock order: the category's Rating rows by model id, like the vote path.
@@ -28,9 +28,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from arena import events, ratings, selectors, style
+from arena import events, ratings, selectors, style, tally
 from arena.models import PairStats, Rating, Vote
-from arena.services import ELO_BASE, ELO_K, ELO_SCALE
+from arena.tally import ELO_BASE, ELO_K, ELO_SCALE
 from models_hub.models import Model, ModelBackend, ModelRole
 
 IMPORTED_PATH_PREFIX = "imported:"
@@ -61,6 +61,7 @@ def pair_counts(category: str = "") -> tuple[ratings.PairCounts, dict[str, int]]
 # --- recompute ------------------------------------------------------------------------------------------
 def leaderboard_recompute(category: str = "", *, rounds: int = 100, seed: int = 0) -> ratings.Leaderboard:
     """Refit Bradley–Terry ratings with bootstrap intervals from PairStats and rewrite the category's Rating rows."""
+    tally.votes_apply(wait=True)  # votes stored but not yet counted (write-behind) go in first
     counts, labels = pair_counts(category)
     board = ratings.leaderboard(counts=counts, rounds=rounds, seed=seed)
     computed = {labels[row.model]: row for row in board.rows}

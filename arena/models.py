@@ -61,6 +61,12 @@ class Battle(models.Model):
     categories = models.JSONField(default=list, blank=True, help_text="e.g. ['multi_turn', 'long_prompt']")
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
+    leak = models.CharField(
+        max_length=200,
+        null=True,
+        blank=True,
+        help_text="Model or maker name found in a response ('' none; null: not checked yet). Set when ready.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -86,9 +92,15 @@ class Vote(models.Model):
     seconds_to_vote = models.FloatField(null=True, blank=True)
     item = models.ForeignKey(Item, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    applied_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the vote was folded into PairStats, Elo and the arena campaign"
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["id"], name="vote_pending_idx", condition=Q(counted=True, applied_at__isnull=True))
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(counted=True, exclusion_reason="") | Q(counted=False) & ~Q(exclusion_reason=""),

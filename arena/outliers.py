@@ -43,6 +43,7 @@ from django.db import transaction
 from django.db.models import F
 
 from annotations.models import Item
+from arena import tally
 from arena.models import ExclusionReason, PairStats, Vote, Winner
 
 LAMBDAS = (0.25, 0.5, 0.75, 1.0)
@@ -132,6 +133,8 @@ def outliers_flag(*, alpha: float = 0.05, min_history: int = 5, dry_run: bool = 
     if not 0 < alpha < 1:
         raise ValueError("alpha must be in (0, 1)")
     report = OutlierReport(alpha=alpha, threshold=1.0 / alpha)
+    if not dry_run:
+        tally.votes_apply(wait=True)  # count stored votes first: PairStats then holds every counted vote
     # Already-flagged voters stay flagged (a staff decision can restore them); their old votes are not
     # part of anyone's history, so the crowd is judged without them.
     votes = counted_votes()
@@ -153,7 +156,9 @@ def outliers_flag(*, alpha: float = 0.05, min_history: int = 5, dry_run: bool = 
         Vote.objects.filter(pk__in=[v.pk for v in flagged_votes]).update(
             counted=False, exclusion_reason=ExclusionReason.OUTLIER_VOTER, exclusion_detail=detail
         )
-        _pair_stats_subtract(flagged_votes)
+        # A vote not yet applied (it arrived during this run) was never added: nothing to subtract, and
+        # the tally skips it from now on (counted=False; the row locks order the two).
+        _pair_stats_subtract([v for v in flagged_votes if v.applied_at is not None])
         for item in Item.objects.filter(pk__in=[v.item_id for v in flagged_votes if v.item_id]).order_by("pk"):
             item.meta = {**(item.meta or {}), "arena_excluded": ExclusionReason.OUTLIER_VOTER}
             item.save(update_fields=["meta"])
@@ -162,7 +167,7 @@ def outliers_flag(*, alpha: float = 0.05, min_history: int = 5, dry_run: bool = 
 
 
 def _pair_stats_subtract(votes: list[Vote]) -> None:
-    """Take the excluded votes out of PairStats (the exact inverse of arena.services._vote_count)."""
+    """Take the excluded votes out of PairStats (the exact inverse of arena.tally._pair_stats_add)."""
     deltas: dict[tuple[str, int, int], dict[str, int]] = defaultdict(
         lambda: {"wins_lo": 0, "wins_hi": 0, "ties": 0, "both_bad": 0}
     )

@@ -7,51 +7,30 @@ no vote. A vote must come with the battle's signed token, bound to the voter's s
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from annotations import services as annotation_services
 from annotations.importing import prompt_check
-from annotations.models import Campaign, CampaignKind, JudgmentSource, Prompt, Response
-from arena import events, selectors
+from annotations.models import Campaign, Prompt, Response
+from arena import events, selectors, tally
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleMode, BattleStatus, ExclusionReason, PairStats, Rating, Vote, Winner
+from arena.models import Battle, BattleMode, BattleStatus, Vote, Winner
+from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
 from models_hub.models import Model, ModelRole
+from prefarena.cache import redis_client
 from prefarena.errors import ApplicationError, Conflict, InvalidInput, PermissionDeniedError
 from prefarena.text import storable
 
 TOKEN_SALT = "arena.battle"  # noqa: S105 - a signing namespace, not a secret
-ARENA_CAMPAIGN = "Arena votes"
-ELO_K, ELO_BASE, ELO_SCALE = 4.0, 10.0, 400.0
+TALLY_SLOT_KEY = "arena:tally:slot"
 LONG_PROMPT_CHARS = 1000
-# Makers whose names in a response would reveal the model behind it.
-MAKERS = (
-    "openai",
-    "anthropic",
-    "google",
-    "deepmind",
-    "meta ai",
-    "mistral",
-    "alibaba",
-    "qwen",
-    "deepseek",
-    "microsoft",
-    "cohere",
-    "gemini",
-    "claude",
-    "chatgpt",
-    "llama",
-    "gpt-4",
-    "gpt-3",
-)
 
 
 class TooManyRequests(ApplicationError):
@@ -96,38 +75,27 @@ def _count(key: str, ttl: int) -> int:
         return 1
 
 
-def _counts(keys: list[tuple[str, int]]) -> list[int]:
-    """Increment each (key, ttl) counter; one pipelined round trip on Redis, else one cache call each."""
-    client = _redis_client()
-    if client is None:
-        return [_count(key, ttl) for key, ttl in keys]
+def _counts(keys: list[tuple[str, int]], claim_ms: int = 0) -> tuple[list[int], bool]:
+    """Increment each (key, ttl) counter and, with claim_ms > 0, try to take the tally slot for claim_ms
+    (True when taken; claim_ms <= 0 always True). One pipelined round trip on Redis, else one cache call each."""
+    client = redis_client()
+    if client is None:  # the embedded default: local-memory cache
+        claimed = claim_ms <= 0 or cache.add(TALLY_SLOT_KEY, 1, claim_ms / 1000)
+        return [_count(key, ttl) for key, ttl in keys], claimed
     with client.pipeline(transaction=False) as pipe:
         for key, ttl in keys:
             pipe.incr(key)
             pipe.expire(key, ttl, nx=True)  # the window starts with the first count
+        if claim_ms > 0:
+            pipe.set(TALLY_SLOT_KEY, 1, nx=True, px=claim_ms)
         replies = pipe.execute()
-    return [int(value) for value in replies[::2]]
+    claimed = claim_ms <= 0 or bool(replies[-1])
+    return [int(value) for value in replies[: 2 * len(keys) : 2]], claimed
 
 
-_redis_clients: dict[int, object] = {}
-
-
-def _redis_client():  # noqa: ANN202 - redis.Redis | None
-    """The cache's Redis connection, when the cache is Redis (rate-limit counters live there).
-
-    Django's RedisCache builds a new client object (over its shared pool) on every call, which cost
-    ~0.5 ms of Python each; one per cache backend object is kept (redis.Redis is thread-safe)."""
-    backend = getattr(cache, "_cache", None)  # RedisCache wraps a RedisCacheClient
-    get_client = getattr(backend, "get_client", None)
-    if not callable(get_client):
-        return None
-    client = _redis_clients.get(id(backend))
-    if client is None:
-        client = _redis_clients.setdefault(id(backend), get_client(write=True))
-    return client
-
-
-def _limit(identity: VoterIdentity, action: str, per_minute_session: int, per_minute_ip: int | None) -> None:
+def _limit(identity: VoterIdentity, action: str, per_minute_session: int, per_minute_ip: int | None) -> bool:
+    """Count the request against its limits (429 past one). For votes, in the same Redis round trip, try
+    to claim the tally slot: True when no vote batch was applied in the last ARENA_VOTE_APPLY_INTERVAL_MS."""
     now = timezone.now()
     minute, day = int(now.timestamp() // 60), now.strftime("%Y%m%d")
     keys = [(f"arena:{action}:s:{identity.session_hash}:{minute}", 120)]
@@ -138,15 +106,18 @@ def _limit(identity: VoterIdentity, action: str, per_minute_session: int, per_mi
         keys.append((f"arena:vote:day:s:{identity.session_hash}:{day}", 2 * 86400))
         if identity.ip_hash:
             keys.append((f"arena:vote:day:ip:{identity.ip_hash}:{day}", 2 * 86400))
-    counts = iter(_counts(keys))
-    if next(counts) > per_minute_session:
+    claim_ms = settings.ARENA_VOTE_APPLY_INTERVAL_MS if action == "vote" else 0
+    counts, claimed = _counts(keys, claim_ms)
+    values = iter(counts)
+    if next(values) > per_minute_session:
         raise TooManyRequests(f"Too many {action}s from this session; wait a minute")
-    if check_ip and next(counts) > (per_minute_ip or 0):
+    if check_ip and next(values) > (per_minute_ip or 0):
         raise TooManyRequests(f"Too many {action}s from this address; wait a minute")
     if action == "vote":
         cap = settings.ARENA_DAILY_VOTE_CAP
-        if any(value > cap for value in counts):
+        if any(value > cap for value in values):
             raise TooManyRequests(f"Daily vote limit of {cap} reached; thank you, come back tomorrow")
+    return claimed
 
 
 # --- battles ----------------------------------------------------------------------------------------------
@@ -237,6 +208,7 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     response_a = rng.choice([r for r in candidates if r.model_name == model_a.label])
     response_b = rng.choice([r for r in candidates if r.model_name == model_b.label])
     prompt = Prompt.objects.get(pk=prompt_id)
+    leak = identity_leak_in([model_a.name, model_b.name], [response_a.text, response_b.text])
     return Battle.objects.create(
         prompt=prompt,
         model_a=model_a,
@@ -246,6 +218,7 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
         mode=BattleMode.PREGENERATED,
         status=BattleStatus.READY,
         ready_at=timezone.now(),
+        leak=leak,
         session_hash=identity.session_hash,
         ip_hash=identity.ip_hash,
         user_id=identity.user_id,
@@ -268,7 +241,7 @@ def battles_expire_stuck(now: datetime | None = None) -> list[int]:
             .values_list("pk", flat=True)
         )
         Battle.objects.filter(pk__in=stuck, status=BattleStatus.GENERATING).update(
-            status=BattleStatus.ERROR, error=message
+            status=BattleStatus.ERROR, error=message, leak=""
         )
     for battle_id in stuck:
         transaction.on_commit(lambda battle_id=battle_id: events.battle_status_send(battle_id, BattleStatus.ERROR))
@@ -282,8 +255,8 @@ def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: s
     if battle.status != BattleStatus.GENERATING:
         return battle  # a duplicate delivery: the first one stored the responses
     if error:
-        battle.status, battle.error = BattleStatus.ERROR, storable(error[:2000])
-        battle.save(update_fields=["status", "error"])
+        battle.status, battle.error, battle.leak = BattleStatus.ERROR, storable(error[:2000]), ""
+        battle.save(update_fields=["status", "error", "leak"])
         return battle
     battle.response_a = Response.objects.create(
         prompt=battle.prompt, text=storable(text_a), model_name=battle.model_a.label
@@ -292,157 +265,24 @@ def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: s
         prompt=battle.prompt, text=storable(text_b), model_name=battle.model_b.label
     )
     battle.status, battle.ready_at = BattleStatus.READY, timezone.now()
-    battle.save(update_fields=["response_a", "response_b", "status", "ready_at"])
+    battle.leak = identity_leak(battle)  # checked once here, not at every vote
+    battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak"])
     return battle
 
 
 # --- votes --------------------------------------------------------------------------------------------
-def identity_leak(battle: Battle) -> str:
-    """The first model or maker name found in a response, or ''."""
-    names = {battle.model_a.name, battle.model_b.name, *MAKERS}
-    texts = [
-        (battle.response_a.text if battle.response_a else ""),
-        (battle.response_b.text if battle.response_b else ""),
-    ]
-    for name in sorted(names, key=len, reverse=True):
-        pattern = re.compile(rf"(?<![\w-]){re.escape(name.lower())}(?![\w-])")
-        if any(pattern.search(text.lower()) for text in texts):
-            return name
-    return ""
-
-
 def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: VoterIdentity) -> VoteResult:
-    """Store the vote (one per battle), update counts and Elo if it counts, and reveal the models."""
+    """Store the vote (one per battle) and reveal the models; counting it is write-behind (arena/tally.py).
+
+    The request stores the Vote and marks the battle voted in one statement; the per-pair counts, the
+    online Elo and the arena judgment follow in batches (`tally.votes_apply`): by this request when no
+    batch ran in the last ARENA_VOTE_APPLY_INTERVAL_MS, else by the next one or the beat sweep."""
     if winner not in Winner.values:
         raise InvalidInput(f"winner must be one of {', '.join(Winner.values)}", fields={"winner": ["invalid choice"]})
     # Signature, expiry and binding first: a forged or foreign token costs no database work.
     _token_payload(token, battle_id, identity)
-    _limit(identity, "vote", settings.ARENA_VOTES_PER_MINUTE_SESSION, settings.ARENA_VOTES_PER_MINUTE_IP)
-    try:
-        with transaction.atomic():
-            # of=("self",): lock the battle row only. The responses are nullable (outer joins), and
-            # PostgreSQL refuses FOR UPDATE on the nullable side of an outer join. The lock makes the
-            # status check below and the vote one step: a concurrent vote waits, then sees "voted".
-            battle = (
-                Battle.objects.select_for_update(of=("self",))
-                .select_related("model_a", "model_b", "response_a", "response_b", "prompt")
-                .filter(pk=battle_id)
-                .first()
-            )
-            if battle is None:
-                raise PermissionDeniedError("Invalid battle token")  # do not reveal which battle ids exist
-            if battle.session_hash != identity.session_hash:
-                raise PermissionDeniedError("This battle belongs to another session")
-            if battle.status == BattleStatus.VOTED:
-                raise Conflict("This battle already has a vote")
-            if battle.status == BattleStatus.GENERATING:
-                raise Conflict("Both responses must be complete before voting")
-            reason, detail = "", ""
-            if battle.status == BattleStatus.ERROR:
-                reason, detail = ExclusionReason.RESPONSE_ERROR, battle.error[:500]
-            elif leaked := identity_leak(battle):
-                reason, detail = ExclusionReason.IDENTITY_LEAK, f"a response mentions {leaked!r}"
-            # The OneToOne on battle is the last word on "one vote per battle" (IntegrityError below).
-            vote = Vote.objects.create(
-                battle=battle,
-                winner=winner,
-                counted=not reason,
-                exclusion_reason=reason,
-                exclusion_detail=detail,
-                session_hash=identity.session_hash,
-                ip_hash=identity.ip_hash,
-                user_id=identity.user_id,
-                seconds_to_vote=(timezone.now() - battle.ready_at).total_seconds() if battle.ready_at else None,
-                item_id=_vote_as_judgment(battle, winner).item_id if not reason else None,
-            )
-            Battle.objects.filter(pk=battle.pk).update(status=BattleStatus.VOTED)
-            if vote.counted:
-                _vote_count(battle, winner)
-    except IntegrityError as exc:  # the OneToOne on battle: a concurrent vote won
-        raise Conflict("This battle already has a vote") from exc
-    if vote.counted:
-        transaction.on_commit(events.leaderboard_changed)
-    return VoteResult(vote=vote, model_a=battle.model_a.label, model_b=battle.model_b.label)
-
-
-def _vote_count(battle: Battle, winner: str) -> None:
-    """Per-pair outcome counts, one upsert for every category of the battle, then the online Elo."""
-    lo, hi = sorted([battle.model_a.pk, battle.model_b.pk])
-    a_is_lo = battle.model_a.pk == lo
-    column = {
-        Winner.A: "wins_lo" if a_is_lo else "wins_hi",
-        Winner.B: "wins_hi" if a_is_lo else "wins_lo",
-        Winner.TIE: "ties",
-        Winner.BOTH_BAD: "both_bad",
-    }[winner]
-    table = PairStats._meta.db_table
-    increments = ", ".join(
-        f"{name} = {table}.{name} + EXCLUDED.{name}" for name in ("wins_lo", "wins_hi", "ties", "both_bad")
-    )
-    categories = ["", *battle.categories]
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(categories))
-    params: list[object] = []
-    for category in categories:
-        params += [
-            category,
-            lo,
-            hi,
-            *(1 if name == column else 0 for name in ("wins_lo", "wins_hi", "ties", "both_bad")),
-        ]
-    # INSERT … ON CONFLICT DO UPDATE (PostgreSQL and SQLite): one statement, atomic per row, no
-    # get-or-create race; the increments are relative, like F() expressions.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (category, model_lo_id, model_hi_id, wins_lo, wins_hi, ties, both_bad) "  # noqa: S608
-            f"VALUES {values} ON CONFLICT (category, model_lo_id, model_hi_id) DO UPDATE SET {increments}",
-            params,
-        )
-    _elo_update(battle, winner)
-
-
-def _elo_update(battle: Battle, winner: str) -> None:
-    """Online Elo for the live ticker; the two rows are locked in id order (no deadlocks)."""
-    pair = [battle.model_a.pk, battle.model_b.pk]
-    locked = Rating.objects.select_for_update().filter(category="", model__in=pair).order_by("model_id")
-    rows = {r.model_id: r for r in locked}
-    if len(rows) < 2:  # first battle of a model: create its row, then lock as usual
-        Rating.objects.bulk_create([Rating(category="", model_id=pk) for pk in sorted(pair)], ignore_conflicts=True)
-        rows = {r.model_id: r for r in locked.all()}
-    ra, rb = rows[battle.model_a.pk], rows[battle.model_b.pk]
-    expected_a = 1.0 / (1.0 + ELO_BASE ** ((rb.elo - ra.elo) / ELO_SCALE))
-    score_a = {Winner.A: 1.0, Winner.B: 0.0}.get(winner, 0.5)
-    ra.elo += ELO_K * (score_a - expected_a)
-    rb.elo += ELO_K * ((1.0 - score_a) - (1.0 - expected_a))
-    ra.battles += 1
-    rb.battles += 1
-    Rating.objects.bulk_update([ra, rb], ["elo", "battles"])
-
-
-def _arena_campaign() -> Campaign:
-    campaign = Campaign.objects.filter(name=ARENA_CAMPAIGN).first()
-    if campaign is None:
-        campaign = annotation_services.campaign_create(
-            name=ARENA_CAMPAIGN,
-            kind=CampaignKind.PAIRWISE,
-            created_by=None,
-            description="Counted arena votes, stored as pairwise preferences (source 'arena').",
-        )
-    return campaign
-
-
-def _vote_as_judgment(battle: Battle, winner: str):  # noqa: ANN202 - returns annotations.Judgment
-    # Canonical order: response A is the battle's model_a, so the vote's winner maps directly.
-    return annotation_services.judgment_record_external(
-        campaign=_arena_campaign(),
-        prompt=battle.prompt,
-        responses=[battle.response_a, battle.response_b],
-        source=JudgmentSource.ARENA,
-        choice=winner,
-        judge_name=f"arena-voter:{battle.session_hash[:12]}",
-        meta={
-            "battle": battle.pk,
-            "model_a": battle.model_a.label,
-            "model_b": battle.model_b.label,
-            "voted_at": datetime.now(UTC).isoformat(),
-        },
-    )
+    apply_now = _limit(identity, "vote", settings.ARENA_VOTES_PER_MINUTE_SESSION, settings.ARENA_VOTES_PER_MINUTE_IP)
+    stored = tally.vote_store(battle_id=battle_id, winner=winner, identity=identity)
+    if stored.counted and apply_now:
+        tally.votes_apply()
+    return VoteResult(vote=stored.vote, model_a=stored.model_a, model_b=stored.model_b)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.core.cache import cache
 
-from arena import events, leaderboard, outliers, services
+from arena import events, leaderboard, outliers, services, tally
 
 RECOMPUTE_LOCK = "arena:leaderboard:recompute-lock"
 RECOMPUTE_LOCK_SECONDS = 600
@@ -42,3 +42,9 @@ def leaderboard_send() -> None:
 def battles_expire_stuck() -> list[int]:
     """End live battles stuck generating (beat, every minute)."""
     return services.battles_expire_stuck()
+
+
+@shared_task(name="arena.tasks.votes_apply", ignore_result=True)
+def votes_apply() -> int:
+    """Count the votes no request has counted yet (beat, every 5 s; arena/tally.py)."""
+    return tally.votes_apply(wait=True)

@@ -8,14 +8,18 @@ vote sends). Never the database named in the URL, never a test database.
 
 1. migrate the benchmark database; on first use fill a campaign with --prompts prompts, each answered by
    every one of --models arena models (placeholder rows, never loaded): the pool of pre-generated battles.
-2. start daphne (`prefarena.asgi:application`, the production ASGI app; DEBUG off) on 127.0.0.1 in a child
-   process, with the arena's rate limits raised (the benchmark is one IP sending thousands of votes).
-3. --clients threads, each an anonymous browser (httpx, own cookies): GET /arena/ (session + CSRF
-   cookie), then create --votes-per-client pre-generated battles (not timed), wait for the others, then
-   vote on each battle as fast as the server answers (timed): POST /api/v1/arena/battles/{id}/vote/ with
-   the token and the CSRF header, exactly as the page does. Stops at --seconds.
+2. start the HTTP server in a child process on 127.0.0.1, DEBUG off, with the arena's rate limits raised
+   (the benchmark is one IP sending thousands of votes): by default gunicorn sync workers on
+   `prefarena.wsgi:application`, the production HTTP setup (README, "Deploying"); --server uvicorn or
+   daphne serve the ASGI app instead (under ASGI every request's sync code runs in a new thread).
+3. --clients asyncio clients (benchmarks/rawhttp.py: lean HTTP/1.1), each an anonymous browser with its
+   own cookies: GET /arena/ (session + CSRF cookie), then create --votes-per-client pre-generated
+   battles (not timed), wait for the others, then vote on each battle as fast as the server answers
+   (timed): POST /api/v1/arena/battles/{id}/vote/ with the token and the CSRF header, exactly as the page
+   does. Stops at --seconds.
 4. print votes/s (successful votes over the timed phase's wall time), p50/p95/p99 latency, any non-201
-   answers, and check the stored counts: one Vote per 201 and PairStats totals equal to counted votes.
+   answers; run the tally sweep the beat runs every 5 s (votes are counted write-behind, arena/tally.py)
+   and check the stored counts: one Vote per 201 and PairStats totals equal to counted votes.
 
 The server, the clients and PostgreSQL share the machine: on a small machine the clients' CPU is part of
 the figure.
@@ -24,6 +28,8 @@ the figure.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -31,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_db import bench_database_url, ensure_database  # noqa: E402 - after the path tweak
+from rawhttp import Connection  # noqa: E402
 
 DEFAULT_DB_NAME = "prefarena_bench_votes"
 BENCH_SECRET = "benchmark-only-secret-key-never-used-to-serve-real-requests-0123456789"
@@ -60,8 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--votes-per-client", type=int, default=40, help="battles each voter votes on (40)")
     parser.add_argument("--seconds", type=float, default=60.0, help="stop the timed phase after this long (60)")
     parser.add_argument("--models", type=int, default=8, help="arena models (8)")
-    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn", help="ASGI server (uvicorn)")
-    parser.add_argument("--workers", type=int, default=4, help="uvicorn worker processes (4)")
+    parser.add_argument(
+        "--server", choices=["gunicorn", "uvicorn", "daphne"], default="gunicorn", help="HTTP server (gunicorn)"
+    )
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn or uvicorn worker processes (4)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (4)")
     parser.add_argument("--prompts", type=int, default=200, help="prompts in the pre-generated pool (200)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), help="PostgreSQL server")
     parser.add_argument("--db-name", default=DEFAULT_DB_NAME, help=f"benchmark database ({DEFAULT_DB_NAME})")
@@ -135,8 +144,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(url: str, port: int, log: Path, server: str, workers: int) -> subprocess.Popen:
-    if server == "daphne":
+def start_server(url: str, port: int, log: Path, server: str, workers: int, threads: int = 4) -> subprocess.Popen:
+    if server == "gunicorn":  # HTTP through WSGI (README, "Deploying"); websockets go to the ASGI server
+        args = [sys.executable, "-m", "gunicorn", "prefarena.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+        args += ["--workers", str(workers), "--threads", str(threads), "--log-level", "warning"]
+    elif server == "daphne":
         args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "prefarena.asgi:application"]
     else:  # uvicorn: N worker processes behind one socket (the production setup in README, "Deploying")
         args = [sys.executable, "-m", "uvicorn", "prefarena.asgi:application", "--host", "127.0.0.1"]
@@ -174,39 +186,66 @@ class ClientResult:
     error: str = ""
 
 
-def voter(base: str, count: int, ready: threading.Barrier, deadline: list[float], result: ClientResult) -> None:
-    import httpx
-
-    with httpx.Client(base_url=base, timeout=60.0) as client:
-        try:
-            client.get("/arena/").raise_for_status()
-            csrf = client.cookies["csrftoken"]
-            headers = {"X-CSRFToken": csrf, "Referer": base + "/arena/"}
-            battles = []
-            for _ in range(count):
-                answer = client.post("/api/v1/arena/battles/", json={"mode": "pregenerated"}, headers=headers)
-                if answer.status_code != 201:
-                    raise RuntimeError(f"battle creation answered {answer.status_code}: {answer.text[:200]}")
-                battles.append(answer.json())
-        except Exception as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            ready.abort()
-            return
-        ready.wait()
+async def voter(
+    port: int, count: int, ready: asyncio.Event, arrived: list[int], deadline: list[float], result: ClientResult
+) -> None:
+    """One anonymous browser: its own session, CSRF cookie and keep-alive connection."""
+    connection = Connection("127.0.0.1", port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        status, _, body = await connection.request("GET", "/arena/")
+        if status != 200:
+            raise RuntimeError(f"GET /arena/ answered {status}")
+        headers = {"X-CSRFToken": connection.cookies["csrftoken"], "Referer": base + "/arena/"}
+        battles = []
+        for _ in range(count):
+            status, _, body = await connection.request(
+                "POST", "/api/v1/arena/battles/", json.dumps({"mode": "pregenerated"}).encode(), headers
+            )
+            if status != 201:
+                raise RuntimeError(f"battle creation answered {status}: {body[:200]!r}")
+            battles.append(json.loads(body))
+    except Exception as exc:  # noqa: BLE001 - reported, then the run stops
+        result.error = f"{type(exc).__name__}: {exc}"
+        arrived[0] += 1
+        ready.set()
+        return
+    arrived[0] += 1
+    await ready.wait()
+    try:
         for number, battle in enumerate(battles):
             if time.perf_counter() > deadline[0]:
                 break
             winner = ("a", "b", "tie", "both_bad")[number % 4]
+            payload = json.dumps({"winner": winner, "token": battle["token"]}).encode()
             started = time.perf_counter()
-            answer = client.post(
-                f"/api/v1/arena/battles/{battle['id']}/vote/",
-                json={"winner": winner, "token": battle["token"]},
-                headers=headers,
+            status, _, body = await connection.request(
+                "POST", f"/api/v1/arena/battles/{battle['id']}/vote/", payload, headers
             )
             result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
-            result.statuses[answer.status_code] += 1
-            if answer.status_code != 201 and len(result.samples) < 3:
-                result.samples.append(f"{answer.status_code}: {answer.text[:200]}")
+            result.statuses[status] += 1
+            if status != 201 and len(result.samples) < 3:
+                result.samples.append(f"{status}: {body[:200].decode(errors='replace')}")
+    finally:
+        await connection.close()
+
+
+async def drive(port: int, clients: int, per_client: int, seconds: float, results: list[ClientResult]) -> float:
+    """Set every client up (not timed), then release them together; the timed phase's wall time."""
+    ready, arrived, deadline = asyncio.Event(), [0], [float("inf")]
+    tasks = [asyncio.create_task(voter(port, per_client, ready, arrived, deadline, result)) for result in results]
+    while arrived[0] < clients:
+        await asyncio.sleep(0.05)
+    errors = {r.error for r in results if r.error}
+    if errors:
+        ready.set()
+        await asyncio.gather(*tasks)
+        raise RuntimeError(f"a client failed before voting: {errors}")
+    started = time.perf_counter()
+    deadline[0] = started + seconds
+    ready.set()
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - started
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -233,32 +272,23 @@ def main(argv: list[str] | None = None) -> None:
 
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"prefarena-bench-votes-{port}.log"
-    server = start_server(url, port, log, args.server, args.workers)
-    base = f"http://127.0.0.1:{port}"
+    server = start_server(url, port, log, args.server, args.workers, args.threads)
     results = [ClientResult() for _ in range(args.clients)]
-    ready = threading.Barrier(args.clients + 1)
-    deadline = [float("inf")]
-    threads = [
-        threading.Thread(target=voter, args=(base, args.votes_per_client, ready, deadline, result), daemon=True)
-        for result in results
-    ]
     try:
         print(f"{args.clients} clients creating {args.votes_per_client} battles each (not timed) ...")
-        for thread in threads:
-            thread.start()
         try:
-            ready.wait(timeout=600)
-        except threading.BrokenBarrierError:
-            errors = {r.error for r in results if r.error}
-            sys.exit(f"a client failed before voting: {errors}\nserver log: {log}")
-        started = time.perf_counter()
-        deadline[0] = started + args.seconds
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
+            elapsed = asyncio.run(drive(port, args.clients, args.votes_per_client, args.seconds, results))
+        except RuntimeError as exc:
+            sys.exit(f"{exc}\nserver log: {log}")
     finally:
         stop_server(server)
 
+    # Counting is write-behind (arena/tally.py): votes after the last batch of the run wait for the beat
+    # sweep (every 5 s); the benchmark runs that sweep itself before checking the counts.
+    from arena import tally
+
+    pending = tally.votes_pending()
+    swept = tally.votes_apply(wait=True)
     latencies = [ms for r in results for ms in r.latencies_ms]
     statuses = sum((r.statuses for r in results), Counter())
     ok = statuses.get(201, 0)
@@ -267,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     pair_total = sum(s.wins_lo + s.wins_hi + s.ties + s.both_bad for s in PairStats.objects.filter(category=""))
     print()
     processes = "1 process" if args.server == "daphne" else f"{args.workers} worker processes"
+    if args.server == "gunicorn":
+        processes += f" x {args.threads} threads"
     print(
         f"clients {args.clients}   models {args.models}   server: {args.server}, {processes}   database {args.db_name}"
     )
@@ -278,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"answers: {dict(sorted(statuses.items()))}")
     for sample in sorted({sample for r in results for sample in r.samples})[:5]:
         print(f"  e.g. {sample}")
+    print(f"tally: {pending:,} votes still pending after the run, {swept:,} counted by the closing sweep")
     print(
         f"stored: {stored:,} new votes ({counted - counted_before:,} counted); "
         f"PairStats total {pair_total:,} = counted votes {counted:,}: {pair_total == counted}"

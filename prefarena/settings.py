@@ -82,6 +82,18 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
+        # Under ASGI every request runs its sync code in a thread of its own, and connections are per
+        # thread: without a pool each request opened (and closed) a PostgreSQL connection. psycopg's
+        # pool is shared by the process's threads (Django >= 5.1). DB_POOL=0 turns it off, e.g. behind
+        # PgBouncer; DB_CONN_MAX_AGE (persistent connections) then applies instead.
+        if DATABASES["default"]["CONN_MAX_AGE"]:
+            raise ImproperlyConfigured("DB_CONN_MAX_AGE needs DB_POOL=0: pooled connections are not kept per thread")
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 8),
+            "timeout": env_int("DB_POOL_TIMEOUT", 30),
+        }
 else:
     DATABASES = {
         "default": {
@@ -104,7 +116,14 @@ if REDIS_URL:
             "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # One pool per process: under ASGI each request has its own cache object (prefarena/cache.py).
+            "OPTIONS": {"pool_class": "prefarena.cache.SharedConnectionPool"},
+        }
+    }
     # Sessions read from Redis, written through to the database: every arena request loads its
     # session, and that read was one SQL query per vote.
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
@@ -139,6 +158,7 @@ CELERY_BEAT_SCHEDULE = {
     "workers-reap-jobs": {"task": "workers.tasks.jobs_reap", "schedule": 30.0},
     "arena-leaderboard-recompute": {"task": "arena.tasks.leaderboard_recompute", "schedule": 60.0},
     "arena-expire-stuck-battles": {"task": "arena.tasks.battles_expire_stuck", "schedule": 60.0},
+    "arena-votes-apply": {"task": "arena.tasks.votes_apply", "schedule": 5.0},
     "workers-retrain-policies": {"task": "workers.tasks.retrain_policies_check", "schedule": 60.0},
     "annotations-webhook-deliveries-due": {"task": "annotations.tasks.webhook_deliveries_due", "schedule": 30.0},
     "annotations-snapshots-reap": {"task": "annotations.tasks.snapshots_reap", "schedule": 60.0},
@@ -239,6 +259,9 @@ ARENA_VOTES_PER_MINUTE_SESSION = env_int("ARENA_VOTES_PER_MINUTE_SESSION", 10)
 ARENA_VOTES_PER_MINUTE_IP = env_int("ARENA_VOTES_PER_MINUTE_IP", 30)
 ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200)  # per session and per IP
 ARENA_BATTLES_PER_MINUTE_SESSION = env_int("ARENA_BATTLES_PER_MINUTE_SESSION", 10)
+# Votes are counted write-behind in batches (arena/tally.py): a vote request applies the pending votes
+# when none were applied in the last this-many milliseconds; 0 = every vote applies at once.
+ARENA_VOTE_APPLY_INTERVAL_MS = env_int("ARENA_VOTE_APPLY_INTERVAL_MS", 100)
 # Campaigns (names) whose prompts anonymous visitors may draw for pre-generated battles; empty: every
 # active campaign. Set it in production: a drawn prompt and its stored answers become public.
 ARENA_POOL_CAMPAIGNS = env_list("ARENA_POOL_CAMPAIGNS", [])

@@ -23,6 +23,13 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+@pytest.fixture(autouse=True)
+def _votes_counted_at_once(settings: Any) -> None:
+    """Every arena vote applies the pending votes at once (ARENA_VOTE_APPLY_INTERVAL_MS=0), so a test sees
+    its counts after each vote; tests/arena/test_tally.py covers the batched, write-behind setting."""
+    settings.ARENA_VOTE_APPLY_INTERVAL_MS = 0
+
+
 @pytest.fixture
 def make_user(django_user_model: Any) -> Callable[..., Any]:
     counter = {"n": 0}

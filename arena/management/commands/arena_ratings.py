@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from arena import leaderboard, ratings, style
+from arena import leaderboard, ratings, style, tally
 from arena.models import Rating
 from workers.management import non_negative_int
 
@@ -75,6 +75,7 @@ class Command(BaseCommand):
                     raise CommandError("--save writes the unregularised fit; drop --l2")
                 board = leaderboard.leaderboard_recompute(category, rounds=rounds, seed=seed)
             else:
+                tally.votes_apply(wait=True)  # stored votes not yet counted (write-behind) go in first
                 counts, _ = leaderboard.pair_counts(category)
                 board = ratings.leaderboard(counts=counts, rounds=rounds, seed=seed, l2_c=l2_c)
             elo = {r.model.label: r.elo for r in Rating.objects.filter(category="").select_related("model")}
