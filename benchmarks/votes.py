@@ -63,14 +63,14 @@ LIMITS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16, help="concurrent voters (16)")
-    parser.add_argument("--votes-per-client", type=int, default=40, help="battles each voter votes on (40)")
+    parser.add_argument("--votes-per-client", type=int, default=150, help="battles each voter votes on (150)")
     parser.add_argument("--seconds", type=float, default=60.0, help="stop the timed phase after this long (60)")
     parser.add_argument("--models", type=int, default=8, help="arena models (8)")
     parser.add_argument(
         "--server", choices=["gunicorn", "uvicorn", "daphne"], default="gunicorn", help="HTTP server (gunicorn)"
     )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn or uvicorn worker processes (4)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (4)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (1: sync workers)")
     parser.add_argument("--prompts", type=int, default=200, help="prompts in the pre-generated pool (200)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), help="PostgreSQL server")
     parser.add_argument("--db-name", default=DEFAULT_DB_NAME, help=f"benchmark database ({DEFAULT_DB_NAME})")
