@@ -118,7 +118,7 @@ if REDIS_URL:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "prefarena.cache.RedisCache",  # Django's, with one client per pool
             "LOCATION": REDIS_URL,
             # One pool per process: under ASGI each request has its own cache object (prefarena/cache.py).
             "OPTIONS": {"pool_class": "prefarena.cache.SharedConnectionPool"},
