@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from asgiref.sync import async_to_sync
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
@@ -29,20 +27,6 @@ from prefarena.routing import websocket_urlpatterns
 
 BATTLES = "/api/v1/arena/battles/"
 NO_LIMITS = {"ARENA_VOTES_PER_MINUTE_SESSION": 10_000, "ARENA_VOTES_PER_MINUTE_IP": 10_000}
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_limits() -> Iterator[None]:
-    """Rate-limit counters live in Redis across tests (same minute, same day, same 127.0.0.1): start clean."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
-
-    def clear() -> None:
-        for key in client.scan_iter("*arena:*"):
-            client.delete(key)
-
-    clear()
-    yield
-    clear()
 
 
 def make_models(n: int = 2) -> list[Model]:

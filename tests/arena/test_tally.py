@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
-import redis
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -20,20 +17,6 @@ from prefarena.errors import Conflict, PermissionDeniedError
 
 ME = VoterIdentity(session_hash="s" * 64, ip_hash="i" * 64, user_id=None)
 SOMEONE_ELSE = VoterIdentity(session_hash="t" * 64, ip_hash="i" * 64, user_id=None)
-
-
-@pytest.fixture(autouse=True)
-def fresh_arena_keys() -> Iterator[None]:
-    """Rate-limit counters and the tally slot live in Redis across tests: start clean."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
-
-    def clear() -> None:
-        for key in client.scan_iter("*arena:*"):
-            client.delete(key)
-
-    clear()
-    yield
-    clear()
 
 
 def make_models(n: int = 3) -> list[Model]:
