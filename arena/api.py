@@ -215,7 +215,7 @@ class BattleViewSet(viewsets.ViewSet):
             "model_a": result.model_a,
             "model_b": result.model_b,
         }
-        return Response(VoteOutSerializer(body).data, status=status.HTTP_201_CREATED)
+        return Response(body, status=status.HTTP_201_CREATED)  # the VoteOutSerializer shape, built directly
 
 
 class OneObjectSchema(AutoSchema):

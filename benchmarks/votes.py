@@ -230,7 +230,30 @@ async def voter(
         await connection.close()
 
 
-async def drive(port: int, clients: int, per_client: int, seconds: float, results: list[ClientResult]) -> float:
+def cpu_seconds(server_pid: int, db_name: str) -> dict[str, float]:
+    """CPU time used so far by the server (master and workers), PostgreSQL's backends serving the
+    benchmark database (not its shared WAL writer and checkpointer), Redis and this process."""
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return times.user + times.system
+
+    server = psutil.Process(server_pid)
+    totals = {"server": used(server) + sum(used(child) for child in server.children(recursive=True))}
+    processes = list(psutil.process_iter(["name", "cmdline"]))
+    totals["postgres"] = sum(used(p) for p in processes if f" {db_name} " in " ".join(p.info["cmdline"] or []))
+    totals["redis"] = sum(used(p) for p in processes if (p.info["name"] or "").startswith("redis-server"))
+    totals["clients"] = used(psutil.Process())
+    return totals
+
+
+async def drive(
+    port: int, clients: int, per_client: int, seconds: float, results: list[ClientResult], cpu: list[dict]
+) -> float:
     """Set every client up (not timed), then release them together; the timed phase's wall time."""
     ready, arrived, deadline = asyncio.Event(), [0], [float("inf")]
     tasks = [asyncio.create_task(voter(port, per_client, ready, arrived, deadline, result)) for result in results]
@@ -241,11 +264,14 @@ async def drive(port: int, clients: int, per_client: int, seconds: float, result
         ready.set()
         await asyncio.gather(*tasks)
         raise RuntimeError(f"a client failed before voting: {errors}")
+    cpu.append(cpu[0]["at"]())
     started = time.perf_counter()
     deadline[0] = started + seconds
     ready.set()
     await asyncio.gather(*tasks)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    cpu.append(cpu[0]["at"]())
+    return elapsed
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -277,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(f"{args.clients} clients creating {args.votes_per_client} battles each (not timed) ...")
         try:
-            elapsed = asyncio.run(drive(port, args.clients, args.votes_per_client, args.seconds, results))
+            cpu: list[dict] = [{"at": lambda: cpu_seconds(server.pid, args.db_name)}]
+            elapsed = asyncio.run(drive(port, args.clients, args.votes_per_client, args.seconds, results, cpu))
         except RuntimeError as exc:
             sys.exit(f"{exc}\nserver log: {log}")
     finally:
@@ -308,6 +335,13 @@ def main(argv: list[str] | None = None) -> None:
         f"p99 {percentile(latencies, 0.99):.1f} ms   max {max(latencies):.1f} ms"
     )
     print(f"answers: {dict(sorted(statuses.items()))}")
+    if ok:
+        spent = {name: cpu[2][name] - cpu[1][name] for name in cpu[1]}
+        print(
+            "CPU per accepted vote: "
+            + "   ".join(f"{name} {seconds * 1000 / ok:.2f} ms" for name, seconds in spent.items())
+            + f"   (all: {sum(spent.values()) / elapsed * 100:.0f}% of one core)"
+        )
     for sample in sorted({sample for r in results for sample in r.samples})[:5]:
         print(f"  e.g. {sample}")
     print(f"tally: {pending:,} votes still pending after the run, {swept:,} counted by the closing sweep")

@@ -60,7 +60,7 @@ def pair_total(category: str = "") -> int:
 
 
 def elo_replay(votes: list[Vote]) -> dict[int, float]:
-    """The online Elo recomputed from scratch over the votes in id order (the order batches apply them)."""
+    """The online Elo recomputed from scratch over the votes in the given order."""
     elo: dict[int, float] = {}
     for vote in votes:
         a, b = vote.battle.model_a_id, vote.battle.model_b_id
@@ -165,7 +165,7 @@ def _token(battle: Battle) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_voters_in_batches_count_every_vote_once_in_vote_order(settings):
+def test_concurrent_voters_in_batches_count_every_vote_once_in_applied_order(settings):
     # given: 8 voters with 6 battles each among 3 models, and a short tally interval
     settings.ARENA_VOTE_APPLY_INTERVAL_MS = 20
     settings.ARENA_VOTES_PER_MINUTE_SESSION = settings.ARENA_VOTES_PER_MINUTE_IP = 10_000
@@ -205,8 +205,9 @@ def test_concurrent_voters_in_batches_count_every_vote_once_in_vote_order(settin
     assert judgments.count() == 48 and len({j.item_id for j in judgments}) == 48
     ratings = {r.model_id: r for r in Rating.objects.filter(category="")}
     assert sum(r.battles for r in ratings.values()) == 96
-    # and the online Elo is the chronological replay of the votes in id order
-    for model_id, elo in elo_replay(votes).items():
+    # and the online Elo is the sequential replay of the votes in the order they were applied
+    applied_order = sorted(votes, key=lambda v: (v.applied_at, v.id))
+    for model_id, elo in elo_replay(applied_order).items():
         assert ratings[model_id].elo == pytest.approx(elo, abs=1e-9)
 
 
