@@ -91,13 +91,14 @@ def estimate_reliability(votes: Iterable[Vote], gold: dict[int, str] | None = No
 
     `gold` maps item -> the gold choice ("a" / "b"); on those items the truth is known, not inferred.
     Items where fewer than two judges voted A or B (and that are not gold) are left out of the fit.
+    `gold` is read once `votes` is consumed, so a caller may fill it from the same stream (export/source.py).
     """
-    gold = {item: choice for item, choice in (gold or {}).items() if choice in DIRECTIONAL}
     by_item: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for vote in votes:
         sign = DIRECTIONAL.get(vote.choice)
         if sign is not None:
             by_item[vote.item].append((vote.judge, sign))
+    gold = {item: choice for item, choice in (gold or {}).items() if choice in DIRECTIONAL}
     usable = {item: vs for item, vs in by_item.items() if len(vs) >= 2 or item in gold}
     if not usable:
         return Reliability()

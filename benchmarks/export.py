@@ -1,6 +1,6 @@
 """Live export throughput: stream the `pairwise` JSONL export of a large campaign over HTTP from a real server.
 
-    .venv/bin/python benchmarks/export.py [--items 1000000] [--runs 3] [--reuse] [--server daphne|runserver]
+    .venv/bin/python benchmarks/export.py [--items 1000000] [--runs 3] [--reuse] [--server daphne|gunicorn|runserver]
 
 Runs against PostgreSQL only, in its own database (--db-name, default `prefarena_bench_export`), created and
 migrated on first use; it never touches the database named in --database-url / DATABASE_URL.
@@ -9,10 +9,12 @@ migrated on first use; it never touches the database named in --database-url / D
    (--judgments-per-item for more), from 1,000 annotators, with set-based SQL (INSERT ... SELECT
    generate_series; columns the benchmark does not set get their model defaults, so the fill follows
    schema changes). Choices: 45% a, 45% b, 5% tie, 5% both bad. --reuse keeps a fill of the same size.
-2. start a real ASGI server process on loopback (daphne, as in production; or `manage.py runserver
-   --noreload`, which is daphne's runserver here) with DEBUG off and the in-memory channel layer.
+2. start a real server process on loopback with DEBUG off and the in-memory channel layer: daphne (ASGI),
+   gunicorn with one sync worker (WSGI, the production HTTP deployment; --timeout raised so a long stream
+   is not killed as a hung worker), or `manage.py runserver --noreload` (daphne's runserver here).
 3. GET /api/v1/export/pairwise.jsonl?campaign=<id> with a staff token, --runs times; count rows as they
-   arrive; sample the server's RSS every 20 ms (psutil) and read its kernel peak (VmHWM) at the end.
+   arrive; sample the RSS of the process that serves (gunicorn: its worker) every 20 ms (psutil) and read
+   its kernel peak (VmHWM) at the end.
 4. print rows, seconds, rows/s, time to first byte and the server's peak RSS per run, and the medians.
 """
 
@@ -46,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--judgments-per-item", type=int, default=1, help="human judgments per item (1)")
     parser.add_argument("--runs", type=int, default=3, help="export requests to time (3)")
     parser.add_argument("--format", default="pairwise", help="export format to stream (pairwise)")
-    parser.add_argument("--server", choices=["daphne", "runserver"], default="daphne")
+    parser.add_argument("--server", choices=["daphne", "gunicorn", "runserver"], default="daphne")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
@@ -237,6 +239,11 @@ def free_port() -> int:
 def start_server(kind: str, url: str, port: int) -> subprocess.Popen:
     if kind == "daphne":
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "prefarena.asgi:application"]
+    elif kind == "gunicorn":
+        # One sync worker: the request runs in the worker's main thread and writes straight to the socket.
+        # --timeout: a sync worker streaming a response does not heartbeat; the default 30 s would kill a long export.
+        command = [sys.executable, "-m", "gunicorn", "prefarena.wsgi:application", "--workers", "1"]
+        command += ["--bind", f"127.0.0.1:{port}", "--timeout", "3600"]
     else:
         command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
@@ -282,6 +289,18 @@ class RssSampler(threading.Thread):
         self.stopped.set()
         self.join()
         return self.peak
+
+
+def serving_pid(server: subprocess.Popen, kind: str) -> int:
+    """The process that serves requests: gunicorn's (only) worker, else the server process itself."""
+    if kind != "gunicorn":
+        return server.pid
+    import psutil
+
+    children = psutil.Process(server.pid).children()
+    if len(children) != 1:
+        sys.exit(f"expected one gunicorn worker, found {len(children)}")
+    return children[0].pid
 
 
 def stream_once(url: str, token: str, pid: int) -> dict[str, float]:
@@ -342,17 +361,18 @@ def main(argv: list[str] | None = None) -> None:
         # Warm-up: the first request loads the URL conf and every API module; not part of the export's figures.
         warm = httpx.get(f"http://127.0.0.1:{port}/api/v1/", headers={"Authorization": f"Token {token}"}, timeout=60)
         assert warm.status_code == 200, warm.text[:300]
-        print(f"streaming {export_url} ({judgments} judgments) from {args.server}, pid {server.pid}")
+        pid = serving_pid(server, args.server)
+        print(f"streaming {export_url} ({judgments} judgments) from {args.server}, pid {pid}")
         results = []
         for run in range(1, args.runs + 1):
-            result = stream_once(export_url, token, server.pid)
+            result = stream_once(export_url, token, pid)
             results.append(result)
             print(
                 f"run {run}: {result['rows']} rows in {result['seconds']:.2f} s = {result['rows_per_s']:,.0f} rows/s;"
                 f" first byte after {result['ttfb_s']:.2f} s; server RSS {result['rss_before_mb']:.0f} MB before,"
                 f" peak {result['rss_peak_mb']:.0f} MB"
             )
-        hwm = peak_rss_kernel(server.pid)
+        hwm = peak_rss_kernel(pid)
         print(
             f"median {statistics.median(r['rows_per_s'] for r in results):,.0f} rows/s over {args.runs} run(s);"
             f" server peak RSS {max(r['rss_peak_mb'] for r in results):.0f} MB sampled"

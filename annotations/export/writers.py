@@ -25,9 +25,11 @@ from annotations.export.source import (
     summary_passes,
 )
 
-# Rows per yielded chunk of the live stream, and per Parquet row group batch.
-STREAM_ROWS_PER_CHUNK = 1000
-STREAM_CHUNK_BYTES = 64 * 1024  # characters, ~bytes for mostly-ASCII text
+# Rows per yielded chunk of the live stream, and per Parquet row group batch. Under ASGI each chunk costs a
+# thread hop (api_datasets.py `_chunks_async`): 256 KB chunks took a 1M-row export over daphne from ~70,000
+# to ~94,000 rows/s against 64 KB ones, for a few hundred KB more memory.
+STREAM_ROWS_PER_CHUNK = 4000
+STREAM_CHUNK_BYTES = 256 * 1024  # characters, ~bytes for mostly-ASCII text
 PARQUET_BATCH_ROWS = 5000
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 encode_row: Callable[[Row], str] = _ENCODER.encode
