@@ -28,8 +28,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
@@ -52,6 +50,7 @@ from annotations.models import Campaign
 from models_hub.models import DatasetSnapshot, WebhookEvent
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
 from prefarena.jobmodel import JobStatus
+from workers.events import job_progress_broadcast
 from workers.jobs import ClaimRefused, LeaseKeeper, LeaseLost, attempt_id, job_claim, job_finish
 
 logger = logging.getLogger(__name__)
@@ -186,33 +185,13 @@ def snapshot_update(*, snapshot: DatasetSnapshot, **changes: Any) -> DatasetSnap
 
 
 # --- the build ---------------------------------------------------------------------------------------
-def snapshot_group(snapshot_id: int) -> str:
-    return f"job-snapshot-{snapshot_id}"
-
-
-def snapshot_progress_broadcast(snapshot_id: int) -> None:
-    """Send the snapshot's progress to its channel group (same message shape as workers/events.py)."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    row = (
-        DatasetSnapshot.objects.filter(pk=snapshot_id)
-        .values("status", "progress_done", "progress_total", "metrics", "error", "attempts", "max_attempts")
-        .first()
-    )
-    try:
-        message = {"type": "job.progress", "job": {"id": snapshot_id, "kind": "snapshot", **(row or {})}}
-        async_to_sync(layer.group_send)(snapshot_group(snapshot_id), message)
-    except Exception:  # the snapshot is what matters; a missed live update is cosmetic
-        logger.warning("progress broadcast for snapshot %s failed", snapshot_id, exc_info=True)
-
-
 class _ProgressReporter(threading.Thread):
     """Writes `done` to the job row every PROGRESS_INTERVAL_S from its own connection; notices cancellation."""
 
     def __init__(self, snapshot: DatasetSnapshot) -> None:
         super().__init__(name=f"snapshot-progress-{snapshot.pk}", daemon=True)
         self.snapshot_id, self.worker = snapshot.pk, snapshot.worker
+        self.snapshot = snapshot  # only its class and pk are read here: they name the channel group
         self.done = 0
         self.cancelled = False
         self.stopped = threading.Event()
@@ -231,7 +210,7 @@ class _ProgressReporter(threading.Thread):
             self.cancelled = bool(
                 DatasetSnapshot.objects.filter(pk=self.snapshot_id).values_list("cancel_requested", flat=True).first()
             )
-            snapshot_progress_broadcast(self.snapshot_id)
+            job_progress_broadcast(self.snapshot)
         except Exception:  # e.g. SQLite busy: progress is cosmetic, the build goes on
             logger.warning("progress update of snapshot %s failed", self.snapshot_id, exc_info=True)
 
@@ -336,7 +315,7 @@ def snapshot_build(snapshot_id: int) -> float | None:
     finally:
         reporter.stop()
         keeper.stop()
-        snapshot_progress_broadcast(snapshot_id)
+        job_progress_broadcast(snapshot)
     return None
 
 

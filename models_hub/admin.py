@@ -30,6 +30,7 @@ from models_hub.models import (
     Webhook,
     WebhookDelivery,
 )
+from models_hub.training_config import TrainingConfig
 from prefarena.errors import InvalidInput
 
 IDENTITY_FIELDS = [
@@ -220,7 +221,31 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
 
 # --- training runs and retraining policies ----------------------------------------------------------
-class TrainingRunAddForm(forms.ModelForm):
+class TrainingSettingsForm(forms.ModelForm):
+    """Checks method, base model and hyperparameters like the API (models_hub.training); errors go on the fields."""
+
+    def training_check(self, cleaned: dict[str, Any]) -> TrainingConfig:
+        """Raise InvalidInput naming the field at fault; return the full hyperparameters."""
+        config = training.training_config_check(cleaned["method"], cleaned.get("hyperparameters") or {})
+        training.training_base_check(cleaned["base_model"], cleaned["method"])
+        return config
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        try:
+            config = self.training_check(cleaned)
+        except InvalidInput as exc:
+            for field, field_messages in exc.fields.items():
+                name = "hyperparameters" if field.startswith("hyperparameters") else field
+                self.add_error(name if name in self.fields else None, f"{field}: {'; '.join(field_messages)}")
+            return cleaned
+        cleaned["hyperparameters"] = config.to_dict()
+        return cleaned
+
+
+class TrainingRunAddForm(TrainingSettingsForm):
     """Start a run: the same validation as the API (models_hub.training), errors shown on the fields."""
 
     class Meta:
@@ -231,21 +256,10 @@ class TrainingRunAddForm(forms.ModelForm):
             'e.g. {"learning_rate": 5e-6, "max_steps": 200, "lora": true}. Missing fields take their defaults.'
         }
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        try:
-            config = training.training_config_check(cleaned["method"], cleaned.get("hyperparameters") or {})
-            training.training_base_check(cleaned["base_model"], cleaned["method"])
-            training.training_snapshot_check(cleaned["snapshot"], cleaned["method"])
-        except InvalidInput as exc:
-            for field, field_messages in exc.fields.items():
-                name = "hyperparameters" if field.startswith("hyperparameters") else field
-                self.add_error(name if name in self.fields else None, f"{field}: {'; '.join(field_messages)}")
-            return cleaned
-        cleaned["hyperparameters"] = config.to_dict()
-        return cleaned
+    def training_check(self, cleaned: dict[str, Any]) -> TrainingConfig:
+        config = super().training_check(cleaned)
+        training.training_snapshot_check(cleaned["snapshot"], cleaned["method"])
+        return config
 
 
 @admin.register(TrainingRun)
@@ -294,7 +308,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         self.message_user(request, f"Cancellation requested for {queryset.count()} run(s).", messages.SUCCESS)
 
 
-class RetrainPolicyForm(forms.ModelForm):
+class RetrainPolicyForm(TrainingSettingsForm):
     class Meta:
         model = RetrainPolicy
         fields = [
@@ -310,21 +324,6 @@ class RetrainPolicyForm(forms.ModelForm):
             "promotion_rule",
             "enabled",
         ]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        try:
-            config = training.training_config_check(cleaned["method"], cleaned.get("hyperparameters") or {})
-            training.training_base_check(cleaned["base_model"], cleaned["method"])
-        except InvalidInput as exc:
-            for field, field_messages in exc.fields.items():
-                name = "hyperparameters" if field.startswith("hyperparameters") else field
-                self.add_error(name if name in self.fields else None, f"{field}: {'; '.join(field_messages)}")
-            return cleaned
-        cleaned["hyperparameters"] = config.to_dict()
-        return cleaned
 
 
 @admin.register(RetrainPolicy)

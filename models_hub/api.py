@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.validators import RegexValidator
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import mixins, serializers, status, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -31,6 +32,7 @@ from models_hub.models import (
     TrainingTrigger,
 )
 from prefarena.errors import Conflict, NotFound, PermissionDeniedError
+from prefarena.viewsets import CreateFromInputMixin
 
 MAX_SEED = 2**63 - 1  # BigIntegerField
 MAX_TOKENS = 1_000_000
@@ -199,10 +201,23 @@ class ModelUpdateSerializer(serializers.Serializer):
 
 
 # --- views -------------------------------------------------------------------------------------------
-class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+@extend_schema_view(
+    create=extend_schema(
+        description="Register a version after checking its checkpoint files or asking its endpoint for its models.",
+        request=ModelRegisterSerializer,
+        responses={
+            201: RegisteredModelSerializer,
+            400: OpenApiResponse(description="Invalid input, a checkpoint that does not fit, an unreachable endpoint"),
+            403: OpenApiResponse(description="Needs staff or the 'add model' permission"),
+            409: OpenApiResponse(description="That version of that name is already registered"),
+        },
+    )
+)
+class ModelViewSet(CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Registered model versions. Filters: role, backend, in_arena, name (exact)."""
 
     serializer_class = RegisteredModelSerializer
+    create_input_serializer_class = ModelRegisterSerializer
     queryset = Model.objects.none()
     filterset_fields = ["role", "backend", "in_arena", "name"]
 
@@ -217,24 +232,12 @@ class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         context["show_locations"] = selectors.model_user_sees_locations(self.request.user)
         return context
 
-    @extend_schema(
-        request=ModelRegisterSerializer,
-        responses={
-            201: RegisteredModelSerializer,
-            400: OpenApiResponse(description="Invalid input, a checkpoint that does not fit, an unreachable endpoint"),
-            403: OpenApiResponse(description="Needs staff or the 'add model' permission"),
-            409: OpenApiResponse(description="That version of that name is already registered"),
-        },
-    )
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Register a version after checking its checkpoint files or asking its endpoint for its models."""
+    def check_can_create(self, request: Request) -> None:
         if not selectors.model_user_can_register(request.user):
             raise PermissionDeniedError("Registering models needs staff or the 'add model' permission")
-        data = ModelRegisterSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        model = services.model_register(created_by=request.user, check=True, **data.validated_data)
-        body = RegisteredModelSerializer(model, context=self.get_serializer_context()).data
-        return Response(body, status=status.HTTP_201_CREATED)
+
+    def create_from_input(self, request: Request, values: dict[str, Any]) -> Model:
+        return services.model_register(created_by=request.user, check=True, **values)
 
     @extend_schema(
         request=ModelUpdateSerializer,
@@ -259,6 +262,25 @@ class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 def training_user_can_start(user: Any) -> bool:
     """Starting runs and writing policies needs staff or the 'add training run' permission."""
     return bool(user.is_staff or user.has_perm("models_hub.add_trainingrun"))
+
+
+class TrainingViewSetBase(
+    CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Rows read by integer id (anything else is a 404), created by those who may start training runs."""
+
+    not_found_message: str
+    create_denied_message: str
+
+    def get_object(self) -> Any:
+        try:
+            return self.get_queryset().get(pk=int(self.kwargs["pk"]))
+        except (ObjectDoesNotExist, ValueError, OverflowError) as exc:
+            raise NotFound(self.not_found_message) from exc
+
+    def check_can_create(self, request: Request) -> None:
+        if not training_user_can_start(request.user):
+            raise PermissionDeniedError(self.create_denied_message)
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -320,28 +342,9 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     max_attempts = serializers.IntegerField(min_value=1, max_value=10, default=2)
 
 
-class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Training runs: start one, follow it, cancel it. Filters: status, method, base_model, policy."""
-
-    serializer_class = TrainingRunSerializer
-    queryset = TrainingRun.objects.none()
-    filterset_fields = ["status", "method", "base_model", "policy"]
-
-    def get_queryset(self) -> QuerySet[TrainingRun]:
-        return TrainingRun.objects.select_related("base_model", "output_model", "created_by").order_by("-created_at")
-
-    def get_object(self) -> TrainingRun:
-        try:
-            return self.get_queryset().get(pk=int(self.kwargs["pk"]))
-        except (TrainingRun.DoesNotExist, ValueError, OverflowError) as exc:
-            raise NotFound("Training run not found") from exc
-
-    def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
-        context["show_locations"] = selectors.model_user_sees_locations(self.request.user)
-        return context
-
-    @extend_schema(
+@extend_schema_view(
+    create=extend_schema(
+        description="Queue a training run on the gpu queue after validating base model, snapshot and hyperparameters.",
         request=TrainingRunCreateSerializer,
         responses={
             201: TrainingRunSerializer,
@@ -349,18 +352,27 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             403: OpenApiResponse(description="Needs staff or the 'add training run' permission"),
         },
     )
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Queue a training run on the gpu queue after validating base model, snapshot and hyperparameters."""
-        if not training_user_can_start(request.user):
-            raise PermissionDeniedError("Starting training runs needs staff or the 'add training run' permission")
-        data = TrainingRunCreateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        run = training_services.training_run_create(
-            trigger=TrainingTrigger.API, created_by=request.user, **data.validated_data
-        )
-        return Response(
-            TrainingRunSerializer(run, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED
-        )
+)
+class TrainingRunViewSet(TrainingViewSetBase):
+    """Training runs: start one, follow it, cancel it. Filters: status, method, base_model, policy."""
+
+    serializer_class = TrainingRunSerializer
+    create_input_serializer_class = TrainingRunCreateSerializer
+    not_found_message = "Training run not found"
+    create_denied_message = "Starting training runs needs staff or the 'add training run' permission"
+    queryset = TrainingRun.objects.none()
+    filterset_fields = ["status", "method", "base_model", "policy"]
+
+    def get_queryset(self) -> QuerySet[TrainingRun]:
+        return TrainingRun.objects.select_related("base_model", "output_model", "created_by").order_by("-created_at")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        context["show_locations"] = selectors.model_user_sees_locations(self.request.user)
+        return context
+
+    def create_from_input(self, request: Request, values: dict[str, Any]) -> TrainingRun:
+        return training_services.training_run_create(trigger=TrainingTrigger.API, created_by=request.user, **values)
 
     @extend_schema(
         request=None,
@@ -418,22 +430,9 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "last_fired_at", "created_at"]
 
 
-class RetrainPolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Retraining policies, checked every minute by beat (workers.tasks.retrain_policies_check)."""
-
-    serializer_class = RetrainPolicySerializer
-    queryset = RetrainPolicy.objects.none()
-
-    def get_queryset(self) -> QuerySet[RetrainPolicy]:
-        return RetrainPolicy.objects.select_related("base_model").order_by("name")
-
-    def get_object(self) -> RetrainPolicy:
-        try:
-            return self.get_queryset().get(pk=int(self.kwargs["pk"]))
-        except (RetrainPolicy.DoesNotExist, ValueError, OverflowError) as exc:
-            raise NotFound("Retraining policy not found") from exc
-
-    @extend_schema(
+@extend_schema_view(
+    create=extend_schema(
+        description="Create a retraining policy.",
         request=RetrainPolicySerializer,
         responses={
             201: RetrainPolicySerializer,
@@ -442,11 +441,18 @@ class RetrainPolicyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
             409: OpenApiResponse(description="A policy of that name exists"),
         },
     )
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Create a retraining policy."""
-        if not training_user_can_start(request.user):
-            raise PermissionDeniedError("Writing retraining policies needs staff or the 'add training run' permission")
-        data = RetrainPolicySerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        policy = training_services.retrain_policy_create(created_by=request.user, **data.validated_data)
-        return Response(RetrainPolicySerializer(policy).data, status=status.HTTP_201_CREATED)
+)
+class RetrainPolicyViewSet(TrainingViewSetBase):
+    """Retraining policies, checked every minute by beat (workers.tasks.retrain_policies_check)."""
+
+    serializer_class = RetrainPolicySerializer
+    create_input_serializer_class = RetrainPolicySerializer
+    not_found_message = "Retraining policy not found"
+    create_denied_message = "Writing retraining policies needs staff or the 'add training run' permission"
+    queryset = RetrainPolicy.objects.none()
+
+    def get_queryset(self) -> QuerySet[RetrainPolicy]:
+        return RetrainPolicy.objects.select_related("base_model").order_by("name")
+
+    def create_from_input(self, request: Request, values: dict[str, Any]) -> RetrainPolicy:
+        return training_services.retrain_policy_create(created_by=request.user, **values)

@@ -231,3 +231,15 @@ def test_form_bodies_with_a_nul_character_are_400_not_500(api: Any, staff: Any, 
         )
     assert response.status_code == 400
     assert "NUL character" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    ["/api/v1/arena/leaderboard/?category=%00", "/api/v1/models/?name=a%00b", "/arena/leaderboard/?category=%00"],
+)
+def test_urls_with_a_nul_character_are_400_not_500(api: Any, staff: Any, url: str) -> None:
+    # Schemathesis found it: the leaderboard's category filter passed NUL on to PostgreSQL and answered 500.
+    response = api(staff).get(url)
+    assert response.status_code == 400
+    assert "NUL character" in response.json()["detail"]

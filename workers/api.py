@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from models_hub.api import MAX_SEED, MAX_TEMPERATURE, MAX_TOKENS, ModelBriefSerializer, ModelReferenceField
 from prefarena.errors import PermissionDeniedError
+from prefarena.viewsets import CreateFromInputMixin
 from workers import selectors, services
 from workers.models import GenerationJob, Job, ScoringJob
 
@@ -156,6 +157,11 @@ class ScoringJobCreateSerializer(JobOptionsSerializer):
         return attrs
 
 
+JOB_CREATE_ERRORS = {
+    400: OpenApiResponse(description="Invalid input; the body names the fields"),
+    403: OpenApiResponse(description="Missing permission, or a campaign you do not manage"),
+    404: OpenApiResponse(description="A campaign you cannot see"),
+}
 CANCEL_RESPONSES = {
     200: OpenApiResponse(description="Queued jobs are cancelled at once, running ones within one batch"),
     404: OpenApiResponse(description="No such job, or not yours"),
@@ -164,13 +170,13 @@ CANCEL_RESPONSES = {
 
 
 # --- views -------------------------------------------------------------------------------------------
-class JobViewSetBase(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """List, read and cancel jobs; subclasses add `create`."""
+class JobViewSetBase(CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """List, read, create and cancel jobs; subclasses say how to create (`create_from_input`)."""
 
     filterset_fields = ["status"]
     job_class: type[Job]
 
-    def _check_can_create(self, request: Request) -> None:
+    def check_can_create(self, request: Request) -> None:
         if not selectors.job_user_can_create(request.user, self.job_class):
             noun = self.job_class._meta.verbose_name
             raise PermissionDeniedError(f"Creating a {noun} needs staff or the 'add {noun}' permission")
@@ -180,10 +186,18 @@ class JobViewSetBase(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return Response(self.get_serializer(self.get_object()).data)  # read again: fresh status, prefetched
 
 
+@extend_schema_view(
+    create=extend_schema(
+        description="Queue a generation job; it runs on a gpu worker.",
+        request=GenerationJobCreateSerializer,
+        responses={201: GenerationJobSerializer, **JOB_CREATE_ERRORS},
+    )
+)
 class GenerationJobViewSet(JobViewSetBase):
     """Generation jobs: prompts × policy models → responses (optionally best-of-N, optionally items)."""
 
     serializer_class = GenerationJobSerializer
+    create_input_serializer_class = GenerationJobCreateSerializer
     queryset = GenerationJob.objects.none()
     job_class = GenerationJob
 
@@ -193,27 +207,12 @@ class GenerationJobViewSet(JobViewSetBase):
     def get_object(self) -> GenerationJob:
         return selectors.generation_job_get_for_user(self.request.user, self.kwargs["pk"])
 
-    @extend_schema(
-        request=GenerationJobCreateSerializer,
-        responses={
-            201: GenerationJobSerializer,
-            400: OpenApiResponse(description="Invalid input; the body names the fields"),
-            403: OpenApiResponse(description="Missing permission, or a campaign you do not manage"),
-            404: OpenApiResponse(description="A campaign you cannot see"),
-        },
-    )
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Queue a generation job; it runs on a gpu worker."""
-        self._check_can_create(request)
-        data = GenerationJobCreateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def create_from_input(self, request: Request, values: dict[str, Any]) -> GenerationJob:
         for field in ("source_campaign", "target_campaign"):
             if field in values:
                 values[field] = selectors.campaign_get_managed_for_job(request.user, values[field], field=field)
         job = services.generation_job_create(created_by=request.user, **values)
-        job = selectors.generation_job_get_for_user(request.user, job.pk)
-        return Response(GenerationJobSerializer(job).data, status=status.HTTP_201_CREATED)
+        return selectors.generation_job_get_for_user(request.user, job.pk)  # read again: prefetched for the answer
 
     @extend_schema(request=None, responses={**CANCEL_RESPONSES, 200: GenerationJobSerializer})
     @action(detail=True, methods=["post"])
@@ -222,10 +221,18 @@ class GenerationJobViewSet(JobViewSetBase):
         return self._cancel()
 
 
+@extend_schema_view(
+    create=extend_schema(
+        description="Queue scoring of responses (given, or a campaign's) with a reward model.",
+        request=ScoringJobCreateSerializer,
+        responses={201: ScoringJobSerializer, **JOB_CREATE_ERRORS},
+    )
+)
 class ScoringJobViewSet(JobViewSetBase):
     """Scoring jobs: responses × a reward model → each response's reward score."""
 
     serializer_class = ScoringJobSerializer
+    create_input_serializer_class = ScoringJobCreateSerializer
     queryset = ScoringJob.objects.none()
     job_class = ScoringJob
 
@@ -235,21 +242,7 @@ class ScoringJobViewSet(JobViewSetBase):
     def get_object(self) -> ScoringJob:
         return selectors.scoring_job_get_for_user(self.request.user, self.kwargs["pk"])
 
-    @extend_schema(
-        request=ScoringJobCreateSerializer,
-        responses={
-            201: ScoringJobSerializer,
-            400: OpenApiResponse(description="Invalid input; the body names the fields"),
-            403: OpenApiResponse(description="Missing permission, or a campaign you do not manage"),
-            404: OpenApiResponse(description="A campaign you cannot see"),
-        },
-    )
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Queue scoring of responses (given, or a campaign's) with a reward model."""
-        self._check_can_create(request)
-        data = ScoringJobCreateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def create_from_input(self, request: Request, values: dict[str, Any]) -> ScoringJob:
         if "source_campaign" in values:
             values["source_campaign"] = selectors.campaign_get_managed_for_job(
                 request.user, values["source_campaign"], field="source_campaign"
@@ -257,8 +250,7 @@ class ScoringJobViewSet(JobViewSetBase):
         if "responses" in values:
             values["responses"] = selectors.responses_for_scoring(request.user, values["responses"])
         job = services.scoring_job_create(created_by=request.user, **values)
-        job = selectors.scoring_job_get_for_user(request.user, job.pk)
-        return Response(ScoringJobSerializer(job).data, status=status.HTTP_201_CREATED)
+        return selectors.scoring_job_get_for_user(request.user, job.pk)  # read again: prefetched for the answer
 
     @extend_schema(request=None, responses={**CANCEL_RESPONSES, 200: ScoringJobSerializer})
     @action(detail=True, methods=["post"])

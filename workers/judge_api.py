@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,7 +14,14 @@ from rest_framework.response import Response
 from models_hub.api import ModelBriefSerializer, ModelReferenceField
 from prefarena.errors import NotFound
 from workers import judging, selectors
-from workers.api import CANCEL_RESPONSES, JOB_FIELDS, JobOptionsSerializer, JobSerializer, JobViewSetBase
+from workers.api import (
+    CANCEL_RESPONSES,
+    JOB_CREATE_ERRORS,
+    JOB_FIELDS,
+    JobOptionsSerializer,
+    JobSerializer,
+    JobViewSetBase,
+)
 from workers.models import JudgeCall, JudgeJob
 
 MAX_DATABASE_ID = 2**63 - 1
@@ -89,10 +96,18 @@ def _jobs_for(user: Any) -> QuerySet[JudgeJob]:
     return jobs if user.is_staff else jobs.filter(created_by=user)
 
 
+@extend_schema_view(
+    create=extend_schema(
+        description="Queue judge jobs (gpu queue for local judges, default queue for HTTP endpoints).",
+        request=JudgeJobCreateSerializer,
+        responses={201: JudgeJobSerializer(many=True), **JOB_CREATE_ERRORS},
+    )
+)
 class JudgeJobViewSet(JobViewSetBase):
     """LLM judge jobs: a campaign's items awaiting the judge × a judge model → LLM judgments, then routing."""
 
     serializer_class = JudgeJobSerializer
+    create_input_serializer_class = JudgeJobCreateSerializer
     queryset = JudgeJob.objects.none()
     job_class = JudgeJob
 
@@ -105,29 +120,13 @@ class JudgeJobViewSet(JobViewSetBase):
         except (JudgeJob.DoesNotExist, TypeError, ValueError, OverflowError) as exc:
             raise NotFound("Judge job not found") from exc
 
-    @extend_schema(
-        request=JudgeJobCreateSerializer,
-        responses={
-            201: JudgeJobSerializer(many=True),
-            400: OpenApiResponse(description="Invalid input; the body names the fields"),
-            403: OpenApiResponse(description="Missing permission, or a campaign you do not manage"),
-            404: OpenApiResponse(description="A campaign you cannot see"),
-        },
-    )
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Queue judge jobs (gpu queue for local judges, default queue for HTTP endpoints)."""
-        self._check_can_create(request)
-        data = JudgeJobCreateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def create_from_input(self, request: Request, values: dict[str, Any]) -> list[JudgeJob]:
         campaign = selectors.campaign_get_managed_for_job(request.user, values.pop("campaign"), field="campaign")
         model = values.pop("model", None)
         options = {**values, "config": dict(values.get("config") or {})}
         if model is None:
-            jobs = judging.campaign_judge(campaign=campaign, created_by=request.user, **options)
-        else:
-            jobs = [judging.judge_job_create(campaign=campaign, model=model, created_by=request.user, **options)]
-        return Response(JudgeJobSerializer(jobs, many=True).data, status=status.HTTP_201_CREATED)
+            return judging.campaign_judge(campaign=campaign, created_by=request.user, **options)
+        return [judging.judge_job_create(campaign=campaign, model=model, created_by=request.user, **options)]
 
     @extend_schema(request=None, responses={**CANCEL_RESPONSES, 200: JudgeJobSerializer})
     @action(detail=True, methods=["post"])
