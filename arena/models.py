@@ -53,8 +53,10 @@ class Battle(models.Model):
     status = models.CharField(max_length=12, choices=BattleStatus.choices, default=BattleStatus.GENERATING)
     error = models.TextField(blank=True)
     # Voter identity: the session key and client IP are stored hashed (with the secret key), never raw.
-    session_hash = models.CharField(max_length=64, db_index=True)
-    ip_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    # Plain b-tree indexes (Meta.indexes): db_index=True on a CharField also builds a LIKE-pattern index,
+    # never used for hashes and written on every battle and vote.
+    session_hash = models.CharField(max_length=64)
+    ip_hash = models.CharField(max_length=64, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -70,6 +72,10 @@ class Battle(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["session_hash"], name="battle_session_idx"),
+            models.Index(fields=["ip_hash"], name="battle_ip_idx"),
+        ]
         constraints = [
             models.CheckConstraint(condition=~Q(model_a=F("model_b")), name="battle_two_different_models"),
         ]
@@ -84,7 +90,7 @@ class Vote(models.Model):
     counted = models.BooleanField(default=True)
     exclusion_reason = models.CharField(max_length=20, choices=ExclusionReason.choices, blank=True)
     exclusion_detail = models.CharField(max_length=500, blank=True)
-    session_hash = models.CharField(max_length=64, db_index=True)
+    session_hash = models.CharField(max_length=64)
     ip_hash = models.CharField(max_length=64, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -99,7 +105,8 @@ class Vote(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [
-            models.Index(fields=["id"], name="vote_pending_idx", condition=Q(counted=True, applied_at__isnull=True))
+            models.Index(fields=["session_hash"], name="vote_session_idx"),
+            models.Index(fields=["id"], name="vote_pending_idx", condition=Q(counted=True, applied_at__isnull=True)),
         ]
         constraints = [
             models.CheckConstraint(
