@@ -1,7 +1,7 @@
 """Live leaderboard over Channels: the group every leaderboard page joins.
 
-Votes coalesce their broadcasts: the first counted vote of a window sends the rows at once, later ones
-in the window schedule one trailing send (a task on the default queue), so a burst of hundreds of
+Vote batches (arena/tally.py) coalesce their broadcasts: the first batch of a window sends the rows at
+once, later ones in the window schedule one trailing send (a task on the default queue), so a burst of hundreds of
 votes a second costs about one broadcast a second and the last change is always shown. A recompute
 sends at once (`leaderboard_tick`).
 """
@@ -51,7 +51,7 @@ def leaderboard_tick() -> None:
 
 
 def leaderboard_changed() -> None:
-    """After a counted vote (on commit): broadcast now if none went out this window, else once at its end."""
+    """After a batch of counted votes (on commit): broadcast now if none went out this window, else once at its end."""
     from arena.tasks import leaderboard_send
 
     try:

@@ -7,7 +7,6 @@ no vote. A vote must come with the battle's signed token, bound to the voter's s
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -21,7 +20,7 @@ from annotations.importing import prompt_check
 from annotations.models import Campaign, Prompt, Response
 from arena import events, selectors, tally
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleMode, BattleStatus, Vote, Winner
+from arena.models import Battle, BattleMode, BattleStatus, Winner
 from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
 from models_hub.models import Model, ModelRole
 from prefarena.cache import redis_client
@@ -35,13 +34,6 @@ LONG_PROMPT_CHARS = 1000
 
 class TooManyRequests(ApplicationError):
     status_code = 429
-
-
-@dataclass(frozen=True)
-class VoteResult:
-    vote: Vote
-    model_a: str
-    model_b: str
 
 
 # --- tokens -------------------------------------------------------------------------------------------
@@ -271,7 +263,7 @@ def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: s
 
 
 # --- votes --------------------------------------------------------------------------------------------
-def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: VoterIdentity) -> VoteResult:
+def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: VoterIdentity) -> tally.StoredVote:
     """Store the vote (one per battle) and reveal the models; counting it is write-behind (arena/tally.py).
 
     The request stores the Vote and marks the battle voted in one statement; the per-pair counts, the
@@ -285,4 +277,4 @@ def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: Vot
     stored = tally.vote_store(battle_id=battle_id, winner=winner, identity=identity)
     if stored.counted and apply_now:
         tally.votes_apply()
-    return VoteResult(vote=stored.vote, model_a=stored.model_a, model_b=stored.model_b)
+    return stored
