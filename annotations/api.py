@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -24,7 +25,9 @@ from annotations.models import (
     Judgment,
     MemberRole,
 )
-from prefarena.errors import NotFound, PermissionDeniedError
+from prefarena.errors import Conflict, NotFound, PermissionDeniedError
+from prefarena.filters import IdFilter
+from prefarena.parsers import ItemImportJSONParser
 
 User = get_user_model()
 
@@ -200,7 +203,8 @@ class JudgmentInSerializer(serializers.Serializer):
 
 
 class JudgmentSerializer(serializers.ModelSerializer):
-    annotator = serializers.CharField(source="annotator.username", default=None, read_only=True)
+    # None for judgments nobody made by hand: arena votes, LLM judges, reward models.
+    annotator = serializers.CharField(source="annotator.username", default=None, read_only=True, allow_null=True)
 
     class Meta:
         model = Judgment
@@ -317,9 +321,10 @@ class CampaignViewSet(
         responses=ItemSerializer(many=True),
     )
     @extend_schema(methods=["POST"], request=ItemImportSerializer, responses={201: ImportResultSerializer})
-    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    # JSON only, up to DATA_UPLOAD_MAX_MEMORY_SIZE_IMPORT: 10,000 items do not fit the global body limit.
+    @action(detail=True, methods=["get", "post"], filter_backends=[], parser_classes=[ItemImportJSONParser])
     def items(self, request: Request, pk: str | None = None) -> Response:
-        """GET: the campaign's items (managers). POST: bulk import, all rows or none."""
+        """GET: the campaign's items (managers). POST: bulk import of up to 10,000 items, all rows or none."""
         campaign = self._managed()
         if request.method == "POST":
             data = ItemImportSerializer(data=request.data)
@@ -403,6 +408,23 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         context["can_manage"] = lambda campaign: selectors.campaign_user_can_manage(self.request.user, campaign)
         return context
 
+    def _item_to_work_on(self) -> Item:
+        """The item of a submit or skip. An annotator sees the items they hold, held or judged; when their
+        lease expired and the item went to someone else (or back to the queue) they no longer do, and the
+        answer is the documented 409 ("lease expired"), not a 404. Outsiders still get 404."""
+        try:
+            return self.get_object()
+        except NotFound:
+            pk = str(self.kwargs["pk"])
+            item = Item.objects.select_related("campaign").filter(pk=int(pk)).first() if pk.isdigit() else None
+            if item is None or not selectors.campaign_user_can_annotate(self.request.user, item.campaign):
+                raise
+            raise Conflict(
+                "You hold no live lease on this item: your lease expired (or you were never given this item), "
+                "and it may have been handed to someone else. "
+                f"Request the next item with POST /api/v1/campaigns/{item.campaign_id}/next/"
+            ) from None
+
     @extend_schema(methods=["GET"], responses=JudgmentSerializer(many=True))
     @extend_schema(
         methods=["POST"], request=JudgmentInSerializer, responses={201: JudgmentSerializer, 200: JudgmentSerializer}
@@ -411,7 +433,7 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def judgments(self, request: Request, pk: str | None = None) -> Response:
         """POST submits your judgment on a leased item (idempotent by key); GET lists the item's
         judgments (all for managers, your own for annotators)."""
-        item = self.get_object()
+        item = self._item_to_work_on() if request.method == "POST" else self.get_object()
         if request.method == "POST":
             data = JudgmentInSerializer(data=request.data)
             data.is_valid(raise_exception=True)
@@ -430,11 +452,21 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def skip(self, request: Request, pk: str | None = None) -> Response:
         """Give your leased item back with a reason; you will not be offered it again."""
-        item = self.get_object()
+        item = self._item_to_work_on()
         data = SkipSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.item_skip(item=item, annotator=request.user, reason=data.validated_data["reason"])
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JudgmentFilter(django_filters.FilterSet):
+    # By id: an item or campaign you may not see filters like one that does not exist.
+    item = IdFilter("item_id")
+    item__campaign = IdFilter("item__campaign_id")
+
+    class Meta:
+        model = Judgment
+        fields = ["item", "source", "item__campaign"]
 
 
 class JudgmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -442,7 +474,7 @@ class JudgmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     serializer_class = JudgmentSerializer
     queryset = Judgment.objects.none()
-    filterset_fields = ["item", "source", "item__campaign"]
+    filterset_class = JudgmentFilter
 
     def get_queryset(self) -> QuerySet[Judgment]:
         return selectors.judgment_list_for_user(self.request.user).order_by("id")

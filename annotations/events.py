@@ -35,7 +35,11 @@ def campaign_progress_broadcast(campaign_id: int) -> None:
 
 
 def campaign_progress_send(campaign_id: int) -> None:
-    """Compute the campaign's progress and send it to its page's group."""
+    """Compute the campaign's progress and send it to its page's group.
+
+    The event holds every annotator's row; each socket's consumer trims it to what its user may see
+    before it leaves the server (annotations/consumers.py).
+    """
     from annotations.selectors import campaign_progress
 
     cache.delete(f"progress:trail:{campaign_id}")

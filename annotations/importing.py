@@ -2,8 +2,10 @@
 
 One object per line:
   {"prompt": str | [messages], "responses": [{"text": str, "model": str?, "meta": {}?}],
-   "gold": {...}?, "meta": {}?, "priority": int?}
-Every row is checked before anything is stored, so a bad line stores nothing from its file.
+   "gold": {...}?, "meta": {}?, "priority": int (32-bit)?}
+Every row is checked before anything is stored, so a bad line stores nothing from its file. A line is
+parsed like an API body (prefarena/parsers.py): nesting beyond MAX_JSON_DEPTH, NUL characters and lone
+surrogates are reported with the line number like any other bad line.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rest_framework.utils.json import strict_constant
+
+from annotations.models import Response
 from annotations.payloads import answer_canonical
 from prefarena.errors import ApplicationError, InvalidInput
-from prefarena.parsers import json_contains_nul
+from prefarena.parsers import MAX_JSON_DEPTH, json_depth_exceeds, json_value_problem
 
 MESSAGE_ROLES = {"system", "user", "assistant", "tool", "developer"}
 ALLOWED_KEYS = {"prompt", "responses", "gold", "meta", "priority"}
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1  # Item.priority and AssignmentSlot.priority: PostgreSQL integer
+MODEL_NAME_MAX = Response._meta.get_field("model_name").max_length
 
 
 @dataclass
@@ -67,6 +74,8 @@ def _check_responses(responses: Any, max_responses: int) -> list[dict[str, Any]]
             model = ""
         if not isinstance(model, str):
             raise ValueError(f"'responses'[{i}].model must be a string")
+        if len(model) > MODEL_NAME_MAX:
+            raise ValueError(f"'responses'[{i}].model is longer than {MODEL_NAME_MAX} characters")
         meta = response.get("meta", {}) or {}
         if not isinstance(meta, dict):
             raise ValueError(f"'responses'[{i}].meta must be an object")
@@ -78,8 +87,9 @@ def row_validate(raw: Any, *, kind: str, aspects: list[dict[str, Any]], max_resp
     """Validate one import row; raises ValueError with a message naming the bad field."""
     if not isinstance(raw, dict):
         raise ValueError("each row must be a JSON object")
-    if json_contains_nul(raw):
-        raise ValueError("contains a NUL character (\\u0000), which cannot be stored")
+    problem = json_value_problem(raw)
+    if problem is not None:
+        raise ValueError(problem.message())
     unknown = sorted(set(raw) - ALLOWED_KEYS)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ALLOWED_KEYS))}")
@@ -93,6 +103,8 @@ def row_validate(raw: Any, *, kind: str, aspects: list[dict[str, Any]], max_resp
     priority = raw.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ValueError("'priority' must be an integer")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"'priority' must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}")
     gold = raw.get("gold")
     if gold is not None:
         if not isinstance(gold, dict):
@@ -126,10 +138,17 @@ def rows_from_jsonl(lines: Iterable[str | bytes], **kwargs: Any) -> list[ItemRow
                 raise ImportError_(f"line {line_no}: not valid UTF-8") from exc
         if not line.strip():
             continue
+        too_deep = f"line {line_no}: nested more than {MAX_JSON_DEPTH} levels deep"
+        if json_depth_exceeds(line):  # json.loads fails near 1,000 levels
+            raise ImportError_(too_deep)
         try:
-            raw = json.loads(line)
+            raw = json.loads(line, parse_constant=strict_constant)  # NaN and Infinity: jsonb takes neither
         except json.JSONDecodeError as exc:
             raise ImportError_(f"line {line_no}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        except ValueError as exc:  # strict_constant, or an integer of more than 4,300 digits
+            raise ImportError_(f"line {line_no}: invalid JSON ({exc})") from exc
+        except RecursionError as exc:  # cannot happen below MAX_JSON_DEPTH; the last line of defence
+            raise ImportError_(too_deep) from exc
         try:
             rows.append(row_validate(raw, **kwargs))
         except ValueError as exc:

@@ -89,6 +89,9 @@ def campaign_routing_configure(
             raise _bad(key, f"{key} must be between 0 and 1")
     if "human_selection" in changes and changes["human_selection"] not in HumanSelection.values:
         raise _bad("human_selection", f"must be one of {', '.join(HumanSelection.values)}")
+    for key in ("routing_rules", "judge_config", "judge_templates"):
+        if key in changes and changes[key] is None:  # a form field reading "null": the columns hold objects
+            raise _bad(key, f"{key} must be an object, not null")
     rules = changes.get("routing_rules")
     if rules is not None:
         tags = rules.get("human_tags", []) if isinstance(rules, dict) else None

@@ -1,8 +1,9 @@
 """Reads and access checks for the annotation workflow.
 
 Access rule, one place: staff see everything; a campaign's managers see all of it; its annotators
-see the campaign, the items they are served (without gold answers) and their own judgments. Anything
-else is reported as not found (404), so ids of other campaigns leak nothing.
+see the campaign, the items they are served (without gold answers), their own judgments and their own
+row of the per-annotator progress figures. Anything else is reported as not found (404), so ids of
+other campaigns leak nothing.
 """
 
 from __future__ import annotations
@@ -120,3 +121,14 @@ def campaign_progress(campaign_id: int) -> dict[str, Any]:
             for row in per_annotator
         ],
     }
+
+
+def campaign_progress_for_viewer(progress: dict[str, Any], *, username: str, sees_everyone: bool) -> dict[str, Any]:
+    """`progress` as a viewer may see it: managers and staff every annotator's row, annotators their own only.
+
+    Totals stay; the per-annotator rows (name, judgments, mean time) of others are dropped. Pure, so the
+    progress socket can apply it to each broadcast without a query.
+    """
+    if sees_everyone:
+        return progress
+    return {**progress, "per_annotator": [row for row in progress["per_annotator"] if row["annotator"] == username]}

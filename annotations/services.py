@@ -458,28 +458,40 @@ def judgment_submit(
         if time_spent is None:
             time_spent = int((now - slot.leased_at).total_seconds() * 1000)
         guideline_version = campaign.guideline_versions.order_by("-version").values_list("version", flat=True).first()
-        judgment = Judgment.objects.create(
-            item=item,
-            source=JudgmentSource.HUMAN,
-            annotator=annotator,
-            choice=answer.choice,
-            strength=answer.strength,
-            ranking=answer.ranking,
-            cannot_rank=answer.cannot_rank,
-            ratings=answer.ratings,
-            rationale=data.get("rationale") or "",
-            edited_answer=data.get("edited_answer") or "",
-            presented_order=slot.presented_order,
-            guideline_version=guideline_version,
-            time_spent_ms=time_spent,
-            idempotency_key=idempotency_key or None,
-        )
+        try:
+            # The item lock serialises submissions on this item only: the same key sent at the same moment
+            # for another item passes the replay check in both transactions, and the unique key index
+            # (which waits for the other insert to commit or roll back) refuses the second insert.
+            with transaction.atomic():
+                judgment = Judgment.objects.create(
+                    item=item,
+                    source=JudgmentSource.HUMAN,
+                    annotator=annotator,
+                    choice=answer.choice,
+                    strength=answer.strength,
+                    ranking=answer.ranking,
+                    cannot_rank=answer.cannot_rank,
+                    ratings=answer.ratings,
+                    rationale=data.get("rationale") or "",
+                    edited_answer=data.get("edited_answer") or "",
+                    presented_order=slot.presented_order,
+                    guideline_version=guideline_version,
+                    time_spent_ms=time_spent,
+                    idempotency_key=idempotency_key or None,
+                )
+        except IntegrityError:
+            # Read committed: a new statement sees the judgment that won. Its key used for something else
+            # is the same 409 as when the two requests come one after the other.
+            replay = _judgment_replay(idempotency_key, item, annotator)
+            if replay is None:
+                raise
+            return replay, False
         slot.state = SlotState.SUBMITTED
         slot.save(update_fields=["state"])
         if not item.slots.exclude(state=SlotState.SUBMITTED).exists():
             item.state = ItemState.DONE
             item.save(update_fields=["state"])
-            transaction.on_commit(lambda: webhooks.item_completed_emit(item.pk))
+            transaction.on_commit(lambda: webhooks.item_completed_emit(item.pk), robust=True)
         campaign_id = campaign.pk
         transaction.on_commit(lambda: events.campaign_progress_broadcast(campaign_id))
         return judgment, True

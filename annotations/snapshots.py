@@ -78,6 +78,15 @@ def snapshot_file_path(snapshot: DatasetSnapshot, fmt: str, ext: str = "jsonl") 
 
 
 # --- access ------------------------------------------------------------------------------------------
+def campaigns_managed_by(user: AbstractBaseUser) -> set[int]:
+    """Ids of the campaigns `user` manages (staff: use the staff branch of the callers instead)."""
+    return set(
+        selectors.campaign_list_for_user(user)
+        .filter(memberships__user=user, memberships__role="manager")
+        .values_list("pk", flat=True)
+    )
+
+
 def export_campaigns_for_user(user: AbstractBaseUser, campaign_ids: tuple[int, ...]) -> tuple[int, ...]:
     """The campaigns `user` may export: staff any (empty = all); others only campaigns they manage.
 
@@ -92,8 +101,7 @@ def export_campaigns_for_user(user: AbstractBaseUser, campaign_ids: tuple[int, .
             )
         return campaign_ids
     if not campaign_ids:
-        managed = selectors.campaign_list_for_user(user).filter(memberships__user=user, memberships__role="manager")
-        ids = tuple(sorted(set(managed.values_list("pk", flat=True))))
+        ids = tuple(sorted(campaigns_managed_by(user)))
         if not ids:
             raise PermissionDeniedError("Exports need campaigns you manage; you manage none")
         return ids
@@ -104,8 +112,15 @@ def export_campaigns_for_user(user: AbstractBaseUser, campaign_ids: tuple[int, .
     return campaign_ids
 
 
-def _user_can_read(user: AbstractBaseUser, snapshot_campaigns: list[int], managed: set[int]) -> bool:
-    return bool(snapshot_campaigns) and set(snapshot_campaigns) <= managed
+def filters_readable(filters: dict[str, Any] | None, managed: set[int]) -> bool:
+    """Whether data selected by export `filters` is readable by a manager of exactly `managed`.
+
+    Every campaign named must be managed; no campaign named means every campaign, which is staff-only.
+    The same rule guards snapshots and the retraining policies that take them (workers/selectors.py).
+    Campaign ids are stored as validated integers; anything else matches no campaign (hidden, not shown).
+    """
+    campaigns = (filters or {}).get("campaigns") or []
+    return bool(campaigns) and set(campaigns) <= managed
 
 
 def snapshot_list_for_user(user: AbstractBaseUser) -> QuerySet[DatasetSnapshot]:
@@ -113,15 +128,11 @@ def snapshot_list_for_user(user: AbstractBaseUser) -> QuerySet[DatasetSnapshot]:
     snapshots = DatasetSnapshot.objects.select_related("created_by")
     if user.is_staff:
         return snapshots
-    managed = set(
-        selectors.campaign_list_for_user(user)
-        .filter(memberships__user=user, memberships__role="manager")
-        .values_list("pk", flat=True)
-    )
+    if not user.is_authenticated:
+        return snapshots.none()
+    managed = campaigns_managed_by(user)
     visible = [
-        pk
-        for pk, filters in DatasetSnapshot.objects.values_list("pk", "filters")
-        if _user_can_read(user, list((filters or {}).get("campaigns") or []), managed)
+        pk for pk, filters in DatasetSnapshot.objects.values_list("pk", "filters") if filters_readable(filters, managed)
     ]
     return snapshots.filter(pk__in=visible)
 
@@ -129,7 +140,7 @@ def snapshot_list_for_user(user: AbstractBaseUser) -> QuerySet[DatasetSnapshot]:
 def snapshot_get_for_user(user: AbstractBaseUser, snapshot_id: Any) -> DatasetSnapshot:
     try:
         return snapshot_list_for_user(user).get(pk=int(snapshot_id))
-    except (DatasetSnapshot.DoesNotExist, TypeError, ValueError) as exc:
+    except (DatasetSnapshot.DoesNotExist, TypeError, ValueError, OverflowError) as exc:
         raise NotFound("Dataset snapshot not found") from exc
 
 
@@ -169,7 +180,7 @@ def snapshot_create(
     snapshot.directory = str(snapshot_dir(snapshot))
     snapshot.save(update_fields=["directory"])
     snapshot_id = snapshot.pk
-    transaction.on_commit(lambda: _enqueue_build(snapshot_id))
+    transaction.on_commit(lambda: _enqueue_build(snapshot_id), robust=True)
     return snapshot
 
 

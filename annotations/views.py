@@ -36,7 +36,9 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "can_manage": can_manage,
         "guidelines_html": markdown_to_safe_html(guidelines.text) if guidelines else "",
         "guideline_version": guidelines.version if guidelines else None,
-        "progress": selectors.campaign_progress(campaign.pk),
+        "progress": selectors.campaign_progress_for_viewer(
+            selectors.campaign_progress(campaign.pk), username=request.user.get_username(), sees_everyone=can_manage
+        ),
         # Quality figures name every annotator's accuracy and cost a pass over all judgments:
         # managers only, and never computed for annotators' page views.
         "quality": quality.campaign_quality(campaign) if can_manage else None,
@@ -48,8 +50,11 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
 @ensure_csrf_cookie  # the page's JavaScript reads the csrftoken cookie for its API calls
 def campaign_annotate(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = _campaign_or_404(request, campaign_id)
-    progress = selectors.campaign_progress(campaign.pk)
     username = request.user.get_username()
+    # This page shows the annotator's own figures only, whoever they are.
+    progress = selectors.campaign_progress_for_viewer(
+        selectors.campaign_progress(campaign.pk), username=username, sees_everyone=False
+    )
     mine = next((row["judgments"] for row in progress["per_annotator"] if row["annotator"] == username), 0)
     guidelines = campaign.guidelines_current
     # Everything the script needs, handed over with json_script (never string-built into JS).

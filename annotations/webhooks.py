@@ -124,7 +124,7 @@ def webhook_emit(
         WebhookDelivery(webhook=hook, event=event, payload=payload, next_attempt_at=now) for hook in matching
     )
     ids = [delivery.pk for delivery in deliveries]
-    transaction.on_commit(lambda: _enqueue(ids))
+    transaction.on_commit(lambda: _enqueue(ids), robust=True)
     return deliveries
 
 

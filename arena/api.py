@@ -1,6 +1,6 @@
 """REST API of the public arena: battles, votes, leaderboard. Anonymous visitors allowed.
 
-The visitor is the session (created on the first request), so every unsafe request is checked for a
+The visitor is the session (created by the first battle it starts), so every unsafe request is checked for a
 CSRF token whoever sends it: DRF's SessionAuthentication only checks CSRF for logged-in users, which
 would leave anonymous votes open to cross-site forgery. Scripts that authenticate with an API token
 send no cookies and are exempt, as in DRF.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
@@ -25,6 +24,7 @@ from arena import selectors, services
 from arena.identity import voter_identity
 from arena.models import Winner
 from prefarena.errors import InvalidInput, NotFound
+from prefarena.schema import AutoSchema
 
 
 class CsrfEnforcedForCookieClients(BasePermission):
@@ -177,6 +177,7 @@ class BattleViewSet(viewsets.ViewSet):
                 if campaign is None:
                     raise NotFound("Campaign not found")
             battle = services.battle_create_pregenerated(identity=identity, campaign=campaign)
+        identity = voter_identity(request)  # a first visitor's session was created with the battle
         battle = selectors.battle_get_for_identity(identity, battle.pk)
         payload = selectors.battle_payload(battle, token=services.battle_token(battle))
         return Response(BattleSerializer(payload).data, status=status.HTTP_201_CREATED)

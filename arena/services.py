@@ -11,19 +11,17 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core import signing
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from annotations.importing import prompt_check
 from annotations.models import Campaign, Prompt, Response
-from arena import events, selectors, tally
+from arena import events, ratelimit, selectors, tally
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleMode, BattleStatus, Winner
 from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
 from models_hub.models import Model, ModelRole
-from prefarena.cache import redis_client
 from prefarena.errors import ApplicationError, Conflict, InvalidInput, PermissionDeniedError
 from prefarena.text import storable
 
@@ -57,59 +55,43 @@ def _token_payload(token: str, battle_id: int, identity: VoterIdentity) -> None:
 
 
 # --- rate limits ----------------------------------------------------------------------------------------
-def _count(key: str, ttl: int) -> int:
-    # add() is a no-op when the key exists; incr() is atomic on Redis (and in the local-memory cache).
-    cache.add(key, 0, ttl)
-    try:
-        return cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, ttl)
-        return 1
-
-
-def _counts(keys: list[tuple[str, int]], claim_ms: int = 0) -> tuple[list[int], bool]:
-    """Increment each (key, ttl) counter and, with claim_ms > 0, try to take the tally slot for claim_ms
-    (True when taken; claim_ms <= 0 always True). One pipelined round trip on Redis, else one cache call each."""
-    client = redis_client()
-    if client is None:  # the embedded default: local-memory cache
-        claimed = claim_ms <= 0 or cache.add(TALLY_SLOT_KEY, 1, claim_ms / 1000)
-        return [_count(key, ttl) for key, ttl in keys], claimed
-    with client.pipeline(transaction=False) as pipe:
-        for key, ttl in keys:
-            pipe.incr(key)
-            pipe.expire(key, ttl, nx=True)  # the window starts with the first count
-        if claim_ms > 0:
-            pipe.set(TALLY_SLOT_KEY, 1, nx=True, px=claim_ms)
-        replies = pipe.execute()
-    claimed = claim_ms <= 0 or bool(replies[-1])
-    return [int(value) for value in replies[: 2 * len(keys) : 2]], claimed
-
-
 def _limit(identity: VoterIdentity, action: str, per_minute_session: int, per_minute_ip: int | None) -> bool:
-    """Count the request against its limits (429 past one). For votes, in the same Redis round trip, try
-    to claim the tally slot: True when no vote batch was applied in the last ARENA_VOTE_APPLY_INTERVAL_MS."""
+    """Admit the request under its sliding one-minute limits (and, for votes, the daily caps) or raise 429.
+
+    For votes, in the same Redis round trip (arena/ratelimit.py), try to claim the tally slot: True when no
+    vote batch was applied in the last ARENA_VOTE_APPLY_INTERVAL_MS."""
     now = timezone.now()
-    minute, day = int(now.timestamp() // 60), now.strftime("%Y%m%d")
-    keys = [(f"arena:{action}:s:{identity.session_hash}:{minute}", 120)]
-    check_ip = per_minute_ip is not None and bool(identity.ip_hash)
-    if check_ip:
-        keys.append((f"arena:{action}:ip:{identity.ip_hash}:{minute}", 120))
+    limits = []
+    if identity.session_hash:  # a first request has no session yet: nothing was ever counted against it
+        message = f"Too many {action}s from this session; wait a minute"
+        limits.append(ratelimit.sliding(f"arena:{action}:s:{identity.session_hash}", per_minute_session, 60, message))
+    if per_minute_ip is not None and identity.ip_hash:
+        message = f"Too many {action}s from this address; wait a minute"
+        limits.append(ratelimit.sliding(f"arena:{action}:ip:{identity.ip_hash}", per_minute_ip, 60, message))
+    claim = None
     if action == "vote":
-        keys.append((f"arena:vote:day:s:{identity.session_hash}:{day}", 2 * 86400))
-        if identity.ip_hash:
-            keys.append((f"arena:vote:day:ip:{identity.ip_hash}:{day}", 2 * 86400))
-    claim_ms = settings.ARENA_VOTE_APPLY_INTERVAL_MS if action == "vote" else 0
-    counts, claimed = _counts(keys, claim_ms)
-    values = iter(counts)
-    if next(values) > per_minute_session:
-        raise TooManyRequests(f"Too many {action}s from this session; wait a minute")
-    if check_ip and next(values) > (per_minute_ip or 0):
-        raise TooManyRequests(f"Too many {action}s from this address; wait a minute")
-    if action == "vote":
-        cap = settings.ARENA_DAILY_VOTE_CAP
-        if any(value > cap for value in values):
-            raise TooManyRequests(f"Daily vote limit of {cap} reached; thank you, come back tomorrow")
-    return claimed
+        cap, day = settings.ARENA_DAILY_VOTE_CAP, now.strftime("%Y%m%d")
+        message = f"Daily vote limit of {cap} reached; thank you, come back tomorrow"
+        whom = [f"s:{identity.session_hash}"] + ([f"ip:{identity.ip_hash}"] if identity.ip_hash else [])
+        limits += [ratelimit.counter(f"arena:vote:day:{who}:{day}", cap, 2 * 86400, message) for who in whom]
+        claim = (TALLY_SLOT_KEY, settings.ARENA_VOTE_APPLY_INTERVAL_MS)
+    try:
+        return ratelimit.take(limits, now=now.timestamp(), claim=claim)
+    except ratelimit.LimitReached as exc:
+        raise TooManyRequests(exc.limit.message) from exc
+
+
+def _battle_limit(identity: VoterIdentity) -> None:
+    _limit(identity, "battle", settings.ARENA_BATTLES_PER_MINUTE_SESSION, settings.ARENA_BATTLES_PER_MINUTE_IP)
+
+
+def _with_session(identity: VoterIdentity) -> VoterIdentity:
+    """The identity a new battle is bound to: a first visitor's session is created here, when nothing can
+    refuse the request any more (a refused request leaves no session row behind)."""
+    identity = identity.started()
+    if not identity.session_hash:
+        raise PermissionDeniedError("A battle needs a session")
+    return identity
 
 
 # --- battles ----------------------------------------------------------------------------------------------
@@ -148,8 +130,9 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
     if length > settings.ARENA_MAX_PROMPT_CHARS:
         message = f"The prompt is {length} characters long; the limit is {settings.ARENA_MAX_PROMPT_CHARS}"
         raise InvalidInput(message, fields={"prompt": [message]})
-    _limit(identity, "battle", settings.ARENA_BATTLES_PER_MINUTE_SESSION, None)
+    _battle_limit(identity)
     model_a, model_b = models_pick(arena_models())
+    identity = _with_session(identity)
     with transaction.atomic():
         battle = Battle.objects.create(
             prompt=Prompt.objects.create(content=content),
@@ -162,7 +145,7 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
             categories=prompt_categories(content),
         )
         battle_id = battle.pk
-        transaction.on_commit(lambda: _enqueue_generation(battle_id))
+        transaction.on_commit(lambda: _enqueue_generation(battle_id), robust=True)
     return battle
 
 
@@ -174,7 +157,7 @@ def _enqueue_generation(battle_id: int) -> None:
 
 def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | None = None) -> Battle:
     """A battle from stored responses of two arena models to the same prompt."""
-    _limit(identity, "battle", settings.ARENA_BATTLES_PER_MINUTE_SESSION, None)
+    _battle_limit(identity)
     by_label = {m.label: m for m in arena_models()}
     # The pool is campaign prompts only. Live battles store the visitor's own prompt and responses under
     # arena model labels, and counted votes file them as items of the arena campaign: without these
@@ -201,6 +184,7 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     response_b = rng.choice([r for r in candidates if r.model_name == model_b.label])
     prompt = Prompt.objects.get(pk=prompt_id)
     leak = identity_leak_in([model_a.name, model_b.name], [response_a.text, response_b.text])
+    identity = _with_session(identity)
     return Battle.objects.create(
         prompt=prompt,
         model_a=model_a,

@@ -15,13 +15,13 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from arena import selectors
-from arena.identity import voter_identity
 
 
 @require_GET
 @ensure_csrf_cookie  # the page's script sends the csrftoken cookie back as X-CSRFToken
 def arena_page(request: HttpRequest) -> HttpResponse:
-    voter_identity(request)  # creates the anonymous session now, so the battle socket can check it
+    # No session here: the first battle a visitor starts creates it (arena/identity.py), before the page
+    # opens that battle's socket. A page view must not write a session row per cookie-less GET.
     config = {
         "battles_url": reverse("arena-battle-list"),
         "leaderboard_page": reverse("arena-leaderboard-page"),

@@ -1,6 +1,6 @@
 """Arena vote throughput and latency over HTTP, against the real ASGI server on loopback.
 
-    .venv/bin/python benchmarks/votes.py [--clients 16] [--votes-per-client 40] [--seconds 60] [--models 8]
+    .venv/bin/python benchmarks/votes.py [--clients 16] [--votes-per-client 150] [--seconds 60] [--rounds 3]
 
 PostgreSQL only, in its own database (--db-name, default `prefarena_bench_votes`) on the server of
 --database-url / DATABASE_URL; Redis from REDIS_URL (rate-limit counters, the leaderboard broadcast each
@@ -17,9 +17,17 @@ vote sends). Never the database named in the URL, never a test database.
    battles (not timed), wait for the others, then vote on each battle as fast as the server answers
    (timed): POST /api/v1/arena/battles/{id}/vote/ with the token and the CSRF header, exactly as the page
    does. Stops at --seconds.
-4. print votes/s (successful votes over the timed phase's wall time), p50/p95/p99 latency, any non-201
-   answers; run the tally sweep the beat runs every 5 s (votes are counted write-behind, arena/tally.py)
-   and check the stored counts: one Vote per 201 and PairStats totals equal to counted votes.
+4. the ceiling, in the same run, at the same concurrency: every client sends the same votes again with a
+   forged token (a bad signature), which the vote path refuses (403) before any SQL query (arena/services.py:
+   the token is checked first). It measures what the server does for any vote (HTTP, middleware, session,
+   authentication, CSRF, parsing) without the vote's own work, so the share below is comparable between
+   machines whose absolute rates differ ~2x. The two alternate in --rounds rounds (each on its own slice of
+   the battles), so a load that drifts on a shared machine weighs on both alike.
+5. print votes/s (successful votes over the timed phase's wall time), p50/p95/p99 latency, any non-201
+   answers, the ceiling's requests/s and latency, and accepted votes/s as a share of the ceiling (target:
+   >= 50% with a p99 under 100 ms); run the tally sweep the beat runs every 5 s (votes are counted
+   write-behind, arena/tally.py) and check the stored counts: one Vote per 201 and PairStats totals equal
+   to counted votes.
 
 The server, the clients and PostgreSQL share the machine: on a small machine the clients' CPU is part of
 the figure.
@@ -39,8 +47,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,14 +67,17 @@ LIMITS = {
     "ARENA_VOTES_PER_MINUTE_IP": "1000000",
     "ARENA_DAILY_VOTE_CAP": "100000000",
     "ARENA_BATTLES_PER_MINUTE_SESSION": "1000000",
+    "ARENA_BATTLES_PER_MINUTE_IP": "1000000",
 }
+TARGET_SHARE, TARGET_P99_MS = 0.50, 100.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16, help="concurrent voters (16)")
     parser.add_argument("--votes-per-client", type=int, default=150, help="battles each voter votes on (150)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="stop the timed phase after this long (60)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="stop the timed votes after this long (60)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of accepted votes and the ceiling (3)")
     parser.add_argument("--models", type=int, default=8, help="arena models (8)")
     parser.add_argument(
         "--server", choices=["gunicorn", "uvicorn", "daphne"], default="gunicorn", help="HTTP server (gunicorn)"
@@ -186,46 +199,78 @@ class ClientResult:
     error: str = ""
 
 
-async def voter(
-    port: int, count: int, ready: asyncio.Event, arrived: list[int], deadline: list[float], result: ClientResult
-) -> None:
+@dataclass
+class Phase:
+    """One timed phase: every client waits at the start line, then sends its requests until the deadline."""
+
+    name: str
+    expected: int  # the status every answer should have
+    forged: bool  # send each vote with a token whose signature is broken
+    results: list[ClientResult]
+    part: int = 0  # this phase votes on the part-th of `parts` equal slices of each client's battles
+    parts: int = 1
+    start: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: int = 0
+    finished: int = 0
+    deadline: float = float("inf")
+
+
+def clients_results(clients: int) -> list[ClientResult]:
+    return [ClientResult() for _ in range(clients)]
+
+
+def forged(token: str) -> str:
+    """The token with its signature's last characters changed: refused at the signature check."""
+    tail = "AAAA" if not token.endswith("AAAA") else "BBBB"
+    return token[:-4] + tail
+
+
+async def voter(port: int, count: int, phases: list[Phase], number: int) -> None:
     """One anonymous browser: its own session, CSRF cookie and keep-alive connection."""
     connection = Connection("127.0.0.1", port)
     base = f"http://127.0.0.1:{port}"
     try:
-        status, _, body = await connection.request("GET", "/arena/")
-        if status != 200:
-            raise RuntimeError(f"GET /arena/ answered {status}")
-        headers = {"X-CSRFToken": connection.cookies["csrftoken"], "Referer": base + "/arena/"}
-        battles = []
-        for _ in range(count):
-            status, _, body = await connection.request(
-                "POST", "/api/v1/arena/battles/", json.dumps({"mode": "pregenerated"}).encode(), headers
-            )
-            if status != 201:
-                raise RuntimeError(f"battle creation answered {status}: {body[:200]!r}")
-            battles.append(json.loads(body))
-    except Exception as exc:  # noqa: BLE001 - reported, then the run stops
-        result.error = f"{type(exc).__name__}: {exc}"
-        arrived[0] += 1
-        ready.set()
-        return
-    arrived[0] += 1
-    await ready.wait()
-    try:
-        for number, battle in enumerate(battles):
-            if time.perf_counter() > deadline[0]:
-                break
-            winner = ("a", "b", "tie", "both_bad")[number % 4]
-            payload = json.dumps({"winner": winner, "token": battle["token"]}).encode()
-            started = time.perf_counter()
-            status, _, body = await connection.request(
-                "POST", f"/api/v1/arena/battles/{battle['id']}/vote/", payload, headers
-            )
-            result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
-            result.statuses[status] += 1
-            if status != 201 and len(result.samples) < 3:
-                result.samples.append(f"{status}: {body[:200].decode(errors='replace')}")
+        try:
+            status, _, body = await connection.request("GET", "/arena/")
+            if status != 200:
+                raise RuntimeError(f"GET /arena/ answered {status}")
+            headers = {"X-CSRFToken": connection.cookies["csrftoken"], "Referer": base + "/arena/"}
+            battles = []
+            for _ in range(count):  # the first battle creates the session (its cookie rides along after)
+                status, _, body = await connection.request(
+                    "POST", "/api/v1/arena/battles/", json.dumps({"mode": "pregenerated"}).encode(), headers
+                )
+                if status != 201:
+                    raise RuntimeError(f"battle creation answered {status}: {body[:200]!r}")
+                battles.append(json.loads(body))
+        except Exception as exc:  # noqa: BLE001 - reported, then the run stops
+            phases[0].results[number].error = f"{type(exc).__name__}: {exc}"
+            for phase in phases:
+                phase.arrived += 1
+                phase.finished += 1
+            return
+        for phase in phases:
+            result = phase.results[number]
+            phase.arrived += 1
+            await phase.start.wait()
+            size = len(battles)
+            for index, battle in enumerate(
+                battles[size * phase.part // phase.parts : size * (phase.part + 1) // phase.parts]
+            ):
+                if time.perf_counter() > phase.deadline:
+                    break
+                winner = ("a", "b", "tie", "both_bad")[index % 4]
+                token = forged(battle["token"]) if phase.forged else battle["token"]
+                payload = json.dumps({"winner": winner, "token": token}).encode()
+                started = time.perf_counter()
+                status, _, body = await connection.request(
+                    "POST", f"/api/v1/arena/battles/{battle['id']}/vote/", payload, headers
+                )
+                result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+                result.statuses[status] += 1
+                if status != phase.expected and len(result.samples) < 3:
+                    result.samples.append(f"{status}: {body[:200].decode(errors='replace')}")
+            phase.finished += 1
     finally:
         await connection.close()
 
@@ -246,32 +291,50 @@ def cpu_seconds(server_pid: int, db_name: str) -> dict[str, float]:
     totals = {"server": used(server) + sum(used(child) for child in server.children(recursive=True))}
     processes = list(psutil.process_iter(["name", "cmdline"]))
     totals["postgres"] = sum(used(p) for p in processes if f" {db_name} " in " ".join(p.info["cmdline"] or []))
-    totals["redis"] = sum(used(p) for p in processes if (p.info["name"] or "").startswith("redis-server"))
+    # The Redis of REDIS_URL only: tests on the same machine start and stop redis-servers of their own.
+    port = f":{urlsplit(os.environ.get('REDIS_URL', '')).port or 6379}"
+    totals["redis"] = sum(
+        used(p)
+        for p in processes
+        if (p.info["name"] or "").startswith("redis-server") and port in " ".join(p.info["cmdline"] or [])
+    )
     totals["clients"] = used(psutil.Process())
     return totals
 
 
+@dataclass
+class Timing:
+    elapsed: float
+    cpu: dict[str, float]  # CPU seconds each part spent during the phase
+
+
 async def drive(
-    port: int, clients: int, per_client: int, seconds: float, results: list[ClientResult], cpu: list[dict]
-) -> float:
-    """Set every client up (not timed), then release them together; the timed phase's wall time."""
-    ready, arrived, deadline = asyncio.Event(), [0], [float("inf")]
-    tasks = [asyncio.create_task(voter(port, per_client, ready, arrived, deadline, result)) for result in results]
-    while arrived[0] < clients:
-        await asyncio.sleep(0.05)
-    errors = {r.error for r in results if r.error}
-    if errors:
-        ready.set()
-        await asyncio.gather(*tasks)
-        raise RuntimeError(f"a client failed before voting: {errors}")
-    cpu.append(cpu[0]["at"]())
-    started = time.perf_counter()
-    deadline[0] = started + seconds
-    ready.set()
+    port: int, clients: int, per_client: int, seconds: float, phases: list[Phase], cpu_at: Callable[[], dict]
+) -> list[Timing]:
+    """Set every client up (not timed), then run the phases one after the other, each client released
+    together with the others; each phase's wall time and CPU."""
+    tasks = [asyncio.create_task(voter(port, per_client, phases, number)) for number in range(clients)]
+    timings = []
+    for phase in phases:
+        while phase.arrived < clients:
+            await asyncio.sleep(0.01)
+        errors = {r.error for r in phases[0].results if r.error}
+        if errors:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise RuntimeError(f"a client failed before voting: {errors}")
+        cpu_before = cpu_at()
+        started = time.perf_counter()
+        phase.deadline = started + seconds
+        phase.start.set()
+        while phase.finished < clients:
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        cpu_after = cpu_at()
+        timings.append(Timing(elapsed, {name: cpu_after[name] - cpu_before[name] for name in cpu_before}))
     await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - started
-    cpu.append(cpu[0]["at"]())
-    return elapsed
+    return timings
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -299,12 +362,27 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"prefarena-bench-votes-{port}.log"
     server = start_server(url, port, log, args.server, args.workers, args.threads)
-    results = [ClientResult() for _ in range(args.clients)]
+    # The two measurements alternate in rounds (accepted, ceiling, accepted, ...), each round on its own
+    # slice of the battles: on a shared machine the load drifts, and both see the same drift.
+    names = ("accepted votes", "ceiling: votes refused before any query (forged token)")
+    phases = [
+        Phase(names[forged_], 403 if forged_ else 201, bool(forged_), clients_results(args.clients), k, args.rounds)
+        for k in range(args.rounds)
+        for forged_ in (0, 1)
+    ]
     try:
         print(f"{args.clients} clients creating {args.votes_per_client} battles each (not timed) ...")
         try:
-            cpu: list[dict] = [{"at": lambda: cpu_seconds(server.pid, args.db_name)}]
-            elapsed = asyncio.run(drive(port, args.clients, args.votes_per_client, args.seconds, results, cpu))
+            timings = asyncio.run(
+                drive(
+                    port,
+                    args.clients,
+                    args.votes_per_client,
+                    args.seconds / args.rounds,
+                    phases,
+                    lambda: cpu_seconds(server.pid, args.db_name),
+                )
+            )
         except RuntimeError as exc:
             sys.exit(f"{exc}\nserver log: {log}")
     finally:
@@ -316,9 +394,6 @@ def main(argv: list[str] | None = None) -> None:
 
     pending = tally.votes_pending()
     swept = tally.votes_apply(wait=True)
-    latencies = [ms for r in results for ms in r.latencies_ms]
-    statuses = sum((r.statuses for r in results), Counter())
-    ok = statuses.get(201, 0)
     stored = Vote.objects.count() - votes_before
     counted = Vote.objects.filter(counted=True).count()
     pair_total = sum(s.wins_lo + s.wins_hi + s.ties + s.both_bad for s in PairStats.objects.filter(category=""))
@@ -329,28 +404,47 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"clients {args.clients}   models {args.models}   server: {args.server}, {processes}   database {args.db_name}"
     )
-    print(f"votes: {ok:,} accepted in {elapsed:.2f} s -> {ok / elapsed:.1f} votes/s")
-    print(
-        f"latency: p50 {percentile(latencies, 0.50):.1f} ms   p95 {percentile(latencies, 0.95):.1f} ms   "
-        f"p99 {percentile(latencies, 0.99):.1f} ms   max {max(latencies):.1f} ms"
-    )
-    print(f"answers: {dict(sorted(statuses.items()))}")
-    if ok:
-        spent = {name: cpu[2][name] - cpu[1][name] for name in cpu[1]}
+    print(f"{args.rounds} rounds, each: accepted votes, then the ceiling")
+    rates, p99s = [], []
+    for name in names:
+        runs = [(phase, timing) for phase, timing in zip(phases, timings, strict=True) if phase.name == name]
+        expected = runs[0][0].expected
+        results = [r for phase, _ in runs for r in phase.results]
+        elapsed = sum(timing.elapsed for _, timing in runs)
+        cpu = {part: sum(timing.cpu[part] for _, timing in runs) for part in runs[0][1].cpu}
+        latencies = [ms for r in results for ms in r.latencies_ms]
+        statuses = sum((r.statuses for r in results), Counter())
+        ok = statuses.get(expected, 0)
+        rates.append(ok / elapsed)
+        p99s.append(percentile(latencies, 0.99))
+        print(f"{name}: {ok:,} answered {expected} in {elapsed:.2f} s -> {rates[-1]:.1f}/s")
         print(
-            "CPU per accepted vote: "
-            + "   ".join(f"{name} {seconds * 1000 / ok:.2f} ms" for name, seconds in spent.items())
-            + f"   (all: {sum(spent.values()) / elapsed * 100:.0f}% of one core)"
+            f"  latency: p50 {percentile(latencies, 0.50):.1f} ms   p95 {percentile(latencies, 0.95):.1f} ms   "
+            f"p99 {p99s[-1]:.1f} ms   max {max(latencies, default=float('nan')):.1f} ms"
         )
-    for sample in sorted({sample for r in results for sample in r.samples})[:5]:
-        print(f"  e.g. {sample}")
+        print(f"  answers: {dict(sorted(statuses.items()))}")
+        if ok:
+            print(
+                "  CPU per request: "
+                + "   ".join(f"{part} {seconds * 1000 / ok:.2f} ms" for part, seconds in cpu.items())
+                + f"   (all: {sum(cpu.values()) / elapsed * 100:.0f}% of one core)"
+            )
+        for sample in sorted({sample for r in results for sample in r.samples})[:5]:
+            print(f"  e.g. {sample}")
+    share = rates[0] / rates[1] if rates[1] else float("nan")
+    met = share >= TARGET_SHARE and p99s[0] < TARGET_P99_MS
+    print(
+        f"accepted votes/s = {share:.0%} of the ceiling, vote p99 {p99s[0]:.1f} ms "
+        f"(target >= {TARGET_SHARE:.0%} with p99 < {TARGET_P99_MS:.0f} ms: {'met' if met else 'NOT met'})"
+    )
+    accepted = sum(r.statuses.get(201, 0) for phase in phases if not phase.forged for r in phase.results)
     print(f"tally: {pending:,} votes still pending after the run, {swept:,} counted by the closing sweep")
     print(
         f"stored: {stored:,} new votes ({counted - counted_before:,} counted); "
         f"PairStats total {pair_total:,} = counted votes {counted:,}: {pair_total == counted}"
     )
-    if stored != ok:
-        sys.exit(f"MISMATCH: {ok} votes accepted but {stored} stored")
+    if stored != accepted:
+        sys.exit(f"MISMATCH: {accepted} votes accepted but {stored} stored")
 
 
 if __name__ == "__main__":

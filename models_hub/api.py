@@ -1,5 +1,8 @@
 """REST API of the model registry: list, read, register, and change a version's mutable settings.
 
+Training runs and retraining policies have their REST in workers/training_api.py (their access rules
+read campaigns and snapshots, which models_hub may not import).
+
 Versions are never deleted (jobs, responses and lineage point at them); take one out of the arena instead.
 A model is referenced in request bodies by its integer id or by a label: "name@vN" for that version,
 "name" for the newest version of that name (models_hub/selectors.py).
@@ -9,29 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ObjectDoesNotExist
 from django.core.validators import RegexValidator
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
-from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from models_hub import selectors, services
-from models_hub import training as training_services
-from models_hub.models import (
-    DatasetSnapshot,
-    Model,
-    ModelBackend,
-    ModelRole,
-    RetrainPolicy,
-    RetrainPolicyTrigger,
-    TrainingMethod,
-    TrainingRun,
-    TrainingTrigger,
-)
-from prefarena.errors import Conflict, NotFound, PermissionDeniedError
+from models_hub.models import Model, ModelBackend, ModelRole
+from prefarena.errors import NotFound, PermissionDeniedError
 from prefarena.viewsets import CreateFromInputMixin
 
 MAX_SEED = 2**63 - 1  # BigIntegerField
@@ -256,203 +246,3 @@ class ModelViewSet(CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveM
         data.is_valid(raise_exception=True)
         model = services.model_update(model=model, **data.validated_data)
         return Response(RegisteredModelSerializer(model, context=self.get_serializer_context()).data)
-
-
-# --- training runs and retraining policies ----------------------------------------------------------
-def training_user_can_start(user: Any) -> bool:
-    """Starting runs and writing policies needs staff or the 'add training run' permission."""
-    return bool(user.is_staff or user.has_perm("models_hub.add_trainingrun"))
-
-
-class TrainingViewSetBase(
-    CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
-    """Rows read by integer id (anything else is a 404), created by those who may start training runs."""
-
-    not_found_message: str
-    create_denied_message: str
-
-    def get_object(self) -> Any:
-        try:
-            return self.get_queryset().get(pk=int(self.kwargs["pk"]))
-        except (ObjectDoesNotExist, ValueError, OverflowError) as exc:
-            raise NotFound(self.not_found_message) from exc
-
-    def check_can_create(self, request: Request) -> None:
-        if not training_user_can_start(request.user):
-            raise PermissionDeniedError(self.create_denied_message)
-
-
-class TrainingRunSerializer(serializers.ModelSerializer):
-    base_model = ModelBriefSerializer(read_only=True)
-    output_model = ModelBriefSerializer(read_only=True, allow_null=True)
-    snapshot = serializers.IntegerField(source="snapshot_id", read_only=True)
-    policy = serializers.IntegerField(source="policy_id", read_only=True, allow_null=True)
-    output_dir = serializers.CharField(read_only=True, allow_null=True, help_text="Null unless you are staff.")
-    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
-
-    class Meta:
-        model = TrainingRun
-        fields = [
-            "id",
-            "method",
-            "status",
-            "base_model",
-            "snapshot",
-            "hyperparameters",
-            "trigger",
-            "policy",
-            "output_model",
-            "output_dir",
-            "attempts",
-            "max_attempts",
-            "cancel_requested",
-            "progress_done",
-            "progress_total",
-            "metrics",
-            "metric_series",
-            "evaluation",
-            "error",
-            "logs",
-            "created_by",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
-        read_only_fields = fields
-
-    def to_representation(self, instance: TrainingRun) -> dict[str, Any]:
-        data = super().to_representation(instance)
-        if not self.context.get("show_locations"):
-            data["output_dir"] = None
-        return data
-
-
-class TrainingRunCreateSerializer(serializers.Serializer):
-    base_model = ModelReferenceField(help_text="The registered model to start from (local checkpoint).")
-    snapshot = serializers.PrimaryKeyRelatedField(
-        queryset=DatasetSnapshot.objects.all(), help_text="Id of a succeeded dataset snapshot."
-    )
-    method = serializers.ChoiceField(choices=TrainingMethod.choices)
-    hyperparameters = serializers.DictField(
-        required=False,
-        default=dict,
-        help_text="Fields of TrainingConfig (models_hub/training_config.py); missing ones take their defaults.",
-    )
-    max_attempts = serializers.IntegerField(min_value=1, max_value=10, default=2)
-
-
-@extend_schema_view(
-    create=extend_schema(
-        description="Queue a training run on the gpu queue after validating base model, snapshot and hyperparameters.",
-        request=TrainingRunCreateSerializer,
-        responses={
-            201: TrainingRunSerializer,
-            400: OpenApiResponse(description="Invalid input; a bad hyperparameter is named hyperparameters.<field>"),
-            403: OpenApiResponse(description="Needs staff or the 'add training run' permission"),
-        },
-    )
-)
-class TrainingRunViewSet(TrainingViewSetBase):
-    """Training runs: start one, follow it, cancel it. Filters: status, method, base_model, policy."""
-
-    serializer_class = TrainingRunSerializer
-    create_input_serializer_class = TrainingRunCreateSerializer
-    not_found_message = "Training run not found"
-    create_denied_message = "Starting training runs needs staff or the 'add training run' permission"
-    queryset = TrainingRun.objects.none()
-    filterset_fields = ["status", "method", "base_model", "policy"]
-
-    def get_queryset(self) -> QuerySet[TrainingRun]:
-        return TrainingRun.objects.select_related("base_model", "output_model", "created_by").order_by("-created_at")
-
-    def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
-        context["show_locations"] = selectors.model_user_sees_locations(self.request.user)
-        return context
-
-    def create_from_input(self, request: Request, values: dict[str, Any]) -> TrainingRun:
-        return training_services.training_run_create(trigger=TrainingTrigger.API, created_by=request.user, **values)
-
-    @extend_schema(
-        request=None,
-        responses={
-            200: TrainingRunSerializer,
-            403: OpenApiResponse(description="Needs staff or the 'add training run' permission"),
-            409: OpenApiResponse(description="The run has already finished"),
-        },
-    )
-    @action(detail=True, methods=["post"])
-    def cancel(self, request: Request, pk: str | None = None) -> Response:
-        """Cancel a run: a queued one at once, a running one after its current optimizer step."""
-        run = self.get_object()
-        if not training_user_can_start(request.user):
-            raise PermissionDeniedError("Cancelling training runs needs staff or the 'add training run' permission")
-        if run.is_terminal:
-            raise Conflict(f"training run {run.pk} has already finished ({run.status})")
-        run = training_services.training_run_cancel(run)
-        return Response(TrainingRunSerializer(run, context=self.get_serializer_context()).data)
-
-
-class RetrainPolicySerializer(serializers.ModelSerializer):
-    base_model = ModelReferenceField(help_text="The model every run starts from.")
-    method = serializers.ChoiceField(choices=TrainingMethod.choices)
-    trigger = serializers.ChoiceField(choices=RetrainPolicyTrigger.choices)
-    hyperparameters = serializers.DictField(required=False, default=dict)
-    snapshot_filters = serializers.DictField(
-        required=False, default=dict, help_text="Export filters, e.g. {'campaigns': [1], 'sources': ['human']}."
-    )
-    promotion_rule = serializers.DictField(
-        required=False,
-        default=dict,
-        help_text="e.g. {'min_win_rate_lower_bound': 0.5, 'max_safety_regression': 0.0}; empty: the defaults.",
-    )
-
-    class Meta:
-        model = RetrainPolicy
-        fields = [
-            "id",
-            "name",
-            "base_model",
-            "method",
-            "hyperparameters",
-            "snapshot_filters",
-            "trigger",
-            "every_n",
-            "interval_minutes",
-            "preferences_seen",
-            "last_fired_at",
-            "enter_arena",
-            "promotion_rule",
-            "enabled",
-            "created_at",
-        ]
-        read_only_fields = ["id", "last_fired_at", "created_at"]
-
-
-@extend_schema_view(
-    create=extend_schema(
-        description="Create a retraining policy.",
-        request=RetrainPolicySerializer,
-        responses={
-            201: RetrainPolicySerializer,
-            400: OpenApiResponse(description="Invalid input"),
-            403: OpenApiResponse(description="Needs staff or the 'add training run' permission"),
-            409: OpenApiResponse(description="A policy of that name exists"),
-        },
-    )
-)
-class RetrainPolicyViewSet(TrainingViewSetBase):
-    """Retraining policies, checked every minute by beat (workers.tasks.retrain_policies_check)."""
-
-    serializer_class = RetrainPolicySerializer
-    create_input_serializer_class = RetrainPolicySerializer
-    not_found_message = "Retraining policy not found"
-    create_denied_message = "Writing retraining policies needs staff or the 'add training run' permission"
-    queryset = RetrainPolicy.objects.none()
-
-    def get_queryset(self) -> QuerySet[RetrainPolicy]:
-        return RetrainPolicy.objects.select_related("base_model").order_by("name")
-
-    def create_from_input(self, request: Request, values: dict[str, Any]) -> RetrainPolicy:
-        return training_services.retrain_policy_create(created_by=request.user, **values)

@@ -84,7 +84,7 @@ def training_run_dir(run_id: int) -> Path:
 
 
 def _enqueue_on_commit(run_id: int) -> None:
-    transaction.on_commit(lambda: current_app.send_task(TRAINING_TASK, args=[run_id]))
+    transaction.on_commit(lambda: current_app.send_task(TRAINING_TASK, args=[run_id]), robust=True)
 
 
 def training_run_create(

@@ -69,4 +69,8 @@ def redis_client() -> redis.Redis | None:
     url = getattr(settings, "REDIS_URL", "")
     if not url:
         return None
-    return _client_for(SharedConnectionPool.from_url(url))
+    # The cache's time-outs: whichever of the two asks first creates the pool, and a rate-limit check must
+    # fail as fast as a session read when Redis hangs.
+    options = settings.CACHES["default"].get("OPTIONS", {})
+    timeouts = {key: value for key, value in options.items() if key in ("socket_timeout", "socket_connect_timeout")}
+    return _client_for(SharedConnectionPool.from_url(url, **timeouts))

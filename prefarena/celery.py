@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefarena.settings")
@@ -38,3 +39,18 @@ def _ensure_filesystem_broker_folders(sender: Celery, **_: object) -> None:
         folder = options.get(key)
         if folder:
             os.makedirs(folder, exist_ok=True)
+
+
+WORKER_BROKER_SOCKET_TIMEOUT_SECONDS = 10.0
+
+
+@worker_init.connect
+def _worker_broker_socket_timeout(sender: object, **_: object) -> None:
+    """Workers wait longer on Redis than web requests do (REDIS_TIMEOUT_MS, ~1 s): closing a consuming channel
+    reads the reply of kombu's 1 s BRPOP, and a worker has no one waiting on it."""
+    options = app.conf.broker_transport_options
+    if options and "socket_timeout" in options:
+        app.conf.broker_transport_options = {
+            **options,
+            "socket_timeout": max(options["socket_timeout"], WORKER_BROKER_SOCKET_TIMEOUT_SECONDS),
+        }

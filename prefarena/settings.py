@@ -51,13 +51,17 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "prefarena.csp.content_security_policy",  # outermost after security: every answer gets the policy
     "prefarena.middleware.refuse_nul_in_url",
+    "prefarena.body_limits.refuse_bad_bodies",  # 413 / too-deep JSON before any session or view
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost: sees what a view raised. Redis or the broker unavailable: 503 JSON (/api/) or page, not a 500.
+    "prefarena.middleware.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "prefarena.urls"
@@ -108,21 +112,41 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: broker, channel layer, cache --------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+# Every Redis client fails within these bounds when Redis is down or hung (SIGSTOP, a dead host), so a request
+# answers 503 in ~1 s (prefarena/middleware.py) instead of waiting out the outage (redis-py's default: 5 s
+# per command; the channel layer's 30 s; kombu's publish: forever). Redis answers our commands in
+# milliseconds: a second is generous. Connect and read time-out alike.
+REDIS_TIMEOUT_SECONDS = env_int("REDIS_TIMEOUT_MS", 1000) / 1000
 if REDIS_URL:
-    # redis-py 8 reads with a 5 s socket timeout by default, and channels_redis blocks 5 s in BZPOPMIN
-    # waiting for messages: an idle websocket's consumer crashed after ~5 s. Reads must outlast the block.
+    # channels_redis blocks 5 s in BZPOPMIN waiting for messages: an idle websocket's consumer crashed after
+    # ~5 s with redis-py's 5 s read timeout. Reads must outlast the block (30 s); sends are bounded apart
+    # (prefarena/channel_layer.py), so a broadcast from a web request gives up after the socket timeout.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
+            "BACKEND": "prefarena.channel_layer.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                    }
+                ],
+                "send_timeout": REDIS_TIMEOUT_SECONDS,
+            },
         }
     }
     CACHES = {
         "default": {
             "BACKEND": "prefarena.cache.RedisCache",  # Django's, with one client per pool
             "LOCATION": REDIS_URL,
-            # One pool per process: under ASGI each request has its own cache object (prefarena/cache.py).
-            "OPTIONS": {"pool_class": "prefarena.cache.SharedConnectionPool"},
+            "OPTIONS": {
+                # One pool per process: under ASGI each request has its own cache object (prefarena/cache.py).
+                # Sessions (cached_db) and rate limits (prefarena.cache.redis_client) use this pool too.
+                "pool_class": "prefarena.cache.SharedConnectionPool",
+                "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                "socket_timeout": REDIS_TIMEOUT_SECONDS,
+            },
         }
     }
     # Sessions read from Redis, written through to the database: every arena request loads its
@@ -140,6 +164,17 @@ CELERY_TASK_ALWAYS_EAGER = False  # long jobs never run inside a web request
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker outlives any Redis outage: it retries the broker for ever (Celery's default gives up after 100
+# tries, and the worker exits); supervision (deploy/supervisord.conf) restarts whatever dies anyway.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Running tasks are not cancelled when the broker connection drops: a training run would lose hours for a
+# Redis restart, and the job protocol (workers/jobs.py) makes a second delivery of a task harmless.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# `.delay()` inside a request: no retry, the error (503) after one socket time-out; each retry cost another
+# (3 s with Redis hung). redis-py replaces a pooled connection that died with a restarted Redis before using
+# it, so the first publish after a restart succeeds. Job rows are the truth: the job reaper enqueues a
+# queued job again (WORKERS_JOB_REQUEUE_SECONDS); webhooks, vote sweeps and reapers run on the beat.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 0}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
@@ -149,8 +184,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    # Longer than the longest job, so Redis never re-delivers a task still running (acks_late).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 7 * 3600)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the longest job, so Redis never re-delivers a task still running (acks_late).
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 7 * 3600),
+        # A publish to a hung Redis fails instead of hanging the request (workers wait longer: prefarena/celery.py).
+        # The worker's BRPOP waits in the event loop, where no socket time-out applies; kombu drops a silent
+        # BRPOP connection after brpop_timeout + health_check_interval.
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+    }
+    if CELERY_BROKER_URL.startswith("redis://"):
+        # kombu's Redis transport with a fix: a worker survives Redis dying under load (prefarena/broker.py).
+        CELERY_BROKER_TRANSPORT = "prefarena.broker:Transport"
 CELERY_BEAT_SCHEDULE = {
     "annotations-reap-expired-leases": {
         "task": "annotations.tasks.assignment_leases_reap",
@@ -180,6 +225,11 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# Request bodies: Django's 2.5 MB default for every endpoint; bulk item imports (up to 10,000 items a request)
+# take up to DATA_UPLOAD_MAX_MEMORY_SIZE_IMPORT (prefarena/body_limits.py). Larger bodies are refused with 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_MEMORY_SIZE_IMPORT = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE_IMPORT", 64 * 1024 * 1024)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
@@ -191,10 +241,10 @@ REST_FRAMEWORK = {
         "prefarena.parsers.StrictFormParser",
         "prefarena.parsers.StrictMultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "prefarena.pagination.LimitOffsetPagination",  # limit 1..1000, else 400
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "prefarena.schema.AutoSchema",  # declares the error responses (4xx, 503)
     "EXCEPTION_HANDLER": "prefarena.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -260,6 +310,9 @@ ARENA_VOTES_PER_MINUTE_SESSION = env_int("ARENA_VOTES_PER_MINUTE_SESSION", 10)
 ARENA_VOTES_PER_MINUTE_IP = env_int("ARENA_VOTES_PER_MINUTE_IP", 30)
 ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200)  # per session and per IP
 ARENA_BATTLES_PER_MINUTE_SESSION = env_int("ARENA_BATTLES_PER_MINUTE_SESSION", 10)
+# Per client IP too: a script that drops its session cookie starts a new session at every request, and a
+# live battle is a GPU generation. Limits are sliding windows (arena/ratelimit.py).
+ARENA_BATTLES_PER_MINUTE_IP = env_int("ARENA_BATTLES_PER_MINUTE_IP", 10)
 # Votes are counted write-behind in batches (arena/tally.py): a vote request applies the pending votes
 # when none were applied in the last this-many milliseconds; 0 = every vote applies at once.
 ARENA_VOTE_APPLY_INTERVAL_MS = env_int("ARENA_VOTE_APPLY_INTERVAL_MS", 100)

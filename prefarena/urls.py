@@ -12,7 +12,7 @@ from annotations import api_datasets, routing_api
 from arena import api as arena_api
 from models_hub import api as models_hub_api
 from workers import api as workers_api
-from workers import judge_api
+from workers import judge_api, training_api
 
 router = DefaultRouter()
 router.register("campaigns", annotations_api.CampaignViewSet, basename="campaign")
@@ -23,8 +23,8 @@ router.register("webhooks", api_datasets.WebhookViewSet, basename="webhook")
 router.register("arena/battles", arena_api.BattleViewSet, basename="arena-battle")
 router.register("arena/leaderboard", arena_api.LeaderboardViewSet, basename="arena-leaderboard")
 router.register("models", models_hub_api.ModelViewSet, basename="model")
-router.register("training-runs", models_hub_api.TrainingRunViewSet, basename="training-run")
-router.register("retrain-policies", models_hub_api.RetrainPolicyViewSet, basename="retrain-policy")
+router.register("training-runs", training_api.TrainingRunViewSet, basename="training-run")
+router.register("retrain-policies", training_api.RetrainPolicyViewSet, basename="retrain-policy")
 router.register("generation-jobs", workers_api.GenerationJobViewSet, basename="generation-job")
 router.register("scoring-jobs", workers_api.ScoringJobViewSet, basename="scoring-job")
 router.register("judge-jobs", judge_api.JudgeJobViewSet, basename="judge-job")
@@ -56,3 +56,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
 ]
+handler404 = "prefarena.api_errors.page_not_found"  # JSON under /api/
+handler500 = "prefarena.api_errors.server_error"  # 503 for a Redis outage; JSON under /api/

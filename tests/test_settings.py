@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,3 +55,19 @@ def test_every_setting_read_from_env_is_listed_in_env_example():
     names = set(re.findall(r'env_(?:str|bool|int|list)\("([A-Z_]+)"', (ROOT / "prefarena/settings.py").read_text()))
     listed = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
     assert names - listed == set()
+
+
+@pytest.mark.django_db
+def test_check_deploy_passes_with_env_example_values_on_the_test_services():
+    """The same, connected: .env.example's values with the test's PostgreSQL and Redis (database checks too)."""
+    from django.conf import settings as django_settings
+
+    from tests.celery_worker import test_database_url
+
+    env = {**env_example(), "DATABASE_URL": test_database_url(), "REDIS_URL": django_settings.REDIS_URL}
+    result = run_manage("check", "--deploy", "--database", "default", "--fail-level", "WARNING", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+    connect = "from prefarena.celery import app; app.connection_for_write().ensure_connection(max_retries=1)"
+    broker = run_manage("shell", "-c", connect + "; print('broker ok')", env=env)  # prefarena.broker's transport
+    assert "broker ok" in broker.stdout, broker.stdout + broker.stderr

@@ -1,4 +1,4 @@
-"""Websocket: live progress of one generation or scoring job, for the people who may see it."""
+"""Websocket: live progress of one job (generation, scoring, training run, snapshot), for those who may see it."""
 
 from __future__ import annotations
 
@@ -7,34 +7,18 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from annotations import snapshots
 from prefarena.errors import NotFound
 from workers import events, selectors
 from workers.models import Job
 
-
-# The route (prefarena/routing.py) admits only these kinds; the access rule is workers/selectors.py.
-def _training_run_get(user: Any, run_id: int) -> Job:
-    from django.http import Http404
-
-    from workers.training_views import training_run_get_for_user
-
-    try:
-        return training_run_get_for_user(user, run_id)
-    except Http404 as exc:
-        raise NotFound("Job not found") from exc
-
-
-def _snapshot_get(user: Any, snapshot_id: int) -> Job:
-    from annotations.snapshots import snapshot_get_for_user
-
-    return snapshot_get_for_user(user, snapshot_id)
-
-
+# The route (prefarena/routing.py) admits only these kinds; the access rules are workers/selectors.py and,
+# for snapshots, annotations/snapshots.py: the same functions the REST API and the pages call.
 JOB_GETTERS = {
     "generation": selectors.generation_job_get_for_user,
     "scoring": selectors.scoring_job_get_for_user,
-    "training": _training_run_get,
-    "snapshot": _snapshot_get,
+    "training": selectors.training_run_get_for_user,
+    "snapshot": snapshots.snapshot_get_for_user,
 }
 
 

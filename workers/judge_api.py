@@ -1,4 +1,7 @@
-"""REST for LLM judge jobs: create (one campaign × one or all of its judges), list, read, cancel, calls."""
+"""REST for LLM judge jobs: create (one campaign × one or all of its judges), list, read, cancel, calls.
+
+Access: workers/selectors.py (staff: all; others the jobs they created on campaigns they still manage).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from models_hub.api import ModelBriefSerializer, ModelReferenceField
-from prefarena.errors import NotFound
 from workers import judging, selectors
 from workers.api import (
     CANCEL_RESPONSES,
@@ -91,11 +93,6 @@ class JudgeCallSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def _jobs_for(user: Any) -> QuerySet[JudgeJob]:
-    jobs = JudgeJob.objects.select_related("created_by", "model", "campaign")
-    return jobs if user.is_staff else jobs.filter(created_by=user)
-
-
 @extend_schema_view(
     create=extend_schema(
         description="Queue judge jobs (gpu queue for local judges, default queue for HTTP endpoints).",
@@ -112,13 +109,10 @@ class JudgeJobViewSet(JobViewSetBase):
     job_class = JudgeJob
 
     def get_queryset(self) -> QuerySet[JudgeJob]:
-        return _jobs_for(self.request.user).order_by("-created_at", "-id")
+        return selectors.judge_job_list_for_user(self.request.user).order_by("-created_at", "-id")
 
     def get_object(self) -> JudgeJob:
-        try:
-            return self.get_queryset().get(pk=int(self.kwargs["pk"]))
-        except (JudgeJob.DoesNotExist, TypeError, ValueError, OverflowError) as exc:
-            raise NotFound("Judge job not found") from exc
+        return selectors.judge_job_get_for_user(self.request.user, self.kwargs["pk"])
 
     def create_from_input(self, request: Request, values: dict[str, Any]) -> list[JudgeJob]:
         campaign = selectors.campaign_get_managed_for_job(request.user, values.pop("campaign"), field="campaign")

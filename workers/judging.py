@@ -47,7 +47,7 @@ def _enqueue_on_commit(job: JudgeJob) -> None:
     from workers import tasks  # tasks import this module
 
     job_id, queue = job.pk, job.queue
-    transaction.on_commit(lambda: tasks.judge_job_run.apply_async((job_id,), queue=queue))
+    transaction.on_commit(lambda: tasks.judge_job_run.apply_async((job_id,), queue=queue), robust=True)
 
 
 @transaction.atomic
@@ -285,7 +285,7 @@ def judge_job_run(job_id: int) -> float | None:
         from workers import tasks
 
         campaign_id = job.campaign_id
-        transaction.on_commit(lambda: tasks.campaign_route.apply_async((campaign_id,), queue="default"))
+        transaction.on_commit(lambda: tasks.campaign_route.apply_async((campaign_id,), queue="default"), robust=True)
     return retry_in
 
 

@@ -28,7 +28,7 @@ def _enqueue_on_commit(job: Job) -> None:
 
     task = tasks.generation_job_run if isinstance(job, GenerationJob) else tasks.scoring_job_run
     job_id = job.pk
-    transaction.on_commit(lambda: task.delay(job_id))
+    transaction.on_commit(lambda: task.delay(job_id), robust=True)
 
 
 def _items_per_prompt(campaign: Campaign, responses_per_prompt: int) -> None:

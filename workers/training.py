@@ -29,7 +29,7 @@ from models_hub.models import DatasetSnapshot, ModelRole, RetrainPolicy, Trainin
 from models_hub.training_config import TrainingConfig
 from prefarena.errors import ApplicationError
 from prefarena.jobmodel import TERMINAL_STATUSES, JobStatus
-from workers import events, jobs, runners
+from workers import events, jobs, runners, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,9 @@ def training_run_work(run: TrainingRun) -> None:
     progress.log(f"{len(train_rows)} training rows, {len(held_out)} held out ({len(eval_pairs)} evaluation pairs)")
     final_dir = Path(run.output_dir or training_services.training_run_dir(run.pk))
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final_dir.parent.glob(f".{final_dir.name}.attempt-*"):  # left by attempts that died
+    attempts = final_dir.parent / f".{final_dir.name}.attempt-*"
+    # Left by attempts that died: their outputs and their trainers' scratch folders (`..run-N.attempt-M-trainer`).
+    for stale in [*final_dir.parent.glob(attempts.name), *final_dir.parent.glob(ml.scratch_dir(attempts).name)]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp_dir = final_dir.parent / f".{final_dir.name}.attempt-{run.attempts}"
     progress.save(0, config.max_steps)
@@ -433,6 +435,12 @@ def retrain_policy_fire(policy: RetrainPolicy, *, now: Any = None) -> TrainingRu
 
     if training_services.retrain_policy_has_active_run(policy):
         return None  # one run at a time; the watermark stays, so the next tick after it ends fires
+    creator = policy.created_by
+    if creator is not None and not selectors.retrain_policy_list_for_user(creator).filter(pk=policy.pk).exists():
+        # Its creator no longer manages every campaign it reads (or lost the account's rights): a run would
+        # train on data they may not see and publish a version every user can list. Paused, not deleted.
+        logger.warning("retraining policy %s skipped: %s may no longer read its data", policy.name, creator)
+        return None
     matching = matching_preferences(policy)
     try:
         with transaction.atomic():

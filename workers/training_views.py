@@ -1,6 +1,7 @@
 """The training-run page: status, loss and accuracy curves, evaluation, samples and logs.
 
-Staff see every run, others the runs they started; anything else is a 404 (as for the other job pages).
+Who sees a run is decided by workers/selectors.py (the rule the REST API and the socket use): staff see
+every run, others the runs they started on a snapshot they may still read; anything else is a 404.
 The worker writes each logged step into `metric_series` and broadcasts on `job-training-<id>`; the page
 polls progress.json (which also works in the embedded demo, where the worker cannot reach the web
 process's in-memory channel layer).
@@ -17,18 +18,17 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from models_hub.models import TrainingRun
+from prefarena.errors import NotFound
+from workers import selectors
 
 SERIES_KEYS = ("loss", "learning_rate", "rewards/accuracies", "rewards/margins", "accuracy", "margin", "tokens_per_s")
 
 
-def training_run_get_for_user(user: Any, run_id: int) -> TrainingRun:
-    runs = TrainingRun.objects.select_related("base_model", "output_model", "snapshot", "created_by")
-    if not user.is_staff:
-        runs = runs.filter(created_by=user)
-    run = runs.filter(pk=run_id).first()
-    if run is None:
-        raise Http404("No such training run")
-    return run
+def _run_or_404(user: Any, run_id: int) -> TrainingRun:
+    try:
+        return selectors.training_run_get_for_user(user, run_id)
+    except NotFound as exc:
+        raise Http404("No such training run") from exc
 
 
 def training_run_payload(run: TrainingRun) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def training_run_payload(run: TrainingRun) -> dict[str, Any]:
 @login_required
 @require_GET
 def training_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = training_run_get_for_user(request.user, run_id)
+    run = _run_or_404(request.user, run_id)
     evaluation = run.evaluation or {}
     context = {
         "run": run,
@@ -73,4 +73,4 @@ def training_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def training_run_progress(request: HttpRequest, run_id: int) -> JsonResponse:
-    return JsonResponse(training_run_payload(training_run_get_for_user(request.user, run_id)))
+    return JsonResponse(training_run_payload(_run_or_404(request.user, run_id)))

@@ -1,6 +1,7 @@
 // Campaign page: live progress over the campaign's websocket (annotations/consumers.py).
 // Every value from the server is written with textContent or element properties, never innerHTML:
 // usernames are user-controlled text. Plain JS, no framework, nothing loaded from a CDN.
+// The server sends each viewer only the rows they may see (annotators: their own; annotations/consumers.py).
 (function () {
   "use strict";
 

@@ -147,6 +147,6 @@ def test_import_gold_pairwise_accepts_every_choice(tmp_path, make_campaign, choi
 def test_import_items_refuses_nul_characters(tmp_path, make_campaign):
     make_campaign(name="chat")
     path = write_jsonl(tmp_path / "n.jsonl", [{"prompt": "a\u0000b", "responses": ["x", "y"]}])
-    with pytest.raises(CommandError, match="line 1: contains a NUL character"):
+    with pytest.raises(CommandError, match="line 1: prompt: contains a NUL character"):
         call_command("import_items", "--campaign", "chat", str(path))
     assert Item.objects.count() == 0

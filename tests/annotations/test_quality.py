@@ -384,7 +384,7 @@ def test_campaign_page_shows_progress_but_no_quality_to_annotators(client, pairw
     assert 'id="campaign-progress"' in html
     assert '<span data-progress="judgments">13</span>' in html
     assert '<span data-progress="items_total">5</span>' in html
-    assert "<td>alice</td><td>5</td>" in html  # per-annotator judgment counts
+    assert "<td>bob</td>" in html and "<td>alice</td>" not in html  # an annotator sees their own figures only
     assert 'id="kappa-pairs"' not in html
     assert 'id="campaign-quality"' not in html
     assert 'id="gold-accuracy"' not in html

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from annotations import services as annotation_services
+from annotations.models import Campaign
 from models_hub.models import DatasetSnapshot, Model, TrainingRun
 from prefarena.jobmodel import JobStatus
 
@@ -127,7 +129,11 @@ def test_run_page_is_for_staff_and_the_runs_creator(
 ) -> None:
     from models_hub import training as training_services
 
+    # The owner manages the snapshot's campaign: a run on a snapshot its creator cannot read is hidden
+    # from them too (tests/test_access_training.py).
     owner = make_user()
+    campaign = Campaign.objects.get(pk=snapshot.filters["campaigns"][0])
+    annotation_services.membership_set(campaign=campaign, user=owner, role="manager")
     run = training_services.training_run_create(
         base_model=tiny_policy, snapshot=snapshot, method="dpo", created_by=owner
     )

@@ -141,7 +141,8 @@ def test_sigkill_mid_run_resumes_and_registers_exactly_one_version(
     assert run.attempts == 2
     assert Model.objects.filter(training_run_id=run.pk).count() == 1
     assert manifest_verify(Path(run.output_model.path))
-    assert not list(Path(settings.PREFARENA_TRAINING_DIR).glob(".run-*"))  # the dead attempt's folder is gone
+    leftovers = [p.name for p in Path(settings.PREFARENA_TRAINING_DIR).iterdir() if p.name != f"run-{run.pk}"]
+    assert leftovers == []  # no dead attempt folder (.run-N.attempt-M), no scratch (..run-N.attempt-M-trainer)
 
 
 def test_sigkill_with_no_attempts_left_fails_and_registers_nothing(

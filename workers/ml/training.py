@@ -393,27 +393,29 @@ def train(
     torch.manual_seed(config.seed)
     target = device_pick(device)
     output_dir = Path(output_dir)
-    work_dir = output_dir.parent / f".{output_dir.name}-trainer"  # the trainer's scratch space, removed after
+    work_dir = scratch_dir(output_dir)
     tokenizer = _load_tokenizer(base_path)
     tokens_per_row = _mean_tokens(tokenizer, train_rows, config.max_length)
     callback = _progress_callback(config, tokens_per_row, on_progress, should_stop)
-    trainer = _build_trainer(config, base_path, train_rows, eval_pairs, work_dir, callback, target)
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    try:
+        trainer = _build_trainer(config, base_path, train_rows, eval_pairs, work_dir, callback, target)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    for noisy in (PrinterCallback, ProgressCallback):  # progress leaves through on_progress, not stdout
-        trainer.remove_callback(noisy)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    output = trainer.train()
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    if callback.stopped:
-        raise TrainingStopped(f"stopped on request after step {trainer.state.global_step}")
-    model = trainer.model
-    if config.lora:
-        model = model.merge_and_unload()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    trainer.processing_class.save_pretrained(output_dir)
-    _remove_tree(work_dir)
+        for noisy in (PrinterCallback, ProgressCallback):  # progress leaves through on_progress, not stdout
+            trainer.remove_callback(noisy)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        output = trainer.train()
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        if callback.stopped:
+            raise TrainingStopped(f"stopped on request after step {trainer.state.global_step}")
+        model = trainer.model
+        if config.lora:
+            model = model.merge_and_unload()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(output_dir)
+        trainer.processing_class.save_pretrained(output_dir)
+    finally:  # success, a stop on request or an error alike: nothing in it outlives the attempt
+        _remove_tree(work_dir)
     losses = [entry["loss"] for entry in callback.history if "loss" in entry]
     steps = trainer.state.global_step
     return TrainingResult(
@@ -431,6 +433,12 @@ def train(
         log_history=callback.history,
         cpu_seconds=cpu_seconds,
     )
+
+
+def scratch_dir(output_dir: Path) -> Path:
+    """The trainer's scratch folder for `output_dir` (next to it); `train` removes it when it returns or raises.
+    A process killed mid-training leaves it: its caller removes stale ones before the next attempt."""
+    return output_dir.parent / f".{output_dir.name}-trainer"
 
 
 def _remove_tree(path: Path) -> None:

@@ -1,0 +1,245 @@
+"""REST API of training runs and retraining policies: start, follow and cancel runs; write and read policies.
+
+Who sees what is workers/selectors.py, the rule the run page and its socket use too: staff see every run
+and policy; anyone else what they created while they may still read its data (a run's snapshot, a
+policy's campaigns). Starting a run needs staff or `models_hub.add_trainingrun` *and* a snapshot you may
+read: one you cannot is refused like an id that does not exist. A policy's campaigns must be ones you
+manage. The views live here, not in models_hub, because these rules read campaigns and snapshots
+(models_hub imports no other app).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from models_hub import selectors as model_selectors
+from models_hub import training as training_services
+from models_hub.api import ModelBriefSerializer, ModelReferenceField
+from models_hub.models import RetrainPolicy, RetrainPolicyTrigger, TrainingMethod, TrainingRun, TrainingTrigger
+from prefarena.errors import Conflict, PermissionDeniedError
+from prefarena.filters import IdFilter
+from prefarena.viewsets import CreateFromInputMixin
+from workers import selectors
+
+MAX_DATABASE_ID = 2**63 - 1
+
+
+class TrainingViewSetBase(
+    CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Rows the caller may see (workers/selectors.py), created by those who may start training runs."""
+
+    create_denied_message: str
+
+    def check_can_create(self, request: Request) -> None:
+        if not selectors.training_user_can_start(request.user):
+            raise PermissionDeniedError(self.create_denied_message)
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    base_model = ModelBriefSerializer(read_only=True)
+    output_model = ModelBriefSerializer(read_only=True, allow_null=True)
+    snapshot = serializers.IntegerField(source="snapshot_id", read_only=True)
+    policy = serializers.IntegerField(source="policy_id", read_only=True, allow_null=True)
+    output_dir = serializers.CharField(read_only=True, allow_null=True, help_text="Null unless you are staff.")
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "method",
+            "status",
+            "base_model",
+            "snapshot",
+            "hyperparameters",
+            "trigger",
+            "policy",
+            "output_model",
+            "output_dir",
+            "attempts",
+            "max_attempts",
+            "cancel_requested",
+            "progress_done",
+            "progress_total",
+            "metrics",
+            "metric_series",
+            "evaluation",
+            "error",
+            "logs",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def to_representation(self, instance: TrainingRun) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if not self.context.get("show_locations"):
+            data["output_dir"] = None
+        return data
+
+
+class TrainingRunCreateSerializer(serializers.Serializer):
+    base_model = ModelReferenceField(help_text="The registered model to start from (local checkpoint).")
+    snapshot = serializers.IntegerField(
+        min_value=1, max_value=MAX_DATABASE_ID, help_text="Id of a succeeded dataset snapshot you may read."
+    )
+    method = serializers.ChoiceField(choices=TrainingMethod.choices)
+    hyperparameters = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="Fields of TrainingConfig (models_hub/training_config.py); missing ones take their defaults.",
+    )
+    max_attempts = serializers.IntegerField(min_value=1, max_value=10, default=2)
+
+
+class TrainingRunFilter(django_filters.FilterSet):
+    # By id: a policy you may not see filters like one that does not exist.
+    base_model = IdFilter("base_model_id")
+    policy = IdFilter("policy_id")
+
+    class Meta:
+        model = TrainingRun
+        fields = ["status", "method", "base_model", "policy"]
+
+
+@extend_schema_view(
+    create=extend_schema(
+        description="Queue a training run on the gpu queue after validating base model, snapshot and hyperparameters.",
+        request=TrainingRunCreateSerializer,
+        responses={
+            201: TrainingRunSerializer,
+            400: OpenApiResponse(
+                description="Invalid input; a bad hyperparameter is named hyperparameters.<field>; a snapshot you "
+                "may not read is named like one that does not exist"
+            ),
+            403: OpenApiResponse(description="Needs staff or the 'add training run' permission"),
+        },
+    )
+)
+class TrainingRunViewSet(TrainingViewSetBase):
+    """Training runs: start one, follow it, cancel it. Filters: status, method, base_model, policy."""
+
+    serializer_class = TrainingRunSerializer
+    create_input_serializer_class = TrainingRunCreateSerializer
+    create_denied_message = "Starting training runs needs staff or the 'add training run' permission"
+    queryset = TrainingRun.objects.none()
+    filterset_class = TrainingRunFilter
+
+    def get_queryset(self) -> QuerySet[TrainingRun]:
+        return selectors.training_run_list_for_user(self.request.user).order_by("-created_at", "-id")
+
+    def get_object(self) -> TrainingRun:
+        return selectors.training_run_get_for_user(self.request.user, self.kwargs["pk"])
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        context["show_locations"] = model_selectors.model_user_sees_locations(self.request.user)
+        return context
+
+    def create_from_input(self, request: Request, values: dict[str, Any]) -> TrainingRun:
+        values["snapshot"] = selectors.training_snapshot_get_for_user(request.user, values["snapshot"])
+        return training_services.training_run_create(trigger=TrainingTrigger.API, created_by=request.user, **values)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: TrainingRunSerializer,
+            403: OpenApiResponse(description="Needs staff or the 'add training run' permission"),
+            404: OpenApiResponse(description="No such run, or not one you may see"),
+            409: OpenApiResponse(description="The run has already finished"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel a run: a queued one at once, a running one after its current optimizer step."""
+        run = self.get_object()
+        if not selectors.training_user_can_start(request.user):
+            raise PermissionDeniedError("Cancelling training runs needs staff or the 'add training run' permission")
+        if run.is_terminal:
+            raise Conflict(f"training run {run.pk} has already finished ({run.status})")
+        run = training_services.training_run_cancel(run)
+        return Response(TrainingRunSerializer(run, context=self.get_serializer_context()).data)
+
+
+class RetrainPolicySerializer(serializers.ModelSerializer):
+    base_model = ModelReferenceField(help_text="The model every run starts from.")
+    method = serializers.ChoiceField(choices=TrainingMethod.choices)
+    trigger = serializers.ChoiceField(choices=RetrainPolicyTrigger.choices)
+    hyperparameters = serializers.DictField(required=False, default=dict)
+    snapshot_filters = serializers.DictField(
+        required=False, default=dict, help_text="Export filters, e.g. {'campaigns': [1], 'sources': ['human']}."
+    )
+    promotion_rule = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="e.g. {'min_win_rate_lower_bound': 0.5, 'max_safety_regression': 0.0}; empty: the defaults.",
+    )
+
+    class Meta:
+        model = RetrainPolicy
+        fields = [
+            "id",
+            "name",
+            "base_model",
+            "method",
+            "hyperparameters",
+            "snapshot_filters",
+            "trigger",
+            "every_n",
+            "interval_minutes",
+            "preferences_seen",
+            "last_fired_at",
+            "enter_arena",
+            "promotion_rule",
+            "enabled",
+            "created_at",
+        ]
+        read_only_fields = ["id", "last_fired_at", "created_at"]
+
+
+@extend_schema_view(
+    create=extend_schema(
+        description="Create a retraining policy.",
+        request=RetrainPolicySerializer,
+        responses={
+            201: RetrainPolicySerializer,
+            400: OpenApiResponse(description="Invalid input"),
+            403: OpenApiResponse(
+                description="Needs staff or the 'add training run' permission, and to manage the campaigns of "
+                "snapshot_filters"
+            ),
+            404: OpenApiResponse(description="A campaign of snapshot_filters you cannot see"),
+            409: OpenApiResponse(description="A policy of that name exists"),
+        },
+    )
+)
+class RetrainPolicyViewSet(TrainingViewSetBase):
+    """Retraining policies, checked every minute by beat (workers.tasks.retrain_policies_check)."""
+
+    serializer_class = RetrainPolicySerializer
+    create_input_serializer_class = RetrainPolicySerializer
+    create_denied_message = "Writing retraining policies needs staff or the 'add training run' permission"
+    queryset = RetrainPolicy.objects.none()
+
+    def get_queryset(self) -> QuerySet[RetrainPolicy]:
+        return selectors.retrain_policy_list_for_user(self.request.user).order_by("name")
+
+    def get_object(self) -> RetrainPolicy:
+        return selectors.retrain_policy_get_for_user(self.request.user, self.kwargs["pk"])
+
+    def create_from_input(self, request: Request, values: dict[str, Any]) -> RetrainPolicy:
+        values["snapshot_filters"] = selectors.retrain_policy_filters_for_user(
+            request.user, values.get("snapshot_filters") or {}
+        )
+        return training_services.retrain_policy_create(created_by=request.user, **values)
