@@ -54,6 +54,7 @@ def supervisord(tmp_path: Path) -> Iterator[dict]:
     http_port, ws_port = free_port(), free_port()
     text = (
         CONFIG.read_text()
+        .replace("%(here)s/../.venv/bin", str(BIN))  # this interpreter's environment, wherever it lives
         .replace("%(here)s/../var", str(tmp_path))
         .replace("%(here)s/..", str(ROOT))
         .replace("var/celerybeat-schedule", str(tmp_path / "celerybeat-schedule"))
@@ -74,7 +75,9 @@ def supervisord(tmp_path: Path) -> Iterator[dict]:
         yield {"config": config, "http": http_port, "log": tmp_path / "log", "env": env}
     finally:
         daemon.stop(grace=90)  # SIGTERM: supervisord stops its programs (each a process group) before it exits
-        print((tmp_path / "log" / "worker-default.log").read_text()[-3000:])
+        for log in (tmp_path / "log" / "worker-default.log", tmp_path / "supervisord.out"):
+            if log.exists():
+                print(log.read_text()[-3000:])
 
 
 def program_pid(supervisor: dict, program: str) -> int:
