@@ -7,6 +7,7 @@ not Python checks, keep overlap <= k and one human judgment per (item, annotator
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from annotations.models import (
     SlotState,
 )
 from annotations.payloads import answer_canonical, validate_aspects
+from prefarena import sqlbulk
 from prefarena.errors import Conflict, InvalidInput
 
 IMPORT_BATCH = 2000
@@ -531,18 +533,25 @@ def judgment_record_external(
         confidence=confidence,
         meta=meta,
     )
-    return judgments_record_external(campaign=campaign, source=source, entries=[entry])[0]
+    (item_id,) = judgments_record_external(campaign=campaign, source=source, entries=[entry])
+    return Judgment.objects.get(item_id=item_id)
 
 
-def judgments_record_external(
-    *, campaign: Campaign, source: str, entries: Sequence[ExternalJudgment]
-) -> list[Judgment]:
-    """Many external judgments at once (arena vote batches): three bulk inserts whatever their number."""
+def judgments_record_external(*, campaign: Campaign, source: str, entries: Sequence[ExternalJudgment]) -> list[int]:
+    """Many external judgments at once (arena vote batches), each an item of `campaign` that is already
+    done; the items' ids, in the order of `entries`. On PostgreSQL one statement whatever their number."""
     if source == JudgmentSource.HUMAN:
         raise InvalidInput("human judgments go through the lease queue")
     for entry in entries:
         if entry.choice not in ("a", "b", "tie", "both_bad") or len(entry.response_ids) != 2:
             raise InvalidInput("an external pairwise judgment needs 2 responses and a choice of a, b, tie or both_bad")
+    if not entries:
+        return []
+    insert = _judgments_insert_postgresql if connection.vendor == "postgresql" else _judgments_insert_orm
+    return insert(campaign, source, entries)
+
+
+def _judgments_insert_orm(campaign: Campaign, source: str, entries: Sequence[ExternalJudgment]) -> list[int]:
     items = Item.objects.bulk_create(
         Item(
             campaign=campaign,
@@ -558,7 +567,7 @@ def judgments_record_external(
         for item, entry in zip(items, entries, strict=True)
         for n, response_id in enumerate(entry.response_ids)
     )
-    return Judgment.objects.bulk_create(
+    Judgment.objects.bulk_create(
         Judgment(
             item=item,
             source=source,
@@ -569,3 +578,52 @@ def judgments_record_external(
         )
         for item, entry in zip(items, entries, strict=True)
     )
+    return [item.pk for item in items]
+
+
+def _judgments_insert_postgresql(campaign: Campaign, source: str, entries: Sequence[ExternalJudgment]) -> list[int]:
+    """The rows of `_judgments_insert_orm`, set-based (prefarena/sqlbulk.py): the batch is one JSON
+    parameter; item ids are drawn from the item sequence first, so the three inserts share them."""
+    rows = [
+        {
+            "prompt": entry.prompt_id,
+            "response_a": entry.response_ids[0],
+            "response_b": entry.response_ids[1],
+            "choice": entry.choice,
+            "judge_name": entry.judge_name,
+            "confidence": entry.confidence,
+            "meta": dict(entry.meta or {}),
+        }
+        for entry in entries
+    ]
+    items, item_params = sqlbulk.insert_select(
+        Item,
+        source="batch",
+        per_row={"id": "item_id", "prompt": "prompt", "meta": "meta"},
+        same={"campaign": campaign.pk, "response_count": 2, "state": ItemState.DONE},
+    )
+    links, link_params = sqlbulk.insert_select(
+        ItemResponse,
+        source="(SELECT item_id, response_a AS response, 0 AS position FROM batch "
+        "UNION ALL SELECT item_id, response_b, 1 FROM batch) AS pairs",
+        per_row={"item": "item_id", "response": "response", "position": "position"},
+    )
+    judgments, judgment_params = sqlbulk.insert_select(
+        Judgment,
+        source="batch",
+        per_row={"item": "item_id", "choice": "choice", "judge_name": "judge_name", "confidence": "confidence"},
+        same={"source": source, "presented_order": [0, 1]},
+    )
+    sql = (
+        "WITH batch AS MATERIALIZED ("  # noqa: S608 - the inserts are sqlbulk SQL, the values parameters
+        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) AS item_id, rows.* "
+        "FROM ROWS FROM (jsonb_to_recordset(%s::jsonb) AS (prompt bigint, response_a bigint, response_b bigint, "
+        "choice text, judge_name text, confidence float8, meta jsonb)) WITH ORDINALITY "
+        "AS rows(prompt, response_a, response_b, choice, judge_name, confidence, meta, ord)), "
+        f"items AS ({items}), links AS ({links}), judgments AS ({judgments}) "
+        "SELECT item_id FROM batch ORDER BY ord"
+    )
+    params = [Item._meta.db_table, json.dumps(rows), *item_params, *link_params, *judgment_params]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]

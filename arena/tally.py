@@ -415,7 +415,6 @@ def _judgments_record(rows: list[tuple]) -> list[int]:
         )
         for _id, winner, session, battle, model_a, model_b, response_a, response_b, prompt, _cats in rows
     ]
-    judgments = annotation_services.judgments_record_external(
+    return annotation_services.judgments_record_external(
         campaign=arena_campaign(), source=JudgmentSource.ARENA, entries=entries
     )
-    return [judgment.item_id for judgment in judgments]
