@@ -107,7 +107,7 @@ def estimate_reliability(votes: Iterable[Vote], gold: dict[int, str] | None = No
     item_keys = list(usable)
     item_of = np.array([n for n, item in enumerate(item_keys) for _ in usable[item]], dtype=np.int64)
     judge_of = np.array([index[judge] for item in item_keys for judge, _ in usable[item]], dtype=np.int64)
-    sign = np.array([s for item in item_keys for _, s in usable[item]], dtype=np.float64)
+    signs = np.array([s for item in item_keys for _, s in usable[item]], dtype=np.float64)
     gold_mask = np.array([item in gold for item in item_keys])
     gold_p = np.array([1.0 if gold.get(item) == "a" else 0.0 for item in item_keys])
     evidence = np.bincount(judge_of, minlength=len(judges)).astype(np.float64)
@@ -117,11 +117,11 @@ def estimate_reliability(votes: Iterable[Vote], gold: dict[int, str] | None = No
         # E-step: P(A better) per item from the current weights; gold items are known.
         r = np.clip(reliability, RELIABILITY_MIN, RELIABILITY_MAX)
         weights = np.log(r / (1.0 - r))
-        logit = np.bincount(item_of, weights=weights[judge_of] * sign, minlength=len(item_keys))
+        logit = np.bincount(item_of, weights=weights[judge_of] * signs, minlength=len(item_keys))
         p_a = 1.0 / (1.0 + np.exp(-logit))
         p_a = np.where(gold_mask, gold_p, p_a)
         # M-step: expected share of each judge's votes that name the better response (Beta prior).
-        p_correct = np.where(sign > 0, p_a[item_of], 1.0 - p_a[item_of])
+        p_correct = np.where(signs > 0, p_a[item_of], 1.0 - p_a[item_of])
         correct = np.bincount(judge_of, weights=p_correct, minlength=len(judges))
         updated = (correct + prior_correct) / (evidence + PRIOR_STRENGTH)
         if np.max(np.abs(updated - reliability)) < 1e-6:

@@ -28,6 +28,7 @@ from annotations.models import (
 from prefarena.errors import Conflict, NotFound, PermissionDeniedError
 from prefarena.filters import IdFilter
 from prefarena.parsers import ItemImportJSONParser
+from prefarena.users import signed_in_user
 
 User = get_user_model()
 
@@ -273,14 +274,14 @@ class CampaignViewSet(
     filterset_fields = ["kind", "is_active"]
 
     def get_queryset(self) -> QuerySet[Campaign]:
-        return selectors.campaign_list_for_user(self.request.user).prefetch_related("guideline_versions")
+        return selectors.campaign_list_for_user(signed_in_user(self.request)).prefetch_related("guideline_versions")
 
     def get_object(self) -> Campaign:
-        return selectors.campaign_get_for_user(self.request.user, self.kwargs["pk"])
+        return selectors.campaign_get_for_user(signed_in_user(self.request), self.kwargs["pk"])
 
     def _managed(self) -> Campaign:
         campaign = self.get_object()
-        if not selectors.campaign_user_can_manage(self.request.user, campaign):
+        if not selectors.campaign_user_can_manage(signed_in_user(self.request), campaign):
             raise PermissionDeniedError("Only the campaign's managers and staff can do this")
         return campaign
 
@@ -290,7 +291,7 @@ class CampaignViewSet(
             raise PermissionDeniedError("Creating campaigns needs staff or the 'add campaign' permission")
         data = CampaignCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        campaign = services.campaign_create(created_by=request.user, **data.validated_data)
+        campaign = services.campaign_create(created_by=signed_in_user(request), **data.validated_data)
         return Response(CampaignSerializer(campaign).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CampaignUpdateSerializer, responses=CampaignSerializer)
@@ -310,7 +311,7 @@ class CampaignViewSet(
         campaign = self.get_object()
         if not campaign.is_active:
             return Response({"detail": "This campaign is paused"}, status=status.HTTP_409_CONFLICT)
-        slot = services.item_lease_next(campaign=campaign, annotator=request.user)
+        slot = services.item_lease_next(campaign=campaign, annotator=signed_in_user(request))
         if slot is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         slot = AssignmentSlot.objects.select_related("item__campaign", "item__prompt").get(pk=slot.pk)
@@ -373,7 +374,7 @@ class CampaignViewSet(
             data = GuidelinesSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             version = services.guidelines_publish(
-                campaign=campaign, text=data.validated_data["text"], created_by=request.user
+                campaign=campaign, text=data.validated_data["text"], created_by=signed_in_user(request)
             )
             return Response(GuidelinesSerializer(version).data, status=status.HTTP_201_CREATED)
         campaign = self.get_object()
@@ -398,14 +399,16 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = Item.objects.none()
 
     def get_queryset(self) -> QuerySet[Item]:
-        return selectors.item_list_for_user(self.request.user)
+        return selectors.item_list_for_user(signed_in_user(self.request))
 
     def get_object(self) -> Item:
-        return selectors.item_get_for_user(self.request.user, self.kwargs["pk"])
+        return selectors.item_get_for_user(signed_in_user(self.request), self.kwargs["pk"])
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = super().get_serializer_context()
-        context["can_manage"] = lambda campaign: selectors.campaign_user_can_manage(self.request.user, campaign)
+        context["can_manage"] = lambda campaign: selectors.campaign_user_can_manage(
+            signed_in_user(self.request), campaign
+        )
         return context
 
     def _item_to_work_on(self) -> Item:
@@ -417,7 +420,7 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         except NotFound:
             pk = str(self.kwargs["pk"])
             item = Item.objects.select_related("campaign").filter(pk=int(pk)).first() if pk.isdigit() else None
-            if item is None or not selectors.campaign_user_can_annotate(self.request.user, item.campaign):
+            if item is None or not selectors.campaign_user_can_annotate(signed_in_user(self.request), item.campaign):
                 raise
             raise Conflict(
                 "You hold no live lease on this item: your lease expired (or you were never given this item), "
@@ -440,12 +443,12 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
             payload = dict(data.validated_data)
             key = payload.pop("idempotency_key", None)
             judgment, created = services.judgment_submit(
-                item=item, annotator=request.user, data=payload, idempotency_key=key
+                item=item, annotator=signed_in_user(request), data=payload, idempotency_key=key
             )
             return Response(
                 JudgmentSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
             )
-        judgments = selectors.judgment_list_for_user(request.user).filter(item=item)
+        judgments = selectors.judgment_list_for_user(signed_in_user(request)).filter(item=item)
         return Response(JudgmentSerializer(judgments, many=True).data)
 
     @extend_schema(request=SkipSerializer, responses={204: None})
@@ -455,7 +458,7 @@ class ItemViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         item = self._item_to_work_on()
         data = SkipSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.item_skip(item=item, annotator=request.user, reason=data.validated_data["reason"])
+        services.item_skip(item=item, annotator=signed_in_user(request), reason=data.validated_data["reason"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -477,4 +480,4 @@ class JudgmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     filterset_class = JudgmentFilter
 
     def get_queryset(self) -> QuerySet[Judgment]:
-        return selectors.judgment_list_for_user(self.request.user).order_by("id")
+        return selectors.judgment_list_for_user(signed_in_user(self.request)).order_by("id")

@@ -30,6 +30,7 @@ from annotations.export.filters import FILTER_FIELDS, OPTION_FIELDS
 from models_hub.models import DatasetSnapshot, Webhook, WebhookDelivery, WebhookEvent
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
 from prefarena.jobmodel import JobStatus
+from prefarena.users import signed_in_user
 from workers.jobs import job_cancel
 
 
@@ -166,10 +167,10 @@ class DatasetSnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
     filterset_fields = ["status"]
 
     def get_queryset(self) -> QuerySet[DatasetSnapshot]:
-        return snapshots.snapshot_list_for_user(self.request.user).order_by("-created_at", "-id")
+        return snapshots.snapshot_list_for_user(signed_in_user(self.request)).order_by("-created_at", "-id")
 
     def get_object(self) -> DatasetSnapshot:
-        return snapshots.snapshot_get_for_user(self.request.user, self.kwargs["pk"])
+        return snapshots.snapshot_get_for_user(signed_in_user(self.request), self.kwargs["pk"])
 
     @extend_schema(request=SnapshotCreateSerializer, responses={201: SnapshotSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -179,8 +180,8 @@ class DatasetSnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         values = dict(data.validated_data)
         filters = dict(values.pop("filters"))
         parsed = filters_parse(filters)  # 400 naming the field before any access check
-        filters["campaigns"] = list(snapshots.export_campaigns_for_user(request.user, parsed.campaigns))
-        snapshot = snapshots.snapshot_create(filters=filters, created_by=request.user, **values)
+        filters["campaigns"] = list(snapshots.export_campaigns_for_user(signed_in_user(request), parsed.campaigns))
+        snapshot = snapshots.snapshot_create(filters=filters, created_by=signed_in_user(request), **values)
         return Response(SnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={409: OpenApiResponse(description="Snapshots are immutable")})
@@ -223,7 +224,7 @@ class SnapshotFileView(APIView):
     )
     def get(self, request: Request, pk: int, filename: str) -> FileResponse:
         """Download one file of a succeeded snapshot."""
-        snapshot = snapshots.snapshot_get_for_user(request.user, pk)
+        snapshot = snapshots.snapshot_get_for_user(signed_in_user(request), pk)
         if snapshot.status != JobStatus.SUCCEEDED:
             raise Conflict(f"Snapshot {snapshot.pk} is {snapshot.status}; files exist once it succeeded")
         if filename == "README.md":
@@ -311,7 +312,7 @@ class PreferenceExportView(APIView):
         raw_filters, raw_options = export_arguments(request.query_params)
         parsed = filters_parse(raw_filters)
         options = options_parse(raw_options)
-        campaigns = snapshots.export_campaigns_for_user(request.user, parsed.campaigns)
+        campaigns = snapshots.export_campaigns_for_user(signed_in_user(request), parsed.campaigns)
         filters = filters_parse({**raw_filters, "campaigns": list(campaigns)})
         chunks = stream_jsonl(fmt, filters, options)
         content: Any = _chunks_async(chunks) if isinstance(request._request, ASGIRequest) else chunks
@@ -373,7 +374,7 @@ class WebhookViewSet(
             events=list(values["events"]),
             campaign_id=values.get("campaign_id"),
             secret=values.get("secret", ""),
-            created_by=request.user,
+            created_by=signed_in_user(request),
         )
         return Response(WebhookCreatedSerializer(webhook).data, status=status.HTTP_201_CREATED)
 

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import Any, Literal
 
 import krippendorff
 import numpy as np
@@ -38,6 +38,7 @@ from annotations.models import Campaign, CampaignKind, Item, Judgment, JudgmentS
 LabelKey = str | None
 # A judgment's labels, aligned with the campaign's label keys; None where it has no label.
 Labels = tuple[str | None, ...]
+AlphaLevel = Literal["nominal", "ordinal", "interval", "ratio"]  # krippendorff's levels of measurement
 
 # Cohen's kappa needs at least this many items labelled by both annotators of a pair.
 KAPPA_MIN_SHARED = 2
@@ -48,7 +49,7 @@ KAPPA_MAX_PAIRS = 500
 # A rating judgment matches a gold rating when every score is within this distance of gold.
 GOLD_RATING_TOLERANCE = 1
 
-ALPHA_LEVEL: dict[str, str] = {
+ALPHA_LEVEL: dict[str, AlphaLevel] = {
     CampaignKind.PAIRWISE: "nominal",
     CampaignKind.RANKING: "ordinal",
     CampaignKind.RATING: "interval",
@@ -127,7 +128,7 @@ class _AlphaSeries:
         self.positions.append(position)
         self.values.append(value)
 
-    def alpha(self, level: str) -> tuple[float | None, int]:
+    def alpha(self, level: AlphaLevel) -> tuple[float | None, int]:
         if not self.items:
             return None, 0
         items = np.frombuffer(self.items, dtype=np.int64)
@@ -137,7 +138,7 @@ class _AlphaSeries:
         return _alpha(units, np.frombuffer(self.values, dtype=np.float64), level)
 
 
-def _alpha(units: np.ndarray, values: np.ndarray, level: str) -> tuple[float | None, int]:
+def _alpha(units: np.ndarray, values: np.ndarray, level: AlphaLevel) -> tuple[float | None, int]:
     """Krippendorff's alpha over (unit, value) observations; returns (alpha or None, pairable units).
 
     Variant: Krippendorff's coincidence-matrix alpha for any number of coders and missing data
@@ -250,7 +251,7 @@ class _Collector:
 
     # --- reports, once every row is in ---
     def gold_report(self, names: dict[int, str]) -> dict[str, Any]:
-        per_annotator = sorted(
+        per_annotator: list[dict[str, Any]] = sorted(
             (
                 {
                     "annotator": names[annotator],

@@ -15,11 +15,12 @@ from annotations.judge_report import campaign_judge_report
 from annotations.models import Campaign, HumanSelection, RoutingMode
 from models_hub.api import ModelBriefSerializer, ModelReferenceField
 from prefarena.errors import PermissionDeniedError
+from prefarena.users import signed_in_user
 
 
 def _managed(request: Request, campaign_id: int) -> Campaign:
-    campaign = selectors.campaign_get_for_user(request.user, campaign_id)
-    if not selectors.campaign_user_can_manage(request.user, campaign):
+    campaign = selectors.campaign_get_for_user(signed_in_user(request), campaign_id)
+    if not selectors.campaign_user_can_manage(signed_in_user(request), campaign):
         raise PermissionDeniedError("Only the campaign's managers and staff can do this")
     return campaign
 

@@ -244,9 +244,9 @@ def human_slots_for_batch(*, budget: float, routed_before: int, humans_before: i
     return max(0, int(math.floor(budget * (routed_before + batch) + 1e-9)) - humans_before)
 
 
-def calibration_bins(predicted: Sequence[float], actual: Sequence[bool], bins: int = 5) -> list[dict[str, float]]:
+def calibration_bins(predicted: Sequence[float], actual: Sequence[bool], bins: int = 5) -> list[dict[str, Any]]:
     """Reliability table: per predicted-error bin, mean prediction, observed error rate, count."""
-    out = []
+    out: list[dict[str, Any]] = []
     p = np.asarray(predicted, dtype=float)
     a = np.asarray(actual, dtype=float)
     for k in range(bins):

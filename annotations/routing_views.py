@@ -11,6 +11,7 @@ from django.shortcuts import render
 from annotations import selectors
 from annotations.judge_report import campaign_judge_report
 from prefarena.errors import NotFound
+from prefarena.users import signed_in_user
 
 BARS = [
     ("agreement_with_ties", "Agreement with humans (ties included)"),
@@ -34,10 +35,10 @@ def _bars(judge: dict[str, Any]) -> list[dict[str, Any]]:
 @login_required
 def campaign_judge_report_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
     try:
-        campaign = selectors.campaign_get_for_user(request.user, campaign_id)
+        campaign = selectors.campaign_get_for_user(signed_in_user(request), campaign_id)
     except NotFound as exc:
         raise Http404("Campaign not found") from exc
-    if not selectors.campaign_user_can_manage(request.user, campaign):
+    if not selectors.campaign_user_can_manage(signed_in_user(request), campaign):
         raise Http404("Campaign not found")
     report = campaign_judge_report(campaign)
     judges = [{**judge, "bars": _bars(judge)} for judge in report["judges"]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Avg, Count, Q, QuerySet
 
 from annotations.models import (
@@ -27,35 +27,35 @@ from annotations.models import (
 from prefarena.errors import NotFound
 
 
-def campaign_list_for_user(user: AbstractBaseUser) -> QuerySet[Campaign]:
+def campaign_list_for_user(user: User) -> QuerySet[Campaign]:
     if user.is_staff:
         return Campaign.objects.all()
     return Campaign.objects.filter(memberships__user=user).distinct()
 
 
-def campaign_get_for_user(user: AbstractBaseUser, campaign_id: Any) -> Campaign:
+def campaign_get_for_user(user: User, campaign_id: Any) -> Campaign:
     try:
         return campaign_list_for_user(user).get(pk=int(campaign_id))
     except (Campaign.DoesNotExist, TypeError, ValueError) as exc:
         raise NotFound("Campaign not found") from exc
 
 
-def campaign_role_for_user(user: AbstractBaseUser, campaign: Campaign) -> str | None:
+def campaign_role_for_user(user: User, campaign: Campaign) -> str | None:
     """'manager' for staff and managers, 'annotator' for annotators, None for outsiders."""
     if user.is_staff:
         return MemberRole.MANAGER
     return CampaignMembership.objects.filter(campaign=campaign, user=user).values_list("role", flat=True).first()
 
 
-def campaign_user_can_manage(user: AbstractBaseUser, campaign: Campaign) -> bool:
+def campaign_user_can_manage(user: User, campaign: Campaign) -> bool:
     return campaign_role_for_user(user, campaign) == MemberRole.MANAGER
 
 
-def campaign_user_can_annotate(user: AbstractBaseUser, campaign: Campaign) -> bool:
+def campaign_user_can_annotate(user: User, campaign: Campaign) -> bool:
     return campaign_role_for_user(user, campaign) is not None
 
 
-def item_list_for_user(user: AbstractBaseUser) -> QuerySet[Item]:
+def item_list_for_user(user: User) -> QuerySet[Item]:
     """Managers see every item of their campaigns; annotators the items they were served."""
     items = Item.objects.select_related("prompt", "campaign")
     if user.is_staff:
@@ -66,7 +66,7 @@ def item_list_for_user(user: AbstractBaseUser) -> QuerySet[Item]:
     return items.filter(Q(campaign_id__in=managed) | Q(id__in=served) | Q(id__in=judged))
 
 
-def item_get_for_user(user: AbstractBaseUser, item_id: Any) -> Item:
+def item_get_for_user(user: User, item_id: Any) -> Item:
     try:
         return item_list_for_user(user).get(pk=int(item_id))
     except (Item.DoesNotExist, TypeError, ValueError) as exc:
@@ -87,7 +87,7 @@ def item_responses(item: Item) -> list[dict[str, Any]]:
     ]
 
 
-def judgment_list_for_user(user: AbstractBaseUser) -> QuerySet[Judgment]:
+def judgment_list_for_user(user: User) -> QuerySet[Judgment]:
     judgments = Judgment.objects.select_related("item", "annotator")
     if user.is_staff:
         return judgments

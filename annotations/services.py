@@ -12,10 +12,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -70,7 +70,7 @@ def campaign_create(
     *,
     name: str,
     kind: str,
-    created_by: AbstractBaseUser | None,
+    created_by: User | None,
     description: str = "",
     guidelines: str = "",
     aspects: list[dict[str, Any]] | None = None,
@@ -130,7 +130,7 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
 
 
 @transaction.atomic
-def guidelines_publish(*, campaign: Campaign, text: str, created_by: AbstractBaseUser | None) -> GuidelineVersion:
+def guidelines_publish(*, campaign: Campaign, text: str, created_by: User | None) -> GuidelineVersion:
     """Publish a new guideline version; later judgments record it."""
     Campaign.objects.select_for_update().filter(pk=campaign.pk).first()  # serialise version numbers
     last = campaign.guideline_versions.order_by("-version").values_list("version", flat=True).first() or 0
@@ -138,9 +138,7 @@ def guidelines_publish(*, campaign: Campaign, text: str, created_by: AbstractBas
 
 
 @transaction.atomic
-def membership_set(
-    *, campaign: Campaign, user: AbstractBaseUser, role: str = MemberRole.ANNOTATOR
-) -> CampaignMembership:
+def membership_set(*, campaign: Campaign, user: User, role: str = MemberRole.ANNOTATOR) -> CampaignMembership:
     """Add a user to a campaign (or change their role)."""
     if role not in MemberRole.values:
         raise InvalidInput(
@@ -156,7 +154,7 @@ def membership_set(
 
 
 @transaction.atomic
-def membership_remove(*, campaign: Campaign, user: AbstractBaseUser) -> None:
+def membership_remove(*, campaign: Campaign, user: User) -> None:
     """Remove a member; their live leases are released so the items go back to the queue."""
     CampaignMembership.objects.filter(campaign=campaign, user=user).delete()
     AssignmentSlot.objects.filter(campaign=campaign, annotator=user, state=SlotState.LEASED).update(
@@ -177,8 +175,8 @@ def _items_store(campaign: Campaign, items: list[Item], responses_per_item: list
         elif routed:
             item.route, item.route_reason = ItemRoute.HUMAN, "gold"
     items = Item.objects.bulk_create(items)
-    links = []
-    slots = []
+    links: list[ItemResponse] = []
+    slots: list[AssignmentSlot] = []
     for item, responses in zip(items, responses_per_item, strict=True):
         links.extend(ItemResponse(item=item, response=r, position=n) for n, r in enumerate(responses))
         if item.state == ItemState.AWAITING_JUDGE:
@@ -294,7 +292,7 @@ _LIVE_SQL = """
 """
 
 
-def _lease_live(campaign: Campaign, annotator: AbstractBaseUser, now: Any) -> AssignmentSlot | None:
+def _lease_live(campaign: Campaign, annotator: User, now: Any) -> AssignmentSlot | None:
     """The annotator's live lease in this campaign (index slot_annotator_state), if any."""
     sql = _LIVE_SQL.format(slot=AssignmentSlot._meta.db_table)
     return next(iter(AssignmentSlot.objects.raw(sql, [campaign.pk, annotator.pk, SlotState.LEASED.value, now])), None)
@@ -314,7 +312,7 @@ def _lease_query(condition: str) -> str:
     return sql
 
 
-def _lease_take(campaign: Campaign, annotator: AbstractBaseUser, now: Any) -> AssignmentSlot | None:
+def _lease_take(campaign: Campaign, annotator: User, now: Any) -> AssignmentSlot | None:
     """Lock and return the first slot, in queue order, of an item this annotator never held or skipped."""
     if campaign.gold_ratio > 0:
         gold_first = random.random() < campaign.gold_ratio
@@ -332,7 +330,7 @@ def _lease_take(campaign: Campaign, annotator: AbstractBaseUser, now: Any) -> As
     return None
 
 
-def _lease_transaction_setup(annotator: AbstractBaseUser) -> None:
+def _lease_transaction_setup(annotator: User) -> None:
     """Serialise the lease decisions of one annotator, and commit leases without waiting for fsync."""
     if connection.vendor != "postgresql":
         return  # SQLite's write transactions (BEGIN IMMEDIATE) already run one at a time
@@ -349,7 +347,7 @@ def _lease_transaction_setup(annotator: AbstractBaseUser) -> None:
         cursor.execute(sql + " FOR NO KEY UPDATE", [annotator.pk])
 
 
-def item_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> AssignmentSlot | None:
+def item_lease_next(*, campaign: Campaign, annotator: User) -> AssignmentSlot | None:
     """Lease the next item to `annotator`, or return their live lease; None when nothing is left."""
     for _attempt in range(5):
         try:
@@ -362,7 +360,8 @@ def item_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> Assig
                 slot = _lease_take(campaign, annotator, now)
                 if slot is None:
                     return None
-                order = list(range(slot.item_response_count))
+                # item_response_count: a column of the raw query (_TAKE_SQL), not a model field
+                order = list(range(cast(Any, slot).item_response_count))
                 random.shuffle(order)
                 slot.state = SlotState.LEASED
                 slot.annotator = annotator
@@ -379,13 +378,16 @@ def item_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> Assig
 
 
 @transaction.atomic
-def item_skip(*, item: Item, annotator: AbstractBaseUser, reason: str) -> Skip:
+def item_skip(*, item: Item, annotator: User, reason: str) -> Skip:
     """Give a leased item back with a reason; the annotator is never offered it again."""
     reason = (reason or "").strip()
     if not reason:
         raise InvalidInput("A skip needs a reason", fields={"reason": ["This field may not be blank."]})
     slot = AssignmentSlot.objects.select_for_update().filter(item=item, annotator=annotator).first()
-    if slot is None or slot.state != SlotState.LEASED or slot.lease_expires_at <= timezone.now():
+    if slot is None or slot.state != SlotState.LEASED:
+        raise Conflict("You hold no live lease on this item, so there is nothing to skip")
+    assert slot.lease_expires_at is not None  # a leased slot has its lease times
+    if slot.lease_expires_at <= timezone.now():
         raise Conflict("You hold no live lease on this item, so there is nothing to skip")
     slot.state = SlotState.OPEN
     slot.annotator = None
@@ -410,7 +412,7 @@ def assignment_leases_reap() -> int:
 
 
 # --- judgments ------------------------------------------------------------------------------------
-def _judgment_replay(key: str | None, item: Item, annotator: AbstractBaseUser) -> Judgment | None:
+def _judgment_replay(key: str | None, item: Item, annotator: User) -> Judgment | None:
     if not key:
         return None
     existing = Judgment.objects.filter(idempotency_key=key).first()
@@ -425,7 +427,7 @@ def _judgment_replay(key: str | None, item: Item, annotator: AbstractBaseUser) -
 
 
 def judgment_submit(
-    *, item: Item, annotator: AbstractBaseUser, data: dict[str, Any], idempotency_key: str | None = None
+    *, item: Item, annotator: User, data: dict[str, Any], idempotency_key: str | None = None
 ) -> tuple[Judgment, bool]:
     """Store a human judgment on a leased item. Returns (judgment, created); a retry with the same
     idempotency key returns the stored judgment with created=False."""
@@ -447,6 +449,7 @@ def judgment_submit(
             raise Conflict("You have already judged this item; a second judgment is not accepted")
         if slot is None or slot.state != SlotState.LEASED:
             raise Conflict("You hold no lease on this item; request one with POST /api/v1/campaigns/{id}/next/")
+        assert slot.lease_expires_at is not None  # a leased slot has its lease times
         if slot.lease_expires_at <= now:
             raise Conflict(
                 f"Your lease on this item expired at {slot.lease_expires_at.isoformat()}; "
@@ -454,10 +457,14 @@ def judgment_submit(
             )
         campaign = item.campaign
         answer = answer_canonical(
-            kind=campaign.kind, data=data, presented_order=slot.presented_order, aspects=campaign.aspects
+            kind=campaign.kind,
+            data=data,
+            presented_order=cast(list[int], slot.presented_order),  # set with the lease (item_lease_next)
+            aspects=campaign.aspects,
         )
         time_spent = data.get("time_spent_ms")
         if time_spent is None:
+            assert slot.leased_at is not None  # a leased slot has its lease times
             time_spent = int((now - slot.leased_at).total_seconds() * 1000)
         guideline_version = campaign.guideline_versions.order_by("-version").values_list("version", flat=True).first()
         try:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -78,7 +78,7 @@ def snapshot_file_path(snapshot: DatasetSnapshot, fmt: str, ext: str = "jsonl") 
 
 
 # --- access ------------------------------------------------------------------------------------------
-def campaigns_managed_by(user: AbstractBaseUser) -> set[int]:
+def campaigns_managed_by(user: User) -> set[int]:
     """Ids of the campaigns `user` manages (staff: use the staff branch of the callers instead)."""
     return set(
         selectors.campaign_list_for_user(user)
@@ -87,7 +87,7 @@ def campaigns_managed_by(user: AbstractBaseUser) -> set[int]:
     )
 
 
-def export_campaigns_for_user(user: AbstractBaseUser, campaign_ids: tuple[int, ...]) -> tuple[int, ...]:
+def export_campaigns_for_user(user: User, campaign_ids: tuple[int, ...]) -> tuple[int, ...]:
     """The campaigns `user` may export: staff any (empty = all); others only campaigns they manage.
 
     A campaign the user cannot see is 404; one they only annotate is 403 (exports hold everyone's
@@ -123,7 +123,7 @@ def filters_readable(filters: dict[str, Any] | None, managed: set[int]) -> bool:
     return bool(campaigns) and set(campaigns) <= managed
 
 
-def snapshot_list_for_user(user: AbstractBaseUser) -> QuerySet[DatasetSnapshot]:
+def snapshot_list_for_user(user: User) -> QuerySet[DatasetSnapshot]:
     """Staff see all; others the snapshots whose every campaign they manage (a snapshot of all campaigns: staff)."""
     snapshots = DatasetSnapshot.objects.select_related("created_by")
     if user.is_staff:
@@ -137,7 +137,7 @@ def snapshot_list_for_user(user: AbstractBaseUser) -> QuerySet[DatasetSnapshot]:
     return snapshots.filter(pk__in=visible)
 
 
-def snapshot_get_for_user(user: AbstractBaseUser, snapshot_id: Any) -> DatasetSnapshot:
+def snapshot_get_for_user(user: User, snapshot_id: Any) -> DatasetSnapshot:
     try:
         return snapshot_list_for_user(user).get(pk=int(snapshot_id))
     except (DatasetSnapshot.DoesNotExist, TypeError, ValueError, OverflowError) as exc:
@@ -153,7 +153,7 @@ def snapshot_create(
     formats: list[str],
     options: dict[str, Any],
     license: str = "",  # noqa: A002 - the field's name
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     description: str = "",
 ) -> DatasetSnapshot:
     """Validate and store a queued snapshot; its build is enqueued when the transaction commits."""

@@ -11,25 +11,26 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from annotations import quality, selectors
 from annotations.templatetags.prefarena_markdown import markdown_to_safe_html
 from prefarena.errors import NotFound
+from prefarena.users import signed_in_user
 
 
 def _campaign_or_404(request: HttpRequest, campaign_id: int):  # noqa: ANN202
     try:
-        return selectors.campaign_get_for_user(request.user, campaign_id)
+        return selectors.campaign_get_for_user(signed_in_user(request), campaign_id)
     except NotFound as exc:
         raise Http404("Campaign not found") from exc
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    campaigns = selectors.campaign_list_for_user(request.user).order_by("-is_active", "name")
+    campaigns = selectors.campaign_list_for_user(signed_in_user(request)).order_by("-is_active", "name")
     return render(request, "annotations/home.html", {"campaigns": campaigns})
 
 
 @login_required
 def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = _campaign_or_404(request, campaign_id)
-    can_manage = selectors.campaign_user_can_manage(request.user, campaign)
+    can_manage = selectors.campaign_user_can_manage(signed_in_user(request), campaign)
     guidelines = campaign.guidelines_current
     context = {
         "campaign": campaign,

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -75,7 +75,7 @@ def webhook_create(
     events: list[str],
     campaign_id: int | None = None,
     secret: str = "",
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> Webhook:
     """Register a URL for events; a secret is generated when none is given (it is shown once)."""
     url, events = _validated(url, events)

@@ -63,6 +63,7 @@ def voter_identity(request: HttpRequest) -> VoterIdentity:
 
     def session_start() -> str:
         session.save()  # a new row and key; the session middleware sends the cookie
+        assert session.session_key is not None  # save() gave it one
         return _keyed_hash("session", session.session_key)
 
     key = session.session_key

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -307,6 +308,7 @@ def bt_ratings(
     result: dict[str, float | None] = {}
     recipe = "fastchat" if l2_c else "half"
     for members in components(counts):
+        dropped: list[int]
         if l2_c:
             keep, dropped = members, []
         else:
@@ -400,7 +402,7 @@ def bootstrap(
     # 2–3 steps from there instead of ~8 from zero (same optimum, same tolerance).
     point = bt_ratings(counts, l2_c=l2_c)
     start = np.array(
-        [((point[m] if point[m] is not None else INIT_RATING) - INIT_RATING) / SCALE for m in counts.models]
+        [((rating if (rating := point[m]) is not None else INIT_RATING) - INIT_RATING) / SCALE for m in counts.models]
     )
     # A resample whose "beat or tied" graph equals the data's has the data's components and ratable
     # parts, so those are computed once and its refits are batched; any other resample (a pair that
@@ -447,12 +449,13 @@ def bootstrap(
                 weights = np.zeros((len(keep), len(keep)))
                 weights[local_first, local_second], weights[local_second, local_first] = won[k], lost[k]
                 theta[k] = bt_fit_weights(weights, l2_c=l2_c, start=start[keep], tol=tol)
-            values = SCALE * theta + INIT_RATING
+            batch = SCALE * theta + INIT_RATING
             if not l2_c:
-                values += INIT_RATING - values.mean(axis=1, keepdims=True)
+                batch += INIT_RATING - batch.mean(axis=1, keepdims=True)
             if anchor_index is not None and anchor_index in keep:
-                values += anchor[1] - values[:, [keep.index(anchor_index)]]
-            fitted[np.ix_(offset + rows, keep)] = values
+                assert anchor is not None  # anchor_index is set only with an anchor
+                batch += anchor[1] - batch[:, [keep.index(anchor_index)]]
+            fitted[np.ix_(offset + rows, np.asarray(keep))] = batch
     usable = np.isfinite(fitted).sum(axis=0) >= max(2, rounds // 2)
     low = np.nanpercentile(fitted[:, usable], 2.5, axis=0)
     high = np.nanpercentile(fitted[:, usable], 97.5, axis=0)
@@ -502,11 +505,12 @@ def leaderboard(
     for number in range(len(groups)):
         ranked = [r for r in rows if r.component == number and r.rating is not None]
         for row in ranked:
-            upper = row.ci_high if row.ci_high is not None else row.rating
+            # Every row of `ranked` has a rating, so neither bound is None.
+            upper = cast(float, row.ci_high if row.ci_high is not None else row.rating)
             row.rank_ub = 1 + sum(
                 1
                 for other in ranked
-                if other is not row and (other.ci_low if other.ci_low is not None else other.rating) > upper
+                if other is not row and cast(float, other.ci_low if other.ci_low is not None else other.rating) > upper
             )
     rows.sort(key=lambda r: (r.component, r.rating is None, -(r.rating or 0.0), r.model))
     return Leaderboard(rows=rows, components=[[counts.models[k] for k in g] for g in groups], bootstrap_rounds=rounds)

@@ -9,7 +9,7 @@ deleted; take one out of the arena instead.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -32,6 +32,10 @@ from models_hub.models import (
 )
 from models_hub.training_config import TrainingConfig
 from prefarena.errors import InvalidInput
+from prefarena.users import signed_in_user
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldGroups  # the stubs' type of ModelAdmin.fields
 
 IDENTITY_FIELDS = [
     "name",
@@ -75,6 +79,7 @@ class ModelAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # ModelForm.clean returns cleaned_data
         if self.errors:
             return cleaned
         role = cleaned.get("role", self.instance.role)
@@ -128,7 +133,7 @@ class ModelAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Model, form: forms.ModelForm, change: bool) -> None:
         if not change:
-            obj.created_by = request.user
+            obj.created_by = signed_in_user(request)
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Put in arena (policy models only)", permissions=["change"])
@@ -180,7 +185,7 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
 class WebhookDeliveryInline(admin.TabularInline):
     model = WebhookDelivery
     extra = 0
-    fields = ["event", "status", "attempts", "next_attempt_at", "delivered_at", "created_at"]
+    fields = ("event", "status", "attempts", "next_attempt_at", "delivered_at", "created_at")
     readonly_fields = fields
     can_delete = False
     ordering = ["-created_at"]
@@ -199,7 +204,7 @@ class WebhookAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Webhook, form: forms.ModelForm, change: bool) -> None:
         if not change:
-            obj.created_by = request.user
+            obj.created_by = signed_in_user(request)
         super().save_model(request, obj, form, change)
 
 
@@ -232,6 +237,7 @@ class TrainingSettingsForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # ModelForm.clean returns cleaned_data
         if self.errors:
             return cleaned
         try:
@@ -269,12 +275,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
     raw_id_fields = ["base_model", "snapshot"]
     actions = ["cancel_runs"]
 
-    def get_form(self, request: HttpRequest, obj: TrainingRun | None = None, **kwargs: Any) -> type[forms.ModelForm]:
+    def get_form(
+        self, request: HttpRequest, obj: TrainingRun | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm]:
         if obj is None:
             kwargs["form"] = TrainingRunAddForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
-    def get_fields(self, request: HttpRequest, obj: TrainingRun | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: TrainingRun | None = None) -> _FieldGroups:
         if obj is None:
             return list(TrainingRunAddForm.Meta.fields)
         return [f.name for f in TrainingRun._meta.fields]
@@ -296,7 +304,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             hyperparameters=data["hyperparameters"],
             max_attempts=data["max_attempts"],
             trigger=TrainingTrigger.ADMIN,
-            created_by=request.user,
+            created_by=signed_in_user(request),
         )
         obj.pk = run.pk  # the admin's change message and redirect point at the created run
         obj.output_dir = run.output_dir
@@ -336,5 +344,5 @@ class RetrainPolicyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: RetrainPolicy, form: forms.ModelForm, change: bool) -> None:
         if not change:
-            obj.created_by = request.user
+            obj.created_by = signed_in_user(request)
         super().save_model(request, obj, form, change)

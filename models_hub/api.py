@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from models_hub import selectors, services
 from models_hub.models import Model, ModelBackend, ModelRole
 from prefarena.errors import NotFound, PermissionDeniedError
+from prefarena.users import signed_in_user
 from prefarena.viewsets import CreateFromInputMixin
 
 MAX_SEED = 2**63 - 1  # BigIntegerField
@@ -227,7 +228,7 @@ class ModelViewSet(CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveM
             raise PermissionDeniedError("Registering models needs staff or the 'add model' permission")
 
     def create_from_input(self, request: Request, values: dict[str, Any]) -> Model:
-        return services.model_register(created_by=request.user, check=True, **values)
+        return services.model_register(created_by=signed_in_user(request), check=True, **values)
 
     @extend_schema(
         request=ModelUpdateSerializer,

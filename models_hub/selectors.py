@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
 from models_hub.models import Model
@@ -85,14 +85,14 @@ def model_get_by_reference(reference: int | str) -> Model:
     raise NotFound("A model reference is an integer id or a 'name' / 'name@vN' label")
 
 
-def model_user_sees_locations(user: AbstractBaseUser | AnonymousUser) -> bool:
+def model_user_sees_locations(user: User | AnonymousUser) -> bool:
     """Whether `user` may see where checkpoints and endpoints live (path, base_url, api_key_env)."""
     return bool(user.is_staff)
 
 
-def model_user_can_register(user: AbstractBaseUser | AnonymousUser) -> bool:
+def model_user_can_register(user: User | AnonymousUser) -> bool:
     return bool(user.is_staff or user.has_perm("models_hub.add_model"))
 
 
-def model_user_can_change(user: AbstractBaseUser | AnonymousUser) -> bool:
+def model_user_can_change(user: User | AnonymousUser) -> bool:
     return bool(user.is_staff or user.has_perm("models_hub.change_model"))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
@@ -91,7 +91,7 @@ def model_register(
     name: str,
     role: str,
     backend: str,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     version: int | None = None,
     check: bool = True,
     **fields: Any,

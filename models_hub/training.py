@@ -11,12 +11,13 @@ A killed or cancelled attempt therefore never leaves a version in the registry.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -95,7 +96,7 @@ def training_run_create(
     hyperparameters: dict[str, Any] | None = None,
     trigger: str = TrainingTrigger.API,
     policy: RetrainPolicy | None = None,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     max_attempts: int = 2,
     check_snapshot: bool = True,
 ) -> TrainingRun:
@@ -230,7 +231,7 @@ def retrain_policy_create(
     promotion_rule: dict[str, Any] | None = None,
     enabled: bool = True,
     preferences_seen: int = 0,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> RetrainPolicy:
     """Validate and store a retraining policy (checked by beat: workers.tasks.retrain_policies_check)."""
     if not name or not name.strip():
@@ -282,7 +283,7 @@ def retrain_policy_claim_fire(*, policy: RetrainPolicy, matching: int, now: Any 
             preferences_seen=matching, last_fired_at=now
         )
     else:
-        due = now - timezone.timedelta(minutes=policy.interval_minutes or 1)
+        due = now - timedelta(minutes=policy.interval_minutes or 1)
         if policy.last_fired_at is not None and policy.last_fired_at > due:
             return False
         previous = (

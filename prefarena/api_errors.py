@@ -51,7 +51,7 @@ def _with_detail(data: Any) -> dict[str, Any]:
     return {"detail": _first_message(data) or "Invalid input."}
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     if isinstance(exc, SERVICE_UNAVAILABLE_ERRORS):  # Redis or the broker down or hung: 503, not a 500 page
         return service_unavailable(context["request"], exc)
     if isinstance(exc, ApplicationError):

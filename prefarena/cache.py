@@ -28,10 +28,10 @@ _lock = threading.Lock()
 class SharedConnectionPool(redis.ConnectionPool):
     """`from_url` returns one pool per URL for the whole process."""
 
-    _shared: dict[str, redis.ConnectionPool] = {}
+    _shared: dict[str, SharedConnectionPool] = {}
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> redis.ConnectionPool:  # noqa: ANN401 - redis-py's signature
+    def from_url(cls, url: str, **kwargs: Any) -> SharedConnectionPool:  # noqa: ANN401 - redis-py's signature
         pool = cls._shared.get(url)
         if pool is None:
             with _lock:
@@ -52,8 +52,9 @@ _pool_clients: dict[int, redis.Redis] = {}  # pools live as long as the process 
 
 
 class SharedRedisCacheClient(RedisCacheClient):
-    def get_client(self, key: str | None = None, *, write: bool = False) -> redis.Redis:
-        return _client_for(self._get_connection_pool(write))
+    def get_client(self, key: str | bytes | memoryview | None = None, *, write: bool = False) -> redis.Redis:
+        # _get_connection_pool: Django's RedisCacheClient has it; the stubs leave the private method out
+        return _client_for(self._get_connection_pool(write))  # type: ignore[attr-defined]
 
 
 class RedisCache(DjangoRedisCache):

@@ -6,6 +6,8 @@ importing another app. State machine and protocol: ARCHITECTURE.md, "Jobs"; help
 
 from __future__ import annotations
 
+from typing import ClassVar, Self
+
 from django.conf import settings
 from django.db import models
 
@@ -43,6 +45,10 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    # For the type checker only: every concrete job model gets Django's default `objects` manager,
+    # and the helpers (workers/jobs.py) reach it through `type[Job]`.
+    objects: ClassVar[models.Manager[Self]]
 
     class Meta:
         abstract = True

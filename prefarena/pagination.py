@@ -8,7 +8,7 @@ outside 1..MAX_LIMIT or an `offset` outside 0..2^63-1 is a 400 naming the parame
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from rest_framework import pagination
 from rest_framework.request import Request
@@ -20,7 +20,10 @@ MAX_OFFSET = 2**63 - 1  # PostgreSQL's bigint: OFFSET takes no more
 _DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: int() would also take "1_000", " 7" or "٣"
 
 
-def _query_int(request: Request, name: str, *, low: int, high: int, default: int) -> int:
+_Default = TypeVar("_Default", int, int | None)
+
+
+def _query_int(request: Request, name: str, *, low: int, high: int, default: _Default) -> int | _Default:
     raw = request.query_params.get(name)
     if raw is None:
         return default
@@ -34,7 +37,7 @@ def _query_int(request: Request, name: str, *, low: int, high: int, default: int
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
     max_limit = MAX_LIMIT
 
-    def get_limit(self, request: Request) -> int:
+    def get_limit(self, request: Request) -> int | None:  # None: PAGE_SIZE unset, no pagination
         return _query_int(request, self.limit_query_param, low=1, high=self.max_limit, default=self.default_limit)
 
     def get_offset(self, request: Request) -> int:

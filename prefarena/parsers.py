@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,14 +198,14 @@ def json_body_load(raw: bytes, *, encoding: str = "utf-8") -> Any:
     return data
 
 
-def _parser_encoding(parser_context: dict[str, Any] | None) -> str:
+def _parser_encoding(parser_context: Mapping[str, Any] | None) -> str:
     return (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
 
 
 class StrictJSONParser(JSONParser):
     """JSON, refusing NUL characters, lone surrogates and nesting beyond MAX_JSON_DEPTH, naming the field."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         return json_body_load(stream.read(), encoding=_parser_encoding(parser_context))
 
 
@@ -224,7 +225,7 @@ class LargeJSONParser(BaseParser):
     def max_body_bytes(cls) -> int:
         return int(getattr(settings, cls.max_body_setting))
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         limit = self.max_body_bytes()
         raw = stream.read(limit + 1)
         if len(raw) > limit:
@@ -246,7 +247,7 @@ def _form_contains_nul(data: Any) -> bool:
 class StrictFormParser(FormParser):
     """URL-encoded forms, refusing NUL characters like StrictJSONParser."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         data = super().parse(stream, media_type, parser_context)
         if _form_contains_nul(data):
             raise ParseError("The request contains a NUL character (\\u0000), which cannot be stored.")
@@ -256,7 +257,7 @@ class StrictFormParser(FormParser):
 class StrictMultiPartParser(MultiPartParser):
     """Multipart forms, refusing NUL characters in field names and values (files are bytes, kept as sent)."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         parsed = super().parse(stream, media_type, parser_context)
         if _form_contains_nul(parsed.data) or any("\x00" in name for name in parsed.files):
             raise ParseError("The request contains a NUL character (\\u0000), which cannot be stored.")

@@ -7,6 +7,7 @@ in-memory layer and a Celery broker on the local filesystem, so `make demo` need
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -18,7 +19,7 @@ VAR_DIR = Path(env_str("PREFARENA_VAR_DIR") or BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = env_str("SECRET_KEY")
+SECRET_KEY = env_str("SECRET_KEY") or ""  # unset and empty alike: refused below unless DEBUG
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -103,7 +104,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "prefarena.sqlite3",
+            "NAME": str(VAR_DIR / "prefarena.sqlite3"),
             # The demo's web server and worker share the file: wait for locks instead of failing.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
@@ -121,7 +122,7 @@ if REDIS_URL:
     # channels_redis blocks 5 s in BZPOPMIN waiting for messages: an idle websocket's consumer crashed after
     # ~5 s with redis-py's 5 s read timeout. Reads must outlast the block (30 s); sends are bounded apart
     # (prefarena/channel_layer.py), so a broadcast from a web request gives up after the socket timeout.
-    CHANNEL_LAYERS = {
+    CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
         "default": {
             "BACKEND": "prefarena.channel_layer.RedisChannelLayer",
             "CONFIG": {
@@ -136,7 +137,7 @@ if REDIS_URL:
             },
         }
     }
-    CACHES = {
+    CACHES: dict[str, dict[str, Any]] = {
         "default": {
             "BACKEND": "prefarena.cache.RedisCache",  # Django's, with one client per pool
             "LOCATION": REDIS_URL,

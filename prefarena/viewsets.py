@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -21,6 +21,10 @@ class CreateFromInputMixin:
     """
 
     create_input_serializer_class: type[serializers.Serializer]
+
+    if TYPE_CHECKING:  # provided by the viewset (GenericAPIView) this mixin is combined with
+
+        def get_serializer(self, *args: Any, **kwargs: Any) -> serializers.BaseSerializer: ...
 
     def check_can_create(self, request: Request) -> None:
         """Raise PermissionDeniedError when the caller may not create."""

@@ -7,12 +7,17 @@ worker runs with, and its runtime fields belong to the worker (workers/jobs.py).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from workers import services
 from workers.models import GenerationJob, GenerationOutput, Job, ScoringJob
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldGroups  # the stubs' type of ModelAdmin.fields
 
 RUNTIME_FIELDS = [
     "status",
@@ -42,11 +47,11 @@ class JobAdmin(admin.ModelAdmin):
 
     setting_fields: list[str] = []  # the job's settings, per job type
 
-    def get_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Job | None = None) -> _FieldGroups:
         return [*self.setting_fields, *RUNTIME_FIELDS]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
-        return self.get_fields(request, obj)
+        return [*self.setting_fields, *RUNTIME_FIELDS]  # every field shown (get_fields) is read-only
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # through the API or the commands, which validate and enqueue

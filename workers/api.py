@@ -19,6 +19,7 @@ from rest_framework.response import Response
 
 from models_hub.api import MAX_SEED, MAX_TEMPERATURE, MAX_TOKENS, ModelBriefSerializer, ModelReferenceField
 from prefarena.errors import PermissionDeniedError
+from prefarena.users import signed_in_user
 from prefarena.viewsets import CreateFromInputMixin
 from workers import selectors, services
 from workers.models import GenerationJob, Job, ScoringJob
@@ -202,17 +203,18 @@ class GenerationJobViewSet(JobViewSetBase):
     job_class = GenerationJob
 
     def get_queryset(self) -> QuerySet[GenerationJob]:
-        return selectors.generation_job_list_for_user(self.request.user).order_by("-created_at", "-id")
+        return selectors.generation_job_list_for_user(signed_in_user(self.request)).order_by("-created_at", "-id")
 
     def get_object(self) -> GenerationJob:
-        return selectors.generation_job_get_for_user(self.request.user, self.kwargs["pk"])
+        return selectors.generation_job_get_for_user(signed_in_user(self.request), self.kwargs["pk"])
 
     def create_from_input(self, request: Request, values: dict[str, Any]) -> GenerationJob:
+        user = signed_in_user(request)
         for field in ("source_campaign", "target_campaign"):
             if field in values:
-                values[field] = selectors.campaign_get_managed_for_job(request.user, values[field], field=field)
-        job = services.generation_job_create(created_by=request.user, **values)
-        return selectors.generation_job_get_for_user(request.user, job.pk)  # read again: prefetched for the answer
+                values[field] = selectors.campaign_get_managed_for_job(user, values[field], field=field)
+        job = services.generation_job_create(created_by=user, **values)
+        return selectors.generation_job_get_for_user(user, job.pk)  # read again: prefetched for the answer
 
     @extend_schema(request=None, responses={**CANCEL_RESPONSES, 200: GenerationJobSerializer})
     @action(detail=True, methods=["post"])
@@ -237,20 +239,21 @@ class ScoringJobViewSet(JobViewSetBase):
     job_class = ScoringJob
 
     def get_queryset(self) -> QuerySet[ScoringJob]:
-        return selectors.scoring_job_list_for_user(self.request.user).order_by("-created_at", "-id")
+        return selectors.scoring_job_list_for_user(signed_in_user(self.request)).order_by("-created_at", "-id")
 
     def get_object(self) -> ScoringJob:
-        return selectors.scoring_job_get_for_user(self.request.user, self.kwargs["pk"])
+        return selectors.scoring_job_get_for_user(signed_in_user(self.request), self.kwargs["pk"])
 
     def create_from_input(self, request: Request, values: dict[str, Any]) -> ScoringJob:
+        user = signed_in_user(request)
         if "source_campaign" in values:
             values["source_campaign"] = selectors.campaign_get_managed_for_job(
-                request.user, values["source_campaign"], field="source_campaign"
+                user, values["source_campaign"], field="source_campaign"
             )
         if "responses" in values:
-            values["responses"] = selectors.responses_for_scoring(request.user, values["responses"])
-        job = services.scoring_job_create(created_by=request.user, **values)
-        return selectors.scoring_job_get_for_user(request.user, job.pk)  # read again: prefetched for the answer
+            values["responses"] = selectors.responses_for_scoring(user, values["responses"])
+        job = services.scoring_job_create(created_by=user, **values)
+        return selectors.scoring_job_get_for_user(user, job.pk)  # read again: prefetched for the answer
 
     @extend_schema(request=None, responses={**CANCEL_RESPONSES, 200: ScoringJobSerializer})
     @action(detail=True, methods=["post"])

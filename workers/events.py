@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -29,7 +30,7 @@ def job_group(kind: str, job_id: int) -> str:
 
 def job_snapshot(job: Job) -> dict[str, Any]:
     """What a job page shows; read fresh from the database (the worker's copy may be stale)."""
-    row = (
+    row: Mapping[str, Any] = (
         type(job)
         .objects.filter(pk=job.pk)
         .values(

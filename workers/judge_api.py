@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from models_hub.api import ModelBriefSerializer, ModelReferenceField
+from prefarena.users import signed_in_user
 from workers import judging, selectors
 from workers.api import (
     CANCEL_RESPONSES,
@@ -109,18 +110,20 @@ class JudgeJobViewSet(JobViewSetBase):
     job_class = JudgeJob
 
     def get_queryset(self) -> QuerySet[JudgeJob]:
-        return selectors.judge_job_list_for_user(self.request.user).order_by("-created_at", "-id")
+        return selectors.judge_job_list_for_user(signed_in_user(self.request)).order_by("-created_at", "-id")
 
     def get_object(self) -> JudgeJob:
-        return selectors.judge_job_get_for_user(self.request.user, self.kwargs["pk"])
+        return selectors.judge_job_get_for_user(signed_in_user(self.request), self.kwargs["pk"])
 
     def create_from_input(self, request: Request, values: dict[str, Any]) -> list[JudgeJob]:
-        campaign = selectors.campaign_get_managed_for_job(request.user, values.pop("campaign"), field="campaign")
+        campaign = selectors.campaign_get_managed_for_job(
+            signed_in_user(request), values.pop("campaign"), field="campaign"
+        )
         model = values.pop("model", None)
         options = {**values, "config": dict(values.get("config") or {})}
         if model is None:
-            return judging.campaign_judge(campaign=campaign, created_by=request.user, **options)
-        return [judging.judge_job_create(campaign=campaign, model=model, created_by=request.user, **options)]
+            return judging.campaign_judge(campaign=campaign, created_by=signed_in_user(request), **options)
+        return [judging.judge_job_create(campaign=campaign, model=model, created_by=signed_in_user(request), **options)]
 
     @extend_schema(request=None, responses={**CANCEL_RESPONSES, 200: JudgeJobSerializer})
     @action(detail=True, methods=["post"])

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -55,7 +55,7 @@ def judge_job_create(
     *,
     campaign: Campaign,
     model: Model,
-    created_by: AbstractBaseUser | None,
+    created_by: User | None,
     items: Sequence[Item] | None = None,
     config: dict[str, Any] | None = None,
     batch_size: int = 8,
@@ -98,7 +98,7 @@ def judge_job_create(
 
 
 @transaction.atomic
-def campaign_judge(*, campaign: Campaign, created_by: AbstractBaseUser | None, **options: Any) -> list[JudgeJob]:
+def campaign_judge(*, campaign: Campaign, created_by: User | None, **options: Any) -> list[JudgeJob]:
     """One judge job per judge model of the campaign over its items awaiting the judge."""
     models = list(campaign.judge_models.order_by("pk"))
     if not models:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 
 from annotations import selectors as annotation_selectors
@@ -29,7 +29,9 @@ from workers.models import GenerationJob, Job, JudgeJob, ScoringJob
 
 MAX_DATABASE_ID = 2**63 - 1
 
-User = AbstractBaseUser | AnonymousUser
+# What request.user may be. Functions that filter on the user take a signed-in `User`; those that
+# answer the anonymous too take `AnyUser`.
+AnyUser = User | AnonymousUser
 
 
 def generation_job_list_for_user(user: User) -> QuerySet[GenerationJob]:
@@ -53,7 +55,7 @@ def judge_job_list_for_user(user: User) -> QuerySet[JudgeJob]:
     return jobs.filter(created_by=user, campaign_id__in=managed)
 
 
-def training_run_list_for_user(user: User) -> QuerySet[TrainingRun]:
+def training_run_list_for_user(user: AnyUser) -> QuerySet[TrainingRun]:
     """Staff: all; others the runs they started on a snapshot they may still read (logs and samples quote it)."""
     runs = TrainingRun.objects.select_related("base_model", "output_model", "snapshot", "policy", "created_by")
     if user.is_staff:
@@ -63,7 +65,7 @@ def training_run_list_for_user(user: User) -> QuerySet[TrainingRun]:
     return runs.filter(created_by=user, snapshot__in=snapshots.snapshot_list_for_user(user))
 
 
-def retrain_policy_list_for_user(user: User) -> QuerySet[RetrainPolicy]:
+def retrain_policy_list_for_user(user: AnyUser) -> QuerySet[RetrainPolicy]:
     """Staff: all; others the policies they created over campaigns they all still manage.
 
     Policies from before `created_by` was recorded, and policies over every campaign, are staff-only.
@@ -101,20 +103,20 @@ def judge_job_get_for_user(user: User, job_id: Any) -> JudgeJob:
     return _job_get(judge_job_list_for_user(user), job_id, "Judge job")
 
 
-def training_run_get_for_user(user: User, run_id: Any) -> TrainingRun:
+def training_run_get_for_user(user: AnyUser, run_id: Any) -> TrainingRun:
     return _job_get(training_run_list_for_user(user), run_id, "Training run")
 
 
-def retrain_policy_get_for_user(user: User, policy_id: Any) -> RetrainPolicy:
+def retrain_policy_get_for_user(user: AnyUser, policy_id: Any) -> RetrainPolicy:
     return _job_get(retrain_policy_list_for_user(user), policy_id, "Retraining policy")
 
 
-def job_user_can_create(user: User, job_class: type[Job]) -> bool:
+def job_user_can_create(user: AnyUser, job_class: type[Job]) -> bool:
     codename = f"workers.add_{job_class._meta.model_name}"
     return bool(user.is_staff or user.has_perm(codename))
 
 
-def training_user_can_start(user: User) -> bool:
+def training_user_can_start(user: AnyUser) -> bool:
     """Starting and cancelling runs and writing policies needs staff or the 'add training run' permission."""
     return bool(user.is_staff or user.has_perm("models_hub.add_trainingrun"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -14,6 +14,7 @@ from annotations.models import Campaign, CampaignKind, Prompt, Response
 from models_hub.models import Model, ModelRole
 from prefarena.errors import InvalidInput
 from workers import jobs
+from workers.jobs import J
 from workers.models import GenerationJob, Job, ScoringJob
 
 MAX_PROMPTS_PER_JOB = 1_000_000
@@ -45,7 +46,7 @@ def _items_per_prompt(campaign: Campaign, responses_per_prompt: int) -> None:
 def generation_job_create(
     *,
     models: Sequence[Model],
-    created_by: AbstractBaseUser | None,
+    created_by: User | None,
     prompts: Sequence[Any] | None = None,
     source_campaign: Campaign | None = None,
     target_campaign: Campaign | None = None,
@@ -90,6 +91,7 @@ def generation_job_create(
                 raise _bad("prompts", f"prompts[{index}]: {exc}") from exc
         prompt_rows = Prompt.objects.bulk_create([Prompt(content=p) for p in checked])
     else:
+        assert source_campaign is not None  # exactly one of prompts and source_campaign (checked above)
         prompt_rows = list(Prompt.objects.filter(items__campaign=source_campaign).distinct().order_by("id"))
         if not prompt_rows:
             raise _bad("source_campaign", f"campaign {source_campaign.name!r} has no items")
@@ -121,7 +123,7 @@ def generation_job_create(
 def scoring_job_create(
     *,
     model: Model,
-    created_by: AbstractBaseUser | None,
+    created_by: User | None,
     responses: Sequence[Response] | None = None,
     source_campaign: Campaign | None = None,
     batch_size: int = 16,
@@ -150,7 +152,7 @@ def scoring_job_create(
     return job
 
 
-def job_cancel(job: Job) -> Job:
+def job_cancel(job: J) -> J:
     """Cancel: a queued job at once, a running one within one batch."""
     return jobs.job_cancel(type(job), job.pk)
 
@@ -174,7 +176,7 @@ def jobs_reap() -> dict[str, list[int]]:
     return report
 
 
-def job_cancel_unfinished(job: Job) -> Job:
+def job_cancel_unfinished(job: J) -> J:
     """Cancel a job that has not finished; Conflict when it already had (or finishes meanwhile)."""
     # Imported here so that this appended helper leaves the module's import block untouched.
     from prefarena.errors import Conflict

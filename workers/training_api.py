@@ -26,6 +26,7 @@ from models_hub.api import ModelBriefSerializer, ModelReferenceField
 from models_hub.models import RetrainPolicy, RetrainPolicyTrigger, TrainingMethod, TrainingRun, TrainingTrigger
 from prefarena.errors import Conflict, PermissionDeniedError
 from prefarena.filters import IdFilter
+from prefarena.users import signed_in_user
 from prefarena.viewsets import CreateFromInputMixin
 from workers import selectors
 
@@ -148,8 +149,10 @@ class TrainingRunViewSet(TrainingViewSetBase):
         return context
 
     def create_from_input(self, request: Request, values: dict[str, Any]) -> TrainingRun:
-        values["snapshot"] = selectors.training_snapshot_get_for_user(request.user, values["snapshot"])
-        return training_services.training_run_create(trigger=TrainingTrigger.API, created_by=request.user, **values)
+        values["snapshot"] = selectors.training_snapshot_get_for_user(signed_in_user(request), values["snapshot"])
+        return training_services.training_run_create(
+            trigger=TrainingTrigger.API, created_by=signed_in_user(request), **values
+        )
 
     @extend_schema(
         request=None,
@@ -240,6 +243,6 @@ class RetrainPolicyViewSet(TrainingViewSetBase):
 
     def create_from_input(self, request: Request, values: dict[str, Any]) -> RetrainPolicy:
         values["snapshot_filters"] = selectors.retrain_policy_filters_for_user(
-            request.user, values.get("snapshot_filters") or {}
+            signed_in_user(request), values.get("snapshot_filters") or {}
         )
-        return training_services.retrain_policy_create(created_by=request.user, **values)
+        return training_services.retrain_policy_create(created_by=signed_in_user(request), **values)

@@ -8,12 +8,13 @@ selectors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -31,7 +32,7 @@ OUTPUTS_SHOWN = 50  # generated responses listed on a generation job's page
 
 
 # --- access (the rule itself lives in workers/selectors.py, shared with the REST API) -------------------
-def job_list_for_user(user: AbstractBaseUser | AnonymousUser, kind: str) -> QuerySet[Job]:
+def job_list_for_user(user: User | AnonymousUser, kind: str) -> QuerySet[Job]:
     """Jobs of `kind` that `user` may see (staff: all; others: their own), through workers.selectors."""
     if not user.is_authenticated:
         return JOB_MODELS[kind].objects.none()
@@ -40,7 +41,7 @@ def job_list_for_user(user: AbstractBaseUser | AnonymousUser, kind: str) -> Quer
     return selectors.scoring_job_list_for_user(user)
 
 
-def job_get_for_user(user: AbstractBaseUser | AnonymousUser, kind: str, job_id: Any) -> Job:
+def job_get_for_user(user: User | AnonymousUser, kind: str, job_id: Any) -> GenerationJob | ScoringJob:
     """The job, if `user` may see it; NotFound otherwise (unknown kind or id, someone else's job)."""
     if kind not in JOB_MODELS or not user.is_authenticated:
         raise NotFound("Job not found")
@@ -49,7 +50,7 @@ def job_get_for_user(user: AbstractBaseUser | AnonymousUser, kind: str, job_id: 
     return selectors.scoring_job_get_for_user(user, job_id)
 
 
-def job_user_can_cancel(user: AbstractBaseUser | AnonymousUser, job: Job) -> bool:
+def job_user_can_cancel(user: User | AnonymousUser, job: Job) -> bool:
     """Staff, or the person who created the job."""
     return bool(user.is_authenticated and (user.is_staff or job.created_by_id == user.pk))
 
@@ -57,7 +58,7 @@ def job_user_can_cancel(user: AbstractBaseUser | AnonymousUser, job: Job) -> boo
 def job_progress_payload(job: Job) -> dict[str, Any]:
     """The live snapshot (the same dict the worker broadcasts) plus the timestamps a final state shows."""
     snapshot = events.job_snapshot(job)
-    times = type(job).objects.filter(pk=job.pk).values("started_at", "finished_at").first() or {}
+    times: Mapping[str, Any] = type(job).objects.filter(pk=job.pk).values("started_at", "finished_at").first() or {}
     return {
         **snapshot,
         "is_terminal": snapshot.get("status") in TERMINAL_STATUSES,
@@ -66,7 +67,7 @@ def job_progress_payload(job: Job) -> dict[str, Any]:
     }
 
 
-def _job_or_404(request: HttpRequest, kind: str, job_id: int) -> Job:
+def _job_or_404(request: HttpRequest, kind: str, job_id: int) -> GenerationJob | ScoringJob:
     try:
         return job_get_for_user(request.user, kind, job_id)
     except NotFound as exc:

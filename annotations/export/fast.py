@@ -29,7 +29,7 @@ from django.db.models.functions import Cast
 
 from annotations.aggregation import PRIOR_RELIABILITY, PairwiseResolution, clamp_reliability, pairwise_resolve
 from annotations.export.filters import ExportFilters, ExportOptions
-from annotations.export.formats import Row, pairwise_rows, prompt_messages, prompt_text
+from annotations.export.formats import pairwise_rows, prompt_messages, prompt_text
 from annotations.export.source import (
     CampaignInfo,
     ItemSummary,
@@ -110,7 +110,7 @@ def pairwise_lines(
     campaigns: dict[int, CampaignInfo],
     reliability: Any,
     flagged: set[str],
-    encode_row: Callable[[Row], str],
+    encode_row: Callable[[Any], str],  # a JSON encoder (rows, prompt values)
 ) -> Iterator[str]:
     """JSONL lines (without newline) of the pairwise format, as the general path writes them."""
     weights = reliability if options.weighting == "reliability" else None
@@ -242,7 +242,7 @@ def _general_item(
     campaigns: dict[int, CampaignInfo],
     reliability: Any,
     flagged: set[str],
-    encode_row: Callable[[Row], str],
+    encode_row: Callable[[Any], str],  # a JSON encoder (rows, prompt values)
 ) -> Iterator[str]:
     """One item through the general path (bundles -> summarise -> pairwise_rows)."""
     for bundle in bundles(filters, campaigns, frozenset(), item_id=item_id):

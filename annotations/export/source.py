@@ -20,7 +20,7 @@ import hmac
 import json
 import queue
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
@@ -126,7 +126,7 @@ class ItemBundle:
     meta: dict[str, Any]
     is_gold: bool
     responses: list[tuple[str, str]]
-    judgments: list[tuple[Any, ...]]
+    judgments: list[Sequence[Any]]
 
 
 @dataclass(slots=True)
@@ -215,7 +215,7 @@ _loads = json.loads
 
 def raw_rows(
     queryset: QuerySet[Any], json_columns: Iterable[int] = (), *, fetch_ahead: bool = False
-) -> Iterator[tuple[Any, ...]]:
+) -> Iterator[Sequence[Any]]:
     """Rows of a values_list() queryset read through a server-side cursor, without Django's per-value converters.
 
     The hot loop of a large export: Django's JSONField converter and result iterator cost more than the query.

@@ -32,7 +32,7 @@ STREAM_ROWS_PER_CHUNK = 4000
 STREAM_CHUNK_BYTES = 256 * 1024  # characters, ~bytes for mostly-ASCII text
 PARQUET_BATCH_ROWS = 5000
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-encode_row: Callable[[Row], str] = _ENCODER.encode
+encode_row: Callable[[Any], str] = _ENCODER.encode
 
 
 class ExportRun:
