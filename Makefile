@@ -26,6 +26,7 @@ demo: install
 
 test: install
 	$(PY) -m ruff check .
+	DEBUG=1 $(PY) -m mypy
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PY) scripts/check_services.py
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} DEBUG=1 \
@@ -43,4 +44,4 @@ worker: install
 	DEBUG=1 $(VENV)/bin/celery -A prefarena worker -Q default,gpu --concurrency 1 --prefetch-multiplier 1 -l info
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

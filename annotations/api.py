@@ -244,6 +244,7 @@ def lease_payload(slot: AssignmentSlot) -> dict[str, Any]:
     item = slot.item
     by_position = {r["position"]: r for r in selectors.item_responses(item)}
     shown = []
+    assert slot.presented_order is not None  # a leased slot has the order its responses are shown in
     for index, position in enumerate(slot.presented_order):
         response = by_position[position]
         # Model names are withheld from annotators: they bias judgments.

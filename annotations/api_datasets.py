@@ -8,8 +8,8 @@ staff-only; a campaign's managers manage its webhooks and read their deliveries.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Generator
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -262,7 +262,7 @@ def export_arguments(query: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return filters, options
 
 
-async def _chunks_async(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _chunks_async(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
     """Drive a sync generator from an ASGI server one chunk at a time, always in the request's DB thread.
 
     Django would otherwise consume a sync iterator into a list before sending (no constant memory).
@@ -274,7 +274,7 @@ async def _chunks_async(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
             chunk = await pull()
             if chunk is end:
                 return
-            yield chunk
+            yield cast(bytes, chunk)  # anything but the sentinel is a chunk
     finally:
         await sync_to_async(chunks.close, thread_sensitive=True)()
 

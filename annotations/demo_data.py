@@ -152,6 +152,7 @@ class DemoCredentials:
 def _rows(kind: str) -> list[dict[str, Any]]:
     rows = []
     for index, (prompt, answers) in enumerate(PROMPTS):
+        gold: dict[str, Any] | None
         if kind == "pairwise":
             # Alternate which side holds the better answer.
             pair = [answers[0], answers[index % 2 + 1]] if index % 2 == 0 else [answers[index % 2 + 1], answers[0]]
@@ -183,7 +184,7 @@ def demo_seed() -> DemoCredentials:
     annotator, _ = user_model.objects.get_or_create(username="annotator")
     annotator.set_password(credentials.annotator_password)
     annotator.save()
-    specs = [
+    specs: list[tuple[str, str, dict[str, Any]]] = [
         ("Demo · pairwise helpfulness", "pairwise", {"gold_ratio": 0.2}),
         ("Demo · ranking", "ranking", {}),
         ("Demo · HHH ratings", "rating", {"aspects": HHH_ASPECTS}),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from rest_framework.utils.json import strict_constant
 
@@ -25,7 +25,7 @@ from prefarena.parsers import MAX_JSON_DEPTH, json_depth_exceeds, json_value_pro
 MESSAGE_ROLES = {"system", "user", "assistant", "tool", "developer"}
 ALLOWED_KEYS = {"prompt", "responses", "gold", "meta", "priority"}
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1  # Item.priority and AssignmentSlot.priority: PostgreSQL integer
-MODEL_NAME_MAX = Response._meta.get_field("model_name").max_length
+MODEL_NAME_MAX = cast(int, Response._meta.get_field("model_name").max_length)  # a CharField: always set
 
 
 @dataclass

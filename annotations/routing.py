@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -277,7 +277,7 @@ def campaign_route(
 
 
 def _apply(campaign: Campaign, items: list[Item], decision: Any) -> None:
-    slots = []
+    slots: list[AssignmentSlot] = []
     for item, route, reason, error, priority in zip(
         items, decision.route, decision.reason, decision.predicted_error, decision.priority, strict=True
     ):
@@ -329,7 +329,7 @@ def _reprioritise(campaign: Campaign, router: Router) -> int:
     return len(slots)
 
 
-def _set_per_row(model: Any, columns: list[str], values: dict[int, float | int], sql_type: str) -> None:
+def _set_per_row(model: Any, columns: list[str], values: Mapping[int, float | int | None], sql_type: str) -> None:
     """UPDATE … FROM (VALUES …): one statement per 1,000 rows, each row its own value (SQL type `sql_type`)."""
     table = connection.ops.quote_name(model._meta.db_table)
     assignments = ", ".join(f"{connection.ops.quote_name(c)} = v.value" for c in columns)

@@ -124,8 +124,9 @@ def _take_local(limits: list[Limit], now_ms: int, claim_key: str, claim_ms: int)
         states: list[list[int] | int] = []
         for limit in limits:
             if limit.window_ms:
-                state: list[int] | int = [t for t in cache.get(limit.key, []) if t > now_ms - limit.window_ms]
-                used = len(state)
+                recent = [t for t in cache.get(limit.key, []) if t > now_ms - limit.window_ms]
+                state: list[int] | int = recent
+                used = len(recent)
             else:
                 state = used = int(cache.get(limit.key, 0))
             if used >= limit.limit:

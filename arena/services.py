@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core import signing
@@ -220,7 +221,7 @@ def battles_expire_stuck(now: datetime | None = None) -> list[int]:
             status=BattleStatus.ERROR, error=message, leak=""
         )
     for battle_id in stuck:
-        transaction.on_commit(lambda battle_id=battle_id: events.battle_status_send(battle_id, BattleStatus.ERROR))
+        transaction.on_commit(partial(events.battle_status_send, battle_id, BattleStatus.ERROR))
     return stuck
 
 

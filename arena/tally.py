@@ -319,12 +319,13 @@ def _votes_mark_applied(vote_ids: list[int], item_ids: list[int]) -> None:
 
 
 def _outcome_column(winner: str, a_is_lo: bool) -> str:
-    return {
+    columns: dict[str, str] = {  # Winner members are str: a stored winner looks its column up directly
         Winner.A: "wins_lo" if a_is_lo else "wins_hi",
         Winner.B: "wins_hi" if a_is_lo else "wins_lo",
         Winner.TIE: "ties",
         Winner.BOTH_BAD: "both_bad",
-    }[winner]
+    }
+    return columns[winner]
 
 
 def _pair_stats_add(rows: list[tuple]) -> None:
@@ -340,7 +341,7 @@ def _pair_stats_add(rows: list[tuple]) -> None:
     keys = sorted(deltas)  # a fixed order: two writers never lock the same rows in opposite orders
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        params: list[object] = []
+        params: list[str | int] = []
         for category, lo, hi in chunk:
             params += [category, lo, hi, *(deltas[(category, lo, hi)][name] for name in OUTCOME_COLUMNS)]
         values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))

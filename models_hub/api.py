@@ -67,13 +67,15 @@ class ModelBriefSerializer(serializers.Serializer):
     """How other resources (jobs, lineage) point at a model version."""
 
     id = serializers.IntegerField(read_only=True)
-    label = serializers.CharField(read_only=True, help_text="name@vN")
+    # `label` (and `parent` below) are also attributes of DRF's Field in the stubs; at run time the
+    # serializer's metaclass moves declared fields into `_declared_fields`, so nothing is shadowed.
+    label = serializers.CharField(read_only=True, help_text="name@vN")  # type: ignore[assignment]
     role = serializers.ChoiceField(choices=ModelRole.choices, read_only=True)
 
 
 # --- serializers -----------------------------------------------------------------------------------
 class RegisteredModelSerializer(serializers.ModelSerializer):
-    label = serializers.CharField(read_only=True, help_text="name@vN")
+    label = serializers.CharField(read_only=True, help_text="name@vN")  # type: ignore[assignment]  # as above
     parent = ModelBriefSerializer(read_only=True, allow_null=True)
     created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
     path = serializers.CharField(
@@ -152,7 +154,9 @@ class ModelRegisterSerializer(serializers.Serializer):
     temperature = serializers.FloatField(min_value=0.0, max_value=MAX_TEMPERATURE, default=0.7)
     top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=1.0, help_text="In (0, 1].")
     seed = serializers.IntegerField(min_value=0, max_value=MAX_SEED, default=0)
-    parent = ModelReferenceField(required=False, help_text="The version this one was derived from.")
+    parent = ModelReferenceField(  # type: ignore[assignment]  # a declared field named like Field.parent (see above)
+        required=False, help_text="The version this one was derived from."
+    )
     in_arena = serializers.BooleanField(default=False)
     description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
 

@@ -165,21 +165,21 @@ def _judge_item(backend: Any, item: Item, config: Any) -> tuple[dict[str, Any] |
     ratings: dict[str, list[int]] = {}
     feedback: list[str] = []
     calls: list[Any] = []
-    positions: list[list[int]] = []
+    positions = []  # list[list[int]], as in the branches above
     spreads: list[float] = []
     failed = False
     for aspect in item.campaign.aspects:
         scores = []
         for position, text in enumerate(texts):
-            verdict = judge_rating(backend, prompt, text, aspect, config, reference_answer=reference)
-            calls.extend(verdict.calls)
+            rated = judge_rating(backend, prompt, text, aspect, config, reference_answer=reference)
+            calls.extend(rated.calls)
             positions.append([position])
-            if verdict.score is None:
+            if rated.score is None:
                 failed = True
                 continue
-            scores.append(verdict.score)
-            feedback.append(f"[{aspect['name']} · response {position}] {verdict.feedback}")
-            distribution = verdict.calls[0].distribution
+            scores.append(rated.score)
+            feedback.append(f"[{aspect['name']} · response {position}] {rated.feedback}")
+            distribution = rated.calls[0].distribution
             spreads.append(max(distribution.values()) if distribution else 1.0)
         ratings[aspect["name"]] = scores
     if failed:

@@ -160,7 +160,9 @@ def _generation_store(job: GenerationJob, model: Model, batch: Sequence[tuple[Pr
 
 
 def _best_of_n(job: GenerationJob, done: int, metrics: dict[str, Any]) -> None:
-    scorer = runtime.reward_for(job.reward_model)
+    reward_model = job.reward_model
+    assert reward_model is not None  # best-of-N needs one (generation_job_create)
+    scorer = runtime.reward_for(reward_model)
     pending = list(
         GenerationOutput.objects.filter(job=job, reward_score__isnull=True).select_related("prompt", "response")
     )
@@ -171,7 +173,7 @@ def _best_of_n(job: GenerationJob, done: int, metrics: dict[str, Any]) -> None:
             for output, score in zip(batch, scores, strict=True):
                 output.reward_score = score
             GenerationOutput.objects.bulk_update(batch, ["reward_score"])
-            _reward_scores_merge(job.reward_model.label, [o.response_id for o in batch], scores)
+            _reward_scores_merge(reward_model.label, [o.response_id for o in batch], scores)
     groups: dict[tuple[int, int], list[GenerationOutput]] = defaultdict(list)
     for output in GenerationOutput.objects.filter(job=job):
         groups[(output.prompt_id, output.model_id)].append(output)
@@ -186,6 +188,7 @@ def _best_of_n(job: GenerationJob, done: int, metrics: dict[str, Any]) -> None:
 def _items_create(job: GenerationJob) -> int:
     """Items from kept responses: one per prompt (ranking, rating) or one per pair (pairwise)."""
     campaign = job.target_campaign
+    assert campaign is not None  # called for jobs with a target campaign only
     by_prompt: dict[int, list[Response]] = defaultdict(list)
     kept = (
         GenerationOutput.objects.filter(job=job, kept=True)
@@ -226,6 +229,7 @@ def scoring_job_work(job: ScoringJob) -> None:
     for batch in chunks(todo, job.batch_size):
         _beat(job, done, metrics)
         started = time.perf_counter()
+        assert scorer is not None  # there is a batch, so there was something to score
         scores = scorer.score([(r.prompt.content, r.text) for r in batch], batch_size=job.batch_size)
         metrics["scoring_seconds"] = metrics.get("scoring_seconds", 0.0) + time.perf_counter() - started
         with transaction.atomic():

@@ -75,7 +75,7 @@ def _webhook_emit(run: TrainingRun) -> None:
         "method": run.method,
         "base_model": run.base_model.label,
         "snapshot_id": run.snapshot_id,
-        "output_model": run.output_model.label if run.output_model_id else None,
+        "output_model": run.output_model.label if run.output_model is not None else None,
         "evaluation": {k: v for k, v in (run.evaluation or {}).items() if k != "samples"},
         "error": run.error,
     }
@@ -339,7 +339,7 @@ def _evaluate(
             f"held-out accuracy {accuracy.accuracy:.3f} (margin {accuracy.mean_margin:.3g}) on {accuracy.pairs} pairs"
             f" in {time.perf_counter() - started:.1f} s"
         )
-    rule = (run.policy.promotion_rule if run.policy_id else None) or {}
+    rule = (run.policy.promotion_rule if run.policy is not None else None) or {}
     if run.method != "reward" and eval_pairs:
         prompts = list(dict.fromkeys(_key(p.prompt) for p in eval_pairs))[:EVAL_PROMPTS]
         evaluation["samples"] = _samples(run, final_dir, [_unkey(p) for p in prompts])

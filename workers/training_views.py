@@ -49,7 +49,7 @@ def training_run_payload(run: TrainingRun) -> dict[str, Any]:
         "series": series,
         "error": run.error,
         "logs": "\n".join((run.logs or "").splitlines()[-40:]),
-        "output_model": run.output_model.label if run.output_model_id else None,
+        "output_model": run.output_model.label if run.output_model is not None else None,
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
     }

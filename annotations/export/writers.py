@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -99,7 +99,7 @@ def stream_jsonl(
     *,
     rows_per_chunk: int = STREAM_ROWS_PER_CHUNK,
     fast: bool | None = None,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """JSONL of one format, in chunks of ~rows_per_chunk lines (or ~STREAM_CHUNK_BYTES); one transaction.
 
     `fast` None picks the fast pairwise path (export/fast.py) where it applies; False forces the general

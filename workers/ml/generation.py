@@ -8,7 +8,7 @@ seed and the model — not on which other rows share its batch, nor on the batch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
@@ -48,19 +48,19 @@ class SeededSampler(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_length  # same for every row, independent of padding
-        scores = scores.float()
+        logits = scores.float()
         if self.params.temperature > 0:
-            scores = scores / self.params.temperature
+            logits = logits / self.params.temperature
             if self.params.top_p < 1.0:
-                scores = _top_p_filter(scores, self.params.top_p)
-            vocab = scores.shape[-1]
+                logits = _top_p_filter(logits, self.params.top_p)
+            vocab = logits.shape[-1]
             row_key = _hash32(self.seeds * _M1 + step * _M3 + 0x9E3779B)  # [B]
             bits = _hash32(self.token_hash[None, :vocab] ^ row_key[:, None])  # [B, V]
             uniform = ((bits.float() + 0.5) / 4294967296.0).clamp_(1e-7, 1 - 1e-7)
-            scores = scores - torch.log(-torch.log(uniform))
-        chosen = scores.argmax(dim=-1, keepdim=True)  # [B, 1]
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, chosen, 0.0)
+            logits = logits - torch.log(-torch.log(uniform))
+        chosen = logits.argmax(dim=-1, keepdim=True)  # [B, 1]
+        out = torch.full_like(logits, float("-inf"))
+        return cast(torch.FloatTensor, out.scatter_(-1, chosen, 0.0))  # float32, as LogitsProcessor declares
 
 
 def _top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -80,7 +80,9 @@ class CausalLM:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_pick(self.device, dtype))
-        self.model.to(self.device).eval()
+        # transformers wraps PreTrainedModel.to with functools.wraps: typeshed's _Wrapped is no descriptor,
+        # so mypy takes the device for `self`.
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
 
@@ -88,7 +90,8 @@ class CausalLM:
         """The chat template when the tokenizer has one; plain text otherwise."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            # tokenize=False: the text
+            return cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return "\n".join(m["content"] for m in messages)
 
     @torch.inference_mode()
@@ -102,7 +105,9 @@ class CausalLM:
         ).to(self.device)
         prompt_length = encoded["input_ids"].shape[1]
         sampler = SeededSampler(seeds, params, prompt_length, self.model.config.vocab_size, self.device)
-        output = self.model.generate(
+        # transformers types generate's `self` as a Protocol (for the `ty` checker) that its own
+        # auto-model class does not satisfy under mypy.
+        output = self.model.generate(  # type: ignore[misc]
             **encoded,
             max_new_tokens=params.max_new_tokens,
             do_sample=False,
@@ -120,7 +125,7 @@ class CausalLM:
             kept = ids if stop is None else ids[:stop]
             completions.append(
                 Completion(
-                    text=self.tokenizer.decode(kept, skip_special_tokens=True),
+                    text=cast(str, self.tokenizer.decode(kept, skip_special_tokens=True)),  # one sequence: str
                     prompt_tokens=n_prompt,
                     completion_tokens=len(kept) + (0 if stop is None else 1),
                     finish_reason="length" if stop is None else "stop",

@@ -279,8 +279,8 @@ def combine_orders(
         "tie": (o1["tie"] + o2["tie"]) / 2,
     }
     p_a = (_p_first(ab, scale) + 1.0 - _p_first(ba, scale)) / 2
-    top1 = {"first": "a", "second": "b", "tie": "tie"}[max(o1, key=o1.get)]
-    top2 = {"first": "b", "second": "a", "tie": "tie"}[max(o2, key=o2.get)]
+    top1 = {"first": "a", "second": "b", "tie": "tie"}[max(o1, key=o1.__getitem__)]
+    top2 = {"first": "b", "second": "a", "tie": "tie"}[max(o2, key=o2.__getitem__)]
     consistent = top1 == top2
     if consistent:
         verdict = top1
@@ -491,7 +491,7 @@ def _judge_call(
         if counts:
             total = sum(counts.values())
             call.distribution = {k: v / total for k, v in counts.items()}
-            call.parsed = max(counts, key=counts.get)
+            call.parsed = max(counts, key=counts.__getitem__)
             call.source = "samples" if len(outputs) > 1 else "single"
         else:
             call.error = "no verdict matched the required format"

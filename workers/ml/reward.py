@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -32,7 +33,7 @@ class RewardModel:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         messages.append({"role": "assistant", "content": response})
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+            return cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False))  # tokenize=False: the text
         return "\n".join(m["content"] for m in messages)
 
     @torch.inference_mode()

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -17,6 +18,7 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
@@ -98,7 +100,7 @@ def tokenizer_build(texts: list[str], vocab_size: int = 512) -> PreTrainedTokeni
     return tokenizer
 
 
-def _llama_config(tokenizer: PreTrainedTokenizerFast, spec: TinySpec, **extra: object) -> LlamaConfig:
+def _llama_config(tokenizer: PreTrainedTokenizerFast, spec: TinySpec, **extra: Any) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
@@ -117,8 +119,11 @@ def _llama_config(tokenizer: PreTrainedTokenizerFast, spec: TinySpec, **extra: o
 
 def training_texts(tokenizer: PreTrainedTokenizerFast, corpus: CorpusText) -> list[str]:
     chats = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False
+        cast(  # tokenize=False: the chat as text
+            str,
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False
+            ),
         )
         for q, a in corpus.qa_pairs
     ]
@@ -176,14 +181,18 @@ def reward_model_train(
     model.train()
     loss_value = float("nan")
     for _ in range(steps):
-        chosen, rejected = [], []
+        chosen: list[str] = []
+        rejected: list[str] = []
         for question, answer in rng.sample(pairs, k=min(16, len(pairs))):
             other = rng.choice([a for q, a in pairs if q != question])
             for target, reply in ((chosen, answer), (rejected, other)):
                 target.append(
-                    tokenizer.apply_chat_template(
-                        [{"role": "user", "content": question}, {"role": "assistant", "content": reply}],
-                        tokenize=False,
+                    cast(  # tokenize=False: the chat as text
+                        str,
+                        tokenizer.apply_chat_template(
+                            [{"role": "user", "content": question}, {"role": "assistant", "content": reply}],
+                            tokenize=False,
+                        ),
                     )
                 )
         encoded = tokenizer(chosen + rejected, return_tensors="pt", padding=True, padding_side="right")
@@ -220,7 +229,7 @@ def tiny_models_build(out_dir: Path, *, steps: int = 300, seed: int = 0) -> dict
     return paths
 
 
-def _save(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, path: Path) -> Path:
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -79,7 +79,8 @@ def held_out_split(rows: Sequence[Any], fraction: float, seed: int) -> tuple[lis
     """(train, held out) split by prompt, so no held-out prompt is ever trained on; stable across runs."""
     if fraction <= 0:
         return list(rows), []
-    train, held_out = [], []
+    train: list[Any] = []
+    held_out: list[Any] = []
     for row in rows:
         digest = hashlib.blake2b(f"{seed}:{row.prompt}".encode(), digest_size=8).digest()
         (held_out if int.from_bytes(digest, "little") / 2**64 < fraction else train).append(row)
@@ -101,6 +102,7 @@ def _conversational(tokenizer: Any) -> bool:
 def _pairs_dataset(pairs: Sequence[PreferencePair], tokenizer: Any) -> Any:
     from datasets import Dataset
 
+    rows: dict[str, list[Any]]  # conversational: lists of messages; plain: strings
     if _conversational(tokenizer):
         # TRL's conversational explicit-prompt format: the trainer applies the chat template.
         rows = {

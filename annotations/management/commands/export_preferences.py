@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -39,7 +39,9 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise command_error(exc) from exc
         partial = output.with_name(f".{output.stem}.partial{output.suffix}")
-        bar = None if options["quiet"] else ProgressBar(items_estimate(filters), self.stderr._out)
+        # The stream OutputWrapper wraps (the stubs reach its private `_out` through __getattr__ only)
+        stream = cast(TextIO, self.stderr._out)
+        bar = None if options["quiet"] else ProgressBar(items_estimate(filters), stream)
         try:
             rows, run = export_files(
                 {fmt: [partial]}, filters, export_options, on_item=bar.update if bar is not None else None

@@ -104,7 +104,7 @@ class Command(BaseCommand):
                 f"{where}: no battles with style data (rows need conv_metadata or conversation_a/conversation_b)"
             )
         plain = ratings.bt_ratings(ratings.PairCounts.from_battles([b for b in battles if b.style_a is not None]))
-        rows = sorted(
+        rows: list[dict[str, Any]] = sorted(
             (
                 {"model": name, "rating": value, "rating_without_style_control": plain.get(name)}
                 for name, value in fit.ratings.items()

@@ -88,4 +88,5 @@ class Command(BaseCommand):
             time.sleep(1.0)
         if run.status != "succeeded":
             raise CommandError(f"training run {run.pk} {run.status}: {run.error}")
+        assert run.output_model is not None  # a succeeded run registered its model
         self.stdout.write(f"Registered {run.output_model.label}: {json.dumps(run.evaluation.get('held_out_accuracy'))}")
