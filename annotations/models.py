@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from arena import outcomes
+
 
 class CampaignKind(models.TextChoices):
     PAIRWISE = "pairwise", "Pairwise (A / B / tie / both bad)"
@@ -300,11 +302,10 @@ class JudgmentSource(models.TextChoices):
     ARENA = "arena", "Arena vote"
 
 
-class PairwiseChoice(models.TextChoices):
-    A = "a", "A is better"
-    B = "b", "B is better"
-    TIE = "tie", "Tie"
-    BOTH_BAD = "both_bad", "Both are bad"
+# The four outcomes are defined once, in the pure arena/outcomes.py; arena votes use this same enum (Winner).
+PairwiseChoice = models.TextChoices(
+    "PairwiseChoice", [(name, (value, label)) for value, (name, label) in outcomes.OUTCOMES.items()], module=__name__
+)
 
 
 class Strength(models.TextChoices):
