@@ -1,9 +1,9 @@
 """Live leaderboard over Channels: the group every leaderboard page joins.
 
-Vote batches (arena/tally.py) coalesce their broadcasts (a "changed" ping; pages refetch the API): the first batch of a window pings at
-once, later ones in the window schedule one trailing send (a task on the default queue), so a burst of hundreds of
-votes a second costs about one broadcast a second and the last change is always shown. A recompute
-sends at once (`leaderboard_tick`).
+Vote batches (arena/tally.py) coalesce their broadcasts, each a "changed" ping (pages refetch the API):
+the first batch of a window pings at once, later ones in the window schedule one trailing send (a task on
+the default queue), so a burst of hundreds of votes a second costs about one broadcast a second and the
+last change is always shown. A recompute sends at once (`leaderboard_tick`).
 """
 
 from __future__ import annotations

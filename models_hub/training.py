@@ -32,9 +32,9 @@ from models_hub.models import (
     TrainingRun,
     TrainingTrigger,
 )
-from models_hub.training_config import POLICY_METHODS, TrainingConfig, TrainingConfigError, training_config_validate
 from prefarena.errors import Conflict, InvalidInput
 from prefarena.jobmodel import JobStatus
+from workers.ml.training_config import POLICY_METHODS, TrainingConfig, TrainingConfigError, training_config_validate
 
 TRAINING_TASK = "workers.tasks.training_run_execute"
 # Which snapshot format each method trains on.

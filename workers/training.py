@@ -26,10 +26,10 @@ from django.utils import timezone
 
 from models_hub import training as training_services
 from models_hub.models import DatasetSnapshot, ModelRole, RetrainPolicy, TrainingRun, TrainingTrigger
-from models_hub.training_config import TrainingConfig
 from prefarena.errors import ApplicationError
 from prefarena.jobmodel import TERMINAL_STATUSES, JobStatus
 from workers import events, jobs, runners, selectors
+from workers.ml.training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
