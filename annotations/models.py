@@ -76,6 +76,9 @@ class Campaign(models.Model):
     judge_templates = models.JSONField(default=dict, blank=True, help_text="Overrides of the default judge prompts")
     router_state = models.JSONField(default=dict, blank=True, help_text="Last router fit (kind, rows, coefficients)")
     is_active = models.BooleanField(default=True)
+    # The one campaign counted arena votes are filed under (arena/tally.py), marked by this flag and not by
+    # its name: anyone who may create campaigns could take a name first.
+    is_arena = models.BooleanField(default=False, editable=False, help_text="Holds the counted arena votes")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -84,6 +87,7 @@ class Campaign(models.Model):
     class Meta:
         ordering = ["-created_at", "id"]
         constraints = [
+            models.UniqueConstraint(fields=["is_arena"], condition=Q(is_arena=True), name="campaign_one_arena"),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_positive"),
             models.CheckConstraint(
                 condition=Q(gold_ratio__gte=0) & Q(gold_ratio__lte=1), name="campaign_gold_ratio_0_1"

@@ -48,6 +48,7 @@ from annotations.export import (
 from annotations.export.source import items_estimate
 from annotations.models import Campaign
 from models_hub.models import DatasetSnapshot, WebhookEvent
+from prefarena import enqueue
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
 from prefarena.jobmodel import JobStatus
 from workers.events import job_progress_broadcast
@@ -180,14 +181,8 @@ def snapshot_create(
     snapshot.directory = str(snapshot_dir(snapshot))
     snapshot.save(update_fields=["directory"])
     snapshot_id = snapshot.pk
-    transaction.on_commit(lambda: _enqueue_build(snapshot_id), robust=True)
+    enqueue.enqueue_on_commit(enqueue.SNAPSHOT_BUILD, snapshot_id)
     return snapshot
-
-
-def _enqueue_build(snapshot_id: int) -> None:
-    from annotations.tasks import snapshot_build as snapshot_build_task  # tasks imports this module
-
-    snapshot_build_task.delay(snapshot_id)
 
 
 def snapshot_update(*, snapshot: DatasetSnapshot, **changes: Any) -> DatasetSnapshot:

@@ -14,6 +14,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
+from prefarena import enqueue
+
 logger = logging.getLogger(__name__)
 LEADERBOARD_GROUP = "arena-leaderboard"
 BROADCAST_WINDOW_SECONDS = 1
@@ -35,13 +37,11 @@ def leaderboard_tick() -> None:
 
 def leaderboard_changed() -> None:
     """After a batch of counted votes (on commit): broadcast now if none went out this window, else once at its end."""
-    from arena.tasks import leaderboard_send
-
     try:
         if cache.add("arena:leaderboard:lead", 1, timeout=BROADCAST_WINDOW_SECONDS):
             leaderboard_tick()
         elif cache.add("arena:leaderboard:trail", 1, timeout=BROADCAST_WINDOW_SECONDS * 2):
-            leaderboard_send.apply_async(countdown=BROADCAST_WINDOW_SECONDS)
+            enqueue.enqueue(enqueue.LEADERBOARD_SEND, countdown=BROADCAST_WINDOW_SECONDS)
     except Exception:  # the vote is committed; a missed live update is only cosmetic
         logger.warning("leaderboard broadcast not scheduled", exc_info=True)
 

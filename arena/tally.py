@@ -361,24 +361,31 @@ def elo_apply(battles: Sequence[tuple[int, int, str]]) -> None:
 
 
 def arena_campaign():  # noqa: ANN201 - annotations.Campaign
-    """The campaign counted arena votes are filed under (created on first use, race-free)."""
+    """The campaign counted arena votes are filed under: the one flagged `is_arena` (created on first use,
+    race-free: a partial unique constraint allows one). Its name is only a label: when a user already took
+    "Arena votes", the arena's campaign gets a numbered name instead of filing votes into theirs."""
     from annotations import services as annotation_services
     from annotations.models import Campaign, CampaignKind
 
-    campaign = Campaign.objects.filter(name=ARENA_CAMPAIGN).first()
-    if campaign is None:
-        try:
-            with transaction.atomic():
-                campaign = annotation_services.campaign_create(
-                    name=ARENA_CAMPAIGN,
-                    kind=CampaignKind.PAIRWISE,
-                    created_by=None,
-                    description="Counted arena votes, stored as pairwise preferences (source 'arena').",
-                )
-        except (Conflict, IntegrityError):  # created by a concurrent first vote: use that one
-            campaign = Campaign.objects.filter(name=ARENA_CAMPAIGN).first()
-            if campaign is None:
-                raise
+    campaign = Campaign.objects.filter(is_arena=True).first()
+    if campaign is not None:
+        return campaign
+    taken = set(Campaign.objects.filter(name__startswith=ARENA_CAMPAIGN).values_list("name", flat=True))
+    name = next(n for n in [ARENA_CAMPAIGN, *(f"{ARENA_CAMPAIGN} ({k})" for k in range(2, 1000))] if n not in taken)
+    try:
+        with transaction.atomic():
+            campaign = annotation_services.campaign_create(
+                name=name,
+                kind=CampaignKind.PAIRWISE,
+                created_by=None,
+                description="Counted arena votes, stored as pairwise preferences (source 'arena').",
+            )
+            Campaign.objects.filter(pk=campaign.pk).update(is_arena=True)
+            campaign.is_arena = True
+    except (Conflict, IntegrityError):  # created by a concurrent first vote: use that one
+        campaign = Campaign.objects.filter(is_arena=True).first()
+        if campaign is None:
+            raise
     return campaign
 
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from annotations import snapshots
 from annotations.models import AssignmentSlot, SlotState
 from models_hub.models import DatasetSnapshot
+from prefarena import enqueue
 from prefarena.celery import app
 from tests.celery_worker import WorkerProcess, wait_for
 
@@ -115,3 +116,25 @@ def test_every_route_and_beat_entry_names_a_registered_task():
     assert routed <= names, routed - names
     scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
     assert scheduled and scheduled <= names, scheduled - names
+
+
+def test_every_enqueue_name_is_a_registered_task():
+    assert set(enqueue.TASK_NAMES) <= project_tasks(), set(enqueue.TASK_NAMES) - project_tasks()
+    constants = {value for name, value in vars(enqueue).items() if name.isupper() and isinstance(value, str)}
+    assert constants == set(enqueue.TASK_NAMES)
+
+
+def test_only_tasks_modules_import_tasks_and_every_enqueue_goes_through_prefarena_enqueue():
+    """Services name tasks (prefarena/enqueue.py); importing a tasks module from one is how cycles began."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for app_name in ("annotations", "arena", "models_hub", "workers", "prefarena"):
+        for path in sorted((root / app_name).rglob("*.py")):
+            if "migrations" in path.parts or path.name == "tasks.py" and path.parent.name != "management":
+                continue
+            code = "\n".join(line.split("#")[0] for line in path.read_text().splitlines())  # comments aside
+            relative = path.relative_to(root).as_posix()
+            for needle in (".tasks import", "import tasks", ".delay(", ".apply_async(", "send_task("):
+                if needle in code and relative != "prefarena/enqueue.py":
+                    offenders.append(f"{relative}: {needle}")
+    assert offenders == []
