@@ -9,7 +9,7 @@ class AnnotationsConfig(AppConfig):
         # Models and services import only once the app registry is ready (Django's rule for ready()).
         from annotations import snapshots
         from models_hub.models import DatasetSnapshot
-        from prefarena.jobkinds import JobKind, register
+        from prefarena.jobs.kinds import JobKind, register
 
         register(
             JobKind(

@@ -7,7 +7,7 @@ from celery import Task, shared_task
 from annotations import events, services, snapshots, webhooks
 from models_hub.models import DatasetSnapshot
 from prefarena import enqueue
-from workers.jobs import jobs_reap
+from prefarena.jobs.protocol import jobs_reap
 
 
 @shared_task(name="annotations.tasks.assignment_leases_reap")

@@ -33,7 +33,7 @@ from models_hub.models import (
 )
 from prefarena import enqueue
 from prefarena.errors import Conflict, InvalidInput
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
 from workers.ml.training_config import POLICY_METHODS, TrainingConfig, TrainingConfigError, training_config_validate
 
 # Which snapshot format each method trains on.

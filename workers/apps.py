@@ -8,7 +8,7 @@ class WorkersConfig(AppConfig):
     def ready(self) -> None:
         # Models and selectors import only once the app registry is ready (Django's rule for ready()).
         from models_hub.models import TrainingRun
-        from prefarena.jobkinds import JobKind, register
+        from prefarena.jobs.kinds import JobKind, register
         from workers import selectors
         from workers.models import GenerationJob, JudgeJob, ScoringJob
 

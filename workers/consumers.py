@@ -1,4 +1,4 @@
-"""Websocket: live progress of one job of any registered kind (prefarena/jobkinds.py), for those who may see it.
+"""Websocket: live progress of one job of any registered kind (prefarena/jobs/kinds.py), for those who may see it.
 
 Who may see a job is the kind's own rule, the function the REST API and the pages call."""
 
@@ -10,15 +10,15 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from prefarena.errors import NotFound
-from prefarena.jobkinds import job_get_for_user
-from workers import events
+from prefarena.jobs import events
+from prefarena.jobs.kinds import job_get_for_user
 from workers.models import Job
 
 
 class JobProgressConsumer(AsyncJsonWebsocketConsumer):
     """ws/jobs/<kind>/<id>/: the current snapshot on connect, then every `job.progress` event of the job.
 
-    Events come from `workers.events.job_progress_broadcast` (the worker, after each batch and at the
+    Events come from `prefarena.jobs.events.job_progress_broadcast` (the worker, after each batch and at the
     end; the cancel view). The consumer only reads: it joins the job's group and relays.
     """
 

@@ -1,6 +1,6 @@
 """LLM judge jobs: creation (web side), execution (worker side), and routing once judges are done.
 
-A judge job follows the generation job's rules (workers/jobs.py): claim with a conditional update, a
+A judge job follows the generation job's rules (prefarena/jobs/protocol.py): claim with a conditional update, a
 heartbeat lease, keyed results, transient errors requeue with back-off, permanent ones fail the job.
 Local checkpoints run on the `gpu` queue, HTTP endpoints on `default` (the queue is chosen per job and
 passed explicitly when enqueuing). Per item, the JudgeCall rows and the item's `Judgment(source=llm)`
@@ -23,8 +23,9 @@ from annotations.models import Campaign, CampaignKind, Item, ItemState, Judgment
 from models_hub.models import Model, ModelBackend, ModelRole
 from prefarena import enqueue
 from prefarena.errors import InvalidInput
+from prefarena.jobs import protocol as jobs
 from prefarena.text import storable
-from workers import jobs, runners, runtime
+from workers import runners, runtime
 from workers.models import JobStatus, JudgeCall, JudgeJob
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from annotations.models import Campaign, CampaignKind, Prompt, Response
 from models_hub.models import Model, ModelRole
 from prefarena import enqueue
 from prefarena.errors import InvalidInput
-from workers import jobs
+from prefarena.jobs import protocol as jobs
 from workers.models import GenerationJob, Job, ScoringJob
 
 MAX_PROMPTS_PER_JOB = 1_000_000

@@ -8,7 +8,7 @@ from workers import training_views, views
 
 
 class JobKindConverter:
-    """A job kind's name (prefarena/jobkinds.py); the view answers 404 for one that has no job page."""
+    """A job kind's name (prefarena/jobs/kinds.py); the view answers 404 for one that has no job page."""
 
     regex = "[a-z]{1,32}"
 

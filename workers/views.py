@@ -1,4 +1,4 @@
-"""HTML pages of jobs (generation, scoring, judge: the kinds prefarena/jobkinds.py marks `page`): list, detail
+"""HTML pages of jobs (generation, scoring, judge: the kinds prefarena/jobs/kinds.py marks `page`): list, detail
 with live progress, cancel.
 
 Thin, like every view: who may see a job is decided by workers/selectors.py (the same rule as the
@@ -21,10 +21,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from prefarena import jobkinds
 from prefarena.errors import Conflict, NotFound
-from prefarena.jobkinds import JobKind
-from workers import events, services
+from prefarena.jobs import events
+from prefarena.jobs import kinds as jobkinds
+from prefarena.jobs.kinds import JobKind
+from workers import services
 from workers.models import TERMINAL_STATUSES, GenerationJob, GenerationOutput, Job, JobStatus
 
 LIST_LIMIT = 100  # most recent jobs of each kind on /jobs/
@@ -33,7 +34,7 @@ OUTPUTS_SHOWN = 50  # generated responses listed on a generation job's page
 PROGRESS_NOUNS = {"generation": "responses generated", "scoring": "responses scored", "judge": "items judged"}
 
 
-# --- access (each kind's rule lives with its selectors, found through prefarena/jobkinds.py) ---------------
+# --- access (each kind's rule lives with its selectors, found through prefarena/jobs/kinds.py) ---------------
 def page_kinds() -> list[JobKind]:
     """The kinds shown on /jobs/ with the generic job page, in registration order."""
     return [kind for kind in jobkinds.kinds() if kind.page]

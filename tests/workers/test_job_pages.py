@@ -23,8 +23,9 @@ from django.utils import timezone
 
 from annotations.models import CampaignMembership, MemberRole, Prompt, Response
 from models_hub.services import model_register
+from prefarena.jobs import events
 from prefarena.routing import websocket_urlpatterns
-from workers import events, services
+from workers import services
 from workers.models import GenerationJob, GenerationOutput, JobStatus, JudgeJob, ScoringJob
 
 PROMPTS = ["What do bees make?", "Where does the sun rise?"]
@@ -357,7 +358,7 @@ def test_socket_refuses_anonymous_and_outsiders(make_user, generation_job, who):
     assert code == (4401 if who == "anonymous" else 4404)
 
 
-# --- judge jobs: a kind of their own (prefarena/jobkinds.py) ---------------------------------------------
+# --- judge jobs: a kind of their own (prefarena/jobs/kinds.py) ---------------------------------------------
 @pytest.fixture
 def judge_job(make_campaign: Any, owner: Any, scoring_job: ScoringJob) -> JudgeJob:
     """A judge job whose id is the scoring job's: their pages and sockets must never be confused."""
@@ -419,8 +420,8 @@ def test_a_judge_jobs_progress_goes_to_its_own_socket_not_the_scoring_job_with_i
 def test_every_job_model_has_exactly_one_kind():
     from django.apps import apps
 
-    from prefarena.jobkinds import kind_of, kinds
-    from prefarena.jobmodel import Job
+    from prefarena.jobs.kinds import kind_of, kinds
+    from prefarena.jobs.model import Job
 
     concrete = [m for m in apps.get_models() if issubclass(m, Job)]
     assert sorted(m.__name__ for m in concrete) == sorted(k.model.__name__ for k in kinds())

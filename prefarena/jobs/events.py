@@ -8,14 +8,14 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from prefarena.jobkinds import kind_of
-from prefarena.jobmodel import Job
+from prefarena.jobs.kinds import kind_of
+from prefarena.jobs.model import Job
 
 logger = logging.getLogger(__name__)
 
 
 def job_kind(job: Job) -> str:
-    """The kind's name (prefarena/jobkinds.py): the segment of the job's page and socket path."""
+    """The kind's name (prefarena/jobs/kinds.py): the segment of the job's page and socket path."""
     return kind_of(job).name
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from prefarena.errors import NotFound
-from prefarena.jobmodel import Job
+from prefarena.jobs.model import Job
 
 
 @dataclass(frozen=True)
