@@ -29,9 +29,9 @@ from annotations.export import FORMATS, filters_parse, format_check, options_par
 from annotations.export.filters import FILTER_FIELDS, OPTION_FIELDS
 from models_hub.models import DatasetSnapshot, Webhook, WebhookDelivery, WebhookEvent
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
+from prefarena.jobs.protocol import job_cancel
 from prefarena.users import signed_in_user
-from workers.jobs import job_cancel
 
 
 class PassthroughRenderer(BaseRenderer):

@@ -13,6 +13,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
+from prefarena import enqueue
+
 logger = logging.getLogger(__name__)
 PROGRESS_WINDOW_SECONDS = 1
 
@@ -23,13 +25,11 @@ def campaign_progress_group(campaign_id: int) -> str:
 
 def campaign_progress_broadcast(campaign_id: int) -> None:
     """Schedule a progress broadcast for the campaign's page (throttled; never fails a write)."""
-    from annotations.tasks import campaign_progress_send
-
     try:
         if cache.add(f"progress:lead:{campaign_id}", 1, timeout=PROGRESS_WINDOW_SECONDS):
-            campaign_progress_send.delay(campaign_id)
+            enqueue.enqueue(enqueue.CAMPAIGN_PROGRESS_SEND, campaign_id)
         elif cache.add(f"progress:trail:{campaign_id}", 1, timeout=PROGRESS_WINDOW_SECONDS * 2):
-            campaign_progress_send.apply_async((campaign_id,), countdown=PROGRESS_WINDOW_SECONDS)
+            enqueue.enqueue(enqueue.CAMPAIGN_PROGRESS_SEND, campaign_id, countdown=PROGRESS_WINDOW_SECONDS)
     except Exception:  # the judgment is committed already; a missed live update is only cosmetic
         logger.warning("progress broadcast for campaign %s not scheduled", campaign_id, exc_info=True)
 

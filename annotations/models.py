@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from arena import outcomes
+
 
 class CampaignKind(models.TextChoices):
     PAIRWISE = "pairwise", "Pairwise (A / B / tie / both bad)"
@@ -74,6 +76,9 @@ class Campaign(models.Model):
     judge_templates = models.JSONField(default=dict, blank=True, help_text="Overrides of the default judge prompts")
     router_state = models.JSONField(default=dict, blank=True, help_text="Last router fit (kind, rows, coefficients)")
     is_active = models.BooleanField(default=True)
+    # The one campaign counted arena votes are filed under (arena/tally.py), marked by this flag and not by
+    # its name: anyone who may create campaigns could take a name first.
+    is_arena = models.BooleanField(default=False, editable=False, help_text="Holds the counted arena votes")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -82,6 +87,7 @@ class Campaign(models.Model):
     class Meta:
         ordering = ["-created_at", "id"]
         constraints = [
+            models.UniqueConstraint(fields=["is_arena"], condition=Q(is_arena=True), name="campaign_one_arena"),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_positive"),
             models.CheckConstraint(
                 condition=Q(gold_ratio__gte=0) & Q(gold_ratio__lte=1), name="campaign_gold_ratio_0_1"
@@ -300,11 +306,12 @@ class JudgmentSource(models.TextChoices):
     ARENA = "arena", "Arena vote"
 
 
+# The four outcomes are defined once, in the pure arena/outcomes.py; arena votes use this same enum (Winner).
 class PairwiseChoice(models.TextChoices):
-    A = "a", "A is better"
-    B = "b", "B is better"
-    TIE = "tie", "Tie"
-    BOTH_BAD = "both_bad", "Both are bad"
+    A = outcomes.A, outcomes.OUTCOMES[outcomes.A][1]
+    B = outcomes.B, outcomes.OUTCOMES[outcomes.B][1]
+    TIE = outcomes.TIE, outcomes.OUTCOMES[outcomes.TIE][1]
+    BOTH_BAD = outcomes.BOTH_BAD, outcomes.OUTCOMES[outcomes.BOTH_BAD][1]
 
 
 class Strength(models.TextChoices):

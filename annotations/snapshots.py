@@ -3,7 +3,7 @@
 Protocol (ARCHITECTURE.md, "Dataset snapshots"):
 - `snapshot_create` validates filters/formats/options, stores a queued `DatasetSnapshot` and enqueues
   `annotations.tasks.snapshot_build` on commit.
-- `snapshot_build` claims the row (workers/jobs.py: conditional UPDATE, lease kept by a LeaseKeeper
+- `snapshot_build` claims the row (prefarena/jobs/protocol.py: conditional UPDATE, lease kept by a LeaseKeeper
   thread), writes every format as JSONL and Parquet plus a README.md card into a temporary folder beside
   the final one, makes the files read-only, renames the folder to `<PREFARENA_SNAPSHOT_DIR>/<id>`
   (atomic on one file system) and records files, row counts and the content hash in the transaction that
@@ -48,10 +48,11 @@ from annotations.export import (
 from annotations.export.source import items_estimate
 from annotations.models import Campaign
 from models_hub.models import DatasetSnapshot, WebhookEvent
+from prefarena import enqueue
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
-from prefarena.jobmodel import JobStatus
-from workers.events import job_progress_broadcast
-from workers.jobs import ClaimRefused, LeaseKeeper, LeaseLost, attempt_id, job_claim, job_finish
+from prefarena.jobs.events import job_progress_broadcast
+from prefarena.jobs.model import JobStatus
+from prefarena.jobs.protocol import ClaimRefused, LeaseKeeper, LeaseLost, attempt_id, job_claim, job_finish
 
 logger = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0
@@ -180,14 +181,8 @@ def snapshot_create(
     snapshot.directory = str(snapshot_dir(snapshot))
     snapshot.save(update_fields=["directory"])
     snapshot_id = snapshot.pk
-    transaction.on_commit(lambda: _enqueue_build(snapshot_id), robust=True)
+    enqueue.enqueue_on_commit(enqueue.SNAPSHOT_BUILD, snapshot_id)
     return snapshot
-
-
-def _enqueue_build(snapshot_id: int) -> None:
-    from annotations.tasks import snapshot_build as snapshot_build_task  # tasks imports this module
-
-    snapshot_build_task.delay(snapshot_id)
 
 
 def snapshot_update(*, snapshot: DatasetSnapshot, **changes: Any) -> DatasetSnapshot:

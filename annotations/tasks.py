@@ -6,7 +6,8 @@ from celery import Task, shared_task
 
 from annotations import events, services, snapshots, webhooks
 from models_hub.models import DatasetSnapshot
-from workers.jobs import jobs_reap
+from prefarena import enqueue
+from prefarena.jobs.protocol import jobs_reap
 
 
 @shared_task(name="annotations.tasks.assignment_leases_reap")
@@ -34,7 +35,7 @@ def snapshots_reap() -> None:
     """Requeue or fail snapshot builds whose worker stopped renewing its lease."""
     requeued, _ = jobs_reap(DatasetSnapshot)
     for snapshot_id in requeued:
-        snapshot_build.delay(snapshot_id)
+        enqueue.enqueue(enqueue.SNAPSHOT_BUILD, snapshot_id)
 
 
 @shared_task(name="annotations.tasks.webhook_deliver", ignore_result=True)
@@ -42,11 +43,11 @@ def webhook_deliver(delivery_id: int) -> None:
     """Attempt one webhook delivery; schedule the next attempt with back-off when it fails."""
     retry_in = webhooks.webhook_delivery_attempt(delivery_id)
     if retry_in is not None:
-        webhook_deliver.apply_async((delivery_id,), countdown=retry_in)
+        enqueue.enqueue(enqueue.WEBHOOK_DELIVER, delivery_id, countdown=retry_in)
 
 
 @shared_task(name="annotations.tasks.webhook_deliveries_due", ignore_result=True)
 def webhook_deliveries_due() -> None:
     """Re-enqueue due webhook deliveries (their scheduled message may have been lost)."""
     for delivery_id in webhooks.webhook_deliveries_due():
-        webhook_deliver.delay(delivery_id)
+        enqueue.enqueue(enqueue.WEBHOOK_DELIVER, delivery_id)

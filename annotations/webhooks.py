@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from annotations.models import Item, ItemState
 from models_hub.models import Webhook, WebhookDelivery, WebhookDeliveryStatus, WebhookEvent
+from prefarena import enqueue
 from prefarena.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -129,11 +130,9 @@ def webhook_emit(
 
 
 def _enqueue(delivery_ids: list[int]) -> None:
-    from annotations.tasks import webhook_deliver  # tasks imports this module
-
     for delivery_id in delivery_ids:
         try:
-            webhook_deliver.delay(delivery_id)
+            enqueue.enqueue(enqueue.WEBHOOK_DELIVER, delivery_id)
         except Exception:  # broker down: the beat task picks due deliveries up later
             logger.warning("could not enqueue webhook delivery %s", delivery_id, exc_info=True)
 

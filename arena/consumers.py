@@ -69,7 +69,8 @@ class BattleStreamConsumer(AsyncJsonWebsocketConsumer):
 
 
 class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
-    """ws/arena/leaderboard/: every `leaderboard.update` (a counted vote moved the Elo, or a recompute)."""
+    """ws/arena/leaderboard/: a `leaderboard.update` ping whenever the board changed (a counted vote moved the
+    Elo, or a recompute); the page then refetches the leaderboard API for its category."""
 
     async def connect(self) -> None:
         await self.channel_layer.group_add(LEADERBOARD_GROUP, self.channel_name)
@@ -82,4 +83,4 @@ class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
         """Listen-only."""
 
     async def leaderboard_update(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "leaderboard.update", "rows": event.get("rows", [])})
+        await self.send_json({"type": "leaderboard.update"})

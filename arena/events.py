@@ -1,64 +1,47 @@
 """Live leaderboard over Channels: the group every leaderboard page joins.
 
-Vote batches (arena/tally.py) coalesce their broadcasts: the first batch of a window sends the rows at
-once, later ones in the window schedule one trailing send (a task on the default queue), so a burst of hundreds of
-votes a second costs about one broadcast a second and the last change is always shown. A recompute
-sends at once (`leaderboard_tick`).
+Vote batches (arena/tally.py) coalesce their broadcasts, each a "changed" ping (pages refetch the API):
+the first batch of a window pings at once, later ones in the window schedule one trailing send (a task on
+the default queue), so a burst of hundreds of votes a second costs about one broadcast a second and the
+last change is always shown. A recompute sends at once (`leaderboard_tick`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
+
+from prefarena import enqueue
 
 logger = logging.getLogger(__name__)
 LEADERBOARD_GROUP = "arena-leaderboard"
 BROADCAST_WINDOW_SECONDS = 1
 
 
-def leaderboard_rows(category: str = "") -> list[dict[str, Any]]:
-    from arena.models import Rating
-
-    rows = Rating.objects.filter(category=category).select_related("model")
-    return [
-        {
-            "model": r.model.label,
-            "elo": round(r.elo, 2),
-            "rating": r.rating,
-            "ci_low": r.ci_low,
-            "ci_high": r.ci_high,
-            "rank_ub": r.rank_ub,
-            "battles": r.battles,
-            "component": r.component,
-        }
-        for r in rows
-    ]
-
-
 def leaderboard_tick() -> None:
-    """After a counted vote (Elo moved) or a recompute: send the fresh rows. Never fails a write."""
+    """After a counted vote (Elo moved) or a recompute: tell the pages the board changed. Never fails a write.
+
+    A ping, not the rows: each page refetches the API for the category it shows (static/js/leaderboard.js),
+    so the rows are built in one place (`arena.selectors.leaderboard_get`) and a broadcast costs no query."""
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(LEADERBOARD_GROUP, {"type": "leaderboard.update", "rows": leaderboard_rows()})
+        async_to_sync(layer.group_send)(LEADERBOARD_GROUP, {"type": "leaderboard.update"})
     except Exception:
         logger.warning("leaderboard broadcast failed", exc_info=True)
 
 
 def leaderboard_changed() -> None:
     """After a batch of counted votes (on commit): broadcast now if none went out this window, else once at its end."""
-    from arena.tasks import leaderboard_send
-
     try:
         if cache.add("arena:leaderboard:lead", 1, timeout=BROADCAST_WINDOW_SECONDS):
             leaderboard_tick()
         elif cache.add("arena:leaderboard:trail", 1, timeout=BROADCAST_WINDOW_SECONDS * 2):
-            leaderboard_send.apply_async(countdown=BROADCAST_WINDOW_SECONDS)
+            enqueue.enqueue(enqueue.LEADERBOARD_SEND, countdown=BROADCAST_WINDOW_SECONDS)
     except Exception:  # the vote is committed; a missed live update is only cosmetic
         logger.warning("leaderboard broadcast not scheduled", exc_info=True)
 

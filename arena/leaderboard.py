@@ -25,16 +25,13 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from arena import events, ratings, selectors, style, tally
+from arena import events, outcomes, ratings, selectors, style, tally
 from arena.models import PairStats, Rating, Vote
-from arena.tally import ELO_BASE, ELO_K, ELO_SCALE
 from models_hub.models import Model, ModelBackend, ModelRole
 
 IMPORTED_PATH_PREFIX = "imported:"
-WINNERS = {"model_a", "model_b", "tie", "tie (bothbad)"}
 
 
 # --- counts -------------------------------------------------------------------------------------------
@@ -153,8 +150,9 @@ def battles_read(path: str | Path, *, anony_only: bool = False) -> tuple[list[ra
         for key, value in (("model_a", model_a), ("model_b", model_b)):
             if not isinstance(value, str) or not value.strip() or len(value) > 200 or "\x00" in value:
                 raise BattleFileError(f"{where}: {key} must be a model name (1 to 200 characters)")
-        if winner not in WINNERS:
-            raise BattleFileError(f"{where}: winner {winner!r} is not one of {', '.join(sorted(WINNERS))}")
+        if not isinstance(winner, str) or winner not in outcomes.FROM_FILE_WINNER:
+            spellings = ", ".join(sorted(outcomes.FROM_FILE_WINNER))
+            raise BattleFileError(f"{where}: winner {winner!r} is not one of {spellings}")
         tstamp = row.get("tstamp", 0.0)
         if isinstance(tstamp, bool) or not isinstance(tstamp, int | float) or not math.isfinite(tstamp):
             raise BattleFileError(f"{where}: tstamp must be a number")
@@ -191,7 +189,6 @@ def style_battles(category: str = "") -> list[ratings.Battle]:
     )
     if category:
         votes = votes.filter(battle__categories__contains=[category])
-    winner = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
     battles = []
     for vote in votes.iterator(chunk_size=2000):
         battle = vote.battle
@@ -201,7 +198,7 @@ def style_battles(category: str = "") -> list[ratings.Battle]:
             ratings.Battle(
                 battle.model_a.label,
                 battle.model_b.label,
-                winner[vote.winner],
+                outcomes.FILE_WINNER[vote.winner],
                 vote.created_at.timestamp(),
                 style.style_counts(battle.response_a.text),
                 style.style_counts(battle.response_b.text),
@@ -240,44 +237,11 @@ def battles_import(battles: list[ratings.Battle], report: ImportReport, *, categ
     online Elo, in timestamp order."""
     names = {b.model_a for b in battles} | {b.model_b for b in battles}
     models = _models_by_name(names, report.models_created)
-    # PairStats: one F() update per pair and outcome column, so concurrent votes are never lost.
-    deltas: dict[tuple[int, int], dict[str, int]] = {}
-    for b in battles:
-        a, c = models[b.model_a], models[b.model_b]
-        lo, hi = (a, c) if a.pk < c.pk else (c, a)
-        delta = deltas.setdefault((lo.pk, hi.pk), {"wins_lo": 0, "wins_hi": 0, "ties": 0, "both_bad": 0})
-        if b.winner == "model_a":
-            delta["wins_lo" if a.pk == lo.pk else "wins_hi"] += 1
-        elif b.winner == "model_b":
-            delta["wins_hi" if a.pk == lo.pk else "wins_lo"] += 1
-        elif b.winner == "tie":
-            delta["ties"] += 1
-        else:
-            delta["both_bad"] += 1
-    for name in ["", category] if category else [""]:
-        for lo_id, hi_id in sorted(deltas):
-            PairStats.objects.get_or_create(category=name, model_lo_id=lo_id, model_hi_id=hi_id)
-            change = {key: F(key) + value for key, value in deltas[(lo_id, hi_id)].items() if value}
-            PairStats.objects.filter(category=name, model_lo_id=lo_id, model_hi_id=hi_id).update(**change)
-    # Online Elo (category ""), continuing from the current values, locked in model id order.
-    ids = sorted(m.pk for m in models.values())
-    Rating.objects.bulk_create([Rating(category="", model_id=pk) for pk in ids], ignore_conflicts=True)
-    rows = {r.model_id: r for r in Rating.objects.select_for_update().filter(category="", model_id__in=ids)}
-    elo = {name: rows[m.pk].elo for name, m in models.items()}
-    played = dict.fromkeys(models, 0)
-    for b in sorted(battles, key=lambda x: x.tstamp):  # stable: equal timestamps keep file order
-        ra, rb = elo[b.model_a], elo[b.model_b]
-        expected_a = 1.0 / (1.0 + ELO_BASE ** ((rb - ra) / ELO_SCALE))
-        score_a = {"model_a": 1.0, "model_b": 0.0}.get(b.winner, 0.5)
-        elo[b.model_a] = ra + ELO_K * (score_a - expected_a)
-        elo[b.model_b] = rb + ELO_K * ((1.0 - score_a) - (1.0 - expected_a))
-        played[b.model_a] += 1
-        played[b.model_b] += 1
-    for name, model in models.items():
-        row = rows[model.pk]
-        row.elo = elo[name]
-        row.battles += played[name]
-    Rating.objects.bulk_update(list(rows.values()), ["elo", "battles"])
+    ordered = sorted(battles, key=lambda x: x.tstamp)  # stable: equal timestamps keep file order
+    steps = [(models[b.model_a].pk, models[b.model_b].pk, outcomes.FROM_FILE_WINNER[b.winner]) for b in ordered]
+    # The vote path's writers: relative increments (concurrent votes are never lost), rows in a fixed order.
+    tally.pair_stats_add((a, b, outcome, [category] if category else []) for a, b, outcome in steps)
+    tally.elo_apply(steps)
     transaction.on_commit(events.leaderboard_tick)
     return report
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from annotations.models import Item, Prompt, Response
+from annotations.models import Item, PairwiseChoice, Prompt, Response
 from models_hub.models import Model
 
 
@@ -27,11 +27,7 @@ class BattleStatus(models.TextChoices):
     ERROR = "error", "Generation failed"
 
 
-class Winner(models.TextChoices):
-    A = "a", "A is better"
-    B = "b", "B is better"
-    TIE = "tie", "Tie"
-    BOTH_BAD = "both_bad", "Both are bad"
+Winner = PairwiseChoice  # a vote's outcome is a pairwise choice (arena/outcomes.py)
 
 
 class ExclusionReason(models.TextChoices):

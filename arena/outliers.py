@@ -43,7 +43,7 @@ from django.db import transaction
 from django.db.models import F
 
 from annotations.models import Item
-from arena import tally
+from arena import outcomes, tally
 from arena.models import ExclusionReason, PairStats, Vote, Winner
 
 LAMBDAS = (0.25, 0.5, 0.75, 1.0)
@@ -168,21 +168,11 @@ def outliers_flag(*, alpha: float = 0.05, min_history: int = 5, dry_run: bool = 
 
 def _pair_stats_subtract(votes: list[Vote]) -> None:
     """Take the excluded votes out of PairStats (the exact inverse of arena.tally._pair_stats_add)."""
-    deltas: dict[tuple[str, int, int], dict[str, int]] = defaultdict(
-        lambda: {"wins_lo": 0, "wins_hi": 0, "ties": 0, "both_bad": 0}
-    )
+    deltas: dict[tuple[str, int, int], dict[str, int]] = defaultdict(lambda: dict.fromkeys(outcomes.PAIR_COLUMNS, 0))
     for vote in votes:
         battle = vote.battle
         lo, hi = sorted([battle.model_a_id, battle.model_b_id])
-        a_is_lo = battle.model_a_id == lo
-        if vote.winner == Winner.A:
-            column = "wins_lo" if a_is_lo else "wins_hi"
-        elif vote.winner == Winner.B:
-            column = "wins_hi" if a_is_lo else "wins_lo"
-        elif vote.winner == Winner.TIE:
-            column = "ties"
-        else:
-            column = "both_bad"
+        column = outcomes.pair_column(vote.winner, battle.model_a_id == lo)
         for category in ["", *battle.categories]:
             deltas[(category, lo, hi)][column] += 1
     for (category, lo, hi), delta in sorted(deltas.items()):

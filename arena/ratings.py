@@ -19,10 +19,11 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit
 
+from arena import outcomes
+
 LN10 = math.log(10.0)
 SCALE = 400.0
 INIT_RATING = 1000.0
-WINNERS = {"model_a", "model_b", "tie", "tie (bothbad)"}
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,11 @@ class PairCounts:
         ties = np.zeros((n, n))
         for b in battles:
             a, c = index[b.model_a], index[b.model_b]
-            if b.winner == "model_a":
+            if b.winner == outcomes.FILE_WINNER[outcomes.A]:
                 wins[a, c] += 1
-            elif b.winner == "model_b":
+            elif b.winner == outcomes.FILE_WINNER[outcomes.B]:
                 wins[c, a] += 1
-            elif b.winner in ("tie", "tie (bothbad)"):
+            elif b.winner in (outcomes.FILE_WINNER[outcomes.TIE], outcomes.FILE_WINNER[outcomes.BOTH_BAD]):
                 ties[a, c] += 1
                 ties[c, a] += 1
             else:
@@ -81,7 +82,12 @@ class PairCounts:
 
 # --- online Elo ----------------------------------------------------------------------------------------
 def elo_online(
-    battles: Iterable[Battle], *, k: float = 4.0, base: float = 10.0, scale: float = SCALE, init: float = INIT_RATING
+    battles: Iterable[Battle],
+    *,
+    k: float = outcomes.ELO_K,
+    base: float = outcomes.ELO_BASE,
+    scale: float = SCALE,
+    init: float = INIT_RATING,
 ) -> dict[str, float]:
     """Chronological Elo updates (FastChat's compute_online_elo); ties and both-bad count ½."""
     ratings: dict[str, float] = {}
@@ -89,11 +95,8 @@ def elo_online(
         if b.model_a == b.model_b:
             continue
         ra, rb = ratings.setdefault(b.model_a, init), ratings.setdefault(b.model_b, init)
-        expected_a = 1.0 / (1.0 + base ** ((rb - ra) / scale))
-        expected_b = 1.0 / (1.0 + base ** ((ra - rb) / scale))
-        score_a = {"model_a": 1.0, "model_b": 0.0}.get(b.winner, 0.5)
-        ratings[b.model_a] = ra + k * (score_a - expected_a)
-        ratings[b.model_b] = rb + k * (1.0 - score_a - expected_b)
+        outcome = outcomes.FROM_FILE_WINNER.get(b.winner, outcomes.TIE)
+        ratings[b.model_a], ratings[b.model_b] = outcomes.elo_step(ra, rb, outcome, k=k, base=base, scale=scale)
     return ratings
 
 

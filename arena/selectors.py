@@ -164,9 +164,8 @@ def pool_campaigns():  # noqa: ANN201 - QuerySet[Campaign]
     Active campaigns other than the arena's own vote store; with ARENA_POOL_CAMPAIGNS set, only those
     named there (set it in production: every drawn prompt and its stored answers become public)."""
     from annotations.models import Campaign
-    from arena.services import ARENA_CAMPAIGN
 
-    campaigns = Campaign.objects.filter(is_active=True).exclude(name=ARENA_CAMPAIGN).order_by("name")
+    campaigns = Campaign.objects.filter(is_active=True, is_arena=False).order_by("name")
     if settings.ARENA_POOL_CAMPAIGNS:
         campaigns = campaigns.filter(name__in=settings.ARENA_POOL_CAMPAIGNS)
     return campaigns

@@ -23,6 +23,7 @@ from arena.identity import VoterIdentity
 from arena.models import Battle, BattleMode, BattleStatus, Winner
 from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
 from models_hub.models import Model, ModelRole
+from prefarena import enqueue
 from prefarena.errors import ApplicationError, Conflict, InvalidInput, PermissionDeniedError
 from prefarena.text import storable
 
@@ -146,14 +147,8 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
             categories=prompt_categories(content),
         )
         battle_id = battle.pk
-        transaction.on_commit(lambda: _enqueue_generation(battle_id), robust=True)
+        enqueue.enqueue_on_commit(enqueue.BATTLE_GENERATE, battle_id)
     return battle
-
-
-def _enqueue_generation(battle_id: int) -> None:
-    from workers.tasks import battle_generate  # gpu-queue task; imported here: workers imports arena
-
-    battle_generate.delay(battle_id)
 
 
 def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | None = None) -> Battle:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, log_expit
 
+from arena import outcomes
 from arena.ratings import INIT_RATING, LN10, SCALE, Battle, PairCounts, components, ratable
 
 STYLE_FEATURES = ("length", "headers", "lists", "bold")
@@ -98,7 +99,7 @@ def bt_style_control(battles: Sequence[Battle], *, tol: float = 1e-10, max_iter:
         return StyleFit(ratings, dict.fromkeys(STYLE_FEATURES, 0.0), 0)
     a = np.array([index[b.model_a] for b in rows])
     b_ = np.array([index[b.model_b] for b in rows])
-    y = np.array([{"model_a": 1.0, "model_b": 0.0}.get(b.winner, 0.5) for b in rows])
+    y = np.array([outcomes.score_a(outcomes.FROM_FILE_WINNER.get(b.winner, outcomes.TIE)) for b in rows])
     x = style_features(np.array([b.style_a for b in rows]), np.array([b.style_b for b in rows]))
     theta, beta = _fit(a, b_, y, x, len(names), tol=tol, max_iter=max_iter)
     values = SCALE * theta + INIT_RATING

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,14 +31,13 @@ import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from arena import events
+from arena import events, outcomes
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleStatus, ExclusionReason, PairStats, Rating, Vote, Winner
+from arena.models import Battle, BattleStatus, ExclusionReason, PairStats, Rating, Vote
 from models_hub.models import Model
 from prefarena.errors import Conflict, PermissionDeniedError
 
 ARENA_CAMPAIGN = "Arena votes"
-ELO_K, ELO_BASE, ELO_SCALE = 4.0, 10.0, 400.0
 APPLY_LOCK_KEY = 0x4152454E41  # pg_advisory_xact_lock key of vote batches ("ARENA")
 APPLY_BATCH = 2000
 # Makers whose names in a response would reveal the model behind it.
@@ -60,7 +60,6 @@ MAKERS = (
     "gpt-4",
     "gpt-3",
 )
-OUTCOME_COLUMNS = ("wins_lo", "wins_hi", "ties", "both_bad")
 
 
 def identity_leak_in(model_names: list[str], texts: list[str]) -> str:
@@ -296,8 +295,8 @@ def _apply_batch(batch: int, wait: bool) -> int:
         )
         if not rows:
             return 0
-        _pair_stats_add(rows)
-        _elo_apply(rows)
+        pair_stats_add((row[4], row[5], row[1], row[9] or []) for row in rows)
+        elo_apply([(row[4], row[5], row[1]) for row in rows])
         items = _judgments_record(rows)
         _votes_mark_applied([row[0] for row in rows], items)
         transaction.on_commit(events.leaderboard_changed)
@@ -318,32 +317,24 @@ def _votes_mark_applied(vote_ids: list[int], item_ids: list[int]) -> None:
     Vote.objects.bulk_update(votes, ["applied_at", "item"], batch_size=500)
 
 
-def _outcome_column(winner: str, a_is_lo: bool) -> str:
-    columns: dict[str, str] = {  # Winner members are str: a stored winner looks its column up directly
-        Winner.A: "wins_lo" if a_is_lo else "wins_hi",
-        Winner.B: "wins_hi" if a_is_lo else "wins_lo",
-        Winner.TIE: "ties",
-        Winner.BOTH_BAD: "both_bad",
-    }
-    return columns[winner]
-
-
-def _pair_stats_add(rows: list[tuple]) -> None:
-    """Per-pair outcome counts for every category of each battle: one multi-row upsert for the batch."""
+def pair_stats_add(battles: Iterable[tuple[int, int, str, Sequence[str]]]) -> None:
+    """Count battles (model_a id, model_b id, outcome, categories) in PairStats, under "" and each category:
+    one multi-row upsert. The only writer of PairStats increments (votes, imported battle files); the
+    exact inverse is `arena.outliers`' subtraction of excluded votes."""
     deltas: dict[tuple[str, int, int], Counter] = defaultdict(Counter)
-    for _id, winner, _session, _battle, model_a, model_b, _ra, _rb, _prompt, categories in rows:
+    for model_a, model_b, outcome, categories in battles:
         lo, hi = sorted([model_a, model_b])
-        column = _outcome_column(winner, model_a == lo)
-        for category in ["", *(categories or [])]:
+        column = outcomes.pair_column(outcome, model_a == lo)
+        for category in ["", *categories]:
             deltas[(category, lo, hi)][column] += 1
     table = PairStats._meta.db_table
-    increments = ", ".join(f"{name} = {table}.{name} + EXCLUDED.{name}" for name in OUTCOME_COLUMNS)
+    increments = ", ".join(f"{name} = {table}.{name} + EXCLUDED.{name}" for name in outcomes.PAIR_COLUMNS)
     keys = sorted(deltas)  # a fixed order: two writers never lock the same rows in opposite orders
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         params: list[str | int] = []
         for category, lo, hi in chunk:
-            params += [category, lo, hi, *(deltas[(category, lo, hi)][name] for name in OUTCOME_COLUMNS)]
+            params += [category, lo, hi, *(deltas[(category, lo, hi)][name] for name in outcomes.PAIR_COLUMNS)]
         values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
         # INSERT … ON CONFLICT DO UPDATE (PostgreSQL and SQLite): relative increments, like F() expressions.
         with connection.cursor() as cursor:
@@ -354,42 +345,47 @@ def _pair_stats_add(rows: list[tuple]) -> None:
             )
 
 
-def _elo_apply(rows: list[tuple]) -> None:
-    """Online Elo, vote after vote in id order (K=4, base 10, scale 400, ties and both-bad ½); rows locked in
-    model order."""
-    models = sorted({m for row in rows for m in (row[4], row[5])})
+def elo_apply(battles: Sequence[tuple[int, int, str]]) -> None:
+    """The online Elo (category ""), battle after battle in the order given (model_a id, model_b id,
+    outcome; `outcomes.elo_step`), continuing from the stored values; rows locked in model id order. The only
+    writer of `Rating.elo` (votes, imported battle files)."""
+    models = sorted({m for a, b, _outcome in battles for m in (a, b)})
     Rating.objects.bulk_create([Rating(category="", model_id=pk) for pk in models], ignore_conflicts=True)
     ratings = {r.model_id: r for r in Rating.objects.select_for_update().filter(category="", model__in=models)}
-    for _id, winner, _session, _battle, model_a, model_b, *_rest in rows:
+    for model_a, model_b, winner in battles:
         ra, rb = ratings[model_a], ratings[model_b]
-        expected_a = 1.0 / (1.0 + ELO_BASE ** ((rb.elo - ra.elo) / ELO_SCALE))
-        score_a = {Winner.A: 1.0, Winner.B: 0.0}.get(winner, 0.5)
-        ra.elo += ELO_K * (score_a - expected_a)
-        rb.elo += ELO_K * ((1.0 - score_a) - (1.0 - expected_a))
+        ra.elo, rb.elo = outcomes.elo_step(ra.elo, rb.elo, winner)
         ra.battles += 1
         rb.battles += 1
     Rating.objects.bulk_update(list(ratings.values()), ["elo", "battles"])
 
 
 def arena_campaign():  # noqa: ANN201 - annotations.Campaign
-    """The campaign counted arena votes are filed under (created on first use, race-free)."""
+    """The campaign counted arena votes are filed under: the one flagged `is_arena` (created on first use,
+    race-free: a partial unique constraint allows one). Its name is only a label: when a user already took
+    "Arena votes", the arena's campaign gets a numbered name instead of filing votes into theirs."""
     from annotations import services as annotation_services
     from annotations.models import Campaign, CampaignKind
 
-    campaign = Campaign.objects.filter(name=ARENA_CAMPAIGN).first()
-    if campaign is None:
-        try:
-            with transaction.atomic():
-                campaign = annotation_services.campaign_create(
-                    name=ARENA_CAMPAIGN,
-                    kind=CampaignKind.PAIRWISE,
-                    created_by=None,
-                    description="Counted arena votes, stored as pairwise preferences (source 'arena').",
-                )
-        except (Conflict, IntegrityError):  # created by a concurrent first vote: use that one
-            campaign = Campaign.objects.filter(name=ARENA_CAMPAIGN).first()
-            if campaign is None:
-                raise
+    campaign = Campaign.objects.filter(is_arena=True).first()
+    if campaign is not None:
+        return campaign
+    taken = set(Campaign.objects.filter(name__startswith=ARENA_CAMPAIGN).values_list("name", flat=True))
+    name = next(n for n in [ARENA_CAMPAIGN, *(f"{ARENA_CAMPAIGN} ({k})" for k in range(2, 1000))] if n not in taken)
+    try:
+        with transaction.atomic():
+            campaign = annotation_services.campaign_create(
+                name=name,
+                kind=CampaignKind.PAIRWISE,
+                created_by=None,
+                description="Counted arena votes, stored as pairwise preferences (source 'arena').",
+            )
+            Campaign.objects.filter(pk=campaign.pk).update(is_arena=True)
+            campaign.is_arena = True
+    except (Conflict, IntegrityError):  # created by a concurrent first vote: use that one
+        campaign = Campaign.objects.filter(is_arena=True).first()
+        if campaign is None:
+            raise
     return campaign
 
 

@@ -30,9 +30,9 @@ from models_hub.models import (
     Webhook,
     WebhookDelivery,
 )
-from models_hub.training_config import TrainingConfig
 from prefarena.errors import InvalidInput
 from prefarena.users import signed_in_user
+from workers.ml.training_config import TrainingConfig
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldGroups  # the stubs' type of ModelAdmin.fields
@@ -258,7 +258,7 @@ class TrainingRunAddForm(TrainingSettingsForm):
         model = TrainingRun
         fields = ["base_model", "snapshot", "method", "hyperparameters", "max_attempts"]
         help_texts = {
-            "hyperparameters": "JSON object of TrainingConfig fields (models_hub/training_config.py); "
+            "hyperparameters": "JSON object of TrainingConfig fields (workers/ml/training_config.py); "
             'e.g. {"learning_rate": 5e-6, "max_steps": 200, "lora": true}. Missing fields take their defaults.'
         }
 

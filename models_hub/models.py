@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from prefarena.jobmodel import Job
+from prefarena.jobs.model import Job
 
 
 class ModelRole(models.TextChoices):

@@ -1,7 +1,7 @@
 """Training runs and retraining policies (web side): validate, create, cancel, register the produced version.
 
 Execution lives in workers/training.py (gpu queue). models_hub imports no other app, so a run is
-enqueued by task *name* (`send_task`); the Celery router sends every `workers.*` task to the gpu queue.
+enqueued by task name (`prefarena.enqueue`); the Celery router sends every `workers.*` task to the gpu queue.
 
 Registration rule: a version is created only by `training_version_register`, called by the runner in the
 transaction that also marks the run succeeded (conditioned on the attempt still owning the run), and only
@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -33,11 +32,11 @@ from models_hub.models import (
     TrainingRun,
     TrainingTrigger,
 )
-from models_hub.training_config import POLICY_METHODS, TrainingConfig, TrainingConfigError, training_config_validate
+from prefarena import enqueue
 from prefarena.errors import Conflict, InvalidInput
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
+from workers.ml.training_config import POLICY_METHODS, TrainingConfig, TrainingConfigError, training_config_validate
 
-TRAINING_TASK = "workers.tasks.training_run_execute"
 # Which snapshot format each method trains on.
 METHOD_FORMAT = {method: ("kto" if method == "kto" else "pairwise") for method in TrainingMethod.values}
 DEFAULT_PROMOTION_RULE = {"min_win_rate_lower_bound": 0.5, "max_safety_regression": 0.0}
@@ -85,7 +84,7 @@ def training_run_dir(run_id: int) -> Path:
 
 
 def _enqueue_on_commit(run_id: int) -> None:
-    transaction.on_commit(lambda: current_app.send_task(TRAINING_TASK, args=[run_id]), robust=True)
+    enqueue.enqueue_on_commit(enqueue.TRAINING_RUN_EXECUTE, run_id)
 
 
 def training_run_create(

@@ -10,7 +10,5 @@ websocket_urlpatterns = [
     path("ws/campaigns/<int:campaign_id>/progress/", CampaignProgressConsumer.as_asgi()),
     path("ws/arena/battles/<int:battle_id>/", BattleStreamConsumer.as_asgi()),
     path("ws/arena/leaderboard/", LeaderboardConsumer.as_asgi()),
-    re_path(
-        r"^ws/jobs/(?P<kind>generation|scoring|training|snapshot)/(?P<job_id>[0-9]+)/$", JobProgressConsumer.as_asgi()
-    ),
+    re_path(r"^ws/jobs/(?P<kind>[a-z]{1,32})/(?P<job_id>[0-9]+)/$", JobProgressConsumer.as_asgi()),
 ]

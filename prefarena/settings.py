@@ -169,7 +169,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # tries, and the worker exits); supervision (deploy/supervisord.conf) restarts whatever dies anyway.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Running tasks are not cancelled when the broker connection drops: a training run would lose hours for a
-# Redis restart, and the job protocol (workers/jobs.py) makes a second delivery of a task harmless.
+# Redis restart, and the job protocol (prefarena/jobs/protocol.py) makes a second delivery of a task harmless.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # `.delay()` inside a request: no retry, the error (503) after one socket time-out; each retry cost another
 # (3 s with Redis hung). redis-py replaces a pooled connection that died with a restarted Redis before using
@@ -263,7 +263,7 @@ SPECTACULAR_SETTINGS = {
         "MemberRoleEnum": "annotations.models.MemberRole",
         "WebhookEventEnum": "models_hub.models.WebhookEvent",
         "WebhookDeliveryStatusEnum": "models_hub.models.WebhookDeliveryStatus",
-        "JobStatusEnum": "prefarena.jobmodel.JobStatus",
+        "JobStatusEnum": "prefarena.jobs.model.JobStatus",
     },
 }
 

@@ -20,7 +20,7 @@ from annotations import services as annotation_services
 from annotations.models import Item, Judgment, MemberRole
 from models_hub import training as training_services
 from models_hub.models import DatasetSnapshot, Model, RetrainPolicy, TrainingRun
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
 from prefarena.routing import websocket_urlpatterns
 from workers import training as worker_training
 

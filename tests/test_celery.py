@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import base64
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,8 +14,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from annotations import snapshots
 from annotations.models import AssignmentSlot, SlotState
-from annotations.tasks import assignment_leases_reap
+from models_hub.models import DatasetSnapshot
+from prefarena import enqueue
 from prefarena.celery import app
 from tests.celery_worker import WorkerProcess, wait_for
 
@@ -44,31 +47,94 @@ def expired_slot(make_campaign, make_user) -> AssignmentSlot:
     return slot
 
 
-def test_task_enqueued_on_commit_runs_on_a_real_worker(worker, make_campaign, make_user):
-    slot = expired_slot(make_campaign, make_user)
-    with transaction.atomic():
-        transaction.on_commit(assignment_leases_reap.delay)
-    assert wait_for(lambda: AssignmentSlot.objects.get(pk=slot.pk).state == SlotState.OPEN)
-    assert AssignmentSlot.objects.get(pk=slot.pk).annotator_id is None
+def queued_tasks(broker: redis.Redis, queue: str) -> list[tuple[str, list]]:
+    """(task name, positional arguments) of every message waiting on a queue (kombu's Redis list)."""
+    out = []
+    for raw in broker.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        out.append((message["headers"]["task"], body[0]))
+    return out
 
 
-def test_task_enqueued_in_a_rolled_back_transaction_never_runs(worker, broker, make_campaign, make_user):
-    slot = expired_slot(make_campaign, make_user)
+def test_a_service_enqueues_its_task_only_when_its_transaction_commits(transactional_db, broker, staff):
+    """The app's own enqueue path (a snapshot's build, annotations/snapshots.py), not Django's on_commit alone."""
 
     class Rollback(Exception):
         pass
 
     with pytest.raises(Rollback), transaction.atomic():
-        transaction.on_commit(assignment_leases_reap.delay)
+        snapshots.snapshot_create(name="rolled back", filters={}, formats=["pairwise"], options={}, created_by=staff)
+        assert queued_tasks(broker, "default") == []  # not before the commit either
         raise Rollback
-    assert broker.llen("default") == 0
-    time.sleep(2)  # give a wrongly-sent task time to run
-    assert AssignmentSlot.objects.get(pk=slot.pk).state == SlotState.LEASED
+    assert queued_tasks(broker, "default") == [] and not DatasetSnapshot.objects.exists()
+
+    with transaction.atomic():
+        snapshot = snapshots.snapshot_create(
+            name="kept", filters={}, formats=["pairwise"], options={}, created_by=staff
+        )
+        assert queued_tasks(broker, "default") == []
+    assert queued_tasks(broker, "default") == [("annotations.tasks.snapshot_build", [snapshot.pk])]
 
 
-def test_tasks_route_by_module():
+def test_a_task_sent_by_name_runs_on_a_real_worker(worker, make_campaign, make_user):
+    """What beat does: a message naming a registered task, picked up by a worker process on the broker."""
+    slot = expired_slot(make_campaign, make_user)
+    app.send_task("annotations.tasks.assignment_leases_reap")
+    assert wait_for(lambda: AssignmentSlot.objects.get(pk=slot.pk).state == SlotState.OPEN)
+    assert AssignmentSlot.objects.get(pk=slot.pk).annotator_id is None
+
+
+GPU_TASKS = {
+    "workers.tasks.generation_job_run",
+    "workers.tasks.scoring_job_run",
+    "workers.tasks.battle_generate",
+    "workers.tasks.judge_job_run",
+    "workers.tasks.training_run_execute",
+}
+
+
+def project_tasks() -> set[str]:
+    app.loader.import_default_modules()
+    return {name for name in app.tasks if name.split(".")[0] in {"annotations", "arena", "models_hub", "workers"}}
+
+
+def test_every_registered_task_routes_to_its_queue():
+    """Model jobs go to the gpu queue; everything else (reapers, routing, webhooks, arena) to default."""
+    names = project_tasks()
+    assert names >= GPU_TASKS
     router = app.amqp.router
-    assert router.route({}, "workers.tasks.generate")["queue"].name == "gpu"
-    assert router.route({}, "annotations.tasks.assignment_leases_reap")["queue"].name == "default"
-    gpu_queue = router.route({}, "workers.tasks.generate")["queue"]
-    assert gpu_queue.routing_key == "gpu"
+    for name in sorted(names):
+        queue = router.route({}, name)["queue"]
+        expected = "gpu" if name in GPU_TASKS else "default"
+        assert (name, queue.name, queue.routing_key) == (name, expected, expected)
+
+
+def test_every_route_and_beat_entry_names_a_registered_task():
+    names = project_tasks()
+    routed = {pattern for pattern in app.conf.task_routes if "*" not in pattern}
+    assert routed <= names, routed - names
+    scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert scheduled and scheduled <= names, scheduled - names
+
+
+def test_every_enqueue_name_is_a_registered_task():
+    assert set(enqueue.TASK_NAMES) <= project_tasks(), set(enqueue.TASK_NAMES) - project_tasks()
+    constants = {value for name, value in vars(enqueue).items() if name.isupper() and isinstance(value, str)}
+    assert constants == set(enqueue.TASK_NAMES)
+
+
+def test_only_tasks_modules_import_tasks_and_every_enqueue_goes_through_prefarena_enqueue():
+    """Services name tasks (prefarena/enqueue.py); importing a tasks module from one is how cycles began."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for app_name in ("annotations", "arena", "models_hub", "workers", "prefarena"):
+        for path in sorted((root / app_name).rglob("*.py")):
+            if "migrations" in path.parts or path.name == "tasks.py" and path.parent.name != "management":
+                continue
+            code = "\n".join(line.split("#")[0] for line in path.read_text().splitlines())  # comments aside
+            relative = path.relative_to(root).as_posix()
+            for needle in (".tasks import", "import tasks", ".delay(", ".apply_async(", "send_task("):
+                if needle in code and relative != "prefarena/enqueue.py":
+                    offenders.append(f"{relative}: {needle}")
+    assert offenders == []

@@ -2,7 +2,7 @@
 
 Jobs are created through the API or the `generate` / `score` commands, which validate the input and
 enqueue the task; the admin only shows them. Every field is read-only: a job's settings are what its
-worker runs with, and its runtime fields belong to the worker (workers/jobs.py).
+worker runs with, and its runtime fields belong to the worker (prefarena/jobs/protocol.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Websocket: live progress of one job (generation, scoring, training run, snapshot), for those who may see it."""
+"""Websocket: live progress of one job of any registered kind (prefarena/jobs/kinds.py), for those who may see it.
+
+Who may see a job is the kind's own rule, the function the REST API and the pages call."""
 
 from __future__ import annotations
 
@@ -7,25 +9,16 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from annotations import snapshots
 from prefarena.errors import NotFound
-from workers import events, selectors
+from prefarena.jobs import events
+from prefarena.jobs.kinds import job_get_for_user
 from workers.models import Job
-
-# The route (prefarena/routing.py) admits only these kinds; the access rules are workers/selectors.py and,
-# for snapshots, annotations/snapshots.py: the same functions the REST API and the pages call.
-JOB_GETTERS = {
-    "generation": selectors.generation_job_get_for_user,
-    "scoring": selectors.scoring_job_get_for_user,
-    "training": selectors.training_run_get_for_user,
-    "snapshot": snapshots.snapshot_get_for_user,
-}
 
 
 class JobProgressConsumer(AsyncJsonWebsocketConsumer):
     """ws/jobs/<kind>/<id>/: the current snapshot on connect, then every `job.progress` event of the job.
 
-    Events come from `workers.events.job_progress_broadcast` (the worker, after each batch and at the
+    Events come from `prefarena.jobs.events.job_progress_broadcast` (the worker, after each batch and at the
     end; the cancel view). The consumer only reads: it joins the job's group and relays.
     """
 
@@ -37,11 +30,8 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
-        job_get = JOB_GETTERS.get(kwargs["kind"])
         try:
-            if job_get is None:
-                raise NotFound("Job not found")
-            job: Job = await database_sync_to_async(job_get)(user, kwargs["job_id"])
+            job: Job = await database_sync_to_async(job_get_for_user)(user, kwargs["kind"], kwargs["job_id"])
         except NotFound:
             await self.close(code=4404)
             return

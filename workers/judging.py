@@ -1,6 +1,6 @@
 """LLM judge jobs: creation (web side), execution (worker side), and routing once judges are done.
 
-A judge job follows the generation job's rules (workers/jobs.py): claim with a conditional update, a
+A judge job follows the generation job's rules (prefarena/jobs/protocol.py): claim with a conditional update, a
 heartbeat lease, keyed results, transient errors requeue with back-off, permanent ones fail the job.
 Local checkpoints run on the `gpu` queue, HTTP endpoints on `default` (the queue is chosen per job and
 passed explicitly when enqueuing). Per item, the JudgeCall rows and the item's `Judgment(source=llm)`
@@ -21,9 +21,11 @@ from django.utils import timezone
 from annotations import routing
 from annotations.models import Campaign, CampaignKind, Item, ItemState, Judgment, JudgmentSource
 from models_hub.models import Model, ModelBackend, ModelRole
+from prefarena import enqueue
 from prefarena.errors import InvalidInput
+from prefarena.jobs import protocol as jobs
 from prefarena.text import storable
-from workers import jobs, runners, runtime
+from workers import runners, runtime
 from workers.models import JobStatus, JudgeCall, JudgeJob
 
 logger = logging.getLogger(__name__)
@@ -44,10 +46,7 @@ def judge_job_queue(job_id: int) -> str:
 
 
 def _enqueue_on_commit(job: JudgeJob) -> None:
-    from workers import tasks  # tasks import this module
-
-    job_id, queue = job.pk, job.queue
-    transaction.on_commit(lambda: tasks.judge_job_run.apply_async((job_id,), queue=queue), robust=True)
+    enqueue.enqueue_on_commit(enqueue.JUDGE_JOB_RUN, job.pk, queue=job.queue)
 
 
 @transaction.atomic
@@ -282,10 +281,7 @@ def judge_job_run(job_id: int) -> float | None:
     retry_in = runners.job_execute(JudgeJob, job_id, judge_job_work)
     job = JudgeJob.objects.filter(pk=job_id).first()
     if retry_in is None and job is not None and job.is_terminal and job.route_when_done:
-        from workers import tasks
-
-        campaign_id = job.campaign_id
-        transaction.on_commit(lambda: tasks.campaign_route.apply_async((campaign_id,), queue="default"), robust=True)
+        enqueue.enqueue_on_commit(enqueue.CAMPAIGN_ROUTE, job.campaign_id, queue="default")
     return retry_in
 
 
@@ -310,8 +306,6 @@ def judge_jobs_reap() -> dict[str, list[int]]:
         requeued, failed = jobs.jobs_reap(JudgeJob)
         for job in JudgeJob.objects.filter(pk__in=requeued):
             _enqueue_on_commit(job)
-    from workers import tasks
-
     for job in JudgeJob.objects.filter(pk__in=failed, route_when_done=True):
-        tasks.campaign_route.apply_async((job.campaign_id,), queue="default")
+        enqueue.enqueue(enqueue.CAMPAIGN_ROUTE, job.campaign_id, queue="default")
     return {"JudgeJob.requeued": requeued, "JudgeJob.failed": failed}

@@ -12,7 +12,7 @@ from django.db.models import Q
 
 from annotations.models import Campaign, Item, Prompt, Response
 from models_hub.models import Model
-from prefarena.jobmodel import TERMINAL_STATUSES, Job, JobStatus
+from prefarena.jobs.model import TERMINAL_STATUSES, Job, JobStatus
 
 __all__ = [
     "TERMINAL_STATUSES",

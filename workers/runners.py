@@ -22,8 +22,10 @@ from annotations import services as annotation_services
 from annotations.models import CampaignKind, Prompt, Response
 from models_hub.models import Model
 from prefarena.errors import ApplicationError
+from prefarena.jobs import events
+from prefarena.jobs import protocol as jobs
 from prefarena.text import storable
-from workers import events, jobs, runtime
+from workers import runtime
 from workers.models import GenerationJob, GenerationOutput, Job, JobStatus, ScoringJob
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ from django.utils import timezone
 from annotations.importing import prompt_check
 from annotations.models import Campaign, CampaignKind, Prompt, Response
 from models_hub.models import Model, ModelRole
+from prefarena import enqueue
 from prefarena.errors import InvalidInput
-from workers import jobs
-from workers.jobs import J
+from prefarena.jobs import protocol as jobs
+from prefarena.jobs.protocol import J
 from workers.models import GenerationJob, Job, ScoringJob
 
 MAX_PROMPTS_PER_JOB = 1_000_000
@@ -25,11 +26,8 @@ def _bad(field: str, message: str) -> InvalidInput:
 
 
 def _enqueue_on_commit(job: Job) -> None:
-    from workers import tasks  # tasks import this module's callers; import here to avoid a cycle
-
-    task = tasks.generation_job_run if isinstance(job, GenerationJob) else tasks.scoring_job_run
-    job_id = job.pk
-    transaction.on_commit(lambda: task.delay(job_id), robust=True)
+    task = enqueue.GENERATION_JOB_RUN if isinstance(job, GenerationJob) else enqueue.SCORING_JOB_RUN
+    enqueue.enqueue_on_commit(task, job.pk)
 
 
 def _items_per_prompt(campaign: Campaign, responses_per_prompt: int) -> None:

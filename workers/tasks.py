@@ -2,7 +2,7 @@
 reaper, which is bookkeeping on `default`.
 
 acks_late + reject_on_worker_lost: a task whose worker process dies is delivered again; the job row's
-lease decides whether the new delivery may run (workers/jobs.py).
+lease decides whether the new delivery may run (prefarena/jobs/protocol.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training runs inside a gpu-queue worker, and the retraining-policy check beat runs.
 
-A run: wait for its snapshot, claim the row (workers/jobs.py), read the snapshot's JSONL into
+A run: wait for its snapshot, claim the row (prefarena/jobs/protocol.py), read the snapshot's JSONL into
 `PreferencePair`/`BinaryExample` rows, train through workers/ml/training.py into a temporary folder beside
 the final one, hash every file into `manifest.json`, rename the folder into place (atomic on one file
 system), evaluate, then register the version and finish the run in one transaction conditioned on this
@@ -26,10 +26,12 @@ from django.utils import timezone
 
 from models_hub import training as training_services
 from models_hub.models import DatasetSnapshot, ModelRole, RetrainPolicy, TrainingRun, TrainingTrigger
-from models_hub.training_config import TrainingConfig
 from prefarena.errors import ApplicationError
-from prefarena.jobmodel import TERMINAL_STATUSES, JobStatus
-from workers import events, jobs, runners, selectors
+from prefarena.jobs import events
+from prefarena.jobs import protocol as jobs
+from prefarena.jobs.model import TERMINAL_STATUSES, JobStatus
+from workers import runners, selectors
+from workers.ml.training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 

@@ -99,7 +99,7 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     hyperparameters = serializers.DictField(
         required=False,
         default=dict,
-        help_text="Fields of TrainingConfig (models_hub/training_config.py); missing ones take their defaults.",
+        help_text="Fields of TrainingConfig (workers/ml/training_config.py); missing ones take their defaults.",
     )
     max_attempts = serializers.IntegerField(min_value=1, max_value=10, default=2)
 

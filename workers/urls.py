@@ -8,9 +8,9 @@ from workers import training_views, views
 
 
 class JobKindConverter:
-    """`generation` or `scoring`: any other segment is a 404 before a view runs."""
+    """A job kind's name (prefarena/jobs/kinds.py); the view answers 404 for one that has no job page."""
 
-    regex = "generation|scoring"
+    regex = "[a-z]{1,32}"
 
     def to_python(self, value: str) -> str:
         return value
@@ -23,9 +23,10 @@ register_converter(JobKindConverter, "jobkind")
 
 urlpatterns = [
     path("", views.job_list, name="job-list"),
+    # Before the generic job routes: "training" also reads as a kind there.
+    path("training/<int:run_id>/", training_views.training_run_detail, name="training-run-detail"),
+    path("training/<int:run_id>/progress.json", training_views.training_run_progress, name="training-run-progress"),
     path("<jobkind:kind>/<int:job_id>/", views.job_detail, name="job-detail"),
     path("<jobkind:kind>/<int:job_id>/progress.json", views.job_progress, name="job-progress"),
     path("<jobkind:kind>/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
-    path("training/<int:run_id>/", training_views.training_run_detail, name="training-run-detail"),
-    path("training/<int:run_id>/progress.json", training_views.training_run_progress, name="training-run-progress"),
 ]

@@ -1,4 +1,5 @@
-"""HTML pages of gpu-queue jobs (generation, scoring): list, detail with live progress, cancel.
+"""HTML pages of jobs (generation, scoring, judge: the kinds prefarena/jobs/kinds.py marks `page`): list, detail
+with live progress, cancel.
 
 Thin, like every view: who may see a job is decided by workers/selectors.py (the same rule as the
 REST API: staff everything, others their own jobs), the writes are `workers.services`. Anything a
@@ -22,32 +23,40 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from prefarena.errors import Conflict, NotFound
-from workers import events, selectors, services
-from workers.models import TERMINAL_STATUSES, GenerationJob, GenerationOutput, Job, JobStatus, ScoringJob
+from prefarena.jobs import events
+from prefarena.jobs import kinds as jobkinds
+from prefarena.jobs.kinds import JobKind
+from workers import services
+from workers.models import TERMINAL_STATUSES, GenerationJob, GenerationOutput, Job, JobStatus, JudgeJob, ScoringJob
 
-# URL and websocket path segment -> job model. `events.job_kind` maps back.
-JOB_MODELS: dict[str, type[Job]] = {"generation": GenerationJob, "scoring": ScoringJob}
 LIST_LIMIT = 100  # most recent jobs of each kind on /jobs/
 OUTPUTS_SHOWN = 50  # generated responses listed on a generation job's page
+# What the progress counts on each kind's page.
+PROGRESS_NOUNS = {"generation": "responses generated", "scoring": "responses scored", "judge": "items judged"}
 
 
-# --- access (the rule itself lives in workers/selectors.py, shared with the REST API) -------------------
+# --- access (each kind's rule lives with its selectors, found through prefarena/jobs/kinds.py) ---------------
+def page_kinds() -> list[JobKind]:
+    """The kinds shown on /jobs/ with the generic job page, in registration order."""
+    return [kind for kind in jobkinds.kinds() if kind.page]
+
+
 def job_list_for_user(user: User | AnonymousUser, kind: str) -> QuerySet[Job]:
-    """Jobs of `kind` that `user` may see (staff: all; others: their own), through workers.selectors."""
-    if not user.is_authenticated:
-        return JOB_MODELS[kind].objects.none()
-    if kind == "generation":
-        return selectors.generation_job_list_for_user(user)
-    return selectors.scoring_job_list_for_user(user)
-
-
-def job_get_for_user(user: User | AnonymousUser, kind: str, job_id: Any) -> GenerationJob | ScoringJob:
-    """The job, if `user` may see it; NotFound otherwise (unknown kind or id, someone else's job)."""
-    if kind not in JOB_MODELS or not user.is_authenticated:
+    """Jobs of `kind` that `user` may see (the kind's own rule); none for anonymous users."""
+    job_kind = jobkinds.kind_named(kind)
+    if job_kind is None:
         raise NotFound("Job not found")
-    if kind == "generation":
-        return selectors.generation_job_get_for_user(user, job_id)
-    return selectors.scoring_job_get_for_user(user, job_id)
+    if not user.is_authenticated:
+        return job_kind.model.objects.none()
+    return job_kind.list_for_user(user)
+
+
+def job_get_for_user(user: User | AnonymousUser, kind: str, job_id: Any) -> Job:
+    """The job, if `user` may see it on a job page; NotFound otherwise (unknown kind or id, someone else's job)."""
+    job_kind = jobkinds.kind_named(kind)
+    if job_kind is None or not job_kind.page:
+        raise NotFound("Job not found")
+    return jobkinds.job_get_for_user(user, kind, job_id)
 
 
 def job_user_can_cancel(user: User | AnonymousUser, job: Job) -> bool:
@@ -67,7 +76,7 @@ def job_progress_payload(job: Job) -> dict[str, Any]:
     }
 
 
-def _job_or_404(request: HttpRequest, kind: str, job_id: int) -> GenerationJob | ScoringJob:
+def _job_or_404(request: HttpRequest, kind: str, job_id: int) -> Job:
     try:
         return job_get_for_user(request.user, kind, job_id)
     except NotFound as exc:
@@ -89,11 +98,12 @@ def _channel_layer_is_process_local() -> bool:
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
     user = request.user
-    generation = list(job_list_for_user(user, "generation").order_by("-created_at", "-pk")[:LIST_LIMIT])
-    scoring = list(job_list_for_user(user, "scoring").order_by("-created_at", "-pk")[:LIST_LIMIT])
+    sections = [
+        (kind.name, list(job_list_for_user(user, kind.name).order_by("-created_at", "-pk")[:LIST_LIMIT]))
+        for kind in page_kinds()
+    ]
     context = {
-        "generation_jobs": generation,
-        "scoring_jobs": scoring,
+        "sections": sections,
         "limit": LIST_LIMIT,
         "sees_all": user.is_staff,
     }
@@ -109,8 +119,12 @@ def job_detail(request: HttpRequest, kind: str, job_id: int) -> HttpResponse:
         rows = GenerationOutput.objects.filter(job=job)
         outputs_total = rows.count()
         outputs = list(rows.select_related("prompt", "model", "response").order_by("pk")[:OUTPUTS_SHOWN])
-    models = list(job.policy_models.order_by("name", "version")) if isinstance(job, GenerationJob) else [job.model]
-    throughput_key = "tokens_per_s" if kind == "generation" else "responses_per_s"
+    if isinstance(job, GenerationJob):
+        models = list(job.policy_models.order_by("name", "version"))
+    else:
+        assert isinstance(job, ScoringJob | JudgeJob)  # the kinds with a generic page
+        models = [job.model]
+    throughput_key = {"generation": "tokens_per_s", "judge": "items_per_s"}.get(kind, "responses_per_s")
     metrics = job.metrics or {}
     context = {
         "job": job,
@@ -118,7 +132,8 @@ def job_detail(request: HttpRequest, kind: str, job_id: int) -> HttpResponse:
         "percent": _percent(job.progress_done, job.progress_total),
         "throughput": metrics.get(throughput_key),
         "throughput_key": throughput_key,
-        "throughput_unit": "tokens/s" if kind == "generation" else "responses/s",
+        "throughput_unit": {"generation": "tokens/s", "judge": "items/s"}.get(kind, "responses/s"),
+        "progress_noun": PROGRESS_NOUNS.get(kind, "done"),
         "tokens": metrics.get("tokens"),
         "models": models,
         "outputs": outputs,

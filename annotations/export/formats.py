@@ -41,9 +41,9 @@ from annotations.export.source import (
     judge_key,
     pseudonym,
 )
+from arena import outcomes
 
 Row = dict[str, Any]
-ARENA_WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
 
 
 # --- text or messages ---------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def arena_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptions)
             "question_id": str(bundle.item_id),
             "model_a": model_a,
             "model_b": model_b,
-            "winner": ARENA_WINNER[j[J_CHOICE]],
+            "winner": outcomes.FILE_WINNER[j[J_CHOICE]],
             "judge": pseudonym(judge_key(j[J_SOURCE], j[J_ANNOTATOR], j[J_JUDGE_NAME])),
             "anony": bool(bundle.meta.get("anony", True)),
             "tstamp": _timestamp(bundle, j[J_CREATED]),
@@ -315,7 +315,7 @@ def arena_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptions)
             "campaign": bundle.campaign.name,
         }
         for j in bundle.judgments
-        if j[J_CHOICE] in ARENA_WINNER
+        if j[J_CHOICE] in outcomes.FILE_WINNER
     ]
 
 

@@ -251,3 +251,26 @@ def test_a_pending_vote_excluded_before_its_batch_is_never_counted(settings):
 
     assert tally.votes_apply(wait=True) == 0
     assert PairStats.objects.count() == 0 and not Judgment.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_arena_campaign_is_marked_by_a_flag_not_taken_by_a_name(make_user):
+    """Someone who may create campaigns names one "Arena votes" first: votes still go to the arena's own."""
+    from annotations import services as annotation_services
+    from annotations.models import Campaign
+    from arena import selectors
+
+    squatter = make_user("squatter", is_staff=True)
+    theirs = annotation_services.campaign_create(name=tally.ARENA_CAMPAIGN, kind="pairwise", created_by=squatter)
+    m1, m2, _ = make_models()
+    battle = make_battle(m1, m2)
+    tally.vote_store(battle_id=battle.pk, winner="a", identity=ME)
+    assert tally.votes_apply(wait=True) == 1
+
+    arena = Campaign.objects.get(is_arena=True)
+    assert arena.pk != theirs.pk and arena.name == f"{tally.ARENA_CAMPAIGN} (2)" and arena.created_by is None
+    assert Judgment.objects.get(source=JudgmentSource.ARENA).item.campaign_id == arena.pk
+    assert not theirs.items.exists()
+    assert tally.arena_campaign().pk == arena.pk  # found again by its flag
+    pool = set(selectors.pool_campaigns().values_list("pk", flat=True))
+    assert theirs.pk in pool and arena.pk not in pool  # the vote store never serves battles

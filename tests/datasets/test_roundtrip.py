@@ -96,7 +96,6 @@ def test_judgments_round_trip_through_raw_and_pairwise_exports(
     # and the pairwise rows carry the votes' majority preference with the right texts
     for item, spec in zip(campaign.items.order_by("id"), items, strict=True):
         choices = [choice for _, choice in spec["votes"]]
-        a, b = choices.count("a"), choices.count("b")
         top = max(choices.count(c) for c in CHOICES)
         leaders = {c for c in CHOICES if choices.count(c) == top}
         if leaders == {"a"} or leaders == {"b"}:
@@ -109,8 +108,14 @@ def test_judgments_round_trip_through_raw_and_pairwise_exports(
             assert row["agreement"] == pytest.approx(top / len(choices))
         elif "both_bad" in leaders and not leaders & {"a", "b", "tie"}:
             assert item.pk not in pair_rows
+        elif "tie" in leaders or {"a", "b"} <= leaders:
+            # a tie for first place between A and B, or "tie" among the leaders: a tie row (include_ties)
+            row = pair_rows[item.pk]
+            assert row["is_tie"] and row["n_judgments"] == len(choices)
         else:
-            assert a == b or "tie" in leaders or item.pk not in pair_rows or pair_rows[item.pk]["is_tie"]
+            # one side level with "both bad" at the top: both bad wins, and no preference row is written
+            assert leaders in ({"a", "both_bad"}, {"b", "both_bad"})
+            assert item.pk not in pair_rows
 
 
 def test_services_external_judgments_round_trip_through_the_arena_export(make_campaign: Any, tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ def test_gunicorn_serves_http_and_uvicorn_relays_leaderboard_and_battle_events(s
     origin = f"http://127.0.0.1:{servers['http']}"
     with connect(f"{ws}/ws/arena/leaderboard/", origin=origin, open_timeout=20) as leaderboard:
         events.leaderboard_tick()  # what a counted vote or a recompute sends
-        assert receive_type(leaderboard, "leaderboard.update")["rows"] == []
+        assert receive_type(leaderboard, "leaderboard.update") == {"type": "leaderboard.update"}
     with connect(
         f"{ws}{battle['websocket']}", origin=origin, additional_headers={"Cookie": f"sessionid={session}"}
     ) as stream:

@@ -26,7 +26,7 @@ from annotations.models import Judgment
 from arena import tasks as arena_tasks
 from models_hub.models import DatasetSnapshot
 from prefarena.celery import app as celery_app
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
 from tests.deploy.processes import RedisServer
 
 WITHIN_SECONDS = 3.0  # target ~1-2 s; a session read is two Redis round trips (get, then set after the DB)

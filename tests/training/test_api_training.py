@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from annotations import services as annotation_services
 from annotations.models import Campaign
 from models_hub.models import DatasetSnapshot, Model, TrainingRun
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models_hub.training_config import TrainingConfigError, training_config_validate
 from tests.training.conftest import follows_rule, pattern_rows
 from workers.ml import training as ml
+from workers.ml.training_config import TrainingConfigError, training_config_validate
 
 FAST = {"max_steps": 3, "batch_size": 8, "warmup_ratio": 0.0, "max_length": 128, "learning_rate": 1e-3}
 

@@ -11,7 +11,7 @@ from django.db import connection
 from models_hub import training as training_services
 from models_hub.models import DatasetSnapshot, Model, RetrainPolicy, TrainingRun
 from prefarena.errors import InvalidInput
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
 from workers import training as worker_training
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,9 +10,9 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from models_hub.models import DatasetSnapshot, Model, TrainingRun
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs import events
+from prefarena.jobs.model import JobStatus
 from prefarena.routing import websocket_urlpatterns
-from workers import events
 
 
 def _communicator(kind: str, job_id: int, user: Any) -> WebsocketCommunicator:

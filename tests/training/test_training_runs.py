@@ -16,7 +16,7 @@ from django.test import Client
 
 from models_hub import training as training_services
 from models_hub.models import Model, TrainingRun, Webhook, WebhookDelivery
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
 from tests.celery_worker import WorkerProcess, wait_for
 from tests.training.conftest import follows_rule
 from workers.training import manifest_verify

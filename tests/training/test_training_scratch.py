@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from models_hub.training_config import training_config_validate
 from tests.training.conftest import pattern_rows
 from workers.ml import training as ml
+from workers.ml.training_config import training_config_validate
 
 FAST = {"max_steps": 3, "batch_size": 8, "warmup_ratio": 0.0, "max_length": 128, "learning_rate": 1e-3}
 

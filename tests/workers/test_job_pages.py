@@ -21,11 +21,12 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotations.models import Prompt, Response
+from annotations.models import CampaignMembership, MemberRole, Prompt, Response
 from models_hub.services import model_register
+from prefarena.jobs import events
 from prefarena.routing import websocket_urlpatterns
-from workers import events, services
-from workers.models import GenerationJob, GenerationOutput, JobStatus, ScoringJob
+from workers import services
+from workers.models import GenerationJob, GenerationOutput, JobStatus, JudgeJob, ScoringJob
 
 PROMPTS = ["What do bees make?", "Where does the sun rise?"]
 
@@ -355,3 +356,73 @@ def test_socket_refuses_anonymous_and_outsiders(make_user, generation_job, who):
     connected, code = async_to_sync(scenario)()
     assert not connected
     assert code == (4401 if who == "anonymous" else 4404)
+
+
+# --- judge jobs: a kind of their own (prefarena/jobs/kinds.py) ---------------------------------------------
+@pytest.fixture
+def judge_job(make_campaign: Any, owner: Any, scoring_job: ScoringJob) -> JudgeJob:
+    """A judge job whose id is the scoring job's: their pages and sockets must never be confused."""
+    campaign = make_campaign(items=1)
+    CampaignMembership.objects.create(campaign=campaign, user=owner, role=MemberRole.MANAGER)
+    judge = model_register(name="page-judge", role="judge", backend="transformers", check=False, path="/nonexistent")
+    job = JudgeJob.objects.create(pk=scoring_job.pk, campaign=campaign, model=judge, created_by=owner)
+    job.items.set(campaign.items.all())
+    return job
+
+
+@pytest.mark.django_db
+def test_judge_jobs_have_a_page_and_a_row_on_the_job_list(owner, judge_job, make_user):
+    page = client_for(owner).get(detail_url("judge", judge_job.pk))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert f"Judge job #{judge_job.pk}" in text and "page-judge@v1" in text
+    assert f'data-ws-path="/ws/jobs/judge/{judge_job.pk}/"' in text and "items judged" in text
+    listing = client_for(owner).get(reverse("job-list")).content.decode()
+    assert 'id="judge-jobs"' in listing and detail_url("judge", judge_job.pk) in listing
+    # Someone who does not manage the campaign sees neither.
+    outsider = client_for(make_user("outsider"))
+    assert outsider.get(detail_url("judge", judge_job.pk)).status_code == 404
+    assert detail_url("judge", judge_job.pk) not in outsider.get(reverse("job-list")).content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["training", "snapshot", "bogus"])
+def test_kinds_without_a_generic_page_are_404(owner, kind):
+    assert client_for(owner).get(f"/jobs/{kind}/1/progress.json").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_judge_jobs_progress_goes_to_its_own_socket_not_the_scoring_job_with_its_id(owner, judge_job, scoring_job):
+    def advance() -> None:
+        JudgeJob.objects.filter(pk=judge_job.pk).update(status=JobStatus.RUNNING, progress_done=1, progress_total=1)
+        events.job_progress_broadcast(JudgeJob.objects.get(pk=judge_job.pk))
+
+    async def scenario() -> tuple[dict, dict, bool]:
+        judge_socket = _communicator("judge", judge_job.pk, owner)
+        scoring_socket = _communicator("scoring", scoring_job.pk, owner)
+        assert (await judge_socket.connect())[0] and (await scoring_socket.connect())[0]
+        first = await judge_socket.receive_json_from(timeout=5)
+        await scoring_socket.receive_json_from(timeout=5)  # its own snapshot
+        await sync_to_async(advance)()
+        update = await judge_socket.receive_json_from(timeout=5)
+        scoring_silent = await scoring_socket.receive_nothing(timeout=1)
+        await judge_socket.disconnect()
+        await scoring_socket.disconnect()
+        return first, update, scoring_silent
+
+    first, update, scoring_silent = async_to_sync(scenario)()
+    assert first["job"]["kind"] == "judge" and first["job"]["status"] == "queued"
+    assert update["job"]["kind"] == "judge" and update["job"]["status"] == "running"
+    assert update["job"]["progress_done"] == 1
+    assert scoring_silent
+
+
+def test_every_job_model_has_exactly_one_kind():
+    from django.apps import apps
+
+    from prefarena.jobs.kinds import kind_of, kinds
+    from prefarena.jobs.model import Job
+
+    concrete = [m for m in apps.get_models() if issubclass(m, Job)]
+    assert sorted(m.__name__ for m in concrete) == sorted(k.model.__name__ for k in kinds())
+    assert {kind_of(m()).name for m in concrete} == {"generation", "scoring", "judge", "training", "snapshot"}

@@ -2,7 +2,7 @@
 ORPO and KTO, full fine-tune or LoRA. Pure torch/transformers/TRL: no Django import.
 
 The Django side (workers/training.py) turns snapshot files into `PreferencePair`/`BinaryExample` lists,
-passes a `TrainingConfig` (models_hub/training_config.py, every field documented there) and callbacks,
+passes a `TrainingConfig` (workers/ml/training_config.py, every field documented there) and callbacks,
 and stores what `train` returns. Progress leaves through `on_progress(step, total, metrics)`;
 `should_stop()` is asked after every optimizer step, so a cancel stops the run within one step.
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from models_hub.training_config import POLICY_METHODS, REFERENCE_METHODS, TrainingConfig
 from workers.ml.device import device_pick, dtype_pick
+from workers.ml.training_config import POLICY_METHODS, REFERENCE_METHODS, TrainingConfig
 from workers.ml.types import Prompt
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from annotations import snapshots
 from annotations.export.cli import add_filter_arguments, command_error, filters_and_options
 from models_hub.models import DatasetSnapshot
 from prefarena.errors import ApplicationError
-from prefarena.jobmodel import JobStatus
+from prefarena.jobs.model import JobStatus
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from arena import leaderboard, outliers
-from workers.management import non_negative_int
+from prefarena.argtypes import non_negative_int
 
 
 class Command(BaseCommand):

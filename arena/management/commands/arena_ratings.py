@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from arena import leaderboard, ratings, style, tally
 from arena.models import Rating
-from workers.management import non_negative_int
+from prefarena.argtypes import non_negative_int
 
 
 def positive_float(text: str) -> float:

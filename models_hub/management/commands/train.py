@@ -11,8 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from models_hub import selectors
 from models_hub import training as training_services
 from models_hub.models import DatasetSnapshot, TrainingMethod, TrainingRun, TrainingTrigger
-from models_hub.training_config import TrainingConfig
 from prefarena.errors import ApplicationError
+from workers.ml.training_config import TrainingConfig
 
 KNOWN = [name for name in TrainingConfig.__dataclass_fields__ if name != "method"]
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
     help = (
         "Queue a training run on the gpu queue: train --method on the dataset snapshot --snapshot, starting "
         "from the registered model --base (a label 'name' or 'name@vN', or an id). Hyperparameters default "
-        "to models_hub/training_config.py; change them with --set key=value (repeatable). With --wait, "
+        "to workers/ml/training_config.py; change them with --set key=value (repeatable). With --wait, "
         "follow the run until it ends and exit non-zero unless it succeeded."
     )
 

@@ -9,8 +9,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from models_hub import services
 from models_hub.models import Model, ModelBackend, ModelRole
+from prefarena.argtypes import non_negative_int, positive_int
 from prefarena.errors import ApplicationError
-from workers.management import command_error, non_negative_int, positive_int
+from workers.management import command_error
 
 ROLES = {"tiny-lm-small": ModelRole.POLICY, "tiny-lm-large": ModelRole.POLICY, "tiny-reward": ModelRole.REWARD}
 

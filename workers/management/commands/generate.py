@@ -10,18 +10,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotations.importing import prompt_check
+from prefarena.argtypes import non_negative_float, non_negative_int, positive_int, unit_interval
 from prefarena.errors import ApplicationError
 from workers import services
-from workers.management import (
-    campaign_from_name,
-    command_error,
-    job_wait,
-    model_from_label,
-    non_negative_float,
-    non_negative_int,
-    positive_int,
-    unit_interval,
-)
+from workers.management import campaign_from_name, command_error, job_wait, model_from_label
 
 
 def prompts_read(path: Path) -> list[Any]:

@@ -10,15 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from models_hub import services
 from models_hub.models import ModelBackend, ModelRole
+from prefarena.argtypes import non_negative_float, non_negative_int, positive_int, unit_interval
 from prefarena.errors import ApplicationError
-from workers.management import (
-    command_error,
-    model_from_label,
-    non_negative_float,
-    non_negative_int,
-    positive_int,
-    unit_interval,
-)
+from workers.management import command_error, model_from_label
 
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 LOAD_CHECK_PROMPT = "Hello! What is two plus two?"

@@ -7,9 +7,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from prefarena.argtypes import positive_int
 from prefarena.errors import ApplicationError
 from workers import services
-from workers.management import campaign_from_name, command_error, job_wait, model_from_label, positive_int
+from workers.management import campaign_from_name, command_error, job_wait, model_from_label
 
 
 class Command(BaseCommand):

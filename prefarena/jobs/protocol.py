@@ -21,8 +21,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from prefarena.jobs.model import Job, JobStatus
 from prefarena.text import storable
-from workers.models import Job, JobStatus
 
 J = TypeVar("J", bound=Job)
 

@@ -1,7 +1,7 @@
 """The abstract job row shared by every long-running job (generation, scoring, judging, snapshot, training).
 
 It lives in the project package so `models_hub` (training runs, dataset snapshots) can use it without
-importing another app. State machine and protocol: ARCHITECTURE.md, "Jobs"; helpers: `workers/jobs.py`.
+importing another app. State machine and protocol: ARCHITECTURE.md, "Jobs"; helpers: `prefarena/jobs/protocol.py`.
 """
 
 from __future__ import annotations

@@ -9,19 +9,15 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from workers.models import GenerationJob, Job
+from prefarena.jobs.kinds import kind_of
+from prefarena.jobs.model import Job
 
 logger = logging.getLogger(__name__)
 
 
 def job_kind(job: Job) -> str:
-    from models_hub.models import DatasetSnapshot, TrainingRun
-
-    if isinstance(job, TrainingRun):
-        return "training"
-    if isinstance(job, DatasetSnapshot):
-        return "snapshot"
-    return "generation" if isinstance(job, GenerationJob) else "scoring"
+    """The kind's name (prefarena/jobs/kinds.py): the segment of the job's page and socket path."""
+    return kind_of(job).name
 
 
 def job_group(kind: str, job_id: int) -> str:
