@@ -13,6 +13,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
+from annotations.selectors import campaign_progress
 from prefarena import enqueue
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ def campaign_progress_send(campaign_id: int) -> None:
     The event holds every annotator's row; each socket's consumer trims it to what its user may see
     before it leaves the server (annotations/consumers.py).
     """
-    from annotations.selectors import campaign_progress
-
     cache.delete(f"progress:trail:{campaign_id}")
     layer = get_channel_layer()
     if layer is None:

@@ -14,6 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
+from arena.selectors import battle_group
 from prefarena import enqueue
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ def leaderboard_trailing_send() -> None:
 
 def battle_status_send(battle_id: int, status: str) -> None:
     """Tell a battle's page its status changed without new text (e.g. it timed out). Never fails a write."""
-    from arena.selectors import battle_group
-
     layer = get_channel_layer()
     if layer is None:
         return

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Max
 
+from annotations.models import Campaign
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, PairStats, Rating
 from prefarena.errors import NotFound
@@ -163,8 +164,6 @@ def pool_campaigns():  # noqa: ANN201 - QuerySet[Campaign]
 
     Active campaigns other than the arena's own vote store; with ARENA_POOL_CAMPAIGNS set, only those
     named there (set it in production: every drawn prompt and its stored answers become public)."""
-    from annotations.models import Campaign
-
     campaigns = Campaign.objects.filter(is_active=True, is_arena=False).order_by("name")
     if settings.ARENA_POOL_CAMPAIGNS:
         campaigns = campaigns.filter(name__in=settings.ARENA_POOL_CAMPAIGNS)

@@ -31,6 +31,8 @@ import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from annotations import services as annotation_services
+from annotations.models import Campaign, CampaignKind, JudgmentSource
 from arena import events, outcomes
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, ExclusionReason, PairStats, Rating, Vote
@@ -364,9 +366,6 @@ def arena_campaign():  # noqa: ANN201 - annotations.Campaign
     """The campaign counted arena votes are filed under: the one flagged `is_arena` (created on first use,
     race-free: a partial unique constraint allows one). Its name is only a label: when a user already took
     "Arena votes", the arena's campaign gets a numbered name instead of filing votes into theirs."""
-    from annotations import services as annotation_services
-    from annotations.models import Campaign, CampaignKind
-
     campaign = Campaign.objects.filter(is_arena=True).first()
     if campaign is not None:
         return campaign
@@ -391,9 +390,6 @@ def arena_campaign():  # noqa: ANN201 - annotations.Campaign
 
 def _judgments_record(rows: list[tuple]) -> list[int]:
     """Each vote as a pairwise preference (source 'arena') in the arena campaign; the item ids, in order."""
-    from annotations import services as annotation_services
-    from annotations.models import JudgmentSource
-
     labels = dict(
         (pk, f"{name}@v{version}")
         for pk, name, version in Model.objects.filter(pk__in={m for r in rows for m in (r[4], r[5])}).values_list(

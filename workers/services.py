@@ -13,10 +13,11 @@ from annotations.importing import prompt_check
 from annotations.models import Campaign, CampaignKind, Prompt, Response
 from models_hub.models import Model, ModelRole
 from prefarena import enqueue
-from prefarena.errors import InvalidInput
+from prefarena.errors import Conflict, InvalidInput
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.protocol import J
-from workers.models import GenerationJob, Job, ScoringJob
+from workers import judging, training
+from workers.models import GenerationJob, Job, JobStatus, ScoringJob
 
 MAX_PROMPTS_PER_JOB = 1_000_000
 
@@ -165,21 +166,13 @@ def jobs_reap() -> dict[str, list[int]]:
                 _enqueue_on_commit(job)
         report[f"{model.__name__}.requeued"] = requeued
         report[f"{model.__name__}.failed"] = failed
-    from workers import judging  # judging imports this module's tasks; import here to avoid a cycle
-
     report.update(judging.judge_jobs_reap())
-    from workers import training  # training imports runners, which import this module
-
     report.update(training.training_runs_reap())
     return report
 
 
 def job_cancel_unfinished(job: J) -> J:
     """Cancel a job that has not finished; Conflict when it already had (or finishes meanwhile)."""
-    # Imported here so that this appended helper leaves the module's import block untouched.
-    from prefarena.errors import Conflict
-    from workers.models import JobStatus
-
     current = type(job).objects.get(pk=job.pk)
     if current.is_terminal:
         raise Conflict(f"{current} has already finished ({current.status}); there is nothing to cancel")

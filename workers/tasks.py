@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.conf import settings
 
-from workers import arena_runner, judging, runners, services
+from workers import arena_runner, judging, runners, services, training
 from workers.models import GenerationJob, ScoringJob
 
 GPU_TASK_OPTIONS = {
@@ -68,8 +68,6 @@ def jobs_reap() -> dict[str, list[int]]:
 @shared_task(name="workers.tasks.training_run_execute", **GPU_TASK_OPTIONS)
 def training_run_execute(self: Task, run_id: int) -> None:
     """Run (or resume) a training run: train, write atomically, evaluate, register the version."""
-    from workers import training  # training imports runners; kept out of the module import block (append-only)
-
     retry_in = training.training_run_execute(run_id)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
@@ -78,6 +76,4 @@ def training_run_execute(self: Task, run_id: int) -> None:
 @shared_task(name="workers.tasks.retrain_policies_check")
 def retrain_policies_check() -> list[int]:
     """Fire due retraining policies (beat, default queue); returns the queued run ids."""
-    from workers import training
-
     return training.retrain_policies_check()

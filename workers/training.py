@@ -24,13 +24,18 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from annotations.export.filters import filters_parse
+from annotations.export.source import judgments_queryset
+from annotations.snapshots import snapshot_create, snapshot_file_path
+from annotations.webhooks import webhook_emit
 from models_hub import training as training_services
 from models_hub.models import DatasetSnapshot, ModelRole, RetrainPolicy, TrainingRun, TrainingTrigger
+from models_hub.selectors import model_get_by_reference
 from prefarena.errors import ApplicationError
 from prefarena.jobs import events
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.model import TERMINAL_STATUSES, JobStatus
-from workers import runners, selectors
+from workers import runners, runtime, selectors
 from workers.ml.training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -67,10 +72,6 @@ def training_run_execute(run_id: int) -> float | None:
 
 
 def _webhook_emit(run: TrainingRun) -> None:
-    try:
-        from annotations.webhooks import webhook_emit
-    except ImportError:  # the webhooks module is optional
-        return
     payload = {
         "run_id": run.pk,
         "status": run.status,
@@ -108,8 +109,6 @@ def _prompt(value: Any) -> Any:
 
 def snapshot_jsonl(snapshot: DatasetSnapshot, fmt: str) -> Path:
     """The snapshot's JSONL file of one format (annotations/snapshots.py fixes the layout)."""
-    from annotations.snapshots import snapshot_file_path
-
     return snapshot_file_path(snapshot, fmt, "jsonl")
 
 
@@ -374,8 +373,6 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
 
 def _battles(judge_reference: Any, samples: list[dict[str, Any]]) -> dict[str, Any]:
     """The trained version (A) against its parent (B) on the same prompts, judged position-swapped."""
-    from models_hub.selectors import model_get_by_reference
-    from workers import runtime
     from workers.ml.judge import JudgeConfig, judge_pairwise
 
     judge = model_get_by_reference(judge_reference)
@@ -425,16 +422,11 @@ def _samples(run: TrainingRun, final_dir: Path, prompts: list[Any]) -> list[dict
 # --- retraining policies -------------------------------------------------------------------------------
 def matching_preferences(policy: RetrainPolicy) -> int:
     """How many judgments match the policy's snapshot filters now (the export's own SQL filter)."""
-    from annotations.export.filters import filters_parse
-    from annotations.export.source import judgments_queryset
-
     return judgments_queryset(filters_parse(policy.snapshot_filters)).count()
 
 
 def retrain_policy_fire(policy: RetrainPolicy, *, now: Any = None) -> TrainingRun | None:
     """Fire the policy if due: compare-and-set its watermark, snapshot the data, queue one run."""
-    from annotations.snapshots import snapshot_create
-
     if training_services.retrain_policy_has_active_run(policy):
         return None  # one run at a time; the watermark stays, so the next tick after it ends fires
     creator = policy.created_by

@@ -17,6 +17,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotations.demo_data import GENERATED_CAMPAIGN, demo_seed, generated_campaign_create
+from annotations.models import Campaign
+from models_hub.models import Model
 
 DEMO_MODELS = ("tiny-lm-small", "tiny-lm-large", "tiny-reward")
 
@@ -49,9 +51,6 @@ class Command(BaseCommand):
     def _demo_models(self) -> None:
         """Tiny local models (built once, ~a minute on 2 cores) and a first generation job whose items
         land in a campaign of their own, so the worker has real work to show."""
-        from annotations.models import Campaign
-        from models_hub.models import Model
-
         models_dir = settings.VAR_DIR / "models"
         built = all((models_dir / name / "config.json").is_file() for name in DEMO_MODELS)
         if not built or Model.objects.filter(name__in=DEMO_MODELS).count() < len(DEMO_MODELS):
