@@ -20,9 +20,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
-import stat
 import threading
 import uuid
 from pathlib import Path
@@ -40,7 +37,6 @@ from annotations.export import (
     ExportFilters,
     ExportRun,
     export_files,
-    file_sha256,
     filters_parse,
     formats_parse,
     options_parse,
@@ -48,7 +44,7 @@ from annotations.export import (
 from annotations.export.source import items_estimate
 from annotations.models import Campaign
 from models_hub.models import DatasetSnapshot, WebhookEvent
-from prefarena import enqueue
+from prefarena import enqueue, publish
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
 from prefarena.jobs.events import job_progress_broadcast
 from prefarena.jobs.model import JobStatus
@@ -225,18 +221,6 @@ class _ProgressReporter(threading.Thread):
         self.join(timeout=10)
 
 
-def _make_read_only(folder: Path) -> None:
-    for path in folder.iterdir():
-        path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-
-
-def _remove_tree(folder: Path) -> None:
-    if folder.exists():
-        for path in folder.iterdir():
-            path.chmod(stat.S_IWUSR | stat.S_IRUSR)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def content_hash(files: dict[str, dict[str, Any]]) -> str:
     """sha256 over the data files' names and hashes (the README card, which holds a timestamp, is left out)."""
     lines = "".join(f"{name} {meta['sha256']}\n" for name, meta in sorted(files.items()) if name != "README.md")
@@ -270,18 +254,16 @@ def snapshot_build(snapshot_id: int) -> float | None:
                 raise LeaseLost(f"snapshot {snapshot.pk}: lease taken over")
 
         rows, run = export_files(outputs, filters, options, on_item=on_item)
-        files: dict[str, dict[str, Any]] = {}
-        for fmt, paths in outputs.items():
-            for path in paths:
-                files[path.name] = {"rows": rows[fmt], "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        hashed = publish.files_hash(scratch)  # each file fsynced and hashed (prefarena/publish.py)
+        files: dict[str, dict[str, Any]] = {
+            path.name: {"rows": rows[fmt], **hashed[path.name]} for fmt, paths in outputs.items() for path in paths
+        }
         digest = content_hash(files)
         card = scratch / "README.md"
         card.write_text(dataset_card(snapshot, filters, rows, run, digest), encoding="utf-8")
-        files["README.md"] = {"rows": 0, "bytes": card.stat().st_size, "sha256": file_sha256(card)}
-        _make_read_only(scratch)
-        if final.exists():  # an earlier attempt renamed its folder and died before recording it
-            _remove_tree(final)
-        os.replace(scratch, final)
+        files["README.md"] = {"rows": 0, **publish.files_hash(scratch)["README.md"]}
+        publish.folder_read_only(scratch)
+        publish.folder_publish(scratch, final)  # replaces a folder an earlier attempt renamed and never recorded
         with transaction.atomic():
             job_finish(
                 snapshot,
@@ -309,13 +291,13 @@ def snapshot_build(snapshot_id: int) -> float | None:
             )
     except LeaseLost:
         logger.warning("snapshot %s: lease lost, leaving it to the attempt that holds it", snapshot_id)
-        _remove_tree(scratch)
+        publish.folder_remove(scratch)
     except SnapshotCancelled:
-        _remove_tree(scratch)
+        publish.folder_remove(scratch)
         job_finish(snapshot, JobStatus.CANCELLED, error="cancelled while writing")
     except Exception as exc:
         logger.exception("snapshot %s failed", snapshot_id)
-        _remove_tree(scratch)
+        publish.folder_remove(scratch)
         with contextlib.suppress(LeaseLost):
             job_finish(snapshot, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
     finally:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from annotations.webhooks import webhook_emit
 from models_hub import training as training_services
 from models_hub.models import DatasetSnapshot, ModelRole, RetrainPolicy, TrainingRun, TrainingTrigger
 from models_hub.selectors import model_get_by_reference
+from prefarena import publish
 from prefarena.errors import ApplicationError
 from prefarena.jobs import events
 from prefarena.jobs import protocol as jobs
@@ -151,29 +151,15 @@ def _key(prompt: Any) -> str:
 
 
 # --- files ---------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_finalize(tmp_dir: Path, final_dir: Path) -> dict[str, Any]:
-    """Hash every file into manifest.json, fsync, and rename the folder into place; returns the manifest."""
-    files = {}
-    for path in sorted(p for p in tmp_dir.rglob("*") if p.is_file()):
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
-        files[str(path.relative_to(tmp_dir))] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    """Hash every file into manifest.json, fsync, and rename the folder into place (prefarena/publish.py);
+    returns the manifest."""
+    files = publish.files_hash(tmp_dir)
     manifest = {"files": files, "sha256": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()}
     manifest_path = tmp_dir / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    with manifest_path.open("rb") as handle:
-        os.fsync(handle.fileno())
-    if final_dir.exists():  # left by an attempt that died between the rename and the registration
-        shutil.rmtree(final_dir)
-    os.replace(tmp_dir, final_dir)
+    publish.fsync_file(manifest_path)
+    publish.folder_publish(tmp_dir, final_dir)  # replaces a folder left by an attempt that died before registering
     return manifest
 
 
@@ -183,7 +169,7 @@ def manifest_verify(directory: Path) -> bool:
         manifest = json.loads((directory / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return all(_sha256(directory / name) == entry["sha256"] for name, entry in manifest["files"].items())
+    return all(publish.file_sha256(directory / name) == entry["sha256"] for name, entry in manifest["files"].items())
 
 
 # --- the work ------------------------------------------------------------------------------------------

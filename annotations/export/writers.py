@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -24,6 +23,7 @@ from annotations.export.source import (
     summarise,
     summary_passes,
 )
+from prefarena.publish import file_sha256  # noqa: F401 - the package's public name (annotations.export)
 
 # Rows per yielded chunk of the live stream, and per Parquet row group batch. Under ASGI each chunk costs a
 # thread hop (api_datasets.py `_chunks_async`): 256 KB chunks took a 1M-row export over daphne from ~70,000
@@ -166,14 +166,6 @@ class JsonlSink:
 
     def close(self) -> None:
         self.handle.close()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_files(
