@@ -37,7 +37,7 @@ class PairStatsAdmin(admin.ModelAdmin):
 
 @admin.register(Rating)
 class RatingAdmin(admin.ModelAdmin):
-    list_display = ["category", "model", "rank_ub", "rating", "ci_low", "ci_high", "elo", "battles", "component"]
+    list_display = ["category", "model", "rank_ub", "rating", "ci_low", "ci_high", "elo", "component"]
     list_filter = ["category"]
     list_select_related = ["model"]
     readonly_fields = [f.name for f in Rating._meta.fields]

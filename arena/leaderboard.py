@@ -1,8 +1,10 @@
 """Leaderboard writes: Rating rows refitted from PairStats, and battles imported from Chatbot Arena files.
 
 `leaderboard_recompute` is the only writer of the Bradley–Terry columns of Rating (rating, ci_low, ci_high,
-rank_ub, component, battles, computed_at); the online Elo column belongs to the vote path
-(`arena.tally.votes_apply`) and to the importer, and is never touched by a recompute.
+rank_ub, component, computed_at); the online Elo column belongs to the vote path (`arena.tally.elo_apply`,
+votes and imported files alike), and is never touched by a recompute. Battle counts are not stored on Rating:
+they are read from PairStats (`arena.selectors.leaderboard_get`), so an outlier exclusion, which subtracts
+from PairStats, shows at once.
 
 The fit (and its bootstrap) runs outside any transaction; only the write takes row locks, so votes are
 not held up by a recompute. Lock order: the category's Rating rows by model id, like the vote path.
@@ -69,9 +71,6 @@ def leaderboard_recompute(category: str = "", *, rounds: int = 100, seed: int = 
             [Rating(category=category, model_id=model_id) for model_id in sorted(computed)], ignore_conflicts=True
         )
         existing = list(Rating.objects.select_for_update().filter(category=category).order_by("model_id"))
-        # Battle counts are read after the locks: a vote that committed before is in them, a vote still
-        # running adds its battle to the row after this transaction (see module docstring).
-        played = _battles_per_model(category)
         for rating in existing:
             row = computed.get(rating.model_id)
             rating.rating = row.rating if row else None
@@ -79,11 +78,8 @@ def leaderboard_recompute(category: str = "", *, rounds: int = 100, seed: int = 
             rating.ci_high = row.ci_high if row else None
             rating.rank_ub = row.rank_ub if row else None
             rating.component = row.component if row else 0
-            rating.battles = played.get(rating.model_id, 0)
             rating.computed_at = now
-        Rating.objects.bulk_update(
-            existing, ["rating", "ci_low", "ci_high", "rank_ub", "component", "battles", "computed_at"]
-        )
+        Rating.objects.bulk_update(existing, ["rating", "ci_low", "ci_high", "rank_ub", "component", "computed_at"])
         transaction.on_commit(events.leaderboard_tick)
     return board
 
@@ -94,17 +90,6 @@ def leaderboard_recompute_all(*, rounds: int = 100, seed: int = 0) -> dict[str, 
         category: len(leaderboard_recompute(category, rounds=rounds, seed=seed).rows)
         for category in selectors.leaderboard_categories()
     }
-
-
-def _battles_per_model(category: str) -> dict[int, int]:
-    played: dict[int, int] = {}
-    for lo, hi, wins_lo, wins_hi, tied, both_bad in PairStats.objects.filter(category=category).values_list(
-        "model_lo_id", "model_hi_id", "wins_lo", "wins_hi", "ties", "both_bad"
-    ):
-        total = wins_lo + wins_hi + tied + both_bad
-        played[lo] = played.get(lo, 0) + total
-        played[hi] = played.get(hi, 0) + total
-    return played
 
 
 # --- import of Chatbot Arena "clean battle" files ----------------------------------------------------------

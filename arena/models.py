@@ -146,7 +146,6 @@ class Rating(models.Model):
     ci_low = models.FloatField(null=True, blank=True)
     ci_high = models.FloatField(null=True, blank=True)
     rank_ub = models.PositiveIntegerField(null=True, blank=True)
-    battles = models.PositiveIntegerField(default=0)
     component = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField(null=True, blank=True)
 

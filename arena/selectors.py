@@ -121,7 +121,7 @@ def leaderboard_get(category: str = "") -> dict[str, Any]:
             "ci_low": _round(r.ci_low),
             "ci_high": _round(r.ci_high),
             "elo": _round(r.elo),
-            "battles": r.battles,
+            "battles": 0,  # from PairStats below: the one count of who played whom
             "component": r.component,
             "ratable": r.rating is not None,
         }
@@ -143,6 +143,8 @@ def leaderboard_get(category: str = "") -> dict[str, Any]:
     win_rates = [
         [round(scores[i][j] / battles[i][j], 4) if battles[i][j] else None for j in range(n)] for i in range(n)
     ]
+    for row, played in zip(rows, battles, strict=True):
+        row["battles"] = sum(played)
     computed_at = Rating.objects.filter(category=category).aggregate(at=Max("computed_at"))["at"]
     return {
         "category": category,

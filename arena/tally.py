@@ -357,9 +357,7 @@ def elo_apply(battles: Sequence[tuple[int, int, str]]) -> None:
     for model_a, model_b, winner in battles:
         ra, rb = ratings[model_a], ratings[model_b]
         ra.elo, rb.elo = outcomes.elo_step(ra.elo, rb.elo, winner)
-        ra.battles += 1
-        rb.battles += 1
-    Rating.objects.bulk_update(list(ratings.values()), ["elo", "battles"])
+    Rating.objects.bulk_update(list(ratings.values()), ["elo"])
 
 
 def arena_campaign():  # noqa: ANN201 - annotations.Campaign

@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from annotations.models import Judgment, JudgmentSource, Prompt, Response
-from arena import tally, tasks
+from arena import selectors, tally, tasks
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleMode, BattleStatus, ExclusionReason, PairStats, Rating, Vote
 from models_hub.models import Model
@@ -151,7 +151,7 @@ def test_a_vote_inside_the_interval_waits_for_the_next_batch_or_the_sweep(settin
     # then: both are counted, once
     assert tally.votes_pending() == 0
     assert pair_total() == 2 and pair_total("campaign:tally") == 2
-    assert sum(Rating.objects.filter(category="").values_list("battles", flat=True)) == 4
+    assert sum(row["battles"] for row in selectors.leaderboard_get("")["rows"]) == 4
     judgments = Judgment.objects.filter(source=JudgmentSource.ARENA).select_related("item")
     assert sorted(j.choice for j in judgments) == ["a", "tie"]
     assert {v.item_id for v in Vote.objects.all()} == {j.item_id for j in judgments}
@@ -204,7 +204,7 @@ def test_concurrent_voters_in_batches_count_every_vote_once_in_applied_order(set
     judgments = Judgment.objects.filter(source=JudgmentSource.ARENA)
     assert judgments.count() == 48 and len({j.item_id for j in judgments}) == 48
     ratings = {r.model_id: r for r in Rating.objects.filter(category="")}
-    assert sum(r.battles for r in ratings.values()) == 96
+    assert sum(row["battles"] for row in selectors.leaderboard_get("")["rows"]) == 96
     # and the online Elo is the sequential replay of the votes in the order they were applied
     applied_order = sorted(votes, key=lambda v: (v.applied_at, v.id))
     for model_id, elo in elo_replay(applied_order).items():
@@ -258,7 +258,6 @@ def test_the_arena_campaign_is_marked_by_a_flag_not_taken_by_a_name(make_user):
     """Someone who may create campaigns names one "Arena votes" first: votes still go to the arena's own."""
     from annotations import services as annotation_services
     from annotations.models import Campaign
-    from arena import selectors
 
     squatter = make_user("squatter", is_staff=True)
     theirs = annotation_services.campaign_create(name=tally.ARENA_CAMPAIGN, kind="pairwise", created_by=squatter)
