@@ -3,20 +3,20 @@
 Protocol (ARCHITECTURE.md, "Dataset snapshots"):
 - `snapshot_create` validates filters/formats/options, stores a queued `DatasetSnapshot` and enqueues
   `annotations.tasks.snapshot_build` on commit.
-- `snapshot_build` claims the row (prefarena/jobs/protocol.py: conditional UPDATE, lease kept by a LeaseKeeper
-  thread), writes every format as JSONL and Parquet plus a README.md card into a temporary folder beside
-  the final one, makes the files read-only, renames the folder to `<PREFARENA_SNAPSHOT_DIR>/<id>`
-  (atomic on one file system) and records files, row counts and the content hash in the transaction that
-  marks the job succeeded. A re-delivered or re-run task finds the job terminal and does nothing.
+- `snapshot_build` runs in the job loop every job runs (prefarena/jobs/loop.py: the claim, a lease kept by
+  a LeaseKeeper thread, the end state of any failure), writes every format as JSONL and Parquet plus a
+  README.md card into a temporary folder beside the final one, makes the files read-only, publishes the
+  folder as `<PREFARENA_SNAPSHOT_DIR>/<id>` (prefarena/publish.py: fsync, hash, one rename) and records
+  files, row counts and the content hash in the transaction that marks the job succeeded. A re-delivered
+  or re-run task finds the job terminal and does nothing.
 - Once succeeded a snapshot is immutable: `snapshot_update` refuses every change (409).
 
 The export reads inside one REPEATABLE READ transaction, so progress is written by a separate thread
-with its own connection (`_ProgressReporter`), which also notices cancellation.
+with its own connection (`_ProgressReporter`), which also notices cancellation and a lost lease.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -46,16 +46,13 @@ from annotations.models import Campaign
 from models_hub.models import DatasetSnapshot, WebhookEvent
 from prefarena import enqueue, publish
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
+from prefarena.jobs import loop
 from prefarena.jobs.events import job_progress_broadcast
 from prefarena.jobs.model import JobStatus
-from prefarena.jobs.protocol import ClaimRefused, LeaseKeeper, LeaseLost, attempt_id, job_claim, job_finish
+from prefarena.jobs.protocol import LeaseLost, job_finish
 
 logger = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0
-
-
-class SnapshotCancelled(Exception):
-    """Cancellation was requested while the snapshot was being written."""
 
 
 # --- paths -------------------------------------------------------------------------------------------
@@ -196,6 +193,7 @@ class _ProgressReporter(threading.Thread):
         self.snapshot = snapshot  # only its class and pk are read here: they name the channel group
         self.done = 0
         self.cancelled = False
+        self.lost = False  # the row is no longer this attempt's (taken over after a missed heartbeat)
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -208,7 +206,8 @@ class _ProgressReporter(threading.Thread):
     def report(self) -> None:
         try:
             owned = DatasetSnapshot.objects.filter(pk=self.snapshot_id, worker=self.worker, status=JobStatus.RUNNING)
-            owned.update(progress_done=self.done, heartbeat_at=timezone.now())
+            if not owned.update(progress_done=self.done, heartbeat_at=timezone.now()):
+                self.lost = True
             self.cancelled = bool(
                 DatasetSnapshot.objects.filter(pk=self.snapshot_id).values_list("cancel_requested", flat=True).first()
             )
@@ -228,14 +227,15 @@ def content_hash(files: dict[str, dict[str, Any]]) -> str:
 
 
 def snapshot_build(snapshot_id: int) -> float | None:
-    """Build a queued snapshot (the task body). Returns seconds to retry after when another attempt holds it."""
-    claimed = job_claim(DatasetSnapshot, snapshot_id, attempt_id())
-    if isinstance(claimed, ClaimRefused):
-        logger.info("snapshot %s not built: %s", snapshot_id, claimed.reason)
-        return claimed.retry_in
-    snapshot = claimed
-    keeper, reporter = LeaseKeeper(snapshot), _ProgressReporter(snapshot)
-    keeper.start()
+    """Build a queued snapshot (the task body) in the job loop. Returns seconds to retry after when another
+    attempt holds it."""
+    return loop.job_execute(DatasetSnapshot, snapshot_id, _snapshot_write)
+
+
+def _snapshot_write(snapshot: DatasetSnapshot) -> None:
+    """Write, publish and record the snapshot; on any failure its scratch folder is removed and the loop
+    records the end state (cancelled, failed, or nothing when the lease was lost)."""
+    reporter = _ProgressReporter(snapshot)
     reporter.start()
     final = snapshot_dir(snapshot)
     scratch = final.parent / f".tmp-{snapshot.pk}-{uuid.uuid4().hex[:8]}"
@@ -249,8 +249,8 @@ def snapshot_build(snapshot_id: int) -> float | None:
         def on_item(read: int) -> None:
             reporter.done = read
             if reporter.cancelled:
-                raise SnapshotCancelled
-            if keeper.lost:
+                raise loop.Cancelled
+            if reporter.lost:
                 raise LeaseLost(f"snapshot {snapshot.pk}: lease taken over")
 
         rows, run = export_files(outputs, filters, options, on_item=on_item)
@@ -261,7 +261,8 @@ def snapshot_build(snapshot_id: int) -> float | None:
         digest = content_hash(files)
         card = scratch / "README.md"
         card.write_text(dataset_card(snapshot, filters, rows, run, digest), encoding="utf-8")
-        files["README.md"] = {"rows": 0, **publish.files_hash(scratch)["README.md"]}
+        publish.fsync_file(card)
+        files["README.md"] = {"rows": 0, "bytes": card.stat().st_size, "sha256": publish.file_sha256(card)}
         publish.folder_read_only(scratch)
         publish.folder_publish(scratch, final)  # replaces a folder an earlier attempt renamed and never recorded
         with transaction.atomic():
@@ -289,22 +290,11 @@ def snapshot_build(snapshot_id: int) -> float | None:
                 },
                 campaign_ids=filters.campaigns,
             )
-    except LeaseLost:
-        logger.warning("snapshot %s: lease lost, leaving it to the attempt that holds it", snapshot_id)
+    except BaseException:
         publish.folder_remove(scratch)
-    except SnapshotCancelled:
-        publish.folder_remove(scratch)
-        job_finish(snapshot, JobStatus.CANCELLED, error="cancelled while writing")
-    except Exception as exc:
-        logger.exception("snapshot %s failed", snapshot_id)
-        publish.folder_remove(scratch)
-        with contextlib.suppress(LeaseLost):
-            job_finish(snapshot, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         reporter.stop()
-        keeper.stop()
-        job_progress_broadcast(snapshot)
-    return None
 
 
 def dataset_card(

@@ -16,7 +16,7 @@ Both sides run in this one process, on the same model, prompts, batch size and m
   temperature, top_p, top_k=0, max_new_tokens)` in batches of --batch-size, then counting tokens up to
   EOS and decoding the texts: the least a script must do to get responses;
 - ours: a `GenerationJob` over the same prompts, executed in-process with
-  `workers.runners.job_execute(GenerationJob, id, generation_job_work)`: the claim, the lease keeper
+  `prefarena.jobs.loop.job_execute(GenerationJob, id, generation_job_work)`: the claim, the lease keeper
   thread, a heartbeat and progress broadcast per batch, per-row seeded sampling (`SeededSampler`) and
   the database writes of every response are all inside the timed span. Tokens are the job's
   `metrics["tokens"]`, time is the wall time of `job_execute`.
@@ -231,6 +231,7 @@ def synchronize(device: Any) -> None:
 def ours_run(model_row: Any, prompts: list[str], seed: int, args: argparse.Namespace, device: Any) -> Timing:
     """Create a job over `prompts`, execute it like a gpu worker would, time it, delete its rows."""
     from annotations.models import Prompt
+    from prefarena.jobs import loop
     from workers import runners, services
     from workers.models import GenerationJob, JobStatus
 
@@ -247,7 +248,7 @@ def ours_run(model_row: Any, prompts: list[str], seed: int, args: argparse.Names
     )
     synchronize(device)
     started = time.perf_counter()
-    runners.job_execute(GenerationJob, job.pk, runners.generation_job_work)
+    loop.job_execute(GenerationJob, job.pk, runners.generation_job_work)
     synchronize(device)
     seconds = time.perf_counter() - started
     job.refresh_from_db()

@@ -7,7 +7,7 @@
 - **raw**: `trl.DPOTrainer` built here on the same checkpoint, rows, batch size, learning rate, max
   length and steps (`DPOConfig(loss_type=["sigmoid"])`, reference model loaded beside the policy, no
   saving, no logging callback); steps/s = steps / wall time of `trainer.train()`.
-- **ours**: a `TrainingRun` row run in-process by `workers.runners.job_execute`, exactly as a gpu
+- **ours**: a `TrainingRun` row run in-process by `prefarena.jobs.loop.job_execute`, exactly as a gpu
   worker runs it: claim, lease-keeper thread, JSONL snapshot read into dataclasses, TRL through
   `workers/ml/training.py` with the platform callback (each step a cancellation read; heartbeat, progress
   and broadcast at most every 0.5 s; `metric_series` + logs at most every 1 s), weights to a temporary folder, sha256
@@ -177,14 +177,14 @@ def run_ours(base: Any, snapshot: Any, args: argparse.Namespace) -> tuple[float,
     """(steps per wall second, steps per CPU second, job wall s) of a TrainingRun run as a gpu worker does."""
     from models_hub import training as training_services
     from models_hub.models import TrainingRun
-    from workers import runners
+    from prefarena.jobs import loop
     from workers.training import training_run_work
 
     run = training_services.training_run_create(
         base_model=base, snapshot=snapshot, method="dpo", hyperparameters=hyperparameters(args)
     )
     started = time.perf_counter()
-    runners.job_execute(TrainingRun, run.pk, training_run_work)
+    loop.job_execute(TrainingRun, run.pk, training_run_work)
     wall = time.perf_counter() - started
     run.refresh_from_db()
     if run.status != "succeeded":

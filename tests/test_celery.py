@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import importlib
+import importlib.util
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -94,9 +96,16 @@ GPU_TASKS = {
 }
 
 
+PROJECT_APPS = ("annotations", "arena", "models_hub", "workers")
+
+
 def project_tasks() -> set[str]:
-    app.loader.import_default_modules()
-    return {name for name in app.tasks if name.split(".")[0] in {"annotations", "arena", "models_hub", "workers"}}
+    """The tasks a worker registers: Celery's autodiscovery imports `<app>.tasks` of every installed app (the
+    web process itself may never have imported one: services enqueue by name)."""
+    for name in PROJECT_APPS:
+        if importlib.util.find_spec(f"{name}.tasks") is not None:
+            importlib.import_module(f"{name}.tasks")
+    return {name for name in app.tasks if name.split(".")[0] in PROJECT_APPS}
 
 
 def test_every_registered_task_routes_to_its_queue():

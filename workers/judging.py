@@ -23,6 +23,7 @@ from annotations.models import Campaign, CampaignKind, Item, ItemState, Judgment
 from models_hub.models import Model, ModelBackend, ModelRole
 from prefarena import enqueue
 from prefarena.errors import InvalidInput
+from prefarena.jobs import loop
 from prefarena.jobs import protocol as jobs
 from prefarena.text import storable
 from workers import runners, runtime
@@ -278,7 +279,7 @@ def judge_job_work(job: JudgeJob) -> None:
 
 def judge_job_run(job_id: int) -> float | None:
     """Run (or resume) a judge job; once it ends, route the campaign. Returns a retry delay or None."""
-    retry_in = runners.job_execute(JudgeJob, job_id, judge_job_work)
+    retry_in = loop.job_execute(JudgeJob, job_id, judge_job_work)
     job = JudgeJob.objects.filter(pk=job_id).first()
     if retry_in is None and job is not None and job.is_terminal and job.route_when_done:
         enqueue.enqueue_on_commit(enqueue.CAMPAIGN_ROUTE, job.campaign_id, queue="default")

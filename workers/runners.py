@@ -15,15 +15,14 @@ from collections.abc import Iterator, Sequence
 from itertools import combinations
 from typing import Any, TypeVar
 
-from celery.exceptions import SoftTimeLimitExceeded
 from django.db import IntegrityError, transaction
 
 from annotations import services as annotation_services
 from annotations.models import CampaignKind, Prompt, Response
 from models_hub.models import Model
-from prefarena.errors import ApplicationError
 from prefarena.jobs import events
 from prefarena.jobs import protocol as jobs
+from prefarena.jobs.loop import Cancelled
 from prefarena.text import storable
 from workers import runtime
 from workers.models import GenerationJob, GenerationOutput, Job, JobStatus, ScoringJob
@@ -41,45 +40,6 @@ def row_seed(job_seed: int, prompt_id: int, model_id: int, sample_index: int) ->
     """A stable 32-bit seed per (job seed, prompt, model, sample): a re-run samples the same text."""
     digest = hashlib.blake2b(f"{job_seed}:{prompt_id}:{model_id}:{sample_index}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little")
-
-
-class Cancelled(Exception):
-    pass
-
-
-def job_execute(model: type[Job], job_id: int, work: Any) -> float | None:
-    """Claim and run a job with `work(job)`; returns seconds after which to retry delivery, or None."""
-    from workers.ml.errors import PermanentBackendError, TransientBackendError
-
-    claim = jobs.job_claim(model, job_id, jobs.attempt_id())
-    if isinstance(claim, jobs.ClaimRefused):
-        logger.info("%s %s not claimed: %s", model.__name__, job_id, claim.reason)
-        return claim.retry_in
-    job = claim
-    logger.info("%s claimed by %s (attempt %s/%s)", job, job.worker, job.attempts, job.max_attempts)
-    keeper = jobs.LeaseKeeper(job)
-    keeper.start()
-    try:
-        work(job)
-    except Cancelled:
-        jobs.job_finish(job, JobStatus.CANCELLED, error="cancelled while running")
-    except jobs.LeaseLost:
-        logger.warning("%s: lease lost to another attempt; this attempt stops", job)
-        return None
-    except TransientBackendError as exc:
-        if jobs.job_release_for_retry(job, str(exc)):
-            return min(300.0, 10.0 * 2 ** (job.attempts - 1))
-    except (PermanentBackendError, ApplicationError) as exc:
-        jobs.job_finish(job, JobStatus.FAILED, error=str(exc))
-    except SoftTimeLimitExceeded:
-        jobs.job_finish(job, JobStatus.FAILED, error="time limit reached (WORKERS_TASK_TIME_LIMIT)")
-    except Exception as exc:  # an unforeseen bug: fail the job readably, keep the traceback in the log
-        logger.exception("%s failed", job)
-        jobs.job_finish(job, JobStatus.FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}")
-    finally:
-        keeper.stop()
-        events.job_progress_broadcast(job)
-    return None
 
 
 def _beat(job: Job, done: int, metrics: dict[str, Any]) -> None:

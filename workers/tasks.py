@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.conf import settings
 
+from prefarena.jobs import loop
 from workers import arena_runner, judging, runners, services, training
 from workers.models import GenerationJob, ScoringJob
 
@@ -26,7 +27,7 @@ GPU_TASK_OPTIONS = {
 @shared_task(name="workers.tasks.generation_job_run", **GPU_TASK_OPTIONS)
 def generation_job_run(self: Task, job_id: int) -> None:
     """Run (or resume) a generation job."""
-    retry_in = runners.job_execute(GenerationJob, job_id, runners.generation_job_work)
+    retry_in = loop.job_execute(GenerationJob, job_id, runners.generation_job_work)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
 
@@ -34,7 +35,7 @@ def generation_job_run(self: Task, job_id: int) -> None:
 @shared_task(name="workers.tasks.scoring_job_run", **GPU_TASK_OPTIONS)
 def scoring_job_run(self: Task, job_id: int) -> None:
     """Run (or resume) a reward-scoring job."""
-    retry_in = runners.job_execute(ScoringJob, job_id, runners.scoring_job_work)
+    retry_in = loop.job_execute(ScoringJob, job_id, runners.scoring_job_work)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
 

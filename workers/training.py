@@ -32,10 +32,10 @@ from models_hub.models import DatasetSnapshot, ModelRole, RetrainPolicy, Trainin
 from models_hub.selectors import model_get_by_reference
 from prefarena import publish
 from prefarena.errors import ApplicationError
-from prefarena.jobs import events
+from prefarena.jobs import events, loop
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.model import TERMINAL_STATUSES, JobStatus
-from workers import runners, runtime, selectors
+from workers import runtime, selectors
 from workers.ml.training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def training_run_execute(run_id: int) -> float | None:
         TrainingRun.objects.filter(pk=run_id, status=JobStatus.QUEUED).update(enqueued_at=timezone.now())
         return SNAPSHOT_WAIT_S
     was_terminal = run.is_terminal
-    retry_in = runners.job_execute(TrainingRun, run_id, training_run_work)
+    retry_in = loop.job_execute(TrainingRun, run_id, training_run_work)
     run.refresh_from_db()
     if run.is_terminal and not was_terminal:
         _webhook_emit(run)
@@ -258,7 +258,7 @@ def training_run_work(run: TrainingRun) -> None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         progress.log(str(exc))
         TrainingRun.objects.filter(pk=run.pk, worker=run.worker).update(logs="\n".join(progress.lines))
-        raise runners.Cancelled from exc
+        raise loop.Cancelled from exc
     progress.log(f"trained {result.steps} steps in {result.seconds:.1f} s, final loss {result.final_loss:.4g}")
     if not math.isfinite(result.final_loss):
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -284,7 +284,7 @@ def training_run_work(run: TrainingRun) -> None:
         "method": run.method,
     }
     if jobs.job_heartbeat(run):
-        raise runners.Cancelled
+        raise loop.Cancelled
     with transaction.atomic():
         model = training_services.training_version_register(
             run=run, path=str(final_dir), metrics=metrics, in_arena=bool(policy and policy.enter_arena)

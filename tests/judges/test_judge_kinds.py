@@ -10,8 +10,9 @@ from annotations import routing, services
 from annotations.importing import rows_from_list
 from annotations.models import Judgment
 from models_hub.services import model_register
+from prefarena.jobs import loop
 from tests.judges.judge_server import ScriptedJudgeServer, shown_answers
-from workers import judging, runners
+from workers import judging
 from workers.models import JobStatus, JudgeCall, JudgeJob
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,7 +25,7 @@ def judged_campaign(make_campaign: Any, server: ScriptedJudgeServer, kind: str, 
     aspects = campaign.aspects
     services.items_import(campaign=campaign, rows=rows_from_list(rows, kind=kind, aspects=aspects, max_responses=8))
     [job] = judging.campaign_judge(campaign=campaign, created_by=None)
-    assert runners.job_execute(JudgeJob, job.pk, judging.judge_job_work) is None
+    assert loop.job_execute(JudgeJob, job.pk, judging.judge_job_work) is None
     judging.campaign_route_after_judges(campaign.pk)  # what the campaign_route task runs afterwards
     job.refresh_from_db()
     return campaign, job
@@ -89,7 +90,7 @@ def test_judge_jobs_through_the_api_and_the_command(make_campaign, api, staff, m
         assert answer.status_code == 201, answer.content
         [body] = answer.json()
         assert body["queue"] == "default" and body["config"]["scale"] == 5 and body["model"]["label"] == "j@v1"
-        assert runners.job_execute(JudgeJob, body["id"], judging.judge_job_work) is None
+        assert loop.job_execute(JudgeJob, body["id"], judging.judge_job_work) is None
         calls = api(staff).get(f"/api/v1/judge-jobs/{body['id']}/calls/").json()["results"]
         assert [c["order"] for c in calls] == ["ab", "ba"] and calls[0][
             "parsed"
