@@ -1,6 +1,8 @@
 """Django admin for the annotation workflow (staff)."""
 
+from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 
 from annotations.models import (
     AssignmentSlot,
@@ -13,7 +15,10 @@ from annotations.models import (
     Prompt,
     Response,
     Skip,
+    Webhook,
+    WebhookDelivery,
 )
+from prefarena.users import signed_in_user
 
 
 class MembershipInline(admin.TabularInline):
@@ -89,3 +94,48 @@ class JudgmentAdmin(admin.ModelAdmin):
 class SkipAdmin(admin.ModelAdmin):
     list_display = ["item", "annotator", "reason", "created_at"]
     raw_id_fields = ["item", "annotator"]
+
+
+# --- webhooks ------------------------------------------------------------------------------------------------
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    extra = 0
+    fields = ("event", "status", "attempts", "next_attempt_at", "delivered_at", "created_at")
+    readonly_fields = fields
+    can_delete = False
+    ordering = ["-created_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Webhook | None = None) -> bool:
+        return False
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["id", "url", "campaign", "active", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["url"]
+    readonly_fields = ["created_by", "created_at"]
+    raw_id_fields = ["campaign"]
+    inlines = [WebhookDeliveryInline]
+
+    def save_model(self, request: HttpRequest, obj: Webhook, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            obj.created_by = signed_in_user(request)
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Deliveries with their attempt log; read-only (the delivery task owns them)."""
+
+    list_display = ["id", "event", "webhook", "status", "attempts", "next_attempt_at", "delivered_at"]
+    list_filter = ["status", "event"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> list[str]:
+        return [field.name for field in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
+        return False

@@ -365,3 +365,69 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"judgment #{self.pk} on item {self.item_id} ({self.source})"
+
+
+# --- webhooks (datasets: snapshots, completed items, finished training runs) --------------------------------
+class WebhookEvent(models.TextChoices):
+    SNAPSHOT_READY = "snapshot.ready", "Dataset snapshot ready"
+    ITEM_COMPLETED = "item.completed", "Item completed"
+    TRAINING_FINISHED = "training.finished", "Training run finished"
+
+
+class Webhook(models.Model):
+    """A URL notified of events, site-wide (campaign null) or for one campaign; bodies are HMAC-signed.
+
+    Moved here from models_hub, which may not import annotations: that is why the campaign was a bare id; a
+    campaign's webhooks now go with it (CASCADE)."""
+
+    url = models.URLField(max_length=1000)
+    events = models.JSONField(default=list, help_text="Event names, e.g. ['snapshot.ready']")
+    campaign = models.ForeignKey(
+        Campaign,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhooks",
+        help_text="Null: every campaign (site-wide)",
+    )
+    secret = models.CharField(max_length=200, help_text="HMAC-SHA256 key for the X-PrefArena-Signature header")
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (gave up)"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook: retried with back-off; every attempt's outcome is logged."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40, choices=WebhookEvent.choices)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=12, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    log = models.JSONField(default=list, blank=True, help_text="[{at, status_code, error, ms}] per attempt")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhook_delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.webhook_id} ({self.status})"

@@ -42,8 +42,8 @@ from annotations.export import (
     options_parse,
 )
 from annotations.export.source import items_estimate
-from annotations.models import Campaign
-from models_hub.models import DatasetSnapshot, WebhookEvent
+from annotations.models import Campaign, WebhookEvent
+from models_hub.models import DatasetSnapshot
 from prefarena import enqueue, publish
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
 from prefarena.jobs import loop

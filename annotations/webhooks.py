@@ -30,8 +30,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotations.models import Item, ItemState
-from models_hub.models import Webhook, WebhookDelivery, WebhookDeliveryStatus, WebhookEvent
+from annotations.models import Item, ItemState, Webhook, WebhookDelivery, WebhookDeliveryStatus, WebhookEvent
 from prefarena import enqueue
 from prefarena.errors import InvalidInput
 

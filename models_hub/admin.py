@@ -27,8 +27,6 @@ from models_hub.models import (
     RetrainPolicy,
     TrainingRun,
     TrainingTrigger,
-    Webhook,
-    WebhookDelivery,
 )
 from prefarena.errors import InvalidInput
 from prefarena.users import signed_in_user
@@ -180,49 +178,6 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: DatasetSnapshot | None = None) -> bool:
         return False  # training runs and model lineage point at snapshots
-
-
-class WebhookDeliveryInline(admin.TabularInline):
-    model = WebhookDelivery
-    extra = 0
-    fields = ("event", "status", "attempts", "next_attempt_at", "delivered_at", "created_at")
-    readonly_fields = fields
-    can_delete = False
-    ordering = ["-created_at"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Webhook | None = None) -> bool:
-        return False
-
-
-@admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
-    list_display = ["id", "url", "campaign_id", "active", "created_at"]
-    list_filter = ["active"]
-    search_fields = ["url"]
-    readonly_fields = ["created_by", "created_at"]
-    inlines = [WebhookDeliveryInline]
-
-    def save_model(self, request: HttpRequest, obj: Webhook, form: forms.ModelForm, change: bool) -> None:
-        if not change:
-            obj.created_by = signed_in_user(request)
-        super().save_model(request, obj, form, change)
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
-    """Deliveries with their attempt log; read-only (the delivery task owns them)."""
-
-    list_display = ["id", "event", "webhook", "status", "attempts", "next_attempt_at", "delivered_at"]
-    list_filter = ["status", "event"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> list[str]:
-        return [field.name for field in WebhookDelivery._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
-        return False
 
 
 # --- training runs and retraining policies ----------------------------------------------------------

@@ -261,8 +261,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ModelRoleEnum": "models_hub.models.ModelRole",
         "MemberRoleEnum": "annotations.models.MemberRole",
-        "WebhookEventEnum": "models_hub.models.WebhookEvent",
-        "WebhookDeliveryStatusEnum": "models_hub.models.WebhookDeliveryStatus",
+        "WebhookEventEnum": "annotations.models.WebhookEvent",
+        "WebhookDeliveryStatusEnum": "annotations.models.WebhookDeliveryStatus",
         "JobStatusEnum": "prefarena.jobs.model.JobStatus",
     },
 }

@@ -18,8 +18,8 @@ from django.test import override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
 from annotations import services, snapshots, webhooks
-from annotations.models import Item, MemberRole
-from models_hub.models import Model, RetrainPolicy, TrainingRun, WebhookDelivery
+from annotations.models import Item, MemberRole, WebhookDelivery
+from models_hub.models import Model, RetrainPolicy, TrainingRun
 from workers.models import GenerationJob, JudgeCall, JudgeJob, ScoringJob
 
 pytestmark = pytest.mark.django_db

@@ -10,8 +10,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from annotations import webhooks
-from annotations.models import MemberRole
-from models_hub.models import Webhook, WebhookDelivery, WebhookDeliveryStatus
+from annotations.models import MemberRole, Webhook, WebhookDelivery, WebhookDeliveryStatus
 from tests.datasets.receiver import receiver
 
 pytestmark = pytest.mark.django_db

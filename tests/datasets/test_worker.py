@@ -10,7 +10,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from models_hub.models import DatasetSnapshot, WebhookDelivery
+from annotations.models import WebhookDelivery
+from models_hub.models import DatasetSnapshot
 from tests.celery_worker import WorkerProcess, wait_for
 from tests.datasets.conftest import PreferenceData
 from tests.datasets.receiver import receiver

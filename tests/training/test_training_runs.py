@@ -14,8 +14,9 @@ import redis
 from django.conf import settings
 from django.test import Client
 
+from annotations.models import Webhook, WebhookDelivery
 from models_hub import training as training_services
-from models_hub.models import Model, TrainingRun, Webhook, WebhookDelivery
+from models_hub.models import Model, TrainingRun
 from prefarena.jobs.model import JobStatus
 from tests.celery_worker import WorkerProcess, wait_for
 from tests.training.conftest import follows_rule
