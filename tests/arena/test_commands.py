@@ -136,6 +136,7 @@ def test_import_reuses_registered_models_and_counts_a_category(tmp_path):
         ('[{"model_a": "x", "winner": "model_a"}]', "battle 0: missing model_b"),
         ('[{"model_a": "x", "model_b": "y", "winner": "model_a"}, 3]', "battle 1: expected an object"),
         ('[{"model_a": "x", "model_b": "y", "winner": "draw"}]', "winner 'draw' is not one of"),
+        ('[{"model_a": "x", "model_b": "y", "winner": ["model_a"]}]', r"winner \['model_a'\] is not one of"),
         ('[{"model_a": "", "model_b": "y", "winner": "tie"}]', "model_a must be a model name"),
         ('[{"model_a": "x", "model_b": "y", "winner": "tie", "tstamp": "noon"}]', "tstamp must be a number"),
     ],
