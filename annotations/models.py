@@ -308,10 +308,10 @@ class JudgmentSource(models.TextChoices):
 
 # The four outcomes are defined once, in the pure arena/outcomes.py; arena votes use this same enum (Winner).
 class PairwiseChoice(models.TextChoices):
-    A = outcomes.A, outcomes.OUTCOMES[outcomes.A][1]
-    B = outcomes.B, outcomes.OUTCOMES[outcomes.B][1]
-    TIE = outcomes.TIE, outcomes.OUTCOMES[outcomes.TIE][1]
-    BOTH_BAD = outcomes.BOTH_BAD, outcomes.OUTCOMES[outcomes.BOTH_BAD][1]
+    A = outcomes.A, outcomes.OUTCOMES[outcomes.A]
+    B = outcomes.B, outcomes.OUTCOMES[outcomes.B]
+    TIE = outcomes.TIE, outcomes.OUTCOMES[outcomes.TIE]
+    BOTH_BAD = outcomes.BOTH_BAD, outcomes.OUTCOMES[outcomes.BOTH_BAD]
 
 
 class Strength(models.TextChoices):

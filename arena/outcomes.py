@@ -9,13 +9,8 @@ built from `OUTCOMES`; the arena's battle files (LMArena / FastChat `winner` str
 from __future__ import annotations
 
 A, B, TIE, BOTH_BAD = "a", "b", "tie", "both_bad"
-# value -> (enum member name, label): the choices of PairwiseChoice / Winner.
-OUTCOMES: dict[str, tuple[str, str]] = {
-    A: ("A", "A is better"),
-    B: ("B", "B is better"),
-    TIE: ("TIE", "Tie"),
-    BOTH_BAD: ("BOTH_BAD", "Both are bad"),
-}
+# value -> label: the choices of PairwiseChoice / Winner.
+OUTCOMES: dict[str, str] = {A: "A is better", B: "B is better", TIE: "Tie", BOTH_BAD: "Both are bad"}
 
 # The `winner` of LMArena's published battle files (FastChat): both-bad is a kind of tie there.
 FILE_WINNER = {A: "model_a", B: "model_b", TIE: "tie", BOTH_BAD: "tie (bothbad)"}

@@ -13,7 +13,7 @@ from arena.ratings import Battle, PairCounts, elo_online
 def test_the_vote_enum_is_the_judgment_enum_built_from_the_outcomes():
     assert Winner is PairwiseChoice
     assert PairwiseChoice.values == list(outcomes.OUTCOMES)
-    assert [label for _, label in PairwiseChoice.choices] == [label for _, label in outcomes.OUTCOMES.values()]
+    assert [label for _, label in PairwiseChoice.choices] == list(outcomes.OUTCOMES.values())
     assert PairwiseChoice.BOTH_BAD == "both_bad" and PairwiseChoice.__module__ == "annotations.models"
 
 
