@@ -8,6 +8,7 @@ from annotations.models import (
     AssignmentSlot,
     Campaign,
     CampaignMembership,
+    DatasetSnapshot,
     GuidelineVersion,
     Item,
     ItemResponse,
@@ -139,3 +140,25 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
         return False
+
+
+# --- dataset snapshots ---------------------------------------------------------------------
+@admin.register(DatasetSnapshot)
+class DatasetSnapshotAdmin(admin.ModelAdmin):
+    """Read-only: snapshots are created through the API or `snapshot_create` and never change once written."""
+
+    list_display = ["id", "name", "status", "progress_done", "progress_total", "content_hash", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "description", "content_hash"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: DatasetSnapshot | None = None) -> list[str]:
+        return [field.name for field in DatasetSnapshot._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: DatasetSnapshot | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: DatasetSnapshot | None = None) -> bool:
+        return False  # training runs and model lineage point at snapshots

@@ -27,8 +27,7 @@ from rest_framework.views import APIView
 from annotations import selectors, snapshots, webhooks
 from annotations.export import FORMATS, filters_parse, format_check, options_parse, stream_jsonl
 from annotations.export.filters import FILTER_FIELDS, OPTION_FIELDS
-from annotations.models import Webhook, WebhookDelivery, WebhookEvent
-from models_hub.models import DatasetSnapshot
+from annotations.models import DatasetSnapshot, Webhook, WebhookDelivery, WebhookEvent
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
 from prefarena.jobs.model import JobStatus
 from prefarena.jobs.protocol import job_cancel

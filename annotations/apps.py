@@ -8,7 +8,7 @@ class AnnotationsConfig(AppConfig):
     def ready(self) -> None:
         # Models and services import only once the app registry is ready (Django's rule for ready()).
         from annotations import snapshots
-        from models_hub.models import DatasetSnapshot
+        from annotations.models import DatasetSnapshot
         from prefarena.jobs.kinds import JobKind, register
 
         register(

@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from arena import outcomes
+from prefarena.jobs.model import Job
 
 
 class CampaignKind(models.TextChoices):
@@ -431,3 +432,30 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.webhook_id} ({self.status})"
+
+
+# Dataset snapshots: preferences frozen into files (annotations/snapshots.py builds them).
+class DatasetSnapshot(Job):
+    """Preferences frozen by filters into files (JSONL + Parquet per format, README.md card); immutable once written.
+
+    Built by a job on the `default` queue; `files` maps "<format>.<ext>" to {"rows", "bytes", "sha256"}.
+    """
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    license = models.CharField(max_length=100, blank=True, help_text="SPDX id written into the dataset card")
+    filters = models.JSONField(default=dict, blank=True, help_text="Validated filters the rows were selected with")
+    formats = models.JSONField(default=list, blank=True, help_text="Export formats written, e.g. ['pairwise', 'kto']")
+    options = models.JSONField(default=dict, blank=True, help_text="Format options, e.g. include_ties, pair_mode")
+    directory = models.CharField(max_length=1000, blank=True, help_text="Folder holding the files (fixed by id)")
+    files = models.JSONField(default=dict, blank=True)
+    row_counts = models.JSONField(default=dict, blank=True, help_text="Rows per format")
+    counts_by_source = models.JSONField(default=dict, blank=True, help_text="Judgments per source")
+    stats = models.JSONField(default=dict, blank=True, help_text="Agreement figures and other card numbers")
+    content_hash = models.CharField(max_length=64, blank=True, help_text="sha256 over the files' hashes")
+
+    class Meta(Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return f"snapshot #{self.pk} {self.name} ({self.status})"

@@ -42,8 +42,7 @@ from annotations.export import (
     options_parse,
 )
 from annotations.export.source import items_estimate
-from annotations.models import Campaign, WebhookEvent
-from models_hub.models import DatasetSnapshot
+from annotations.models import Campaign, DatasetSnapshot, WebhookEvent
 from prefarena import enqueue, publish
 from prefarena.errors import Conflict, InvalidInput, NotFound, PermissionDeniedError
 from prefarena.jobs import loop

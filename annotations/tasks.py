@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from annotations import events, services, snapshots, webhooks
-from models_hub.models import DatasetSnapshot
+from annotations.models import DatasetSnapshot
 from prefarena import enqueue
 from prefarena.jobs.protocol import jobs_reap
 

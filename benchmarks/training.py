@@ -91,8 +91,8 @@ def pattern_rows(seed: int = 0) -> list[tuple[str, str, str]]:
 
 
 def snapshot_make(rows: list[tuple[str, str, str]]) -> Any:
+    from annotations.models import DatasetSnapshot
     from annotations.snapshots import snapshot_dir
-    from models_hub.models import DatasetSnapshot
 
     snapshot = DatasetSnapshot.objects.create(
         name="bench", status="succeeded", formats=["pairwise"], row_counts={"pairwise": len(rows)}
@@ -175,10 +175,10 @@ def run_raw(model_path: str, args: argparse.Namespace, train_pairs: list[Any], d
 
 def run_ours(base: Any, snapshot: Any, args: argparse.Namespace) -> tuple[float, float, float]:
     """(steps per wall second, steps per CPU second, job wall s) of a TrainingRun run as a gpu worker does."""
-    from models_hub import training as training_services
-    from models_hub.models import TrainingRun
     from prefarena.jobs import loop
-    from workers.training import training_run_work
+    from workers.models import TrainingRun
+    from workers.training import services as training_services
+    from workers.training.runner import training_run_work
 
     run = training_services.training_run_create(
         base_model=base, snapshot=snapshot, method="dpo", hyperparameters=hyperparameters(args)

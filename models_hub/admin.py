@@ -18,22 +18,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
-from models_hub import services, training
-from models_hub.models import (
-    DatasetSnapshot,
-    Model,
-    ModelBackend,
-    ModelRole,
-    RetrainPolicy,
-    TrainingRun,
-    TrainingTrigger,
-)
+from models_hub import services
+from models_hub.models import Model, ModelBackend, ModelRole
 from prefarena.errors import InvalidInput
 from prefarena.users import signed_in_user
-from workers.ml.training_config import TrainingConfig
 
 if TYPE_CHECKING:
-    from django.contrib.admin.options import _FieldGroups  # the stubs' type of ModelAdmin.fields
+    pass  # the stubs' type of ModelAdmin.fields
 
 IDENTITY_FIELDS = [
     "name",
@@ -149,155 +140,10 @@ class ModelAdmin(admin.ModelAdmin):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one model to retrain.", messages.WARNING)
             return None
-        url = reverse("admin:models_hub_trainingrun_add")
+        url = reverse("admin:workers_trainingrun_add")
         return HttpResponseRedirect(f"{url}?base_model={queryset.get().pk}")
 
     @admin.action(description="Take out of arena", permissions=["change"])
     def take_out_of_arena(self, request: HttpRequest, queryset: QuerySet[Model]) -> None:
         changed = services.models_arena_set(model_ids=list(queryset.values_list("pk", flat=True)), in_arena=False)
         self.message_user(request, f"{changed} model(s) taken out of the arena.", messages.SUCCESS)
-
-
-# --- dataset snapshots and webhooks ---------------------------------------------------------------------
-@admin.register(DatasetSnapshot)
-class DatasetSnapshotAdmin(admin.ModelAdmin):
-    """Read-only: snapshots are created through the API or `snapshot_create` and never change once written."""
-
-    list_display = ["id", "name", "status", "progress_done", "progress_total", "content_hash", "created_at"]
-    list_filter = ["status"]
-    search_fields = ["name", "description", "content_hash"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: DatasetSnapshot | None = None) -> list[str]:
-        return [field.name for field in DatasetSnapshot._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: DatasetSnapshot | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: DatasetSnapshot | None = None) -> bool:
-        return False  # training runs and model lineage point at snapshots
-
-
-# --- training runs and retraining policies ----------------------------------------------------------
-class TrainingSettingsForm(forms.ModelForm):
-    """Checks method, base model and hyperparameters like the API (models_hub.training); errors go on the fields."""
-
-    def training_check(self, cleaned: dict[str, Any]) -> TrainingConfig:
-        """Raise InvalidInput naming the field at fault; return the full hyperparameters."""
-        config = training.training_config_check(cleaned["method"], cleaned.get("hyperparameters") or {})
-        training.training_base_check(cleaned["base_model"], cleaned["method"])
-        return config
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        assert cleaned is not None  # ModelForm.clean returns cleaned_data
-        if self.errors:
-            return cleaned
-        try:
-            config = self.training_check(cleaned)
-        except InvalidInput as exc:
-            for field, field_messages in exc.fields.items():
-                name = "hyperparameters" if field.startswith("hyperparameters") else field
-                self.add_error(name if name in self.fields else None, f"{field}: {'; '.join(field_messages)}")
-            return cleaned
-        cleaned["hyperparameters"] = config.to_dict()
-        return cleaned
-
-
-class TrainingRunAddForm(TrainingSettingsForm):
-    """Start a run: the same validation as the API (models_hub.training), errors shown on the fields."""
-
-    class Meta:
-        model = TrainingRun
-        fields = ["base_model", "snapshot", "method", "hyperparameters", "max_attempts"]
-        help_texts = {
-            "hyperparameters": "JSON object of TrainingConfig fields (workers/ml/training_config.py); "
-            'e.g. {"learning_rate": 5e-6, "max_steps": 200, "lora": true}. Missing fields take their defaults.'
-        }
-
-    def training_check(self, cleaned: dict[str, Any]) -> TrainingConfig:
-        config = super().training_check(cleaned)
-        training.training_snapshot_check(cleaned["snapshot"], cleaned["method"])
-        return config
-
-
-@admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "method", "base_model", "snapshot", "status", "progress_done", "output_model", "created_at"]
-    list_filter = ["status", "method", "trigger"]
-    raw_id_fields = ["base_model", "snapshot"]
-    actions = ["cancel_runs"]
-
-    def get_form(
-        self, request: HttpRequest, obj: TrainingRun | None = None, change: bool = False, **kwargs: Any
-    ) -> type[forms.ModelForm]:
-        if obj is None:
-            kwargs["form"] = TrainingRunAddForm
-        return super().get_form(request, obj, change, **kwargs)
-
-    def get_fields(self, request: HttpRequest, obj: TrainingRun | None = None) -> _FieldGroups:
-        if obj is None:
-            return list(TrainingRunAddForm.Meta.fields)
-        return [f.name for f in TrainingRun._meta.fields]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: TrainingRun | None = None) -> list[str]:
-        return [f.name for f in TrainingRun._meta.fields] if obj is not None else []
-
-    def has_delete_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
-        return False  # runs are the lineage of registered versions
-
-    def save_model(self, request: HttpRequest, obj: TrainingRun, form: forms.ModelForm, change: bool) -> None:
-        if change:
-            return
-        data = form.cleaned_data
-        run = training.training_run_create(
-            base_model=data["base_model"],
-            snapshot=data["snapshot"],
-            method=data["method"],
-            hyperparameters=data["hyperparameters"],
-            max_attempts=data["max_attempts"],
-            trigger=TrainingTrigger.ADMIN,
-            created_by=signed_in_user(request),
-        )
-        obj.pk = run.pk  # the admin's change message and redirect point at the created run
-        obj.output_dir = run.output_dir
-
-    @admin.action(description="Cancel (queued at once, running after the current step)", permissions=["change"])
-    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
-        for run in queryset:
-            training.training_run_cancel(run)
-        self.message_user(request, f"Cancellation requested for {queryset.count()} run(s).", messages.SUCCESS)
-
-
-class RetrainPolicyForm(TrainingSettingsForm):
-    class Meta:
-        model = RetrainPolicy
-        fields = [
-            "name",
-            "base_model",
-            "method",
-            "hyperparameters",
-            "snapshot_filters",
-            "trigger",
-            "every_n",
-            "interval_minutes",
-            "enter_arena",
-            "promotion_rule",
-            "enabled",
-        ]
-
-
-@admin.register(RetrainPolicy)
-class RetrainPolicyAdmin(admin.ModelAdmin):
-    form = RetrainPolicyForm
-    list_display = ["name", "base_model", "method", "trigger", "every_n", "interval_minutes", "enabled"]
-    list_filter = ["enabled", "method", "trigger"]
-    raw_id_fields = ["base_model"]
-    readonly_fields = ["preferences_seen", "last_fired_at", "created_by", "created_at"]
-
-    def save_model(self, request: HttpRequest, obj: RetrainPolicy, form: forms.ModelForm, change: bool) -> None:
-        if not change:
-            obj.created_by = signed_in_user(request)
-        super().save_model(request, obj, form, change)

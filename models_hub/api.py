@@ -1,6 +1,6 @@
 """REST API of the model registry: list, read, register, and change a version's mutable settings.
 
-Training runs and retraining policies have their REST in workers/training_api.py (their access rules
+Training runs and retraining policies have their REST in workers/training/api.py (their access rules
 read campaigns and snapshots, which models_hub may not import).
 
 Versions are never deleted (jobs, responses and lineage point at them); take one out of the arena instead.

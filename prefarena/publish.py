@@ -1,6 +1,6 @@
 """Publishing a folder atomically: write into a scratch folder, hash and fsync, rename into place.
 
-Dataset snapshots (annotations/snapshots.py) and trained weights (workers/training.py) are both written this
+Dataset snapshots (annotations/snapshots.py) and trained weights (workers/training/runner.py) are both written this
 way, so a reader sees a finished folder or none: every file is made durable (fsync) and hashed, then the
 scratch folder is renamed onto its final name in one `os.replace` (atomic on one filesystem). A folder already
 at the final name was left by an attempt that died between its rename and the database row recording it; it

@@ -12,7 +12,8 @@ from annotations import api_datasets, routing_api
 from arena import api as arena_api
 from models_hub import api as models_hub_api
 from workers import api as workers_api
-from workers import judge_api, training_api
+from workers import judge_api
+from workers.training import api as training_api
 
 router = DefaultRouter()
 router.register("campaigns", annotations_api.CampaignViewSet, basename="campaign")

@@ -19,8 +19,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
 from annotations import services, snapshots, webhooks
 from annotations.models import Item, MemberRole, WebhookDelivery
-from models_hub.models import Model, RetrainPolicy, TrainingRun
-from workers.models import GenerationJob, JudgeCall, JudgeJob, ScoringJob
+from models_hub.models import Model
+from workers.models import GenerationJob, JudgeCall, JudgeJob, RetrainPolicy, ScoringJob, TrainingRun
 
 pytestmark = pytest.mark.django_db
 

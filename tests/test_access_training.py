@@ -17,12 +17,13 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from annotations import services as annotation_services
-from annotations.models import Item, Judgment, MemberRole
-from models_hub import training as training_services
-from models_hub.models import DatasetSnapshot, Model, RetrainPolicy, TrainingRun
+from annotations.models import DatasetSnapshot, Item, Judgment, MemberRole
+from models_hub.models import Model
 from prefarena.jobs.model import JobStatus
 from prefarena.routing import websocket_urlpatterns
-from workers import training as worker_training
+from workers.models import RetrainPolicy, TrainingRun
+from workers.training import policies as worker_training
+from workers.training import services as training_services
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the socket reads through another connection
 
@@ -183,7 +184,7 @@ def test_only_staff_reach_the_admin_form_that_starts_runs(trainer: Any, base_mod
     # snapshot. A non-staff user holding the permission must not get to it.
     client = Client()
     client.force_login(trainer("trainer"))
-    response = client.get("/admin/models_hub/trainingrun/add/")
+    response = client.get("/admin/workers/trainingrun/add/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 

@@ -18,8 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations import snapshots
-from annotations.models import AssignmentSlot, SlotState
-from models_hub.models import DatasetSnapshot
+from annotations.models import AssignmentSlot, DatasetSnapshot, SlotState
 from prefarena import enqueue
 from prefarena.celery import app
 from tests.celery_worker import WorkerProcess, wait_for

@@ -52,3 +52,56 @@ def test_webhooks_move_from_models_hub_to_annotations_without_losing_rows():
     Campaign.objects.filter(pk=campaign.pk).delete()
     assert list(Webhook.objects.values_list("pk", flat=True)) == [site_wide.pk]
     assert WebhookDelivery.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_snapshots_and_training_move_out_of_models_hub_without_losing_rows():
+    """A database filled while snapshots, training runs and policies lived in models_hub migrates forward: every
+    row is kept under its new home (tables renamed), the foreign keys between them and to the registry hold,
+    the one-active-run-per-policy constraint still works, and a permission granted on training runs stays."""
+    from django.contrib.auth.models import Permission, User
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import IntegrityError, connection, transaction
+    from django.db.migrations.executor import MigrationExecutor
+
+    old = [("models_hub", "0004_webhooks_to_annotations"), ("workers", "0002_judge_jobs")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(old)
+    past = executor.loader.project_state(old).apps
+    base = past.get_model("models_hub", "Model").objects.create(name="tiny", version=1, role="policy", path="/m")
+    snapshot = past.get_model("models_hub", "DatasetSnapshot").objects.create(
+        name="snap", status="succeeded", formats=["pairwise"], row_counts={"pairwise": 3}
+    )
+    policy = past.get_model("models_hub", "RetrainPolicy").objects.create(
+        name="nightly", base_model=base, method="dpo", trigger="every_n", every_n=5, preferences_seen=7
+    )
+    run = past.get_model("models_hub", "TrainingRun").objects.create(
+        method="dpo", base_model=base, snapshot=snapshot, policy=policy, status="running", evaluation={"x": 1}
+    )
+    # the content type and permission as they were (post_migrate made them under models_hub, and none under the
+    # new homes; the suite's own post_migrate made those, so they go first)
+    ContentType.objects.filter(app_label__in=["workers", "annotations"], model="trainingrun").delete()
+    old_type, _ = ContentType.objects.get_or_create(app_label="models_hub", model="trainingrun")
+    permission, _ = Permission.objects.get_or_create(
+        content_type=old_type, codename="add_trainingrun", defaults={"name": "Can add training run"}
+    )
+    trainer = User.objects.create(username="trainer")
+    trainer.user_permissions.add(permission)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    from annotations.models import DatasetSnapshot
+    from workers.models import RetrainPolicy, TrainingRun
+
+    assert DatasetSnapshot._meta.db_table == "annotations_datasetsnapshot"
+    assert TrainingRun._meta.db_table == "workers_trainingrun"
+    moved_run = TrainingRun.objects.get(pk=run.pk)
+    assert moved_run.snapshot == DatasetSnapshot.objects.get(pk=snapshot.pk, row_counts={"pairwise": 3})
+    assert moved_run.policy == RetrainPolicy.objects.get(pk=policy.pk, preferences_seen=7)
+    assert moved_run.base_model_id == base.pk and moved_run.evaluation == {"x": 1}
+    with pytest.raises(IntegrityError), transaction.atomic():  # the partial unique constraint came along
+        TrainingRun.objects.create(method="dpo", base_model_id=base.pk, snapshot_id=snapshot.pk, policy_id=policy.pk)
+    assert User.objects.get(pk=trainer.pk).has_perm("workers.add_trainingrun")
+    # new rows get fresh ids from the renamed tables' sequences
+    assert DatasetSnapshot.objects.create(name="after").pk > snapshot.pk

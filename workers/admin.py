@@ -15,6 +15,7 @@ from django.http import HttpRequest
 
 from workers import services
 from workers.models import GenerationJob, GenerationOutput, Job, ScoringJob
+from workers.training import admin as training_admin  # noqa: F401  (registers the training admin)
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldGroups  # the stubs' type of ModelAdmin.fields

@@ -7,10 +7,9 @@ class WorkersConfig(AppConfig):
 
     def ready(self) -> None:
         # Models and selectors import only once the app registry is ready (Django's rule for ready()).
-        from models_hub.models import TrainingRun
         from prefarena.jobs.kinds import JobKind, register
         from workers import selectors
-        from workers.models import GenerationJob, JudgeJob, ScoringJob
+        from workers.models import GenerationJob, JudgeJob, ScoringJob, TrainingRun
 
         register(
             JobKind(
@@ -30,6 +29,6 @@ class WorkersConfig(AppConfig):
                 TrainingRun,
                 selectors.training_run_list_for_user,
                 selectors.training_run_get_for_user,
-                page=False,  # its own page: workers/training_views.py
+                page=False,  # its own page: workers/training/views.py
             )
         )

@@ -7,10 +7,11 @@ State machine:  queued ──claim──► running ──► succeeded | failed
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from annotations.models import Campaign, Item, Prompt, Response
+from annotations.models import Campaign, DatasetSnapshot, Item, Prompt, Response
 from models_hub.models import Model
 from prefarena.jobs.model import TERMINAL_STATUSES, Job, JobStatus
 
@@ -22,7 +23,12 @@ __all__ = [
     "JobStatus",
     "JudgeCall",
     "JudgeJob",
+    "RetrainPolicy",
+    "RetrainPolicyTrigger",
     "ScoringJob",
+    "TrainingMethod",
+    "TrainingRun",
+    "TrainingTrigger",
 ]
 
 
@@ -163,3 +169,101 @@ class JudgeCall(models.Model):
 
     def __str__(self) -> str:
         return f"judge call {self.call_index} of job {self.job_id} on item {self.item_id}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training: runs and retraining policies (the training home: workers/training/).
+# ---------------------------------------------------------------------------------------------------
+
+
+class TrainingMethod(models.TextChoices):
+    REWARD = "reward", "Reward model (Bradley–Terry)"
+    DPO = "dpo", "DPO (sigmoid)"
+    IPO = "ipo", "IPO"
+    ROBUST = "robust", "Robust DPO (label smoothing)"
+    SIMPO = "simpo", "SimPO"
+    ORPO = "orpo", "ORPO"
+    KTO = "kto", "KTO"
+
+
+class TrainingTrigger(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    COMMAND = "command", "Management command"
+    POLICY = "policy", "Retraining policy"
+
+
+class RetrainPolicyTrigger(models.TextChoices):
+    EVERY_N = "every_n", "Every N new preferences"
+    SCHEDULE = "schedule", "On a schedule"
+
+
+class RetrainPolicy(models.Model):
+    """When to retrain a base model on fresh preferences; checked by Celery beat."""
+
+    name = models.CharField(max_length=200, unique=True)
+    base_model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="retrain_policies")
+    method = models.CharField(max_length=12, choices=TrainingMethod.choices)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    snapshot_filters = models.JSONField(default=dict, blank=True)
+    trigger = models.CharField(max_length=12, choices=RetrainPolicyTrigger.choices)
+    every_n = models.PositiveIntegerField(null=True, blank=True, help_text="New matching preferences per run")
+    interval_minutes = models.PositiveIntegerField(null=True, blank=True, help_text="Schedule: minutes between runs")
+    # Watermark: the count of matching preferences when the policy last fired (compare-and-set on fire).
+    preferences_seen = models.PositiveIntegerField(default=0)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    enter_arena = models.BooleanField(default=False, help_text="Put produced policy versions into the arena")
+    promotion_rule = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(trigger="every_n") | Q(every_n__gte=1), name="retrain_policy_every_n_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(trigger="schedule") | Q(interval_minutes__gte=1),
+                name="retrain_policy_interval_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TrainingRun(Job):
+    """A base model trained on a snapshot by one method; the produced version is registered at the end."""
+
+    method = models.CharField(max_length=12, choices=TrainingMethod.choices)
+    base_model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="training_runs")
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="training_runs")
+    hyperparameters = models.JSONField(default=dict, blank=True, help_text="Validated, defaults filled in")
+    trigger = models.CharField(max_length=12, choices=TrainingTrigger.choices, default=TrainingTrigger.API)
+    policy = models.ForeignKey(
+        RetrainPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_runs"
+    )
+    output_dir = models.CharField(max_length=1000, blank=True, help_text="Folder fixed by the run id")
+    output_model = models.OneToOneField(
+        Model, null=True, blank=True, on_delete=models.PROTECT, related_name="produced_by_run"
+    )
+    metric_series = models.JSONField(default=list, blank=True, help_text="[{step, loss, lr, ...}] for the curves")
+    evaluation = models.JSONField(default=dict, blank=True, help_text="Held-out accuracy, win rate vs parent, ...")
+    logs = models.TextField(blank=True)
+
+    class Meta(Job.Meta):
+        constraints = [
+            # At most one active run per retraining policy: a racing beat tick hits this constraint.
+            models.UniqueConstraint(
+                fields=["policy"],
+                condition=Q(status__in=["queued", "running"]),
+                name="training_run_one_active_per_policy",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"training run #{self.pk} {self.method} ({self.status})"

@@ -6,7 +6,7 @@ campaign must be one they manage, a training run's snapshot one they may read
 (annotations.snapshots.snapshot_list_for_user), a retraining policy's campaigns ones they manage. A job
 someone may not see is reported as not found (404), with the message an id that does not exist gets.
 Creating a job needs staff or the model permission (`workers.add_generationjob`, ...,
-`models_hub.add_trainingrun` for training runs and policies); a campaign a job reads from or writes to
+`workers.add_trainingrun` for training runs and policies); a campaign a job reads from or writes to
 must be one the creator manages (annotations.selectors.campaign_user_can_manage), and a training run's
 snapshot one they may read.
 """
@@ -22,10 +22,9 @@ from django.db.models import Q, QuerySet
 from annotations import selectors as annotation_selectors
 from annotations import snapshots
 from annotations.export import filters_parse
-from annotations.models import Campaign, CampaignMembership, ItemResponse, MemberRole, Response
-from models_hub.models import DatasetSnapshot, RetrainPolicy, TrainingRun
+from annotations.models import Campaign, CampaignMembership, DatasetSnapshot, ItemResponse, MemberRole, Response
 from prefarena.errors import ApplicationError, InvalidInput, NotFound, PermissionDeniedError
-from workers.models import GenerationJob, Job, JudgeJob, ScoringJob
+from workers.models import GenerationJob, Job, JudgeJob, RetrainPolicy, ScoringJob, TrainingRun
 
 MAX_DATABASE_ID = 2**63 - 1
 
@@ -118,7 +117,7 @@ def job_user_can_create(user: AnyUser, job_class: type[Job]) -> bool:
 
 def training_user_can_start(user: AnyUser) -> bool:
     """Starting and cancelling runs and writing policies needs staff or the 'add training run' permission."""
-    return bool(user.is_staff or user.has_perm("models_hub.add_trainingrun"))
+    return bool(user.is_staff or user.has_perm("workers.add_trainingrun"))
 
 
 def training_snapshot_get_for_user(user: User, snapshot_id: Any) -> DatasetSnapshot:

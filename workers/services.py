@@ -16,8 +16,9 @@ from prefarena import enqueue
 from prefarena.errors import Conflict, InvalidInput
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.protocol import J
-from workers import judging, training
+from workers import judging
 from workers.models import GenerationJob, Job, JobStatus, ScoringJob
+from workers.training import policies as training_policies
 
 MAX_PROMPTS_PER_JOB = 1_000_000
 
@@ -167,7 +168,7 @@ def jobs_reap() -> dict[str, list[int]]:
         report[f"{model.__name__}.requeued"] = requeued
         report[f"{model.__name__}.failed"] = failed
     report.update(judging.judge_jobs_reap())
-    report.update(training.training_runs_reap())
+    report.update(training_policies.training_runs_reap())
     return report
 
 

@@ -11,8 +11,10 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from prefarena.jobs import loop
-from workers import arena_runner, judging, runners, services, training
+from workers import arena_runner, judging, runners, services
 from workers.models import GenerationJob, ScoringJob
+from workers.training import policies as training_policies
+from workers.training import runner as training_runner
 
 GPU_TASK_OPTIONS = {
     "bind": True,
@@ -69,7 +71,7 @@ def jobs_reap() -> dict[str, list[int]]:
 @shared_task(name="workers.tasks.training_run_execute", **GPU_TASK_OPTIONS)
 def training_run_execute(self: Task, run_id: int) -> None:
     """Run (or resume) a training run: train, write atomically, evaluate, register the version."""
-    retry_in = training.training_run_execute(run_id)
+    retry_in = training_runner.training_run_execute(run_id)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
 
@@ -77,4 +79,4 @@ def training_run_execute(self: Task, run_id: int) -> None:
 @shared_task(name="workers.tasks.retrain_policies_check")
 def retrain_policies_check() -> list[int]:
     """Fire due retraining policies (beat, default queue); returns the queued run ids."""
-    return training.retrain_policies_check()
+    return training_policies.retrain_policies_check()

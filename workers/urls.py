@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.urls import path, register_converter
 
-from workers import training_views, views
+from workers import views
+from workers.training import views as training_views
 
 
 class JobKindConverter:

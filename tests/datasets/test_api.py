@@ -12,7 +12,7 @@ import pytest
 
 from annotations import snapshots
 from annotations.export import export_files, filters_parse, options_parse
-from models_hub.models import DatasetSnapshot
+from annotations.models import DatasetSnapshot
 from prefarena.errors import Conflict
 from tests.datasets.conftest import PreferenceData
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from models_hub.models import DatasetSnapshot
+from annotations.models import DatasetSnapshot
 from tests.datasets.conftest import PreferenceData
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from annotations import snapshots
-from models_hub.models import DatasetSnapshot
+from annotations.models import DatasetSnapshot
 from tests.datasets.conftest import PreferenceData
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,8 +10,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from annotations.models import WebhookDelivery
-from models_hub.models import DatasetSnapshot
+from annotations.models import DatasetSnapshot, WebhookDelivery
 from tests.celery_worker import WorkerProcess, wait_for
 from tests.datasets.conftest import PreferenceData
 from tests.datasets.receiver import receiver

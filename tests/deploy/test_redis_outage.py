@@ -22,9 +22,8 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from annotations.models import Judgment
+from annotations.models import DatasetSnapshot, Judgment
 from arena import tasks as arena_tasks
-from models_hub.models import DatasetSnapshot
 from prefarena.celery import app as celery_app
 from prefarena.jobs.model import JobStatus
 from tests.deploy.processes import RedisServer

@@ -15,8 +15,7 @@ import pytest
 from django.conf import settings
 
 from annotations import services as annotation_services
-from annotations.models import Prompt, Response
-from models_hub.models import DatasetSnapshot
+from annotations.models import DatasetSnapshot, Prompt, Response
 from models_hub.services import model_register
 
 TEMPLATES = ["{q}", "Please answer: {q}", "Tell me, {q}", "Quick question: {q}"]

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from models_hub.models import DatasetSnapshot, Model, RetrainPolicy, TrainingRun
+from annotations.models import DatasetSnapshot
+from models_hub.models import Model
+from workers.models import RetrainPolicy, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -32,17 +34,17 @@ def test_start_retraining_action_opens_the_run_form_for_that_model(admin: Client
         "/admin/models_hub/model/", {"action": "start_retraining", "_selected_action": [tiny_policy.pk]}
     )
     assert response.status_code == 302
-    assert response["Location"] == f"/admin/models_hub/trainingrun/add/?base_model={tiny_policy.pk}"
+    assert response["Location"] == f"/admin/workers/trainingrun/add/?base_model={tiny_policy.pk}"
     form = admin.get(response["Location"])
     assert form.status_code == 200 and f'value="{tiny_policy.pk}"'.encode() in form.content
 
 
 def test_run_form_validates_then_queues_a_run(admin: Client, tiny_policy: Model, snapshot: DatasetSnapshot) -> None:
     form = {"base_model": tiny_policy.pk, "snapshot": snapshot.pk, "method": "simpo", "max_attempts": 2}
-    bad = admin.post("/admin/models_hub/trainingrun/add/", {**form, "hyperparameters": json.dumps({"beta": 0})})
+    bad = admin.post("/admin/workers/trainingrun/add/", {**form, "hyperparameters": json.dumps({"beta": 0})})
     assert bad.status_code == 200 and b"hyperparameters.beta" in bad.content
     assert not TrainingRun.objects.exists()
-    good = admin.post("/admin/models_hub/trainingrun/add/", {**form, "hyperparameters": json.dumps({"max_steps": 3})})
+    good = admin.post("/admin/workers/trainingrun/add/", {**form, "hyperparameters": json.dumps({"max_steps": 3})})
     assert good.status_code == 302, good.content[:2000]
     run = TrainingRun.objects.get()
     assert (run.trigger, run.status, run.method, run.hyperparameters["max_steps"]) == ("admin", "queued", "simpo", 3)
@@ -60,8 +62,8 @@ def test_policy_form_names_a_bad_hyperparameter(admin: Client, tiny_policy: Mode
         "promotion_rule": "{}",
         "enabled": "on",
     }
-    bad = admin.post("/admin/models_hub/retrainpolicy/add/", {**form, "hyperparameters": '{"lora_r": 0}'})
+    bad = admin.post("/admin/workers/retrainpolicy/add/", {**form, "hyperparameters": '{"lora_r": 0}'})
     assert bad.status_code == 200 and b"hyperparameters.lora_r" in bad.content
-    good = admin.post("/admin/models_hub/retrainpolicy/add/", {**form, "hyperparameters": "{}"})
+    good = admin.post("/admin/workers/retrainpolicy/add/", {**form, "hyperparameters": "{}"})
     assert good.status_code == 302
     assert RetrainPolicy.objects.get().hyperparameters["beta"] == 0.1

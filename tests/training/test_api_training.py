@@ -9,9 +9,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotations import services as annotation_services
-from annotations.models import Campaign
-from models_hub.models import DatasetSnapshot, Model, TrainingRun
+from annotations.models import Campaign, DatasetSnapshot
+from models_hub.models import Model
 from prefarena.jobs.model import JobStatus
+from workers.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +128,7 @@ def test_train_command_queues_a_run_and_explains_bad_input(snapshot: DatasetSnap
 def test_run_page_is_for_staff_and_the_runs_creator(
     client: Any, staff: Any, make_user: Any, snapshot: DatasetSnapshot, tiny_policy: Model
 ) -> None:
-    from models_hub import training as training_services
+    from workers.training import services as training_services
 
     # The owner manages the snapshot's campaign: a run on a snapshot its creator cannot read is hidden
     # from them too (tests/test_access_training.py).

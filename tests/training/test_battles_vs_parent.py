@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from models_hub.models import Model
-from models_hub.training import promotion_decide
 from tests.judges.judge_server import ScriptedJudgeServer
-from workers.training import _battles
+from workers.training.evaluation import judged_battles
+from workers.training.services import promotion_decide
 
 
 def _prefers(marker: str):  # noqa: ANN202 - a judge script
@@ -37,7 +37,7 @@ def test_battles_against_the_parent_count_position_swapped_verdicts_and_feed_the
         Model.objects.create(
             name="judge", role="judge", backend="openai", base_url=server.base_url, remote_model="judge", timeout_s=5
         )
-        result = _battles("judge", samples)
+        result = judged_battles("judge", samples)
         calls = len(server.requests)
     # then: 8 wins (the judge saw each pair in both orders and agreed), 2 ties, none lost
     assert calls == 20
@@ -55,7 +55,7 @@ def test_a_parent_preferring_judge_blocks_promotion():
         Model.objects.create(
             name="judge", role="judge", backend="openai", base_url=server.base_url, remote_model="judge", timeout_s=5
         )
-        result = _battles("judge", samples)
+        result = judged_battles("judge", samples)
     assert (result["wins"], result["losses"]) == (0, 6) and result["win_rate"] == 0.0
     allowed, reason = promotion_decide({"battles": result}, {"judge": "judge", "min_win_rate_lower_bound": 0.5})
     assert not allowed and reason

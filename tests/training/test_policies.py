@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from models_hub import training as training_services
-from models_hub.models import DatasetSnapshot, Model, RetrainPolicy, TrainingRun
+from annotations.models import DatasetSnapshot
+from models_hub.models import Model
 from prefarena.errors import InvalidInput
 from prefarena.jobs.model import JobStatus
-from workers import training as worker_training
+from workers.models import RetrainPolicy, TrainingRun
+from workers.training import policies as worker_training
+from workers.training import services as training_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

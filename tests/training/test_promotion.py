@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from models_hub import training as training_services
 from models_hub.models import Model
 from models_hub.services import model_register
-from workers.training import wilson_interval
+from workers.training import services as training_services
+from workers.training.evaluation import wilson_interval
 
 pytestmark = pytest.mark.django_db
 

@@ -9,10 +9,12 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
-from models_hub.models import DatasetSnapshot, Model, TrainingRun
+from annotations.models import DatasetSnapshot
+from models_hub.models import Model
 from prefarena.jobs import events
 from prefarena.jobs.model import JobStatus
 from prefarena.routing import websocket_urlpatterns
+from workers.models import TrainingRun
 
 
 def _communicator(kind: str, job_id: int, user: Any) -> WebsocketCommunicator:

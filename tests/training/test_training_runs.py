@@ -15,12 +15,13 @@ from django.conf import settings
 from django.test import Client
 
 from annotations.models import Webhook, WebhookDelivery
-from models_hub import training as training_services
-from models_hub.models import Model, TrainingRun
+from models_hub.models import Model
 from prefarena.jobs.model import JobStatus
 from tests.celery_worker import WorkerProcess, wait_for
 from tests.training.conftest import follows_rule
-from workers.training import manifest_verify
+from workers.models import TrainingRun
+from workers.training import services as training_services
+from workers.training.runner import manifest_verify
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

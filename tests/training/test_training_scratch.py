@@ -26,7 +26,7 @@ def train_attempt(tiny_models: dict[str, Any], training_dir: Path, **callbacks: 
         base_path=tiny_models["tiny-lm-small"],
         config=training_config_validate("dpo", FAST),
         train_rows=[ml.PreferencePair(p, c, r) for p, c, r in pattern_rows()[:16]],
-        output_dir=training_dir / ".run-7.attempt-1",  # the name workers/training.py gives an attempt
+        output_dir=training_dir / ".run-7.attempt-1",  # the name workers/training/runner.py gives an attempt
         **callbacks,
     )
 

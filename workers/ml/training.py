@@ -1,7 +1,7 @@
 """Preference training through TRL's trainers: reward model (Bradley–Terry), DPO, IPO, robust DPO, SimPO,
 ORPO and KTO, full fine-tune or LoRA. Pure torch/transformers/TRL: no Django import.
 
-The Django side (workers/training.py) turns snapshot files into `PreferencePair`/`BinaryExample` lists,
+The Django side (workers/training/) turns snapshot files into `PreferencePair`/`BinaryExample` lists,
 passes a `TrainingConfig` (workers/ml/training_config.py, every field documented there) and callbacks,
 and stores what `train` returns. Progress leaves through `on_progress(step, total, metrics)`;
 `should_stop()` is asked after every optimizer step, so a cancel stops the run within one step.

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotations import snapshots
 from annotations.export.cli import add_filter_arguments, command_error, filters_and_options
-from models_hub.models import DatasetSnapshot
+from annotations.models import DatasetSnapshot
 from prefarena.errors import ApplicationError
 from prefarena.jobs.model import JobStatus
 

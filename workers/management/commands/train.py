@@ -8,11 +8,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from annotations.models import DatasetSnapshot
 from models_hub import selectors
-from models_hub import training as training_services
-from models_hub.models import DatasetSnapshot, TrainingMethod, TrainingRun, TrainingTrigger
 from prefarena.errors import ApplicationError
 from workers.ml.training_config import TrainingConfig
+from workers.models import TrainingMethod, TrainingRun, TrainingTrigger
+from workers.training import services as training_services
 
 KNOWN = [name for name in TrainingConfig.__dataclass_fields__ if name != "method"]
 

@@ -2,7 +2,7 @@
 
 Who sees what is workers/selectors.py, the rule the run page and its socket use too: staff see every run
 and policy; anyone else what they created while they may still read its data (a run's snapshot, a
-policy's campaigns). Starting a run needs staff or `models_hub.add_trainingrun` *and* a snapshot you may
+policy's campaigns). Starting a run needs staff or `workers.add_trainingrun` *and* a snapshot you may
 read: one you cannot is refused like an id that does not exist. A policy's campaigns must be ones you
 manage. The views live here, not in models_hub, because these rules read campaigns and snapshots
 (models_hub imports no other app).
@@ -21,14 +21,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from models_hub import selectors as model_selectors
-from models_hub import training as training_services
 from models_hub.api import ModelBriefSerializer, ModelReferenceField
-from models_hub.models import RetrainPolicy, RetrainPolicyTrigger, TrainingMethod, TrainingRun, TrainingTrigger
 from prefarena.errors import Conflict, PermissionDeniedError
 from prefarena.filters import IdFilter
 from prefarena.users import signed_in_user
 from prefarena.viewsets import CreateFromInputMixin
 from workers import selectors
+from workers.models import RetrainPolicy, RetrainPolicyTrigger, TrainingMethod, TrainingRun, TrainingTrigger
+from workers.training import services as training_services
 
 MAX_DATABASE_ID = 2**63 - 1
 

@@ -17,9 +17,9 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from models_hub.models import TrainingRun
 from prefarena.errors import NotFound
 from workers import selectors
+from workers.models import TrainingRun
 
 SERIES_KEYS = ("loss", "learning_rate", "rewards/accuracies", "rewards/margins", "accuracy", "margin", "tokens_per_s")
 

@@ -1,7 +1,7 @@
 """Training runs and retraining policies (web side): validate, create, cancel, register the produced version.
 
-Execution lives in workers/training.py (gpu queue). models_hub imports no other app, so a run is
-enqueued by task name (`prefarena.enqueue`); the Celery router sends every `workers.*` task to the gpu queue.
+Execution lives in workers/training/runner.py (gpu queue). A run is enqueued by task name (`prefarena.enqueue`,
+no service imports a tasks module); the Celery router sends every `workers.*` task to the gpu queue.
 
 Registration rule: a version is created only by `training_version_register`, called by the runner in the
 transaction that also marks the run succeeded (conditioned on the attempt still owning the run), and only
@@ -21,21 +21,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from models_hub.models import (
-    DatasetSnapshot,
-    Model,
-    ModelBackend,
-    ModelRole,
-    RetrainPolicy,
-    RetrainPolicyTrigger,
-    TrainingMethod,
-    TrainingRun,
-    TrainingTrigger,
-)
+from annotations.models import DatasetSnapshot
+from models_hub.models import Model, ModelBackend, ModelRole
 from prefarena import enqueue
 from prefarena.errors import Conflict, InvalidInput
 from prefarena.jobs.model import JobStatus
 from workers.ml.training_config import POLICY_METHODS, TrainingConfig, TrainingConfigError, training_config_validate
+from workers.models import RetrainPolicy, RetrainPolicyTrigger, TrainingMethod, TrainingRun, TrainingTrigger
 
 # Which snapshot format each method trains on.
 METHOD_FORMAT = {method: ("kto" if method == "kto" else "pairwise") for method in TrainingMethod.values}
