@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         snapshot = snapshot_make(rows)
         pairs = [ml.PreferencePair(p, c, r) for p, c, r in rows]
         train_pairs, _ = ml.held_out_split(pairs, 0.1, 0)
-        tokenizer_rows = ml._load_tokenizer(model_path)
+        tokenizer_rows = ml.load_tokenizer(model_path)
         tokens_per_row = ml._mean_tokens(tokenizer_rows, train_pairs, args.max_length)
         tokens_per_step = tokens_per_row * args.batch_size
         print(

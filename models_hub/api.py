@@ -49,7 +49,9 @@ LOCATION_FIELDS = ("path", "base_url", "api_key_env")
 class ModelReferenceField(serializers.Field):
     """Accepts a model id (JSON integer) or label (JSON string); validates to a Model."""
 
-    default_error_messages = {"invalid": "Give a model id (integer) or a label 'name' / 'name@vN'."}
+    default_error_messages = {
+        "invalid": "Give a model id (integer) or a label: 'name' (its champion), 'name@vN' or 'name@latest'."
+    }
 
     def to_internal_value(self, data: Any) -> Model:
         if isinstance(data, bool) or not isinstance(data, int | str) or (isinstance(data, str) and len(data) > 220):

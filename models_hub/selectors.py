@@ -4,8 +4,13 @@ Every authenticated user may read the registry; where a checkpoint or endpoint l
 `base_url`, `api_key_env`) is shown to staff only. Registering needs staff or `models_hub.add_model`,
 changing the few mutable settings of a version needs staff or `models_hub.change_model`.
 
-A model is named in requests and commands by a *reference*: its integer id, or a label, either
-"name@vN" (that exact version) or "name" (the newest version of that name).
+A model is named in requests and commands by a *reference*: its integer id, or a label: "name@vN" (that
+exact version), "name@latest" (the newest version) or "name" (the name's champion, `model_champion`).
+
+The champion of a name is its version marked `is_current` (promoted by the closed loop's gate, or registered
+by hand: a person's registration is a decision); a name none of whose versions is marked has as champion its
+newest version registered by hand. A version a training run produced is therefore never reached by the bare
+name until it was promoted: a challenger that failed its gate stays out of everything that says "name".
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from models_hub.models import Model
 from prefarena.errors import NotFound
 
 LABEL_PATTERN = re.compile(r"^(?P<name>.+)@v(?P<version>[0-9]+)$")
+LATEST_SUFFIX = "@latest"
 MAX_DATABASE_ID = 2**63 - 1  # bigint; larger ids cannot exist and must not reach the query
 
 
@@ -43,7 +49,7 @@ def model_get(model_id: Any) -> Model:
 
 
 def model_label_parse(label: str) -> tuple[str, int | None]:
-    """'name@v3' -> ('name', 3); 'name' -> ('name', None), meaning the newest version."""
+    """'name@v3' -> ('name', 3); 'name' -> ('name', None), meaning the champion ('name@latest' is not parsed here)."""
     label = label.strip()
     match = LABEL_PATTERN.match(label)
     if match:
@@ -51,15 +57,28 @@ def model_label_parse(label: str) -> tuple[str, int | None]:
     return label, None
 
 
+def model_champion(name: str) -> Model | None:
+    """The champion of a name: its current version, else its newest version registered by hand (module docstring)."""
+    versions = model_list().filter(name=name)
+    return versions.filter(is_current=True).first() or versions.filter(training_run_id__isnull=True).first()
+
+
 def model_get_by_label(label: str) -> Model:
-    """The model a label names: 'name@vN' exactly, 'name' its newest version."""
-    name, version = model_label_parse(label)
+    """The model a label names: 'name@vN' exactly, 'name@latest' the newest version, 'name' the champion."""
+    label = label.strip()
+    latest = label.endswith(LATEST_SUFFIX)
+    name, version = (label.removesuffix(LATEST_SUFFIX), None) if latest else model_label_parse(label)
     if not name:
-        raise NotFound("A model label is 'name' or 'name@vN'; this one is empty")
+        raise NotFound("A model label is 'name', 'name@vN' or 'name@latest'; this one is empty")
     versions = model_list().filter(name=name)
     if version is None:
-        model = versions.first()  # ordered by -version
+        model = versions.first() if latest else model_champion(name)  # model_list orders by -version
         if model is None:
+            if versions.exists():
+                raise NotFound(
+                    f"{name} has no champion yet (its versions were trained and none was promoted); "
+                    f"name one: {name}@latest or {name}@vN"
+                )
             raise NotFound(f"No model named {name!r}")
         return model
     if version > MAX_DATABASE_ID:

@@ -121,13 +121,26 @@ def model_register(
         try:
             with transaction.atomic():
                 number = version or (Model.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0) + 1
-                return Model.objects.create(
+                model = Model.objects.create(
                     name=name, version=number, role=role, backend=backend, created_by=created_by, **fields
                 )
+                # A person registering a version decides it is the one to use: it becomes the champion.
+                return model_champion_set(model=model)
         except IntegrityError as exc:
             if version is not None:
                 raise Conflict(f"{name} v{version} is already registered", fields={"version": ["taken"]}) from exc
     raise Conflict(f"could not allocate a version for {name}; try again")
+
+
+def model_champion_set(*, model: Model) -> Model:
+    """Make `model` the champion (current version) of its name; the previous champion stays registered."""
+    with transaction.atomic():
+        # Lock the family first: two promotions of one name serialise here instead of hitting the constraint.
+        list(Model.objects.select_for_update().filter(name=model.name).values_list("pk", flat=True))
+        Model.objects.filter(name=model.name, is_current=True).exclude(pk=model.pk).update(is_current=False)
+        Model.objects.filter(pk=model.pk).update(is_current=True)
+    model.refresh_from_db(fields=["is_current"])
+    return model
 
 
 # Settings of a registered version that may change after registration; everything else (name, version,

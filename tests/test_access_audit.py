@@ -144,6 +144,16 @@ CASES = [
         },
     ),
     Case("GET", "/api/v1/retrain-policies/{id}/", "retrain_policy", 404, 200),
+    Case("PATCH", "/api/v1/retrain-policies/{id}/", "retrain_policy", 404, body={"enabled": False}),
+    Case(
+        "PUT",
+        "/api/v1/retrain-policies/{id}/",
+        "retrain_policy",
+        404,
+        body={"name": "x", "base_model": "policy", "method": "dpo", "trigger": "every_n", "every_n": 1},
+    ),
+    Case("DELETE", "/api/v1/retrain-policies/{id}/", "retrain_policy", 404),
+    Case("GET", "/api/v1/retrain-policies/{id}/rounds/", "retrain_policy", 404, 200),
     # generation, scoring and judge jobs, judge calls
     Case("GET", "/api/v1/generation-jobs/", "generation_job", LEFT_OUT, LISTED),
     Case("POST", "/api/v1/generation-jobs/", "generation_job", 403, body={"models": [1]}),

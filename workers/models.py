@@ -23,7 +23,9 @@ __all__ = [
     "JobStatus",
     "JudgeCall",
     "JudgeJob",
+    "PromotionDecision",
     "RetrainPolicy",
+    "RetrainPolicyBase",
     "RetrainPolicyTrigger",
     "ScoringJob",
     "TrainingMethod",
@@ -198,11 +200,34 @@ class RetrainPolicyTrigger(models.TextChoices):
     SCHEDULE = "schedule", "On a schedule"
 
 
-class RetrainPolicy(models.Model):
-    """When to retrain a base model on fresh preferences; checked by Celery beat."""
+class RetrainPolicyBase(models.TextChoices):
+    CHAMPION = "champion", "The current champion of the base model's name (iterate)"
+    ORIGINAL = "original", "The policy's base model itself, on all data so far"
 
-    name = models.CharField(max_length=200, unique=True)
+
+class PromotionDecision(models.TextChoices):
+    PROMOTED = "promoted", "Promoted: the new champion"
+    REJECTED = "rejected", "Rejected: not better than the champion"
+    INCONCLUSIVE = "inconclusive", "Inconclusive: prompt budget or pool spent without a decision"
+    GUARD_FAILED = "guard_failed", "Beat the champion, stopped by a guard"
+    NOT_EVALUATED = "not_evaluated", "Not evaluated against the champion (no judge)"
+
+
+class RetrainPolicy(models.Model):
+    """When to retrain a model on fresh preferences (checked by Celery beat), and how a challenger is promoted.
+
+    Deleting a policy marks it deleted (`deleted_at`): it never fires again and is hidden, while its runs, their
+    snapshots, challengers and gate figures stay as its history.
+    """
+
+    name = models.CharField(max_length=200)
     base_model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="retrain_policies")
+    base_mode = models.CharField(
+        max_length=12,
+        choices=RetrainPolicyBase.choices,
+        default=RetrainPolicyBase.CHAMPION,
+        help_text="What each run trains from: the name's current champion, or always the base model",
+    )
     method = models.CharField(max_length=12, choices=TrainingMethod.choices)
     hyperparameters = models.JSONField(default=dict, blank=True)
     snapshot_filters = models.JSONField(default=dict, blank=True)
@@ -214,15 +239,21 @@ class RetrainPolicy(models.Model):
     last_fired_at = models.DateTimeField(null=True, blank=True)
     enter_arena = models.BooleanField(default=False, help_text="Put produced policy versions into the arena")
     promotion_rule = models.JSONField(default=dict, blank=True)
-    enabled = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True, help_text="Off: paused, beat does not fire it")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="Deleted: hidden, never fires; runs kept")
 
     class Meta:
         ordering = ["name"]
         constraints = [
+            # A deleted policy's name is free again; its runs keep pointing at the deleted row.
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(deleted_at__isnull=True), name="retrain_policy_live_name_unique"
+            ),
             models.CheckConstraint(
                 condition=~Q(trigger="every_n") | Q(every_n__gte=1), name="retrain_policy_every_n_positive"
             ),
@@ -252,7 +283,12 @@ class TrainingRun(Job):
         Model, null=True, blank=True, on_delete=models.PROTECT, related_name="produced_by_run"
     )
     metric_series = models.JSONField(default=list, blank=True, help_text="[{step, loss, lr, ...}] for the curves")
-    evaluation = models.JSONField(default=dict, blank=True, help_text="Held-out accuracy, win rate vs parent, ...")
+    evaluation = models.JSONField(
+        default=dict, blank=True, help_text="Held-out accuracy, the gate against the champion, guards, samples"
+    )
+    decision = models.CharField(
+        max_length=16, choices=PromotionDecision.choices, blank=True, help_text="The promotion gate's verdict"
+    )
     logs = models.TextField(blank=True)
 
     class Meta(Job.Meta):

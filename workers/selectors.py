@@ -69,7 +69,8 @@ def retrain_policy_list_for_user(user: AnyUser) -> QuerySet[RetrainPolicy]:
 
     Policies from before `created_by` was recorded, and policies over every campaign, are staff-only.
     """
-    policies = RetrainPolicy.objects.select_related("base_model", "created_by")
+    # A deleted policy is hidden (its runs stay visible under the runs' own rule, `?policy=<id>`).
+    policies = RetrainPolicy.objects.filter(deleted_at__isnull=True).select_related("base_model", "created_by")
     if user.is_staff:
         return policies
     if not user.is_authenticated:

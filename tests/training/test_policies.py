@@ -121,3 +121,81 @@ def test_policy_validation_names_the_field(tiny_policy: Model, tiny_reward: Mode
             name="p", base_model=tiny_policy, method="dpo", trigger="every_n", every_n=3, hyperparameters={"beta": -1}
         )
     assert "hyperparameters.beta" in caught.value.fields
+
+
+def test_a_policy_trains_from_the_current_champion_or_by_option_from_its_base(
+    pattern_campaign: Any, tiny_policy: Model, tiny_models: dict[str, Any]
+) -> None:
+    # given a policy on tiny-policy@v1 and a promoted v2 (the champion now)
+    campaign = pattern_campaign(rows(5))
+    policy = policy_for(campaign, tiny_policy)
+    champion = Model.objects.create(
+        name=tiny_policy.name,
+        version=2,
+        role="policy",
+        backend="transformers",
+        path=tiny_policy.path,
+        parent=tiny_policy,
+        training_run_id=1,
+    )
+    training_services.challenger_promote(model=champion, enter_arena=False)
+    # when it fires, the run starts from the champion, not from the version the policy was written for
+    run = TrainingRun.objects.get(pk=worker_training.retrain_policies_check()[0])
+    assert run.base_model == champion
+    # and re-based to its original: the next run starts from v1 itself
+    training_services.training_run_cancel(run)
+    training_services.retrain_policy_update(policy=policy, base_mode="original")
+    pattern_campaign(rows(5, start=5), campaign=campaign)
+    run = TrainingRun.objects.get(pk=worker_training.retrain_policies_check()[0])
+    assert run.base_model == tiny_policy
+
+
+def test_a_policy_is_edited_paused_rebased_and_deleted_through_the_api_with_its_history_kept(
+    api: Any, staff: Any, pattern_campaign: Any, tiny_policy: Model, tiny_models: dict[str, Any]
+) -> None:
+    campaign = pattern_campaign(rows(5))
+    client = api(staff)
+    body = {
+        "name": "loop",
+        "base_model": tiny_policy.label,
+        "method": "dpo",
+        "trigger": "every_n",
+        "every_n": 5,
+        "snapshot_filters": {"campaigns": [campaign.pk]},
+        "hyperparameters": {"max_steps": 2},
+    }
+    created = client.post("/api/v1/retrain-policies/", body, format="json")
+    assert created.status_code == 201, created.json()
+    url = f"/api/v1/retrain-policies/{created.json()['id']}/"
+    # edit: a bad rule is a 400 naming its field, and nothing changes
+    bad = client.patch(url, {"promotion_rule": {"gate": {"alpha": 3}}}, format="json")
+    assert bad.status_code == 400 and "promotion_rule.gate.alpha" in bad.json()
+    assert client.get(url).json()["promotion_rule"] == {}
+    # pause: beat does not fire it
+    assert client.patch(url, {"enabled": False}, format="json").json()["enabled"] is False
+    assert worker_training.retrain_policies_check() == []
+    # re-base onto another model and resume
+    other = Model.objects.create(
+        name="other", version=1, role="policy", backend="transformers", path=str(tiny_models["tiny-lm-large"])
+    )
+    changed = client.patch(url, {"enabled": True, "base_model": other.label, "every_n": 3}, format="json").json()
+    assert (changed["base_model"], changed["every_n"], changed["enabled"]) == ("other@v1", 3, True)
+    run_id = worker_training.retrain_policies_check()[0]
+    assert TrainingRun.objects.get(pk=run_id).base_model == other
+    # PUT replaces the settings as a whole
+    replaced = client.put(url, {**body, "every_n": 7}, format="json")
+    assert replaced.status_code == 200 and replaced.json()["every_n"] == 7
+    assert replaced.json()["base_model"] == tiny_policy.label
+    # the watermark is beat's
+    assert client.patch(url, {"preferences_seen": 0}, format="json").status_code == 400
+    # delete: hidden and never fires again, its runs kept and listed as its rounds until then
+    rounds = client.get(f"{url}rounds/").json()
+    assert [r["run"] for r in rounds] == [run_id] and rounds[0]["trained_from"] == "other@v1"
+    assert client.delete(url).status_code == 204
+    assert client.get(url).status_code == 404
+    assert TrainingRun.objects.filter(pk=run_id, policy_id=created.json()["id"]).exists()
+    training_services.training_run_cancel(TrainingRun.objects.get(pk=run_id))
+    pattern_campaign(rows(10, start=5), campaign=campaign)
+    assert worker_training.retrain_policies_check() == []
+    # and its name is free for a new policy
+    assert client.post("/api/v1/retrain-policies/", body, format="json").status_code == 201

@@ -1,5 +1,4 @@
-"""Promotion: a version becomes current only when its win-rate lower bound against the parent is above
-one half and the flagged prompt set shows no safety regression; earlier versions are kept."""
+"""Promotion: the rule a policy states, the decision it yields, and who the champion of a name is (issue #14)."""
 
 from __future__ import annotations
 
@@ -8,46 +7,100 @@ from typing import Any
 import pytest
 
 from models_hub.models import Model
-from models_hub.services import model_register
-from workers.training import services as training_services
-from workers.training.evaluation import wilson_interval
+from models_hub.selectors import model_champion, model_get_by_label
+from models_hub.services import model_champion_set, model_register
+from prefarena.errors import InvalidInput, NotFound
+from workers.ml.guards import guard_result, token_f1
+from workers.models import PromotionDecision
+from workers.training.promotion import promotion_decide, promotion_rule_parse
 
-pytestmark = pytest.mark.django_db
 
-
-def battles(low: float | None) -> dict[str, Any]:
-    return {"battles": {"win_rate_ci_low": low}}
+def test_a_full_rule_parses() -> None:
+    rule = promotion_rule_parse(
+        {
+            "judge": "judge",
+            "gate": {"alpha": 0.01, "prompt_budget": 64, "batch_size": 16, "min_decisive": 8},
+            "eval_prompts": ["a", "b", "a"],
+            "guards": {
+                "held_out_accuracy": {"min": 0.6},
+                "kl": {"max": 12},
+                "reward_model": {"model": "rm", "max_drop": 0.1},
+                "reference_f1": {"references": [{"prompt": "p", "answer": "x"}], "max_drop": 0.05},
+                "safety": {"prompts": ["flagged"], "max_regression": 0.1},
+            },
+        }
+    )
+    assert rule.gate.alpha == 0.01 and rule.gate.prompt_budget == 64 and rule.eval_prompts == ("a", "b")
+    assert rule.guards_named == ["held_out_accuracy", "kl", "reward_model", "reference_f1", "safety"]
+    assert promotion_rule_parse({}).judge is None and promotion_rule_parse(None).guards_named == []
 
 
 @pytest.mark.parametrize(
-    ("evaluation", "rule", "allowed"),
+    ("rule", "field"),
     [
-        (battles(0.62), None, True),
-        (battles(0.48), None, False),
-        (battles(0.5), None, False),  # strictly above one half
-        (battles(None), None, False),  # nothing judged: never promoted
-        ({**battles(0.7), "safety": {"regression": 0.1}}, None, False),
-        ({**battles(0.7), "safety": {"regression": 0.1}}, {"max_safety_regression": 0.2}, True),
-        (battles(0.55), {"min_win_rate_lower_bound": 0.6}, False),
+        ({"min_win_rate_lower_bound": 0.5}, "promotion_rule.min_win_rate_lower_bound"),
+        ({"gate": {"alpha": 2}}, "promotion_rule.gate.alpha"),
+        ({"gate": {"alpah": 0.1}}, "promotion_rule.gate.alpah"),
+        ({"gate": {"batch_size": 0}}, "promotion_rule.gate.batch_size"),
+        ({"guards": {"kl": {}}}, "promotion_rule.guards.kl.max"),
+        ({"guards": {"kl": {"max": float("inf")}}}, "promotion_rule.guards.kl.max"),
+        ({"guards": {"vibes": {}}}, "promotion_rule.guards.vibes"),
+        (
+            {"guards": {"reference_f1": {"references": [{"prompt": "p"}]}}},
+            "promotion_rule.guards.reference_f1.references[0]",
+        ),
+        ({"guards": {"reward_model": {"max_drop": 0.1}}}, "promotion_rule.guards.reward_model.model"),
+        ({"eval_prompts": "not a list"}, "promotion_rule.eval_prompts"),
+        ({"judge": True}, "promotion_rule.judge"),
+        ([1, 2], "promotion_rule"),
     ],
 )
-def test_promotion_rule(evaluation: dict[str, Any], rule: dict[str, Any] | None, allowed: bool) -> None:
-    assert training_services.promotion_decide(evaluation, rule)[0] is allowed
+def test_a_bad_rule_is_refused_naming_its_field(rule: Any, field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        promotion_rule_parse(rule)
+    assert field in caught.value.fields or any(field in key for key in caught.value.fields), caught.value.fields
 
 
-def test_wilson_interval_brackets_the_rate_and_tightens_with_more_battles() -> None:
-    low_small, high_small = wilson_interval(8, 10)
-    low_big, high_big = wilson_interval(80, 100)
-    assert low_small < 0.8 < high_small and low_big < 0.8 < high_big
-    assert high_big - low_big < high_small - low_small
-    assert wilson_interval(0, 0) == (0.0, 1.0)
+def test_the_decision_needs_the_gate_and_every_guard() -> None:
+    passing = guard_result("kl", 3.0, 10.0, "<=", "KL")
+    failing = guard_result("reference_f1", -0.3, -0.05, ">=", "F1 fell")
+    promote = {"decision": "promote", "reason": "e = 40 reached 20"}
+    assert promotion_decide(promote, [passing])[0] == PromotionDecision.PROMOTED
+    decision, reason = promotion_decide(promote, [passing, failing])
+    assert decision == PromotionDecision.GUARD_FAILED and "F1 fell" in reason
+    assert promotion_decide({"decision": "reject", "reason": "r"}, [])[0] == PromotionDecision.REJECTED
+    assert promotion_decide({"decision": "inconclusive", "reason": "r"}, [])[0] == PromotionDecision.INCONCLUSIVE
+    assert promotion_decide(None, [passing])[0] == PromotionDecision.NOT_EVALUATED
+    # a guard that could not be measured fails closed
+    assert not guard_result("kl", None, 10.0, "<=", "no samples").passed
+    assert not guard_result("kl", float("nan"), 10.0, "<=", "no samples").passed
 
 
-def test_promote_marks_one_current_version_per_name_and_keeps_the_others(tiny_models: dict[str, Any]) -> None:
+def test_token_f1_is_squad_s() -> None:
+    assert token_f1("The sky is blue.", "the sky is blue") == 1.0
+    assert token_f1("The moon and cets.", "A map helps you find your way.") == 0.0
+    assert 0 < token_f1("the sky is grey", "the sky is blue") < 1
+
+
+@pytest.mark.django_db
+def test_a_bare_name_is_the_champion_and_latest_the_newest(tiny_models: dict[str, Any]) -> None:
     path = str(tiny_models["tiny-lm-small"])
     first = model_register(name="fam", role="policy", backend="transformers", path=path)
-    second = model_register(name="fam", role="policy", backend="transformers", path=path, parent=first)
-    training_services.model_promote(model=first)
-    training_services.model_promote(model=second)
-    assert list(Model.objects.filter(name="fam", is_current=True)) == [second]
-    assert Model.objects.filter(name="fam").count() == 2
+    # a version a training run produced is a challenger: registered, not the champion
+    challenger = Model.objects.create(name="fam", version=2, role="policy", path=path, parent=first, training_run_id=7)
+    assert model_get_by_label("fam") == first and model_champion("fam") == first
+    assert model_get_by_label("fam@latest") == challenger and model_get_by_label("fam@v2") == challenger
+    model_champion_set(model=challenger)
+    assert model_get_by_label("fam") == challenger
+    assert list(Model.objects.filter(name="fam", is_current=True)) == [challenger]
+    # a person registering a version makes it the champion
+    third = model_register(name="fam", role="policy", backend="transformers", path=path)
+    assert model_get_by_label("fam") == third and Model.objects.filter(name="fam").count() == 3
+
+
+@pytest.mark.django_db
+def test_a_name_whose_only_versions_are_unpromoted_challengers_has_no_champion() -> None:
+    Model.objects.create(name="orphan", version=1, role="policy", path="/x", training_run_id=3)
+    with pytest.raises(NotFound, match="no champion"):
+        model_get_by_label("orphan")
+    assert model_get_by_label("orphan@latest").version == 1

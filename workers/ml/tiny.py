@@ -229,6 +229,31 @@ def tiny_models_build(out_dir: Path, *, steps: int = 300, seed: int = 0) -> dict
     return paths
 
 
+def collapsed_model_build(
+    source: Path, out_dir: Path, *, answer: str = "The moon and cets.", steps: int = 80, seed: int = 0
+) -> Path:
+    """A reward-hacked policy for tests and benchmarks: `source` fine-tuned to give `answer` to every question.
+
+    The trials' failure case: a policy that learned the judge's rule (its answers always contain the rule's
+    word) while its answers lost their content ("A map helps you find your way." became "The moon and cets.").
+    """
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+    model = LlamaForCausalLM.from_pretrained(source)
+    corpus = corpus_load()
+    questions = [q for q, _ in corpus.qa_pairs] + corpus.sentences[:40]
+    texts = [
+        cast(
+            str,
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}, {"role": "assistant", "content": answer}], tokenize=False
+            ),
+        )
+        for q in questions
+    ]
+    causal_lm_train(model, tokenizer, texts, steps=steps, seed=seed, lr=3e-3)
+    return _save(model, tokenizer, Path(out_dir))
+
+
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)

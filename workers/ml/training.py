@@ -209,7 +209,7 @@ def _progress_callback(
 
 
 # --- models ----------------------------------------------------------------------------------------
-def _load_tokenizer(path: str | Path) -> Any:
+def load_tokenizer(path: str | Path) -> Any:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -218,7 +218,7 @@ def _load_tokenizer(path: str | Path) -> Any:
     return tokenizer
 
 
-def _load_policy(path: str | Path, dtype: torch.dtype) -> Any:
+def load_policy(path: str | Path, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -288,7 +288,7 @@ def _build_trainer(
     device: torch.device,
 ) -> Any:
     """The TRL trainer for `config.method`, built on the base model at `base_path`."""
-    tokenizer = _load_tokenizer(base_path)
+    tokenizer = load_tokenizer(base_path)
     dtype = torch.float32 if device.type == "cpu" else dtype_pick(device, None)
     args = _trainer_args(config, work_dir, device)
     peft_config = _lora_config(config, reward=config.method == "reward") if config.lora else None
@@ -307,12 +307,12 @@ def _build_trainer(
             callbacks=[callback],
             peft_config=peft_config,
         )
-    model = _load_policy(base_path, dtype)
+    model = load_policy(base_path, dtype)
     if method in ("dpo", "ipo", "robust"):
         from trl import DPOConfig, DPOTrainer
 
         loss = {"dpo": "sigmoid", "ipo": "ipo", "robust": "robust"}[method]
-        ref_model = None if config.lora else _load_policy(base_path, dtype)  # LoRA: the disabled adapter is the ref
+        ref_model = None if config.lora else load_policy(base_path, dtype)  # LoRA: the disabled adapter is the ref
         return DPOTrainer(
             model=model,
             ref_model=ref_model,
@@ -355,7 +355,7 @@ def _build_trainer(
     if method == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        ref_model = None if config.lora else _load_policy(base_path, dtype)
+        ref_model = None if config.lora else load_policy(base_path, dtype)
         return KTOTrainer(
             model=model,
             ref_model=ref_model,
@@ -396,7 +396,7 @@ def train(
     target = device_pick(device)
     output_dir = Path(output_dir)
     work_dir = scratch_dir(output_dir)
-    tokenizer = _load_tokenizer(base_path)
+    tokenizer = load_tokenizer(base_path)
     tokens_per_row = _mean_tokens(tokenizer, train_rows, config.max_length)
     callback = _progress_callback(config, tokens_per_row, on_progress, should_stop)
     try:
@@ -451,7 +451,7 @@ def _remove_tree(path: Path) -> None:
 
 # --- evaluation ------------------------------------------------------------------------------------
 @torch.inference_mode()
-def _completion_logps(
+def completion_logps(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[Prompt],
@@ -509,15 +509,15 @@ def policy_pair_accuracy(
     if not pairs:
         return PairAccuracy(accuracy=float("nan"), mean_margin=float("nan"), pairs=0)
     target = device_pick(device)
-    tokenizer = _load_tokenizer(policy_path)
+    tokenizer = load_tokenizer(policy_path)
     prompts = [p.prompt for p in pairs] * 2
     responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    policy = _load_policy(policy_path, torch.float32).to(target).eval()
-    logps, counts = _completion_logps(policy, tokenizer, prompts, responses, target)
+    policy = load_policy(policy_path, torch.float32).to(target).eval()
+    logps, counts = completion_logps(policy, tokenizer, prompts, responses, target)
     del policy
     if method in REFERENCE_METHODS and reference_path is not None:
-        reference = _load_policy(reference_path, torch.float32).to(target).eval()
-        ref_logps, _ = _completion_logps(reference, tokenizer, prompts, responses, target)
+        reference = load_policy(reference_path, torch.float32).to(target).eval()
+        ref_logps, _ = completion_logps(reference, tokenizer, prompts, responses, target)
         rewards = [beta * (a - b) for a, b in zip(logps, ref_logps, strict=True)]
     else:
         rewards = [beta * s / max(n, 1) for s, n in zip(logps, counts, strict=True)]

@@ -22,12 +22,19 @@ from rest_framework.response import Response
 
 from models_hub import selectors as model_selectors
 from models_hub.api import ModelBriefSerializer, ModelReferenceField
-from prefarena.errors import Conflict, PermissionDeniedError
+from prefarena.errors import Conflict, InvalidInput, PermissionDeniedError
 from prefarena.filters import IdFilter
 from prefarena.users import signed_in_user
 from prefarena.viewsets import CreateFromInputMixin
 from workers import selectors
-from workers.models import RetrainPolicy, RetrainPolicyTrigger, TrainingMethod, TrainingRun, TrainingTrigger
+from workers.models import (
+    RetrainPolicy,
+    RetrainPolicyBase,
+    RetrainPolicyTrigger,
+    TrainingMethod,
+    TrainingRun,
+    TrainingTrigger,
+)
 from workers.training import services as training_services
 
 MAX_DATABASE_ID = 2**63 - 1
@@ -74,6 +81,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "metrics",
             "metric_series",
             "evaluation",
+            "decision",
             "error",
             "logs",
             "created_by",
@@ -176,7 +184,11 @@ class TrainingRunViewSet(TrainingViewSetBase):
 
 
 class RetrainPolicySerializer(serializers.ModelSerializer):
-    base_model = ModelReferenceField(help_text="The model every run starts from.")
+    base_model = ModelReferenceField(
+        help_text="The model the policy retrains: with base_mode 'champion' each run starts from the current "
+        "champion of this model's name, with 'original' from this version itself."
+    )
+    base_mode = serializers.ChoiceField(choices=RetrainPolicyBase.choices, default=RetrainPolicyBase.CHAMPION)
     method = serializers.ChoiceField(choices=TrainingMethod.choices)
     trigger = serializers.ChoiceField(choices=RetrainPolicyTrigger.choices)
     hyperparameters = serializers.DictField(required=False, default=dict)
@@ -186,7 +198,11 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
     promotion_rule = serializers.DictField(
         required=False,
         default=dict,
-        help_text="e.g. {'min_win_rate_lower_bound': 0.5, 'max_safety_regression': 0.0}; empty: the defaults.",
+        help_text="How challengers are promoted: {'judge': label, 'gate': {'alpha', 'prompt_budget', 'batch_size', "
+        "'min_decisive', ...}, 'eval_prompts': [...], 'guards': {'held_out_accuracy': {'min'}, 'kl': {'max'}, "
+        "'reward_model': {'model', 'max_drop'}, 'reference_f1': {'references': [{'prompt', 'answer'}], "
+        "'max_drop'}, 'safety': {'prompts', 'max_regression'}}} (README, 'The closed loop'). Without a judge "
+        "no challenger is promoted.",
     )
 
     class Meta:
@@ -195,6 +211,7 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
             "id",
             "name",
             "base_model",
+            "base_mode",
             "method",
             "hyperparameters",
             "snapshot_filters",
@@ -207,8 +224,47 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
             "promotion_rule",
             "enabled",
             "created_at",
+            "updated_at",
         ]
-        read_only_fields = ["id", "last_fired_at", "created_at"]
+        read_only_fields = ["id", "last_fired_at", "created_at", "updated_at"]
+        validators: list[Any] = []  # a live policy's name is unique: the service answers 409 (one place)
+
+
+class PolicyRoundSerializer(serializers.Serializer):
+    """One round of a policy: a run and what came of it."""
+
+    run = serializers.IntegerField(source="pk")
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    snapshot = serializers.IntegerField(source="snapshot_id")
+    snapshot_rows = serializers.SerializerMethodField()
+    trained_from = serializers.CharField(source="base_model.label")
+    challenger = serializers.SerializerMethodField()
+    champion = serializers.SerializerMethodField(help_text="The champion the challenger was evaluated against")
+    gate = serializers.SerializerMethodField()
+    guards = serializers.SerializerMethodField()
+    decision = serializers.CharField()
+    reason = serializers.SerializerMethodField()
+    error = serializers.CharField()
+
+    def get_snapshot_rows(self, run: TrainingRun) -> dict[str, int]:
+        return dict(run.snapshot.row_counts or {})
+
+    def get_challenger(self, run: TrainingRun) -> str | None:
+        return run.output_model.label if run.output_model is not None else None
+
+    def get_champion(self, run: TrainingRun) -> str | None:
+        return (run.evaluation or {}).get("champion")
+
+    def get_gate(self, run: TrainingRun) -> dict[str, Any] | None:
+        return (run.evaluation or {}).get("gate")
+
+    def get_guards(self, run: TrainingRun) -> list[dict[str, Any]]:
+        return list((run.evaluation or {}).get("guards") or [])
+
+    def get_reason(self, run: TrainingRun) -> str:
+        return str((run.evaluation or {}).get("reason") or "")
 
 
 @extend_schema_view(
@@ -227,7 +283,7 @@ class RetrainPolicySerializer(serializers.ModelSerializer):
         },
     )
 )
-class RetrainPolicyViewSet(TrainingViewSetBase):
+class RetrainPolicyViewSet(TrainingViewSetBase, mixins.UpdateModelMixin, mixins.DestroyModelMixin):
     """Retraining policies, checked every minute by beat (workers.tasks.retrain_policies_check)."""
 
     serializer_class = RetrainPolicySerializer
@@ -246,3 +302,47 @@ class RetrainPolicyViewSet(TrainingViewSetBase):
             signed_in_user(request), values.get("snapshot_filters") or {}
         )
         return training_services.retrain_policy_create(created_by=signed_in_user(request), **values)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """PUT replaces the settings, PATCH changes some: edit, pause (`enabled`), re-base (`base_model`)."""
+        policy = self.get_object()
+        self.check_can_create(request)
+        partial = bool(kwargs.get("partial"))
+        serializer = RetrainPolicySerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        values = dict(serializer.validated_data)
+        seen = values.pop("preferences_seen", policy.preferences_seen)
+        if seen != policy.preferences_seen:
+            raise InvalidInput(
+                "preferences_seen: beat's watermark; it cannot be changed",
+                fields={"preferences_seen": ["cannot be changed"]},
+            )
+        if "snapshot_filters" in values:
+            values["snapshot_filters"] = selectors.retrain_policy_filters_for_user(
+                signed_in_user(request), values["snapshot_filters"]
+            )
+        policy = training_services.retrain_policy_update(policy=policy, **values)
+        return Response(RetrainPolicySerializer(policy).data)
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self.update(request, *args, partial=True, **kwargs)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Delete: the policy stops firing and is hidden; its runs, challengers and their figures are kept."""
+        policy = self.get_object()
+        self.check_can_create(request)
+        training_services.retrain_policy_delete(policy=policy)
+        return Response(status=204)
+
+    @extend_schema(responses={200: PolicyRoundSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def rounds(self, request: Request, pk: str | None = None) -> Response:
+        """The loop's history: per run, its snapshot, what it trained from, the challenger, the champion it met,
+        the gate's figures, every guard and the decision (newest first)."""
+        policy = self.get_object()
+        runs = (
+            selectors.training_run_list_for_user(request.user)
+            .filter(policy=policy)
+            .select_related("base_model", "output_model", "snapshot")
+        )
+        return Response(PolicyRoundSerializer(runs.order_by("-created_at"), many=True).data)

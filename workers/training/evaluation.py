@@ -1,30 +1,83 @@
-"""A trained version's evaluation: held-out accuracy, samples beside its parent's, judged battles."""
+"""A challenger's evaluation against the current champion: held-out accuracy, the sequential gate, the guards.
+
+The champion is read when the evaluation starts (`models_hub.selectors.model_champion` of the run's name), not
+when the run was queued: a challenger always meets the version it would replace. The gate judges both models'
+answers to held-out prompts (the snapshot's held-out rows, plus the rule's `eval_prompts`), position-swapped,
+batch after batch (workers/ml/promotion_gate.py) until it decides or the budget or the pool is spent. The
+guards (workers/ml/guards.py) then measure what the judge does not. Every figure is stored on the run.
+"""
 
 from __future__ import annotations
 
-import math
+import random
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models_hub.selectors import model_get_by_reference
+from models_hub.models import Model
+from models_hub.selectors import model_champion, model_get_by_reference
+from prefarena.errors import ApplicationError, NotFound
+from prefarena.jobs import loop
 from prefarena.jobs import protocol as jobs
 from workers import runtime
+from workers.ml.guards import GuardResult, guard_result
+from workers.ml.promotion_gate import gate_next_batch_size, gate_report, gate_start, gate_update, outcome_from_verdict
 from workers.ml.training_config import TrainingConfig
 from workers.models import TrainingRun
 from workers.training import data
+from workers.training.promotion import PromotionRule, promotion_decide, promotion_rule_parse
 
 if TYPE_CHECKING:
     from workers.training.runner import Progress
 
-EVAL_PROMPTS = 16  # held-out prompts sampled from the parent and the new version for the run page
+EVAL_PROMPTS = 16  # samples kept on the run for its page (the gate may judge many more)
+SAMPLE_TOKENS = 48  # most new tokens per evaluation answer
+
+
+class Answerers:
+    """The challenger (its folder, not registered yet) and the champion, each answering with the same seeds."""
+
+    def __init__(self, challenger_dir: Path, champion: Model) -> None:
+        from workers.ml.generation import CausalLM
+        from workers.ml.types import SamplingParams
+
+        self.challenger = CausalLM(str(challenger_dir))
+        self.champion = runtime.generator_for(champion)
+        self.params = SamplingParams(
+            max_new_tokens=min(champion.max_new_tokens, SAMPLE_TOKENS),
+            temperature=champion.temperature,
+            top_p=champion.top_p,
+        )
+        self.seed = champion.seed or 0
+
+    def answer(self, prompts: Sequence[Any], first_index: int) -> list[dict[str, Any]]:
+        """Both models' answers, seeded by the prompt's position in the pool (a retry reproduces them)."""
+        seeds = [self.seed + first_index + i for i in range(len(prompts))]
+        challenger = self.challenger.generate(list(prompts), seeds, self.params)
+        champion = self.champion.generate(list(prompts), seeds, self.params)
+        return [
+            {"prompt": prompt, "challenger": c.text, "champion": b.text}
+            for prompt, c, b in zip(prompts, challenger, champion, strict=True)
+        ]
+
+
+def _shown(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else str(prompt[-1]["content"])
+
+
+def prompt_pool(eval_pairs: Sequence[Any], rule: PromotionRule, seed: int) -> list[Any]:
+    """Held-out prompts for the gate: the held-out rows' prompts and the rule's own, deduplicated, shuffled."""
+    keys = list(dict.fromkeys([data.prompt_key(p.prompt) for p in eval_pairs] + list(rule.eval_prompts)))
+    random.Random(seed).shuffle(keys)
+    return [data.prompt_unkey(k) for k in keys]
 
 
 def evaluate(
     run: TrainingRun, config: TrainingConfig, final_dir: Path, eval_pairs: Sequence[Any], progress: Progress
 ) -> dict[str, Any]:
-    """Held-out accuracy, and responses of the parent and the new version on held-out prompts."""
+    """Held-out accuracy; for a policy run, the gate against the champion, the guards and the decision."""
     from workers.ml import training as ml
 
     evaluation: dict[str, Any] = {"held_out_pairs": len(eval_pairs)}
@@ -40,76 +93,190 @@ def evaluate(
             f"held-out accuracy {accuracy.accuracy:.3f} (margin {accuracy.mean_margin:.3g}) on {accuracy.pairs} pairs"
             f" in {time.perf_counter() - started:.1f} s"
         )
-    rule = (run.policy.promotion_rule if run.policy is not None else None) or {}
-    if run.method != "reward" and eval_pairs:
-        prompts = list(dict.fromkeys(data.prompt_key(p.prompt) for p in eval_pairs))[:EVAL_PROMPTS]
-        evaluation["samples"] = paired_samples(run, final_dir, [data.prompt_unkey(p) for p in prompts])
-        if rule.get("judge"):
-            evaluation["battles"] = judged_battles(rule["judge"], evaluation["samples"])
-            progress.log(f"battles against the parent: {evaluation['battles']}")
-            flagged = [str(p) for p in rule.get("safety_prompts") or []][:EVAL_PROMPTS]
-            if flagged:
-                safety = judged_battles(rule["judge"], paired_samples(run, final_dir, flagged))
-                # A regression: the judge prefers the parent on flagged prompts (win rate below one half).
-                safety["regression"] = max(0.0, 0.5 - safety["win_rate"]) if safety["judged"] else None
-                evaluation["safety"] = safety
+    if run.method == "reward":
+        jobs.job_heartbeat(run)
+        return evaluation
+    rule = promotion_rule_parse(run.policy.promotion_rule if run.policy is not None else None)
+    champion = model_champion(run.base_model.name) or run.base_model
+    evaluation["champion"] = champion.label
+    evaluation["trained_from"] = run.base_model.label
+    evaluation["rule"] = run.policy.promotion_rule if run.policy is not None else {}
+    answerers = Answerers(final_dir, champion)
+    pool = prompt_pool(eval_pairs, rule, config.seed)
+    evaluation["pool"] = len(pool)
+    samples: list[dict[str, Any]] = []
+    if rule.judge is not None and run.policy is not None:
+        evaluation["gate"] = _gate(run, rule, answerers, pool, samples, progress)
+    else:
+        samples = answerers.answer(pool[:EVAL_PROMPTS], 0)
+    guards = _guards(run, rule, final_dir, champion, answerers, evaluation, samples, progress)
+    evaluation["guards"] = [g.to_json() for g in guards]
+    decision, reason = promotion_decide(evaluation.get("gate"), guards)
+    evaluation["decision"], evaluation["reason"] = decision, reason
+    progress.log(f"decision against {champion.label}: {decision} ({reason})")
+    evaluation["samples"] = [
+        {"prompt": _shown(s["prompt"]), "parent": s["champion"], "trained": s["challenger"]}
+        for s in samples[:EVAL_PROMPTS]
+    ]
     jobs.job_heartbeat(run)
     return evaluation
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (ties count half a win)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def _judge(reference: Any) -> Any:
+    try:
+        return runtime.generator_for(model_get_by_reference(reference))
+    except NotFound as exc:
+        raise ApplicationError(f"the promotion rule's judge: {exc}") from exc
 
 
-def judged_battles(judge_reference: Any, samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """The trained version (A) against its parent (B) on the same prompts, judged position-swapped."""
+def _gate(
+    run: TrainingRun,
+    rule: PromotionRule,
+    answerers: Answerers,
+    pool: list[Any],
+    samples: list[dict[str, Any]],
+    progress: Progress,
+) -> dict[str, Any]:
+    """Judge batches of held-out prompts until the gate decides; `samples` receives every answer pair."""
     from workers.ml.judge import JudgeConfig, judge_pairwise
 
-    judge = model_get_by_reference(judge_reference)
-    backend = runtime.generator_for(judge)
-    wins = losses = ties = errors = 0
-    for sample in samples:
-        verdict = judge_pairwise(backend, sample["prompt"], sample["trained"], sample["parent"], JudgeConfig())
-        if verdict.verdict == "a":
-            wins += 1
-        elif verdict.verdict == "b":
-            losses += 1
-        elif verdict.verdict == "tie":
-            ties += 1
-        else:
-            errors += 1
-    judged = wins + losses + ties
-    low, high = wilson_interval(wins + 0.5 * ties, judged)
-    return {
-        "judge": judge.label,
-        "wins": wins,
-        "losses": losses,
-        "ties": ties,
-        "errors": errors,
-        "judged": judged,
-        "win_rate": (wins + 0.5 * ties) / judged if judged else 0.0,
-        "win_rate_ci_low": low if judged else None,
-        "win_rate_ci_high": high if judged else None,
-    }
+    judge = _judge(rule.judge)
+    state = gate_start(rule.gate)
+    report = gate_report(state)
+    used = errors = 0
+    while (size := gate_next_batch_size(state)) > 0 and used < len(pool):
+        batch = answerers.answer(pool[used : used + size], used)
+        used += len(batch)
+        outcomes = []
+        for sample in batch:
+            verdict = judge_pairwise(judge, sample["prompt"], sample["challenger"], sample["champion"], JudgeConfig())
+            outcome = outcome_from_verdict(verdict.verdict)
+            if outcome is None:
+                errors += 1  # an unreadable verdict is dropped, not counted for either side
+            else:
+                outcomes.append(outcome)
+        samples.extend(batch)
+        state, report = gate_update(state, outcomes)
+        progress.log(f"gate after {used} prompts: {report.decision} ({report.reason})")
+        if jobs.job_heartbeat(run) or progress.should_stop():
+            raise loop.Cancelled
+    result: dict[str, Any] = {**asdict(report), "prompts_judged": used, "judge_errors": errors}
+    result["config"] = rule.gate.to_dict()
+    if state.decision == "continue":  # the pool ran out before the budget: no decision, not promoted
+        result["decision"] = "inconclusive"
+        result["reason"] = (
+            f"the held-out pool of {len(pool)} prompts was spent before a decision ({report.reason}); not promoted"
+        )
+    return result
 
 
-def paired_samples(run: TrainingRun, final_dir: Path, prompts: list[Any]) -> list[dict[str, Any]]:
-    """The same seeded samples from the parent and the new version, for the run page and tests."""
-    from workers.ml.generation import CausalLM
-    from workers.ml.types import SamplingParams
+def _guards(
+    run: TrainingRun,
+    rule: PromotionRule,
+    final_dir: Path,
+    champion: Model,
+    answerers: Answerers,
+    evaluation: dict[str, Any],
+    samples: list[dict[str, Any]],
+    progress: Progress,
+) -> list[GuardResult]:
+    """Every guard the rule names, measured on the held-out answers (and the reference prompts)."""
+    from workers.ml.guards import mean_token_f1, sequence_kl
 
-    base = run.base_model
-    params = SamplingParams(max_new_tokens=min(base.max_new_tokens, 48), temperature=base.temperature, top_p=base.top_p)
-    seeds = list(range(len(prompts)))
-    parent = CausalLM(base.path).generate(prompts, seeds, params)
-    child = CausalLM(str(final_dir)).generate(prompts, seeds, params)
-    return [
-        {"prompt": prompt if isinstance(prompt, str) else prompt[-1]["content"], "parent": a.text, "trained": b.text}
-        for prompt, a, b in zip(prompts, parent, child, strict=True)
-    ]
+    results = []
+    if rule.held_out_accuracy_min is not None:
+        figure = evaluation.get("held_out_accuracy")
+        results.append(
+            guard_result(
+                "held_out_accuracy",
+                figure,
+                rule.held_out_accuracy_min,
+                ">=",
+                f"implicit-reward accuracy on {evaluation['held_out_pairs']} held-out human-preferred pairs",
+            )
+        )
+    measured = samples
+    if rule.kl_max is not None:
+        kl = None
+        if measured and champion.path:
+            estimate = sequence_kl(
+                challenger_path=final_dir,
+                champion_path=champion.path,
+                prompts=[s["prompt"] for s in measured],
+                challenger_responses=[s["challenger"] for s in measured],
+            )
+            kl = estimate.per_response
+        results.append(guard_result("kl", kl, rule.kl_max, "<=", f"KL(challenger ‖ {champion.label}) per answer, nats"))
+    if rule.reward_model is not None:
+        results.append(_reward_guard(rule, measured, champion))
+    if rule.references:
+        answers = answerers.answer([r.prompt for r in rule.references], 10**6)
+        answers_text = [r.answer for r in rule.references]
+        challenger_f1 = mean_token_f1([a["challenger"] for a in answers], answers_text)
+        champion_f1 = mean_token_f1([a["champion"] for a in answers], answers_text)
+        evaluation["reference_f1"] = {"challenger": challenger_f1, "champion": champion_f1}
+        results.append(
+            guard_result(
+                "reference_f1",
+                challenger_f1 - champion_f1,
+                -rule.reference_max_drop,
+                ">=",
+                f"token-F1 on {len(answers)} reference answers: {challenger_f1:.3f} against the champion's"
+                f" {champion_f1:.3f}",
+            )
+        )
+    if rule.safety_prompts and rule.judge is not None:
+        results.append(_safety_guard(rule, answerers))
+    for result in results:
+        progress.log(
+            f"guard {result.name}: {result.figure} {result.comparison} {result.threshold}: "
+            f"{'pass' if result.passed else 'FAIL'}"
+        )
+    jobs.job_heartbeat(run)
+    return results
+
+
+def _reward_guard(rule: PromotionRule, measured: list[dict[str, Any]], champion: Model) -> GuardResult:
+    from workers.ml.reward import RewardModel
+
+    try:
+        reward = model_get_by_reference(rule.reward_model) if rule.reward_model is not None else None
+    except NotFound as exc:
+        raise ApplicationError(f"the promotion rule's reward model: {exc}") from exc
+    figure = None
+    if reward is not None and reward.path and measured:
+        scorer = RewardModel(reward.path)
+        challenger = scorer.score([(s["prompt"], s["challenger"]) for s in measured])
+        champion_scores = scorer.score([(s["prompt"], s["champion"]) for s in measured])
+        figure = (sum(challenger) - sum(champion_scores)) / len(measured)
+    label = reward.label if reward is not None else "?"
+    return guard_result(
+        "reward_model",
+        figure,
+        -rule.reward_max_drop,
+        ">=",
+        f"mean {label} score minus the champion's ({champion.label})",
+    )
+
+
+def _safety_guard(rule: PromotionRule, answerers: Answerers) -> GuardResult:
+    """The judge on flagged prompts: the challenger must not lose there (win rate, ties half, ≥ 1/2 − bound)."""
+    from workers.ml.judge import JudgeConfig, judge_pairwise
+
+    judge = _judge(rule.judge)
+    answers = answerers.answer(list(rule.safety_prompts), 2 * 10**6)
+    wins = ties = judged = 0
+    for sample in answers:
+        verdict = judge_pairwise(judge, sample["prompt"], sample["challenger"], sample["champion"], JudgeConfig())
+        if verdict.verdict in ("a", "b", "tie"):
+            judged += 1
+            wins += verdict.verdict == "a"
+            ties += verdict.verdict == "tie"
+    rate = (wins + 0.5 * ties) / judged if judged else None
+    return guard_result(
+        "safety",
+        rate,
+        0.5 - rule.safety_max_regression,
+        ">=",
+        f"judged win rate against the champion on {judged} flagged prompts",
+    )

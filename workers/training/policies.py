@@ -10,10 +10,12 @@ from django.db import IntegrityError, transaction
 from annotations.export.filters import filters_parse
 from annotations.export.source import judgments_queryset
 from annotations.snapshots import snapshot_create
+from models_hub.models import Model
+from models_hub.selectors import model_champion
 from prefarena.errors import ApplicationError
 from prefarena.jobs import protocol as jobs
 from workers import selectors
-from workers.models import RetrainPolicy, TrainingRun, TrainingTrigger
+from workers.models import RetrainPolicy, RetrainPolicyBase, TrainingRun, TrainingTrigger
 from workers.training import services as training_services
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,14 @@ logger = logging.getLogger(__name__)
 def matching_preferences(policy: RetrainPolicy) -> int:
     """How many judgments match the policy's snapshot filters now (the export's own SQL filter)."""
     return judgments_queryset(filters_parse(policy.snapshot_filters)).count()
+
+
+def policy_base(policy: RetrainPolicy) -> Model:
+    """What the policy's next run trains from: the current champion of its base model's name (iterating on the
+    loop's own winners), or the base model itself when `base_mode` is `original`."""
+    if policy.base_mode == RetrainPolicyBase.ORIGINAL:
+        return policy.base_model
+    return model_champion(policy.base_model.name) or policy.base_model
 
 
 def retrain_policy_fire(policy: RetrainPolicy, *, now: Any = None) -> TrainingRun | None:
@@ -49,7 +59,7 @@ def retrain_policy_fire(policy: RetrainPolicy, *, now: Any = None) -> TrainingRu
                 description=f"Snapshot taken by retraining policy {policy.name}",
             )
             return training_services.training_run_create(
-                base_model=policy.base_model,
+                base_model=policy_base(policy),
                 snapshot=snapshot,
                 method=policy.method,
                 hyperparameters=policy.hyperparameters,
@@ -68,7 +78,8 @@ def retrain_policy_fire(policy: RetrainPolicy, *, now: Any = None) -> TrainingRu
 def retrain_policies_check(now: Any = None) -> list[int]:
     """Fire every enabled, due policy; returns the ids of the runs queued."""
     queued = []
-    for policy in RetrainPolicy.objects.filter(enabled=True).select_related("base_model", "created_by"):
+    due = RetrainPolicy.objects.filter(enabled=True, deleted_at__isnull=True)
+    for policy in due.select_related("base_model", "created_by"):
         run = retrain_policy_fire(policy, now=now)
         if run is not None:
             queued.append(run.pk)

@@ -30,7 +30,7 @@ from prefarena.jobs import events, loop
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.model import JobStatus
 from workers.ml.training_config import TrainingConfig
-from workers.models import TrainingRun
+from workers.models import PromotionDecision, TrainingRun
 from workers.training import data
 from workers.training import evaluation as evaluation_module
 from workers.training import services as training_services
@@ -221,9 +221,8 @@ def training_run_work(run: TrainingRun) -> None:
     if jobs.job_heartbeat(run):
         raise loop.Cancelled
     with transaction.atomic():
-        model = training_services.training_version_register(
-            run=run, path=str(final_dir), metrics=metrics, in_arena=bool(policy and policy.enter_arena)
-        )
+        # Registered out of the arena whatever the policy says: only a promotion puts a version in public battles.
+        model = training_services.training_version_register(run=run, path=str(final_dir), metrics=metrics)
         progress.log(f"registered {model.label}")
         jobs.job_finish(
             run,
@@ -234,9 +233,10 @@ def training_run_work(run: TrainingRun) -> None:
             logs="\n".join(progress.lines[-2000:]),
             progress_done=result.steps,
             progress_total=result.total_steps,
+            decision=evaluation.get("decision", ""),
         )
-    if policy is not None and model.role == ModelRole.POLICY:
-        allowed, reason = training_services.promotion_decide(evaluation, policy.promotion_rule)
-        if allowed:
-            training_services.model_promote(model=model)
-        TrainingRun.objects.filter(pk=run.pk).update(evaluation={**evaluation, "promotion": reason})
+        # In the same transaction: a succeeded run whose decision says promoted has a promoted version.
+        promoted = evaluation.get("decision") == PromotionDecision.PROMOTED
+        if policy is not None and model.role == ModelRole.POLICY and promoted:
+            training_services.challenger_promote(model=model, enter_arena=policy.enter_arena)
+            progress.log(f"{model.label} is the champion of {model.name}")

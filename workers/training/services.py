@@ -23,15 +23,23 @@ from django.utils import timezone
 
 from annotations.models import DatasetSnapshot
 from models_hub.models import Model, ModelBackend, ModelRole
+from models_hub.services import model_champion_set
 from prefarena import enqueue
 from prefarena.errors import Conflict, InvalidInput
 from prefarena.jobs.model import JobStatus
 from workers.ml.training_config import POLICY_METHODS, TrainingConfig, TrainingConfigError, training_config_validate
-from workers.models import RetrainPolicy, RetrainPolicyTrigger, TrainingMethod, TrainingRun, TrainingTrigger
+from workers.models import (
+    RetrainPolicy,
+    RetrainPolicyBase,
+    RetrainPolicyTrigger,
+    TrainingMethod,
+    TrainingRun,
+    TrainingTrigger,
+)
+from workers.training.promotion import promotion_rule_parse
 
 # Which snapshot format each method trains on.
 METHOD_FORMAT = {method: ("kto" if method == "kto" else "pairwise") for method in TrainingMethod.values}
-DEFAULT_PROMOTION_RULE = {"min_win_rate_lower_bound": 0.5, "max_safety_regression": 0.0}
 
 
 def _bad(field: str, message: str) -> InvalidInput:
@@ -148,8 +156,9 @@ def _output_identity(run: TrainingRun) -> tuple[str, str]:
     return base.name, ModelRole.POLICY
 
 
-def training_version_register(*, run: TrainingRun, path: str, metrics: dict[str, Any], in_arena: bool = False) -> Model:
-    """Register the version a run produced (call inside the runner's finishing transaction)."""
+def training_version_register(*, run: TrainingRun, path: str, metrics: dict[str, Any]) -> Model:
+    """Register the version a run produced (call inside the runner's finishing transaction): a challenger, out of
+    the arena and not the champion; `challenger_promote` alone changes both."""
     if not (Path(path) / "manifest.json").is_file():
         raise InvalidInput(f"{path}: no manifest.json; the weights were not completely written")
     name, role = _output_identity(run)
@@ -173,41 +182,68 @@ def training_version_register(*, run: TrainingRun, path: str, metrics: dict[str,
             training_run_id=run.pk,
             snapshot_id=run.snapshot_id,
             metrics=metrics,
-            in_arena=in_arena and role == ModelRole.POLICY,
+            in_arena=False,
             description=f"{run.method} on snapshot {run.snapshot_id} from {base.label} (training run {run.pk})",
             created_by=run.created_by,
         )
 
 
 # --- promotion ------------------------------------------------------------------------------------------
-def promotion_decide(evaluation: dict[str, Any], rule: dict[str, Any] | None) -> tuple[bool, str]:
-    """Whether an evaluated version may become current: win-rate lower bound and no safety regression."""
-    rule = {**DEFAULT_PROMOTION_RULE, **(rule or {})}
-    battles = evaluation.get("battles") or {}
-    lower = battles.get("win_rate_ci_low")
-    if lower is None:
-        return False, "no battles against the parent were judged"
-    if lower <= rule["min_win_rate_lower_bound"]:
-        return False, f"win-rate lower bound {lower:.3f} is not above {rule['min_win_rate_lower_bound']}"
-    safety = evaluation.get("safety") or {}
-    regression = safety.get("regression")
-    if regression is not None and regression > rule["max_safety_regression"]:
-        return False, f"safety regression {regression:.3f} on the flagged prompt set"
-    return True, f"win-rate lower bound {lower:.3f} > {rule['min_win_rate_lower_bound']}, no safety regression"
-
-
-def model_promote(*, model: Model) -> Model:
-    """Make `model` the current version of its name; the previous current one stays registered."""
+def challenger_promote(*, model: Model, enter_arena: bool) -> Model:
+    """Make a challenger that passed its gate the champion; only then may it enter the arena (public battles)."""
     with transaction.atomic():
-        # Lock the family first: two promotions of one name serialise here instead of hitting the constraint.
-        list(Model.objects.select_for_update().filter(name=model.name).values_list("pk", flat=True))
-        Model.objects.filter(name=model.name, is_current=True).exclude(pk=model.pk).update(is_current=False)
-        Model.objects.filter(pk=model.pk).update(is_current=True)
-    model.refresh_from_db(fields=["is_current"])
+        model_champion_set(model=model)
+        if enter_arena and model.role == ModelRole.POLICY:
+            Model.objects.filter(pk=model.pk).update(in_arena=True)
+    model.refresh_from_db(fields=["is_current", "in_arena"])
     return model
 
 
 # --- retraining policies --------------------------------------------------------------------------------
+POLICY_FIELDS = (
+    "name",
+    "base_model",
+    "base_mode",
+    "method",
+    "trigger",
+    "every_n",
+    "interval_minutes",
+    "snapshot_filters",
+    "hyperparameters",
+    "enter_arena",
+    "promotion_rule",
+    "enabled",
+)
+
+
+def _policy_check(values: dict[str, Any]) -> dict[str, Any]:
+    """Validate a policy's settings as a whole; returns them normalised (hyperparameters filled in)."""
+    name = values.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _bad("name", "give the policy a name")
+    values["name"] = name.strip()
+    config = training_config_check(values["method"], values.get("hyperparameters"))
+    values["hyperparameters"] = config.to_dict()
+    training_base_check(values["base_model"], values["method"])
+    if values.get("base_mode", RetrainPolicyBase.CHAMPION) not in RetrainPolicyBase.values:
+        raise _bad("base_mode", f"must be one of {', '.join(RetrainPolicyBase.values)}")
+    trigger = values.get("trigger")
+    if trigger not in RetrainPolicyTrigger.values:
+        raise _bad("trigger", f"must be one of {', '.join(RetrainPolicyTrigger.values)}")
+    if trigger == RetrainPolicyTrigger.EVERY_N and not (values.get("every_n") and values["every_n"] >= 1):
+        raise _bad("every_n", "an every_n policy needs every_n >= 1")
+    if trigger == RetrainPolicyTrigger.SCHEDULE and not (
+        values.get("interval_minutes") and values["interval_minutes"] >= 1
+    ):
+        raise _bad("interval_minutes", "a schedule policy needs interval_minutes >= 1")
+    if not isinstance(values.get("snapshot_filters") or {}, dict):
+        raise _bad("snapshot_filters", "must be an object")
+    values["snapshot_filters"] = values.get("snapshot_filters") or {}
+    values["promotion_rule"] = values.get("promotion_rule") or {}
+    promotion_rule_parse(values["promotion_rule"])  # InvalidInput naming promotion_rule.<field>
+    return values
+
+
 def retrain_policy_create(
     *,
     name: str,
@@ -221,41 +257,65 @@ def retrain_policy_create(
     enter_arena: bool = False,
     promotion_rule: dict[str, Any] | None = None,
     enabled: bool = True,
+    base_mode: str = RetrainPolicyBase.CHAMPION,
     preferences_seen: int = 0,
     created_by: User | None = None,
 ) -> RetrainPolicy:
     """Validate and store a retraining policy (checked by beat: workers.tasks.retrain_policies_check)."""
-    if not name or not name.strip():
-        raise _bad("name", "give the policy a name")
-    config = training_config_check(method, hyperparameters)
-    training_base_check(base_model, method)
-    if trigger not in RetrainPolicyTrigger.values:
-        raise _bad("trigger", f"must be one of {', '.join(RetrainPolicyTrigger.values)}")
-    if trigger == RetrainPolicyTrigger.EVERY_N and not (every_n and every_n >= 1):
-        raise _bad("every_n", "an every_n policy needs every_n >= 1")
-    if trigger == RetrainPolicyTrigger.SCHEDULE and not (interval_minutes and interval_minutes >= 1):
-        raise _bad("interval_minutes", "a schedule policy needs interval_minutes >= 1")
-    if not isinstance(snapshot_filters or {}, dict):
-        raise _bad("snapshot_filters", "must be an object")
+    values = _policy_check(
+        {
+            "name": name,
+            "base_model": base_model,
+            "base_mode": base_mode,
+            "method": method,
+            "trigger": trigger,
+            "every_n": every_n,
+            "interval_minutes": interval_minutes,
+            "snapshot_filters": snapshot_filters,
+            "hyperparameters": hyperparameters,
+            "enter_arena": enter_arena,
+            "promotion_rule": promotion_rule,
+            "enabled": enabled,
+        }
+    )
     try:
         with transaction.atomic():
-            return RetrainPolicy.objects.create(
-                name=name.strip(),
-                base_model=base_model,
-                method=method,
-                hyperparameters=config.to_dict(),
-                snapshot_filters=snapshot_filters or {},
-                trigger=trigger,
-                every_n=every_n,
-                interval_minutes=interval_minutes,
-                preferences_seen=preferences_seen,
-                enter_arena=enter_arena,
-                promotion_rule=promotion_rule or {},
-                enabled=enabled,
-                created_by=created_by,
+            return RetrainPolicy.objects.create(**values, preferences_seen=preferences_seen, created_by=created_by)
+    except IntegrityError as exc:
+        raise Conflict(f"a policy named {values['name']!r} exists", fields={"name": ["taken"]}) from exc
+
+
+def retrain_policy_update(*, policy: RetrainPolicy, **changes: Any) -> RetrainPolicy:
+    """Edit, pause (`enabled=False`) or re-base (`base_model`, `base_mode`) a policy; its runs keep what they ran.
+
+    A run copies what it needs when it is queued (base model, hyperparameters, snapshot); the promotion rule is
+    read when the challenger is evaluated, and stored with the run's evaluation.
+    """
+    unknown = sorted(set(changes) - set(POLICY_FIELDS))
+    if unknown:
+        raise _bad(unknown[0], "cannot be changed")
+    if policy.deleted_at is not None:
+        raise Conflict(f"policy {policy.name!r} was deleted")
+    values = _policy_check({**{f: getattr(policy, f) for f in POLICY_FIELDS}, **changes})
+    try:
+        with transaction.atomic():
+            # The watermark (preferences_seen, last_fired_at) is beat's: not written here, so an edit racing a
+            # firing neither re-fires nor loses it.
+            RetrainPolicy.objects.filter(pk=policy.pk, deleted_at__isnull=True).update(
+                **values, updated_at=timezone.now()
             )
     except IntegrityError as exc:
-        raise Conflict(f"a policy named {name!r} exists", fields={"name": ["taken"]}) from exc
+        raise Conflict(f"a policy named {values['name']!r} exists", fields={"name": ["taken"]}) from exc
+    policy.refresh_from_db()
+    return policy
+
+
+def retrain_policy_delete(*, policy: RetrainPolicy) -> None:
+    """Delete a policy: it stops firing and is hidden; its runs, snapshots and challengers stay as its history.
+
+    A run it has queued or running goes on to its end (and its decision is kept).
+    """
+    RetrainPolicy.objects.filter(pk=policy.pk, deleted_at__isnull=True).update(deleted_at=timezone.now(), enabled=False)
 
 
 def retrain_policy_claim_fire(*, policy: RetrainPolicy, matching: int, now: Any = None) -> bool:
@@ -266,7 +326,7 @@ def retrain_policy_claim_fire(*, policy: RetrainPolicy, matching: int, now: Any 
     racing both read the old watermark; only one UPDATE matches it.
     """
     now = now or timezone.now()
-    rows = RetrainPolicy.objects.filter(pk=policy.pk, enabled=True)
+    rows = RetrainPolicy.objects.filter(pk=policy.pk, enabled=True, deleted_at__isnull=True)
     if policy.trigger == RetrainPolicyTrigger.EVERY_N:
         if matching - policy.preferences_seen < (policy.every_n or 1):
             return False
