@@ -7,8 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from annotations import api as annotations_api
-from annotations import api_datasets, routing_api
+from annotations import api_campaigns, api_datasets, api_items, routing_api
 from arena import api as arena_api
 from models_hub import api as models_hub_api
 from workers import api as workers_api
@@ -16,9 +15,9 @@ from workers import judge_api
 from workers.training import api as training_api
 
 router = DefaultRouter()
-router.register("campaigns", annotations_api.CampaignViewSet, basename="campaign")
-router.register("items", annotations_api.ItemViewSet, basename="item")
-router.register("judgments", annotations_api.JudgmentViewSet, basename="judgment")
+router.register("campaigns", api_campaigns.CampaignViewSet, basename="campaign")
+router.register("items", api_items.ItemViewSet, basename="item")
+router.register("judgments", api_items.JudgmentViewSet, basename="judgment")
 router.register("datasets", api_datasets.DatasetSnapshotViewSet, basename="dataset")
 router.register("webhooks", api_datasets.WebhookViewSet, basename="webhook")
 router.register("arena/battles", arena_api.BattleViewSet, basename="arena-battle")

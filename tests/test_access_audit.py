@@ -47,7 +47,7 @@ class Case:
 
 
 CASES = [
-    # campaigns and their sub-resources (annotations/api.py, routing_api.py)
+    # campaigns and their sub-resources (annotations/api_campaigns.py, api_items.py, routing_api.py)
     Case("GET", "/api/v1/campaigns/", "campaign", LEFT_OUT, LISTED),
     Case("POST", "/api/v1/campaigns/", "campaign", 403, body={"name": "x", "kind": "pairwise"}),
     Case("GET", "/api/v1/campaigns/{id}/", "campaign", 404, 200),

@@ -10,6 +10,7 @@ from django.db import connection
 
 from annotations import services
 from annotations.models import Campaign, Item, ItemResponse, Judgment, Prompt, Response
+from annotations.services import judgments
 from prefarena import sqlbulk
 from prefarena.errors import InvalidInput
 
@@ -55,8 +56,8 @@ def stored(item_ids: list[int]) -> list[tuple[dict, list[tuple[int, int]], dict]
 def test_set_based_insert_stores_the_same_rows_as_the_orm(make_campaign: Callable[..., Campaign]) -> None:
     campaign = make_campaign()
     batch = entries(9)
-    by_sql = services._judgments_insert_postgresql(campaign, "arena", batch)
-    by_orm = services._judgments_insert_orm(campaign, "arena", batch)
+    by_sql = judgments._judgments_insert_postgresql(campaign, "arena", batch)
+    by_orm = judgments._judgments_insert_orm(campaign, "arena", batch)
     assert len(by_sql) == len(set(by_sql)) == 9
     # In the order of the entries: each item holds its own entry's prompt and meta.
     assert [Item.objects.get(pk=pk).prompt_id for pk in by_sql] == [e.prompt_id for e in batch]
