@@ -206,7 +206,10 @@ CELERY_BEAT_SCHEDULE = {
     "arena-leaderboard-recompute": {"task": "arena.tasks.leaderboard_recompute", "schedule": 60.0},
     "arena-expire-stuck-battles": {"task": "arena.tasks.battles_expire_stuck", "schedule": 60.0},
     "arena-votes-apply": {"task": "arena.tasks.votes_apply", "schedule": 5.0},
-    "workers-retrain-policies": {"task": "workers.tasks.retrain_policies_check", "schedule": 60.0},
+    "workers-retrain-policies": {
+        "task": "workers.tasks.retrain_policies_check",
+        "schedule": float(env_int("RETRAIN_POLICIES_CHECK_SECONDS", 60)),
+    },
     "annotations-webhook-deliveries-due": {"task": "annotations.tasks.webhook_deliveries_due", "schedule": 30.0},
     "annotations-snapshots-reap": {"task": "annotations.tasks.snapshots_reap", "schedule": 60.0},
 }

@@ -61,9 +61,21 @@ def test_policy_form_names_a_bad_hyperparameter(admin: Client, tiny_policy: Mode
         "snapshot_filters": "{}",
         "promotion_rule": "{}",
         "enabled": "on",
+        "base_mode": "champion",
     }
     bad = admin.post("/admin/workers/retrainpolicy/add/", {**form, "hyperparameters": '{"lora_r": 0}'})
     assert bad.status_code == 200 and b"hyperparameters.lora_r" in bad.content
     good = admin.post("/admin/workers/retrainpolicy/add/", {**form, "hyperparameters": "{}"})
     assert good.status_code == 302
     assert RetrainPolicy.objects.get().hyperparameters["beta"] == 0.1
+    # a bad promotion rule is named on its field, and nothing is stored
+    bad_rule = admin.post(
+        "/admin/workers/retrainpolicy/add/", {**form, "name": "other", "promotion_rule": '{"gate": {"alpha": 7}}'}
+    )
+    assert bad_rule.status_code == 200 and b"promotion_rule.gate.alpha" in bad_rule.content
+    assert RetrainPolicy.objects.count() == 1
+    # deleting in the admin keeps the row (and so its runs) as history: the policy is marked deleted
+    policy = RetrainPolicy.objects.get()
+    assert admin.post(f"/admin/workers/retrainpolicy/{policy.pk}/delete/", {"post": "yes"}).status_code == 302
+    policy.refresh_from_db()
+    assert policy.deleted_at is not None and not policy.enabled

@@ -17,6 +17,7 @@ from prefarena.users import signed_in_user
 from workers.ml.training_config import TrainingConfig
 from workers.models import RetrainPolicy, TrainingRun, TrainingTrigger
 from workers.training import services as training
+from workers.training.promotion import promotion_rule_parse
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldGroups  # the stubs' type of ModelAdmin.fields
@@ -41,7 +42,7 @@ class TrainingSettingsForm(forms.ModelForm):
             config = self.training_check(cleaned)
         except InvalidInput as exc:
             for field, field_messages in exc.fields.items():
-                name = "hyperparameters" if field.startswith("hyperparameters") else field
+                name = field.split(".", 1)[0]  # hyperparameters.beta, promotion_rule.gate.alpha: on their field
                 self.add_error(name if name in self.fields else None, f"{field}: {'; '.join(field_messages)}")
             return cleaned
         cleaned["hyperparameters"] = config.to_dict()
@@ -67,8 +68,8 @@ class TrainingRunAddForm(TrainingSettingsForm):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "method", "base_model", "snapshot", "status", "progress_done", "output_model", "created_at"]
-    list_filter = ["status", "method", "trigger"]
+    list_display = ["id", "method", "base_model", "snapshot", "status", "output_model", "decision", "created_at"]
+    list_filter = ["status", "method", "trigger", "decision"]
     raw_id_fields = ["base_model", "snapshot"]
     actions = ["cancel_runs"]
 
@@ -114,11 +115,19 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 
 class RetrainPolicyForm(TrainingSettingsForm):
+    """The API's checks, and the promotion rule's (errors name `promotion_rule.<field>`)."""
+
+    def training_check(self, cleaned: dict[str, Any]) -> TrainingConfig:
+        config = super().training_check(cleaned)
+        promotion_rule_parse(cleaned.get("promotion_rule") or {})
+        return config
+
     class Meta:
         model = RetrainPolicy
         fields = [
             "name",
             "base_model",
+            "base_mode",
             "method",
             "hyperparameters",
             "snapshot_filters",
@@ -134,10 +143,18 @@ class RetrainPolicyForm(TrainingSettingsForm):
 @admin.register(RetrainPolicy)
 class RetrainPolicyAdmin(admin.ModelAdmin):
     form = RetrainPolicyForm
-    list_display = ["name", "base_model", "method", "trigger", "every_n", "interval_minutes", "enabled"]
-    list_filter = ["enabled", "method", "trigger"]
+    list_display = ["name", "base_model", "base_mode", "method", "trigger", "every_n", "enabled", "deleted_at"]
+    list_filter = ["enabled", "method", "trigger", "base_mode"]
     raw_id_fields = ["base_model"]
-    readonly_fields = ["preferences_seen", "last_fired_at", "created_by", "created_at"]
+    readonly_fields = ["preferences_seen", "last_fired_at", "created_by", "created_at", "updated_at", "deleted_at"]
+
+    def delete_model(self, request: HttpRequest, obj: RetrainPolicy) -> None:
+        # Soft: the policy stops firing and leaves the API; its runs, challengers and decisions stay its history.
+        training.retrain_policy_delete(policy=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[RetrainPolicy]) -> None:
+        for policy in queryset:
+            training.retrain_policy_delete(policy=policy)
 
     def save_model(self, request: HttpRequest, obj: RetrainPolicy, form: forms.ModelForm, change: bool) -> None:
         if not change:

@@ -54,6 +54,8 @@ class Answerers:
 
     def answer(self, prompts: Sequence[Any], first_index: int) -> list[dict[str, Any]]:
         """Both models' answers, seeded by the prompt's position in the pool (a retry reproduces them)."""
+        if not prompts:
+            return []
         seeds = [self.seed + first_index + i for i in range(len(prompts))]
         challenger = self.challenger.generate(list(prompts), seeds, self.params)
         champion = self.champion.generate(list(prompts), seeds, self.params)
