@@ -25,7 +25,7 @@ from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa:
 from models_hub.models import Model, ModelRole
 from prefarena import enqueue
 from prefarena.errors import ApplicationError, Conflict, InvalidInput, PermissionDeniedError
-from prefarena.text import storable
+from prefarena.text import comparable, storable
 
 TOKEN_SALT = "arena.battle"  # noqa: S105 - a signing namespace, not a secret
 TALLY_SLOT_KEY = "arena:tally:slot"
@@ -176,8 +176,13 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     candidates = list(responses.filter(prompt_id=prompt_id).order_by("id"))
     labels = sorted({r.model_name for r in candidates})
     model_a, model_b = models_pick([by_label[label] for label in labels], rng)
-    response_a = rng.choice([r for r in candidates if r.model_name == model_a.label])
-    response_b = rng.choice([r for r in candidates if r.model_name == model_b.label])
+    of_a = [r for r in candidates if r.model_name == model_a.label]
+    of_b = [r for r in candidates if r.model_name == model_b.label]
+    pairs = [(a, b) for a in of_a for b in of_b]
+    # A pair of identical texts leaves the voter nothing to compare, and its vote files an arena item whose
+    # two responses are the same: draw among the pairs that differ, an identical one only when there is none.
+    distinct = [(a, b) for a, b in pairs if comparable(a.text) != comparable(b.text)]
+    response_a, response_b = rng.choice(distinct or pairs)
     prompt = Prompt.objects.get(pk=prompt_id)
     leak = identity_leak_in([model_a.name, model_b.name], [response_a.text, response_b.text])
     identity = _with_session(identity)

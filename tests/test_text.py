@@ -23,5 +23,5 @@ def test_generated_text_with_nul_is_stored(tiny_models):
     model = model_register(name="m", role="policy", backend="transformers", path=str(tiny_models["tiny-lm-small"]))
     prompt = Prompt.objects.create(content="hi")
     job = GenerationJob.objects.create(progress_total=1)
-    runners._generation_store(job, model, [(prompt, 0)], [Completion("bad\x00byte", 1, 2, "stop")])
+    runners._generation_store(job, model, [runners.Sample(prompt, 0, Completion("bad\x00byte", 1, 2, "stop"), seed=0)])
     assert GenerationOutput.objects.get(job=job).response.text == "bad\ufffdbyte"

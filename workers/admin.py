@@ -99,6 +99,7 @@ class GenerationJobAdmin(JobAdmin):
         "top_p",
         "seed",
         "batch_size",
+        "duplicate_retries",
         "items_created",
     ]
     # `prompts` is left out on purpose: a job may hold up to a million, too many to render.
@@ -116,8 +117,19 @@ class ScoringJobAdmin(JobAdmin):
 class GenerationOutputAdmin(admin.ModelAdmin):
     """Read-only: outputs are written by the worker, keyed so a re-run writes nothing twice."""
 
-    list_display = ["id", "job", "prompt", "model", "sample_index", "kept", "reward_score", "created_at"]
-    list_filter = ["kept"]
+    list_display = [
+        "id",
+        "job",
+        "prompt",
+        "model",
+        "sample_index",
+        "kept",
+        "duplicate",
+        "regenerations",
+        "reward_score",
+        "created_at",
+    ]
+    list_filter = ["kept", "duplicate"]
     list_select_related = ["job", "prompt", "model"]
     raw_id_fields = ["job", "prompt", "model", "response"]
 

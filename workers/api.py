@@ -22,7 +22,7 @@ from prefarena.errors import PermissionDeniedError
 from prefarena.users import signed_in_user
 from prefarena.viewsets import CreateFromInputMixin
 from workers import selectors, services
-from workers.models import GenerationJob, Job, ScoringJob
+from workers.models import DUPLICATE_RETRIES_DEFAULT, DUPLICATE_RETRIES_MAX, GenerationJob, Job, ScoringJob
 
 MAX_DATABASE_ID = 2**63 - 1
 MAX_PROMPTS_PER_REQUEST = 10_000  # larger sets: put them in a campaign and give source_campaign
@@ -48,7 +48,14 @@ JOB_FIELDS = [
 # --- serializers -----------------------------------------------------------------------------------
 class JobSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True, read_only=True)
-    metrics = serializers.DictField(read_only=True, help_text="Throughput and other figures the worker reports.")
+    metrics = serializers.DictField(
+        read_only=True,
+        help_text=(
+            "Throughput and other figures the worker reports. Generation jobs also count identical responses: "
+            "duplicates_regenerated, duplicates_dropped, regenerations and, with a target campaign, "
+            "identical_responses_left_out and items_skipped_identical."
+        ),
+    )
 
 
 class GenerationJobSerializer(JobSerializer):
@@ -70,6 +77,7 @@ class GenerationJobSerializer(JobSerializer):
             "top_p",
             "seed",
             "batch_size",
+            "duplicate_retries",
             "items_created",
         ]
         read_only_fields = fields
@@ -123,6 +131,15 @@ class GenerationJobCreateSerializer(JobOptionsSerializer):
     temperature = serializers.FloatField(min_value=0.0, max_value=MAX_TEMPERATURE, required=False)
     top_p = serializers.FloatField(min_value=0.0, max_value=1.0, required=False, help_text="In (0, 1].")
     seed = serializers.IntegerField(min_value=0, max_value=MAX_SEED, default=0)
+    duplicate_retries = serializers.IntegerField(
+        min_value=0,
+        max_value=DUPLICATE_RETRIES_MAX,
+        default=DUPLICATE_RETRIES_DEFAULT,
+        help_text=(
+            "Regenerations (each with a seed derived from the job's) of a sample whose text repeats an earlier "
+            "sample of the same prompt and model; one still repeating is never kept. Not used at temperature 0."
+        ),
+    )
 
     def validate_top_p(self, value: float) -> float:
         if value <= 0:

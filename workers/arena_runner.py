@@ -11,6 +11,12 @@ and text only: never a model name, a label or a path.
 When both sides are finished the texts (or the error) are stored by `arena.services.battle_responses_store`,
 which ignores a duplicate delivery; the final message tells the page it may vote.
 
+Two sides that answer the same text (`prefarena.text.comparable`) are kept as they are, and logged: the
+visitor has watched both arrive, and regenerating one side would swap that model's answer for one chosen
+for being different (a greedy model cannot even give another). Such a battle stays votable: its vote still
+rates the pair (a tie is the honest answer), and the arena item the vote files has two equal responses
+(generation jobs never make such items: workers/runners.py).
+
 torch and transformers are imported inside the functions: the web process imports workers.tasks.
 """
 
@@ -32,6 +38,7 @@ from arena import selectors
 from arena.models import Battle, BattleStatus
 from arena.services import battle_responses_store
 from models_hub.models import Model, ModelBackend
+from prefarena.text import comparable
 from workers.runtime import generator_for, sampling_params
 
 logger = logging.getLogger(__name__)
@@ -197,6 +204,8 @@ def battle_generate_run(battle_id: int) -> Battle | None:
     if texts["status"] == BattleStatus.ERROR:
         _send(battle_id, {"type": "battle.status", "status": "error", "a": None, "b": None})
     else:
+        if comparable(texts["a"] or "") == comparable(texts["b"] or ""):
+            logger.info("arena battle %s: both models answered the same text", battle_id)
         for side in ("a", "b"):
             _send(battle_id, {"type": "battle.text", "side": side, "text": texts[side] or "", "done": True})
         _send(battle_id, {"type": "battle.status", **texts})

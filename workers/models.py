@@ -33,6 +33,11 @@ __all__ = [
     "TrainingTrigger",
 ]
 
+# Regenerations of a sample that repeats an earlier sample's text (GenerationJob.duplicate_retries): the
+# default, and the most a job may ask for (each costs one more generation of that row).
+DUPLICATE_RETRIES_DEFAULT = 3
+DUPLICATE_RETRIES_MAX = 10
+
 
 class GenerationJob(Job):
     """Prompts × models → responses; optionally best-of-N by a reward model, optionally items."""
@@ -71,6 +76,14 @@ class GenerationJob(Job):
         help_text="Create annotation items from the kept responses in this campaign",
     )
     items_created = models.PositiveIntegerField(default=0)
+    duplicate_retries = models.PositiveSmallIntegerField(
+        default=DUPLICATE_RETRIES_DEFAULT,
+        help_text=(
+            "Regenerations, each with its own derived seed, of a sample whose text repeats an earlier sample "
+            "of the same prompt and model; a sample still repeating after them is stored as a duplicate "
+            "(never kept, never in an item). 0: none. Greedy decoding (temperature 0) never regenerates."
+        ),
+    )
 
     class Meta(Job.Meta):
         constraints = [
@@ -78,6 +91,9 @@ class GenerationJob(Job):
             models.CheckConstraint(condition=Q(keep_top__gte=1), name="generation_keep_top_positive"),
             models.CheckConstraint(condition=Q(keep_top__lte=models.F("candidates")), name="generation_keep_le_n"),
             models.CheckConstraint(condition=Q(batch_size__gte=1), name="generation_batch_positive"),
+            models.CheckConstraint(
+                condition=Q(duplicate_retries__lte=DUPLICATE_RETRIES_MAX), name="generation_duplicate_retries_max"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -94,13 +110,22 @@ class GenerationOutput(models.Model):
     response = models.OneToOneField(Response, on_delete=models.CASCADE, related_name="generation_output")
     reward_score = models.FloatField(null=True, blank=True)
     kept = models.BooleanField(default=True)
+    regenerations = models.PositiveSmallIntegerField(
+        default=0, help_text="Extra generations this sample took because its text repeated an earlier sample's"
+    )
+    duplicate = models.BooleanField(
+        default=False,
+        help_text="Its text repeats an earlier sample of the same prompt and model after every regeneration",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["job", "prompt", "model", "sample_index"], name="generation_output_unique_key"
-            )
+            ),
+            # A duplicate is stored (so a re-run skips its key) but never a candidate for an item.
+            models.CheckConstraint(condition=Q(duplicate=False) | Q(kept=False), name="generation_duplicate_not_kept"),
         ]
 
     def __str__(self) -> str:

@@ -17,7 +17,7 @@ from prefarena.errors import Conflict, InvalidInput
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.protocol import J
 from workers import judging
-from workers.models import GenerationJob, Job, JobStatus, ScoringJob
+from workers.models import DUPLICATE_RETRIES_DEFAULT, DUPLICATE_RETRIES_MAX, GenerationJob, Job, JobStatus, ScoringJob
 from workers.training import policies as training_policies
 
 MAX_PROMPTS_PER_JOB = 1_000_000
@@ -59,6 +59,7 @@ def generation_job_create(
     seed: int = 0,
     batch_size: int = 16,
     max_attempts: int = 3,
+    duplicate_retries: int = DUPLICATE_RETRIES_DEFAULT,
 ) -> GenerationJob:
     """Queue a generation job over prompts (given, or a campaign's) × policy models."""
     if not models:
@@ -78,6 +79,8 @@ def generation_job_create(
         raise _bad("temperature", "temperature must be >= 0")
     if top_p is not None and not 0 < top_p <= 1:
         raise _bad("top_p", "top_p must be in (0, 1]")
+    if not 0 <= duplicate_retries <= DUPLICATE_RETRIES_MAX:
+        raise _bad("duplicate_retries", f"duplicate_retries must be between 0 and {DUPLICATE_RETRIES_MAX}")
     if target_campaign is not None:
         _items_per_prompt(target_campaign, len(models) * keep_top)
     if prompts is not None:
@@ -110,6 +113,7 @@ def generation_job_create(
         seed=seed,
         batch_size=batch_size,
         max_attempts=max_attempts,
+        duplicate_retries=duplicate_retries,
         progress_total=len(prompt_rows) * len(models) * candidates,
         enqueued_at=timezone.now(),
     )

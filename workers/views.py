@@ -135,6 +135,7 @@ def job_detail(request: HttpRequest, kind: str, job_id: int) -> HttpResponse:
         "throughput_unit": {"generation": "tokens/s", "judge": "items/s"}.get(kind, "responses/s"),
         "progress_noun": PROGRESS_NOUNS.get(kind, "done"),
         "tokens": metrics.get("tokens"),
+        "metrics": metrics,
         "models": models,
         "outputs": outputs,
         "outputs_total": outputs_total,

@@ -89,9 +89,11 @@
     if (metrics[throughputKey] !== undefined) {
       setField("throughput", metrics[throughputKey]);
     }
-    if (metrics.tokens !== undefined) {
-      setField("tokens", metrics.tokens);
-    }
+    ["tokens", "duplicates_regenerated", "duplicates_dropped"].forEach((name) => {
+      if (metrics[name] !== undefined) {
+        setField(name, metrics[name]);
+      }
+    });
     if ("started_at" in job) {
       setField("started_at", job.started_at ? timestamp(job.started_at) : "–");
     }

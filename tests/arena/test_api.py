@@ -17,7 +17,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotations.models import Judgment, Prompt
+from annotations.models import Item, Judgment, Prompt, Response
 from arena import selectors, services
 from arena.identity import VoterIdentity, _keyed_hash
 from arena.models import Battle, BattleStatus, ExclusionReason, PairStats, Rating, Vote
@@ -145,6 +145,25 @@ def test_pregenerated_battle_carries_both_texts_and_no_names(make_campaign):
     number = battle["prompt"].split()[1].rstrip("?")
     assert texts == {f"first answer {number}", f"second {number}"}
     assert vote(client, battle, "tie").status_code == 201
+
+
+@pytest.mark.django_db
+@override_settings(ARENA_BATTLES_PER_MINUTE_SESSION=1000, ARENA_BATTLES_PER_MINUTE_IP=1000)
+def test_pregenerated_battle_never_pairs_two_identical_texts_when_a_pair_differs(make_campaign):
+    # given: model 1 answered twice; once with model 0's text (whitespace aside), once with another
+    models = make_models(2)
+    rows = [{"prompt": "What is 2 + 2?", "responses": [{"text": "4", "model": m.label} for m in models]}]
+    campaign = make_campaign(rows=rows)
+    prompt = Item.objects.get(campaign=campaign).prompt
+    Response.objects.filter(prompt=prompt, model_name=models[1].label).update(text=" 4\n")
+    Response.objects.create(prompt=prompt, text="Four.", model_name=models[1].label)
+    client = APIClient()
+
+    # when
+    drawn = [client.post(BATTLES, {"mode": "pregenerated"}, format="json").json() for _ in range(12)]
+
+    # then: of the two pairs one is identical, and none of the twelve draws is that one
+    assert [sorted(b["responses"][side].strip() for side in "ab") for b in drawn] == [["4", "Four."]] * 12
 
 
 @pytest.mark.django_db

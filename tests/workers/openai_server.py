@@ -9,7 +9,8 @@
 Behaviours (settable at any time through `server.behaviour`), for POST /v1/chat/completions and, where it
 makes sense, GET /v1/models:
   echo              answers "echo: <last user message> #seed=<seed>", cut to `max_tokens` words (then
-                    finish_reason "length"); plain JSON, or SSE when the request says `stream: true`
+                    finish_reason "length"); plain JSON, or SSE when the request says `stream: true`.
+                    With `reply` set, answers `reply(body)` instead (scripted texts, e.g. repeated ones)
   slow              waits `slow_s` (default 10 s) before answering like echo; stopping the server wakes it
   malformed         200 with a body that is not JSON
   missing_choices   200 with a JSON object without `choices` (without `data` for /models)
@@ -79,8 +80,10 @@ class FakeOpenAIServer:
         slow_s: float = 10.0,
         usage: bool = True,
         api_key: str | None = None,
+        reply: Callable[[dict[str, Any]], str] | None = None,
     ) -> None:
         self.behaviour = behaviour
+        self.reply = reply  # the echo behaviour's text for a request body, when set (settable at any time)
         self.models = models
         self.delay_s = delay_s  # before answering a chat request; a callable receives the request body
         self.slow_s = slow_s
@@ -162,6 +165,15 @@ def serve(behaviour: str = "echo", **options: Any) -> Iterator[FakeOpenAIServer]
     """A running FakeOpenAIServer for the duration of the block; options as for FakeOpenAIServer."""
     with FakeOpenAIServer(behaviour, **options) as server:
         yield server
+
+
+def _answer_of(fake: FakeOpenAIServer, body: dict[str, Any]) -> tuple[str, str, int, int]:
+    """What the echo behaviour answers: `echo_reply`, or the scripted `fake.reply(body)` in full."""
+    text, finish_reason, prompt_tokens, completion_tokens = echo_reply(body)
+    if fake.reply is not None:
+        text = fake.reply(body)
+        finish_reason, completion_tokens = "stop", len(text.split())
+    return text, finish_reason, prompt_tokens, completion_tokens
 
 
 def echo_reply(body: dict[str, Any]) -> tuple[str, str, int, int]:
@@ -264,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- answers -------------------------------------------------------------------------------------
 
     def _echo(self, body: dict[str, Any]) -> None:
-        text, finish_reason, prompt_tokens, completion_tokens = echo_reply(body)
+        text, finish_reason, prompt_tokens, completion_tokens = _answer_of(self.server.fake, body)
         answer: dict[str, Any] = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -279,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, answer)
 
     def _echo_stream(self, body: dict[str, Any]) -> None:
-        text, finish_reason, prompt_tokens, completion_tokens = echo_reply(body)
+        text, finish_reason, prompt_tokens, completion_tokens = _answer_of(self.server.fake, body)
         self._stream_start()
         self._chunk(b": keep-alive comment, which clients must skip\n\n")
         self._event(_chunk(body, {"role": "assistant", "content": ""}))

@@ -61,10 +61,18 @@ def test_staff_creates_a_generation_job(api, staff, models, django_capture_on_co
     assert body["progress_done"] == 0 and body["progress_total"] == 4  # 2 prompts x 2 models x 1 candidate
     assert {m["label"] for m in body["models"]} == {"small@v1", "large@v1"}
     assert body["created_by"] == "staff" and body["max_new_tokens"] == 32 and body["seed"] == 7
+    assert body["duplicate_retries"] == 3  # the default
     job = GenerationJob.objects.get(pk=body["id"])
     assert set(job.policy_models.all()) == {models["small"], models["large"]}
     assert sorted(job.prompts.values_list("content", flat=True)) == ["Hi", "What do bees make?"]
     assert len(callbacks) == 1  # the task is enqueued once the transaction commits
+
+
+def test_duplicate_retries_are_set_per_job(api, staff, models):
+    response = api(staff).post(GENERATION, generation_payload(duplicate_retries=0), format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["duplicate_retries"] == 0
+    assert GenerationJob.objects.get().duplicate_retries == 0
 
 
 def test_models_are_given_by_id_or_label_and_a_bare_name_means_the_newest(api, staff, models):
@@ -100,6 +108,8 @@ def test_best_of_n_with_a_reward_model(api, staff, models):
         (generation_payload(temperature=-0.5), "temperature"),
         (generation_payload(top_p=0), "top_p"),
         (generation_payload(batch_size=0), "batch_size"),
+        (generation_payload(duplicate_retries=-1), "duplicate_retries"),
+        (generation_payload(duplicate_retries=11), "duplicate_retries"),  # each costs a generation of the row
     ],
 )
 def test_invalid_generation_job_is_400_naming_the_field(api, staff, models, payload, field):

@@ -220,8 +220,9 @@ def test_generate_from_text_file_with_best_of_n_into_a_campaign(tmp_path, polici
 
 def test_generate_from_a_campaign(policies, make_campaign):
     make_campaign(name="source", items=3)
-    run("generate", "--model", "small", "--campaign", "source")
-    assert GenerationJob.objects.get().progress_total == 3
+    run("generate", "--model", "small", "--campaign", "source", "--duplicate-retries", "5")
+    job = GenerationJob.objects.get()
+    assert job.progress_total == 3 and job.duplicate_retries == 5
 
 
 @pytest.mark.parametrize(
@@ -233,6 +234,7 @@ def test_generate_from_a_campaign(policies, make_campaign):
         (["--model", "small", "--campaign", "nowhere"], "--campaign nowhere: no campaign"),
         (["--model", "small", "--campaign", "source", "--keep-top", "2"], "keep_top must be between"),
         (["--model", "small", "--campaign", "source", "--candidates", "2"], "needs a reward model"),
+        (["--model", "small", "--campaign", "source", "--duplicate-retries", "11"], "between 0 and 10"),
         (["--model", "small", "--prompts-file", "/no/such.jsonl"], "no such file"),
         (["--model", "small", "--prompts-file", "prompts.csv"], "give a .jsonl file"),
         (["--model", "small"], "one of the arguments --prompts-file --campaign is required"),

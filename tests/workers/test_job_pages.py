@@ -87,11 +87,13 @@ def cancel_url(kind: str, job_id: int) -> str:
     return reverse("job-cancel", kwargs={"kind": kind, "job_id": job_id})
 
 
-def output_add(job: GenerationJob, prompt: Prompt, text: str, *, score: float | None = None, kept: bool = True):
+def output_add(
+    job: GenerationJob, prompt: Prompt, text: str, *, score: float | None = None, kept: bool = True, **fields: Any
+):
     model = job.policy_models.get()
     response = Response.objects.create(prompt=prompt, text=text, model_name=model.label)
     return GenerationOutput.objects.create(
-        job=job, prompt=prompt, model=model, response=response, reward_score=score, kept=kept
+        job=job, prompt=prompt, model=model, response=response, reward_score=score, kept=kept, **fields
     )
 
 
@@ -172,6 +174,19 @@ def test_outputs_table_escapes_html_and_shows_score_and_kept(owner, generation_j
 
 
 @pytest.mark.django_db
+def test_outputs_table_marks_a_sample_that_repeats_an_earlier_one(owner, generation_job):
+    prompt = generation_job.prompts.order_by("id").first()
+    output_add(generation_job, prompt, "Honey.", sample_index=0)
+    output_add(generation_job, prompt, "Honey. ", sample_index=1, kept=False, duplicate=True, regenerations=3)
+
+    page = client_for(owner).get(detail_url("generation", generation_job.pk)).content.decode()
+
+    table = page[page.index('id="generation-outputs"') :]
+    assert table.count("repeats an earlier sample") == 1
+    assert table.index("Honey.") < table.index("<td>yes</td>") < table.index("<td>no <small")
+
+
+@pytest.mark.django_db
 def test_outputs_table_shows_at_most_50_rows(owner, models, broker_purged):
     job = services.generation_job_create(
         models=[models["policy"]], prompts=[f"prompt {i}" for i in range(60)], created_by=owner
@@ -193,7 +208,7 @@ def test_error_text_and_metrics_are_shown(owner, generation_job):
         error="cannot load /nonexistent: <no such file>",
         attempts=3,
         progress_done=1,
-        metrics={"tokens": 321, "tokens_per_s": 45.6},
+        metrics={"tokens": 321, "tokens_per_s": 45.6, "duplicates_regenerated": 4, "duplicates_dropped": 2},
         finished_at=timezone.now(),
     )
 
@@ -201,6 +216,7 @@ def test_error_text_and_metrics_are_shown(owner, generation_job):
 
     assert "cannot load /nonexistent: &lt;no such file&gt;" in page
     assert 'data-job-field="tokens">321<' in page and 'data-job-field="throughput">45.6<' in page
+    assert 'data-job-field="duplicates_regenerated">4<' in page and 'data-job-field="duplicates_dropped">2<' in page
     assert 'data-job-field="attempts">3<' in page and 'data-terminal="1"' in page
     assert 'data-job-field="percent">50<' in page
 

@@ -80,23 +80,34 @@ def test_generation_job_completes_with_one_response_per_prompt_and_model(gpu_wor
     assert job.metrics["tokens"] > 0 and job.metrics["tokens_per_s"] > 0
 
 
-def test_generation_job_creates_pairwise_items(gpu_worker, registered, staff, make_campaign):
+def test_generation_job_creates_pairwise_items_of_distinct_answers(gpu_worker, registered, staff, make_campaign):
     campaign = make_campaign(name="generated")
+    # Greedy: both tiny models learnt the corpus's bees answer word for word; to the story prompt (not in
+    # the corpus) they answer differently.
     job = services.generation_job_create(
         models=[registered["small"], registered["large"]],
-        prompts=PROMPTS[:2],
+        prompts=["What do bees make?", "Tell me a story."],
         created_by=staff,
         target_campaign=campaign,
         max_new_tokens=16,
+        temperature=0,
     )
     assert wait_for(finished(GenerationJob, job.pk), timeout=120), gpu_worker.log.read_text()
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.error
-    assert job.items_created == 2
-    for item in Item.objects.filter(campaign=campaign):
-        names = [link.response.model_name for link in item.item_responses.select_related("response")]
-        assert sorted(names) == ["tiny-large@v1", "tiny-small@v1"]
-        assert item.slots.count() == campaign.overlap
+    bees = {
+        o.response.text.strip()
+        for o in job.outputs.select_related("response", "prompt")
+        if "bees" in str(o.prompt.content)
+    }
+    assert len(bees) == 1  # the premise: two models, one text
+    assert job.items_created == 1  # the story's pair; the bees pair would hold the same text twice
+    assert job.metrics["items_skipped_identical"] == job.metrics["identical_responses_left_out"] == 1
+    [item] = Item.objects.filter(campaign=campaign)
+    responses = [link.response for link in item.item_responses.select_related("response")]
+    assert sorted(r.model_name for r in responses) == ["tiny-large@v1", "tiny-small@v1"]
+    assert responses[0].text.strip() != responses[1].text.strip()
+    assert item.slots.count() == campaign.overlap
 
 
 def test_best_of_n_keeps_the_top_candidates_by_reward(gpu_worker, registered, staff):

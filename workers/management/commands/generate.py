@@ -14,6 +14,7 @@ from prefarena.argtypes import non_negative_float, non_negative_int, positive_in
 from prefarena.errors import ApplicationError
 from workers import services
 from workers.management import campaign_from_name, command_error, job_wait, model_from_label
+from workers.models import DUPLICATE_RETRIES_DEFAULT, DUPLICATE_RETRIES_MAX
 
 
 def prompts_read(path: Path) -> list[Any]:
@@ -61,8 +62,9 @@ class Command(BaseCommand):
         'from --prompts-file (FILE.jsonl: {"prompt": "text" or [{"role", "content"}, ...]} per line; FILE.txt: '
         "one prompt per line) or from the items of --campaign. A model LABEL is NAME (newest version) or "
         "NAME@vN. Best-of-N: --candidates N --keep-top K --reward-model LABEL. --target-campaign turns the kept "
-        "responses into annotation items. With --wait, follow the job until it ends (exit status 1 unless it "
-        "succeeded). Nothing is stored when the input is invalid."
+        "responses into annotation items; a sample repeating an earlier one of its prompt and model is regenerated "
+        "(--duplicate-retries times at most) or dropped, so no item holds two identical responses. With --wait, "
+        "follow the job until it ends (exit status 1 unless it succeeded). Nothing is stored when the input is invalid."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -81,6 +83,13 @@ class Command(BaseCommand):
         parser.add_argument("--top-p", type=unit_interval, help="Default: each model's own")
         parser.add_argument("--seed", type=non_negative_int, default=0, help="Job seed (default 0)")
         parser.add_argument("--batch-size", type=positive_int, default=16)
+        parser.add_argument(
+            "--duplicate-retries",
+            type=non_negative_int,
+            default=DUPLICATE_RETRIES_DEFAULT,
+            help=f"Regenerations of a sample repeating an earlier one of its prompt and model (default "
+            f"{DUPLICATE_RETRIES_DEFAULT}, at most {DUPLICATE_RETRIES_MAX})",
+        )
         parser.add_argument("--max-attempts", type=positive_int, default=3)
         parser.add_argument("--wait", action="store_true", help="Follow the job until it ends")
         parser.add_argument("--poll-seconds", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -110,6 +119,7 @@ class Command(BaseCommand):
                 seed=options["seed"],
                 batch_size=options["batch_size"],
                 max_attempts=options["max_attempts"],
+                duplicate_retries=options["duplicate_retries"],
                 **values,
             )
         except ApplicationError as exc:
