@@ -336,6 +336,7 @@ def dataset_card(
         f"- Mean margin |2 P(chosen) - 1|: {figure(stats['mean_margin'])}",
         f"- Judges with a measured reliability: {stats['judges_measured']}"
         f" (mean {figure(stats['mean_judge_reliability'])}), flagged and left out: {stats['judges_flagged']}",
+        f"- Pairs left out because chosen and rejected were identical: {stats['dropped_identical_pairs']}",
         "",
         "## Filters",
         "",
@@ -350,7 +351,8 @@ def dataset_card(
         "```",
         "",
         "Labels: pairwise labels are reliability-weighted (one-coin Dawid–Skene over judges), rankings are",
-        "resolved by a Bradley–Terry fit, ratings by per-aspect means with their spread. Annotators appear",
+        "resolved by a Bradley–Terry fit, ratings by per-aspect means with their spread. Ranked and rated items",
+        "become pairwise rows by the options' `pair_mode`, `pair_margin` and `pair_seed`. Annotators appear",
         "only as stable pseudonyms.",
         "",
     ]

@@ -1,6 +1,7 @@
-"""Live export throughput: stream the `pairwise` JSONL export of a large campaign over HTTP from a real server.
+"""Live export throughput and memory: stream the `pairwise` export of a large campaign over HTTP from a real server.
 
     .venv/bin/python benchmarks/export.py [--items 1000000] [--runs 3] [--reuse] [--server daphne|gunicorn|runserver]
+        [--ext jsonl|parquet] [--memory-check]
 
 Runs against PostgreSQL only, in its own database (--db-name, default `prefarena_bench_export`), created and
 migrated on first use; it never touches the database named in --database-url / DATABASE_URL.
@@ -12,10 +13,14 @@ migrated on first use; it never touches the database named in --database-url / D
 2. start a real server process on loopback with DEBUG off and the in-memory channel layer: daphne (ASGI),
    gunicorn with one sync worker (WSGI, the production HTTP deployment; --timeout raised so a long stream
    is not killed as a hung worker), or `manage.py runserver --noreload` (daphne's runserver here).
-3. GET /api/v1/export/pairwise.jsonl?campaign=<id> with a staff token, --runs times; count rows as they
-   arrive; sample the RSS of the process that serves (gunicorn: its worker) every 20 ms (psutil) and read
-   its kernel peak (VmHWM) at the end.
+3. GET /api/v1/export/pairwise.<--ext>?campaign=<id> with a staff token, --runs times; count rows as they
+   arrive (Parquet: the file is kept in a temporary file and its footer read at the end); sample the RSS of the
+   process that serves (gunicorn: its worker) every 20 ms (psutil) and read its kernel peak (VmHWM) at the end.
 4. print rows, seconds, rows/s, time to first byte and the server's peak RSS per run, and the medians.
+
+--memory-check: whether the server's memory stays flat as the export grows. Steps 1-3 run for --items and for
+4 x --items (two campaigns), each against a fresh server process, one request each; then both peaks and the
+growth of the 4x export over the 1x one are printed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--judgments-per-item", type=int, default=1, help="human judgments per item (1)")
     parser.add_argument("--runs", type=int, default=3, help="export requests to time (3)")
     parser.add_argument("--format", default="pairwise", help="export format to stream (pairwise)")
+    parser.add_argument("--ext", choices=["jsonl", "parquet"], default="jsonl", help="live export to stream (jsonl)")
+    parser.add_argument(
+        "--memory-check", action="store_true", help="peak server RSS for --items and 4 x --items, fresh servers"
+    )
     parser.add_argument("--server", choices=["daphne", "gunicorn", "runserver"], default="daphne")
     parser.add_argument(
         "--database-url",
@@ -127,15 +137,15 @@ def _reserve_ids(cursor: Any, table: str, count: int) -> int:
     return first - 1
 
 
-def fill(args: argparse.Namespace) -> tuple[int, int]:
-    """The benchmark campaign (id, judgments); reused when --reuse and the sizes match."""
+def fill(args: argparse.Namespace, items: int | None = None) -> tuple[int, int]:
+    """The benchmark campaign (id, judgments) of `items` (default --items); reused when --reuse and the sizes match."""
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
     from annotations import services
     from annotations.models import Campaign, Item, ItemResponse, Judgment, Prompt, Response
 
-    n, k = args.items, args.judgments_per_item
+    n, k = items or args.items, args.judgments_per_item
     name = f"bench-export-{n}x{k}"
     existing = Campaign.objects.filter(name=name).first()
     if existing is not None and args.reuse:
@@ -304,8 +314,11 @@ def serving_pid(server: subprocess.Popen, kind: str) -> int:
 
 
 def stream_once(url: str, token: str, pid: int) -> dict[str, float]:
+    import tempfile
+
     import httpx
 
+    parquet = urlsplit(url).path.endswith(".parquet")
     rss_before = RssSampler(pid).process.memory_info().rss
     sampler = RssSampler(pid)
     sampler.start()
@@ -313,19 +326,34 @@ def stream_once(url: str, token: str, pid: int) -> dict[str, float]:
     first_byte = None
     started = time.perf_counter()
     tail = b""
-    with httpx.stream("GET", url, headers={"Authorization": f"Token {token}"}, timeout=3600.0) as response:
+    with (
+        tempfile.TemporaryFile() as kept,
+        httpx.stream("GET", url, headers={"Authorization": f"Token {token}"}, timeout=3600.0) as response,
+    ):
         if response.status_code != 200:
             sys.exit(f"export answered {response.status_code}: {response.read()[:500]!r}")
         for chunk in response.iter_raw(1 << 16):
             if first_byte is None:
                 first_byte = time.perf_counter() - started
-            rows += chunk.count(b"\n")
-            tail = (tail + chunk)[-2000:]
-    seconds = time.perf_counter() - started
-    peak = sampler.stop()
-    import json
+            if parquet:
+                kept.write(chunk)
+            else:
+                rows += chunk.count(b"\n")
+                tail = (tail + chunk)[-2000:]
+        seconds = time.perf_counter() - started
+        peak = sampler.stop()
+        if parquet:
+            import pyarrow.parquet as pq
 
-    last = json.loads(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+            kept.seek(0)
+            table = pq.ParquetFile(kept)
+            rows = table.metadata.num_rows
+            group = table.read_row_group(table.num_row_groups - 1)
+            last = group.slice(group.num_rows - 1).to_pylist()[0]
+    if not parquet:
+        import json
+
+        last = json.loads(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
     assert {"prompt", "chosen", "rejected", "margin", "p_chosen"} <= set(last), last
     return {
         "rows": rows,
@@ -335,6 +363,63 @@ def stream_once(url: str, token: str, pid: int) -> dict[str, float]:
         "rss_before_mb": rss_before / 2**20,
         "rss_peak_mb": peak / 2**20,
     }
+
+
+def serve_and_stream(
+    args: argparse.Namespace, url: str, token: str, campaign_id: int, judgments: int, runs: int
+) -> tuple[list[dict[str, float]], int | None]:
+    """Start a server, warm it up, stream the export `runs` times; the results and the server's VmHWM."""
+    port = free_port()
+    server = start_server(args.server, url, port)
+    try:
+        export_url = f"http://127.0.0.1:{port}/api/v1/export/{args.format}.{args.ext}?campaign={campaign_id}"
+        import httpx
+
+        # Warm-up: the first request loads the URL conf and every API module; not part of the export's figures.
+        warm = httpx.get(f"http://127.0.0.1:{port}/api/v1/", headers={"Authorization": f"Token {token}"}, timeout=60)
+        assert warm.status_code == 200, warm.text[:300]
+        pid = serving_pid(server, args.server)
+        print(f"streaming {export_url} ({judgments} judgments) from {args.server}, pid {pid}")
+        results = []
+        for run in range(1, runs + 1):
+            result = stream_once(export_url, token, pid)
+            results.append(result)
+            print(
+                f"run {run}: {result['rows']} rows in {result['seconds']:.2f} s = {result['rows_per_s']:,.0f} rows/s;"
+                f" first byte after {result['ttfb_s']:.2f} s; server RSS {result['rss_before_mb']:.0f} MB before,"
+                f" peak {result['rss_peak_mb']:.0f} MB"
+            )
+        return results, peak_rss_kernel(pid)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def memory_check(args: argparse.Namespace, url: str, token: str) -> None:
+    """Peak server RSS for --items and 4 x --items, each against a fresh server: flat memory means equal peaks."""
+    from django.db import connection
+
+    peaks = {}
+    for items in (args.items, 4 * args.items):
+        campaign_id, judgments = fill(args, items)
+        connection.close()
+        (result,), hwm = serve_and_stream(args, url, token, campaign_id, judgments, runs=1)
+        growth = result["rss_peak_mb"] - result["rss_before_mb"]
+        peaks[items] = (result, growth, hwm)
+        print(
+            f"{items} items: {result['rows']} rows, server RSS {result['rss_before_mb']:.0f} -> peak"
+            f" {result['rss_peak_mb']:.0f} MB sampled (+{growth:.0f} MB for the export)"
+            + (f", VmHWM {hwm / 2**20:.0f} MB" if hwm else "")
+        )
+    (small, small_growth, _), (large, large_growth, _) = peaks.values()
+    print(
+        f"memory: {large['rows'] / small['rows']:.1f}x the rows -> peak {small['rss_peak_mb']:.0f} ->"
+        f" {large['rss_peak_mb']:.0f} MB ({large['rss_peak_mb'] - small['rss_peak_mb']:+.0f} MB); growth during the"
+        f" export +{small_growth:.0f} -> +{large_growth:.0f} MB"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -347,43 +432,20 @@ def main(argv: list[str] | None = None) -> None:
     if migrate.returncode:
         sys.exit(migrate.stderr.decode()[-3000:])
     setup_django(url)
-    campaign_id, judgments = fill(args)
     token = staff_token()
+    if args.memory_check:
+        memory_check(args, url, token)
+        return
+    campaign_id, judgments = fill(args)
     from django.db import connection
 
     connection.close()
-    port = free_port()
-    server = start_server(args.server, url, port)
-    try:
-        export_url = f"http://127.0.0.1:{port}/api/v1/export/{args.format}.jsonl?campaign={campaign_id}"
-        import httpx
-
-        # Warm-up: the first request loads the URL conf and every API module; not part of the export's figures.
-        warm = httpx.get(f"http://127.0.0.1:{port}/api/v1/", headers={"Authorization": f"Token {token}"}, timeout=60)
-        assert warm.status_code == 200, warm.text[:300]
-        pid = serving_pid(server, args.server)
-        print(f"streaming {export_url} ({judgments} judgments) from {args.server}, pid {pid}")
-        results = []
-        for run in range(1, args.runs + 1):
-            result = stream_once(export_url, token, pid)
-            results.append(result)
-            print(
-                f"run {run}: {result['rows']} rows in {result['seconds']:.2f} s = {result['rows_per_s']:,.0f} rows/s;"
-                f" first byte after {result['ttfb_s']:.2f} s; server RSS {result['rss_before_mb']:.0f} MB before,"
-                f" peak {result['rss_peak_mb']:.0f} MB"
-            )
-        hwm = peak_rss_kernel(pid)
-        print(
-            f"median {statistics.median(r['rows_per_s'] for r in results):,.0f} rows/s over {args.runs} run(s);"
-            f" server peak RSS {max(r['rss_peak_mb'] for r in results):.0f} MB sampled"
-            + (f", {hwm / 2**20:.0f} MB kernel VmHWM" if hwm else "")
-        )
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    results, hwm = serve_and_stream(args, url, token, campaign_id, judgments, args.runs)
+    print(
+        f"median {statistics.median(r['rows_per_s'] for r in results):,.0f} rows/s over {args.runs} run(s);"
+        f" server peak RSS {max(r['rss_peak_mb'] for r in results):.0f} MB sampled"
+        + (f", {hwm / 2**20:.0f} MB kernel VmHWM" if hwm else "")
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from annotations import api_campaigns, api_datasets, api_items, routing_api
+from annotations import api_campaigns, api_datasets, api_export, api_items, api_webhooks, routing_api
 from arena import api as arena_api
 from models_hub import api as models_hub_api
 from workers import api as workers_api
@@ -19,7 +19,7 @@ router.register("campaigns", api_campaigns.CampaignViewSet, basename="campaign")
 router.register("items", api_items.ItemViewSet, basename="item")
 router.register("judgments", api_items.JudgmentViewSet, basename="judgment")
 router.register("datasets", api_datasets.DatasetSnapshotViewSet, basename="dataset")
-router.register("webhooks", api_datasets.WebhookViewSet, basename="webhook")
+router.register("webhooks", api_webhooks.WebhookViewSet, basename="webhook")
 router.register("arena/battles", arena_api.BattleViewSet, basename="arena-battle")
 router.register("arena/leaderboard", arena_api.LeaderboardViewSet, basename="arena-leaderboard")
 router.register("models", models_hub_api.ModelViewSet, basename="model")
@@ -36,7 +36,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/v1/export/<str:fmt>.jsonl", api_datasets.PreferenceExportView.as_view(), name="export-jsonl"),
+    path("api/v1/export/<str:fmt>.jsonl", api_export.PreferenceExportView.as_view(), name="export-jsonl"),
+    path("api/v1/export/<str:fmt>.parquet", api_export.PreferenceParquetExportView.as_view(), name="export-parquet"),
     path(
         "api/v1/datasets/<int:pk>/files/<str:filename>",
         api_datasets.SnapshotFileView.as_view(),

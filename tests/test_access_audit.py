@@ -75,7 +75,7 @@ CASES = [
     Case("GET", "/api/v1/judgments/?item__campaign={id}", "campaign", LEFT_OUT, LISTED, listed="judgment"),
     Case("GET", "/api/v1/judgments/?item={id}", "item", LEFT_OUT, LISTED, listed="judgment"),
     Case("GET", "/api/v1/judgments/{id}/", "judgment", 404, 200),
-    # datasets, their files, the live export (annotations/api_datasets.py)
+    # datasets, their files (annotations/api_datasets.py), the live export (annotations/api_export.py)
     Case("GET", "/api/v1/datasets/", "snapshot", LEFT_OUT, LISTED),
     Case(
         "POST",
@@ -91,6 +91,8 @@ CASES = [
     Case("GET", "/api/v1/datasets/{id}/files/pairwise.jsonl", "snapshot", 404, 200),
     Case("GET", "/api/v1/export/pairwise.jsonl?campaign={id}", "campaign", 404, 200),
     Case("GET", "/api/v1/export/pairwise.jsonl", "campaign", 403),  # documented: "you manage none"
+    Case("GET", "/api/v1/export/pairwise.parquet?campaign={id}", "campaign", 404, 200),
+    Case("GET", "/api/v1/export/pairwise.parquet", "campaign", 403),  # as the JSONL stream
     # webhooks and deliveries
     Case("GET", "/api/v1/webhooks/", "webhook", LEFT_OUT, LISTED),
     Case(

@@ -1,5 +1,6 @@
-"""Preference exports: filters and options (filters.py), reading item bundles (source.py), row formats
-(formats.py), and JSONL/Parquet writers and the live JSONL stream (writers.py)."""
+"""Preference exports: filters and options (filters.py), reading item bundles (source.py), binarising rankings
+and ratings into pairs (pairs.py), row formats (formats.py), and JSONL/Parquet writers and the live JSONL and
+Parquet streams (writers.py)."""
 
 from annotations.export.filters import (
     FILE_EXTENSIONS,
@@ -11,7 +12,7 @@ from annotations.export.filters import (
     formats_parse,
     options_parse,
 )
-from annotations.export.writers import ExportRun, export_files, file_sha256, stream_jsonl
+from annotations.export.writers import ExportRun, export_files, file_sha256, stream_jsonl, stream_parquet
 
 __all__ = [
     "FILE_EXTENSIONS",
@@ -26,4 +27,5 @@ __all__ = [
     "formats_parse",
     "options_parse",
     "stream_jsonl",
+    "stream_parquet",
 ]

@@ -23,7 +23,19 @@ def add_filter_arguments(parser: CommandParser) -> None:
     parser.add_argument("--keep-flagged", action="store_true", help="Keep judges flagged as unreliable")
     parser.add_argument("--conversational", action="store_true", help="Prompts and completions as message lists")
     parser.add_argument("--include-ties", action="store_true", help="pairwise: keep ties, flagged is_tie")
-    parser.add_argument("--pair-mode", default="all", help="Rankings to pairs: all | best_vs_each")
+    parser.add_argument(
+        "--pair-mode",
+        default="all",
+        help="Rankings and ratings to pairs: all | best_vs_each | best_vs_random (the best against one lower "
+        "response drawn at random, seeded)",
+    )
+    parser.add_argument(
+        "--pair-margin",
+        default="0",
+        help="Pairs of ranked or rated responses differ by at least this (ratings: overall score points; "
+        "rankings: ranks); 0: any difference",
+    )
+    parser.add_argument("--pair-seed", default="0", help="Seed of best_vs_random's draws (with each item's id)")
     parser.add_argument("--weighting", default="reliability", help="Pairwise labels: reliability | majority")
 
 
@@ -56,6 +68,8 @@ def filters_and_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[s
         "conversational": options["conversational"],
         "include_ties": options["include_ties"],
         "pair_mode": options["pair_mode"],
+        "pair_margin": options["pair_margin"],
+        "pair_seed": options["pair_seed"],
         "weighting": options["weighting"],
     }
     return filters, export_options

@@ -5,10 +5,12 @@ every judgment column, decodes jsonb and builds dicts per item. For the pairwise
 campaigns, this path reads the same two streams in item order with only the columns a pairwise row needs
 (jsonb as text, decoded only where used), resolves with the same `pairwise_resolve` and filters as
 `summarise` (an item's single vote inlined: its label, and P(A) = the judge's reliability), and writes each
-line from pre-encoded strings: byte-identical to the general path's output. String prompts are copied as
-PostgreSQL writes jsonb text, whose escapes are those of Python's JSON encoder (no decode and re-encode).
+line from pre-encoded strings with the pairwise format's own line encoder (formats.py `PAIRWISE.line`, made
+from the one list of its columns): byte-identical to the general path's output. A pair whose two responses
+have the same text is left out, as `rows_build` leaves it out. String prompts are copied as PostgreSQL writes
+jsonb text, whose escapes are those of Python's JSON encoder (no decode and re-encode).
 
-An item it does not handle (a judgment with a ranking, or not exactly two responses) goes through the
+An item it does not handle (a judgment with a ranking or ratings, or not exactly two responses) goes through the
 general path (`bundles` restricted to that item). tests/datasets/test_export_fast.py checks that both
 paths give the same bytes.
 """
@@ -16,6 +18,7 @@ paths give the same bytes.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import groupby
 from json.encoder import encode_basestring  # the C encoder of JSONEncoder(ensure_ascii=False)
@@ -29,8 +32,9 @@ from django.db.models.functions import Cast
 
 from annotations.aggregation import PRIOR_RELIABILITY, PairwiseResolution, clamp_reliability, pairwise_resolve
 from annotations.export.filters import ExportFilters, ExportOptions
-from annotations.export.formats import pairwise_rows, prompt_messages, prompt_text
+from annotations.export.formats import PAIRWISE, prompt_messages, prompt_text, rows_build
 from annotations.export.source import (
+    FORMAT_NEEDS,
     CampaignInfo,
     ItemSummary,
     bundles,
@@ -63,7 +67,8 @@ def _json_text(expression: Any) -> Cast:
 def pairwise_querysets(filters: ExportFilters) -> tuple[QuerySet[Any], QuerySet[Any]]:
     """The two streams, in item id order: judgments with only what a pairwise row needs, and responses.
 
-    jsonb values arrive as JSON text (decoded only where used); `ranked` marks judgments with a ranking.
+    jsonb values arrive as JSON text (decoded only where used); the last column marks judgments with a ranking
+    or ratings, whose items the general path writes (their pairs come from export/pairs.py).
     """
     judgments = judgments_queryset(filters)
     rows = judgments.order_by("item_id", "id").values_list(
@@ -76,7 +81,7 @@ def pairwise_querysets(filters: ExportFilters) -> tuple[QuerySet[Any], QuerySet[
         "source",
         "annotator_id",
         "judge_name",
-        ExpressionWrapper(Q(ranking__isnull=False), output_field=BooleanField()),
+        ExpressionWrapper(Q(ranking__isnull=False) | Q(ratings__isnull=False), output_field=BooleanField()),
     )
     responses = (
         ItemResponse.objects.filter(item_id__in=judgments.values("item_id"))
@@ -111,8 +116,10 @@ def pairwise_lines(
     reliability: Any,
     flagged: set[str],
     encode_row: Callable[[Any], str],  # a JSON encoder (rows, prompt values)
+    dropped: Counter[str],  # pairs left out because chosen == rejected, counted under "pairwise"
 ) -> Iterator[str]:
     """JSONL lines (without newline) of the pairwise format, as the general path writes them."""
+    line = PAIRWISE.line
     weights = reliability if options.weighting == "reliability" else None
     majority_only = options.weighting == "majority"
     need_keys = bool(flagged or reliability.reliability)
@@ -140,7 +147,7 @@ def pairwise_lines(
             texts = [text for _, text, _ in pairs]
             models = [model for _, _, model in pairs]
         if pending_item != item_id or len(texts) != 2 or any(j[9] for j in judgments):
-            yield from _general_item(item_id, filters, options, campaigns, reliability, flagged, encode_row)
+            yield from _general_item(item_id, filters, options, campaigns, reliability, flagged, encode_row, dropped)
             continue
         if len(judgments) == 1:
             first = judgments[0]
@@ -198,6 +205,10 @@ def pairwise_lines(
             chosen, p_chosen, is_tie = 0, 0.5, "true"
         else:
             continue
+        rejected = 1 - chosen
+        if texts[chosen] == texts[rejected]:  # the same completion on both sides (rows_build)
+            dropped["pairwise"] += 1
+            continue
         campaign_id = first[1]
         name = campaign_names.get(campaign_id)
         if name is None:
@@ -212,18 +223,22 @@ def pairwise_lines(
         else:
             content = _loads(raw_prompt)
             prompt = encode_row(prompt_messages(content) if conversational else prompt_text(content))
-        rejected = 1 - chosen
         model_chosen = _meta_model(first[3 + chosen]) or models[chosen]
         model_rejected = _meta_model(first[3 + rejected]) or models[rejected]
-        yield (
-            f'{{"prompt":{prompt},"chosen":{completion_open}{encode_basestring(texts[chosen])}{completion_close},'
-            f'"rejected":{completion_open}{encode_basestring(texts[rejected])}{completion_close},'
-            f'"margin":{_float(abs(2.0 * p_chosen - 1.0))},'
-            f'"p_chosen":{_float(p_chosen)},"is_tie":{is_tie},"source":{encode_basestring(source)},'
-            f'"n_judgments":{int.__repr__(n_judgments)},'
-            f'"agreement":{_float(agreement)},"item_id":{int.__repr__(item_id)},'
-            f'"campaign":{name},"model_chosen":{encode_basestring(model_chosen)},'
-            f'"model_rejected":{encode_basestring(model_rejected)}}}'
+        yield line(
+            prompt=prompt,
+            chosen=f"{completion_open}{encode_basestring(texts[chosen])}{completion_close}",
+            rejected=f"{completion_open}{encode_basestring(texts[rejected])}{completion_close}",
+            margin=_float(abs(2.0 * p_chosen - 1.0)),
+            p_chosen=_float(p_chosen),
+            is_tie=is_tie,
+            source=encode_basestring(source),
+            n_judgments=int.__repr__(n_judgments),
+            agreement=_float(agreement),
+            item_id=int.__repr__(item_id),
+            campaign=name,
+            model_chosen=encode_basestring(model_chosen),
+            model_rejected=encode_basestring(model_rejected),
         )
 
 
@@ -243,11 +258,14 @@ def _general_item(
     reliability: Any,
     flagged: set[str],
     encode_row: Callable[[Any], str],  # a JSON encoder (rows, prompt values)
+    dropped: Counter[str],
 ) -> Iterator[str]:
-    """One item through the general path (bundles -> summarise -> pairwise_rows)."""
-    for bundle in bundles(filters, campaigns, frozenset(), item_id=item_id):
+    """One item through the general path (bundles -> summarise -> rows_build)."""
+    for bundle in bundles(filters, campaigns, FORMAT_NEEDS["pairwise"], item_id=item_id):
         summary = summarise(bundle, options, reliability, flagged)
         if summary is None or not summary_passes(summary, filters):
             continue
-        for row in pairwise_rows(bundle, summary, options):
+        rows, left_out = rows_build("pairwise", bundle, summary, options)
+        dropped["pairwise"] += left_out
+        for row in rows:
             yield encode_row(row)

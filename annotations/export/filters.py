@@ -14,12 +14,12 @@ from typing import Any
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from annotations.export.pairs import PAIR_MODES
 from annotations.models import JudgmentSource
 from prefarena.errors import InvalidInput
 
 FORMATS: tuple[str, ...] = ("pairwise", "kto", "ranking", "ratings", "arena", "raw")
 FILE_EXTENSIONS: tuple[str, ...] = ("jsonl", "parquet")
-PAIR_MODES = ("all", "best_vs_each")
 WEIGHTINGS = ("reliability", "majority")
 
 
@@ -51,7 +51,11 @@ class ExportOptions:
 
     conversational: bool = False  # prompt/chosen/rejected as OpenAI-style message lists instead of strings
     include_ties: bool = False  # pairwise: keep tied items as rows flagged is_tie=true
-    pair_mode: str = "all"  # rankings -> pairs: every ordered pair, or the best group against each other
+    # Rankings and ratings -> pairwise rows (export/pairs.py): `all` candidate pairs, `best_vs_each` (the best
+    # against each lower one) or `best_vs_random` (the best against one lower one drawn at random, UltraFeedback).
+    pair_mode: str = "all"
+    pair_margin: float = 0.0  # pairs differ by at least this: overall score points (ratings), ranks (rankings)
+    pair_seed: int = 0  # best_vs_random: the draw of each item is seeded by (pair_seed, item id)
     weighting: str = "reliability"  # pairwise label: reliability-weighted (Dawid–Skene) or plain majority
     flag_threshold: float = 0.6  # reliability under which a judge counts as flagged
     flag_min_evidence: int = 5  # ...once measured on at least this many shared or gold votes
@@ -105,6 +109,23 @@ MAX_ID = 2**63 - 1  # bigint primary keys
 MAX_SMALL = 2**31 - 1  # PositiveIntegerField columns
 
 
+MAX_MARGIN = 1e9  # beyond any rating scale; keeps the value finite and JSON-storable
+
+
+def _non_negative_number(field: str, value: Any, *, maximum: float = MAX_MARGIN) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise _error(field, f"must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _error(field, f"must be a number, got {value!r}") from exc
+    if not 0.0 <= number <= maximum:  # also refuses nan
+        raise _error(field, f"must be between 0 and {maximum:g}, got {value!r}")
+    return number
+
+
 def _positive_int(field: str, value: Any, *, minimum: int = 1, maximum: int = MAX_ID) -> int | None:
     if value is None or value == "":
         return None
@@ -155,7 +176,16 @@ FILTER_FIELDS = {
     "exclude_flagged",
     "guideline_version",
 }
-OPTION_FIELDS = {"conversational", "include_ties", "pair_mode", "weighting", "flag_threshold", "flag_min_evidence"}
+OPTION_FIELDS = {
+    "conversational",
+    "include_ties",
+    "pair_mode",
+    "pair_margin",
+    "pair_seed",
+    "weighting",
+    "flag_threshold",
+    "flag_min_evidence",
+}
 
 
 def filters_parse(data: dict[str, Any] | None) -> ExportFilters:
@@ -200,12 +230,16 @@ def options_parse(data: dict[str, Any] | None) -> ExportOptions:
     weighting = data.get("weighting", "reliability")
     if weighting not in WEIGHTINGS:
         raise _error("weighting", f"must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    pair_margin = _non_negative_number("pair_margin", data.get("pair_margin", 0.0))
+    pair_seed = _positive_int("pair_seed", data.get("pair_seed", 0), minimum=0)
     threshold = _fraction("flag_threshold", data.get("flag_threshold", 0.6))
     evidence = _positive_int("flag_min_evidence", data.get("flag_min_evidence", 5), maximum=MAX_SMALL)
     return ExportOptions(
         conversational=_bool("conversational", data.get("conversational", False)),
         include_ties=_bool("include_ties", data.get("include_ties", False)),
         pair_mode=pair_mode,
+        pair_margin=0.0 if pair_margin is None else pair_margin,
+        pair_seed=0 if pair_seed is None else pair_seed,
         weighting=weighting,
         flag_threshold=0.6 if threshold is None else threshold,
         flag_min_evidence=5 if evidence is None else evidence,

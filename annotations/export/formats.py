@@ -3,7 +3,8 @@
 Each builder returns the item's rows as plain dicts (JSON-ready: strings, numbers, bools, lists, dicts);
 the JSONL and Parquet writers share them, so both files of a format hold the same columns.
 
-- pairwise  TRL preference data with an explicit prompt: prompt, chosen, rejected (+ metadata)
+- pairwise  TRL preference data with an explicit prompt: prompt, chosen, rejected (+ metadata); ranked and rated
+            items are binarised into pairs (export/pairs.py, `pair_mode`)
 - kto       TRL unpaired data: prompt, completion, label (bool)
 - ranking   prompt and its responses ordered by resolved rank (tied responses share a rank)
 - ratings   UltraFeedback-like: prompt, completions with per-aspect mean/std/n, rationales
@@ -18,7 +19,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from annotations.export.columns import Columns, Row
 from annotations.export.filters import ExportOptions
+from annotations.export.pairs import Grades, grades_of_ranking, grades_of_scores, pairs_choose, raters_prefer
 from annotations.export.source import (
     J_ANNOTATOR,
     J_CANNOT_RANK,
@@ -43,7 +46,22 @@ from annotations.export.source import (
 )
 from arena import outcomes
 
-Row = dict[str, Any]
+# --- the pairwise columns, listed once ----------------------------------------------------------------
+PAIRWISE = Columns(
+    ("prompt", "text"),
+    ("chosen", "text"),
+    ("rejected", "text"),
+    ("margin", "float"),  # |2 p_chosen - 1|
+    ("p_chosen", "float"),  # P(chosen is better): reliability-weighted votes, Bradley–Terry, or raters' share
+    ("is_tie", "bool"),
+    ("source", "string"),
+    ("n_judgments", "int"),
+    ("agreement", "float"),
+    ("item_id", "int"),
+    ("campaign", "string"),
+    ("model_chosen", "string"),
+    ("model_rejected", "string"),
+)
 
 
 # --- text or messages ---------------------------------------------------------------------------------
@@ -88,28 +106,37 @@ def _pair_row(
     n_judgments: int,
     is_tie: bool = False,
 ) -> Row:
-    return {
-        "prompt": _prompt(bundle, options),
-        "chosen": _completion(bundle.responses[chosen][0], options),
-        "rejected": _completion(bundle.responses[rejected][0], options),
-        "margin": abs(2.0 * p_chosen - 1.0),
-        "p_chosen": p_chosen,
-        "is_tie": is_tie,
-        "source": summary.source,
-        "n_judgments": n_judgments,
-        "agreement": agreement,
-        "item_id": bundle.item_id,
-        "campaign": bundle.campaign.name,
-        "model_chosen": _model(bundle, chosen),
-        "model_rejected": _model(bundle, rejected),
-    }
+    return PAIRWISE.row(
+        prompt=_prompt(bundle, options),
+        chosen=_completion(bundle.responses[chosen][0], options),
+        rejected=_completion(bundle.responses[rejected][0], options),
+        margin=abs(2.0 * p_chosen - 1.0),
+        p_chosen=p_chosen,
+        is_tie=is_tie,
+        source=summary.source,
+        n_judgments=n_judgments,
+        agreement=agreement,
+        item_id=bundle.item_id,
+        campaign=bundle.campaign.name,
+        model_chosen=_model(bundle, chosen),
+        model_rejected=_model(bundle, rejected),
+    )
 
 
-def _ranking_pairs(summary: ItemSummary, options: ExportOptions) -> list[tuple[int, int]]:
-    groups = summary.ranking.groups if summary.ranking else []
-    if options.pair_mode == "best_vs_each":
-        return [(best, other) for best in groups[0] for lower in groups[1:] for other in lower] if groups else []
-    return [(i, j) for g, upper in enumerate(groups) for i in upper for lower in groups[g + 1 :] for j in lower]
+def _pairs(grades: Grades, bundle: ItemBundle, options: ExportOptions) -> list[tuple[int, int]]:
+    return pairs_choose(
+        grades, mode=options.pair_mode, margin=options.pair_margin, seed=options.pair_seed, item_id=bundle.item_id
+    )
+
+
+def overall_score(per_aspect: dict[str, Any]) -> float | None:
+    """A rated response's overall score: the mean of its per-aspect means (None: never scored)."""
+    means = [s.mean for s in per_aspect.values() if s.mean is not None]
+    return sum(means) / len(means) if means else None
+
+
+def _rating_aspects(bundle: ItemBundle, ratings: list[dict[str, Any]]) -> tuple[str, ...]:
+    return bundle.campaign.aspects or tuple(sorted(ratings[0]))  # as source.py `summarise` resolves them
 
 
 def pairwise_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptions) -> list[Row]:
@@ -148,10 +175,10 @@ def pairwise_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptio
         return []
     ranking = summary.ranking
     if ranking is None:
-        return []
+        return _rated_pair_rows(bundle, summary, options)
     rows = []
     rankings = [j[J_RANKING] for j in bundle.judgments if j[J_RANKING] and not j[J_CANNOT_RANK]]
-    for chosen, rejected in _ranking_pairs(summary, options):
+    for chosen, rejected in _pairs(grades_of_ranking(ranking.groups), bundle, options):
         # Agreement of a pair: share of the item's rankings that put `chosen` above `rejected`.
         above = sum(1 for r in rankings if _rank_in(r, chosen) < _rank_in(r, rejected))
         rows.append(
@@ -164,6 +191,31 @@ def pairwise_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptio
                 p_chosen=ranking.p_better(chosen, rejected),
                 agreement=above / len(rankings) if rankings else 0.0,
                 n_judgments=ranking.n_judgments,
+            )
+        )
+    return rows
+
+
+def _rated_pair_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptions) -> list[Row]:
+    """Pairs of a rated item by overall score; P(chosen) and agreement from the raters who scored both."""
+    if not summary.ratings:
+        return []
+    ratings = [j[J_RATINGS] for j in bundle.judgments if j[J_RATINGS]]
+    aspects = _rating_aspects(bundle, ratings)
+    grades = grades_of_scores([overall_score(per_aspect) for per_aspect in summary.ratings])
+    rows = []
+    for chosen, rejected in _pairs(grades, bundle, options):
+        p_chosen, agreement = raters_prefer(ratings, aspects, chosen, rejected)
+        rows.append(
+            _pair_row(
+                bundle,
+                summary,
+                options,
+                chosen,
+                rejected,
+                p_chosen=p_chosen,
+                agreement=agreement,
+                n_judgments=len(ratings),
             )
         )
     return rows
@@ -192,6 +244,13 @@ def kto_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptions) -
         groups = summary.ranking.groups
         labelled = [(p, True) for p in groups[0]] + [(p, False) for p in groups[-1]]
         n_judgments = summary.ranking.n_judgments
+    elif summary.ratings:
+        # the best overall score desirable, the worst undesirable (nothing when every score is equal)
+        groups = grades_of_scores([overall_score(per_aspect) for per_aspect in summary.ratings]).groups
+        if len(groups) < 2:
+            return []
+        labelled = [(p, True) for p in groups[0]] + [(p, False) for p in groups[-1]]
+        n_judgments = sum(1 for j in bundle.judgments if j[J_RATINGS])
     else:
         return []
     return [
@@ -252,12 +311,11 @@ def ratings_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOption
         return []
     completions = []
     for position, per_aspect in enumerate(summary.ratings):
-        means = [s.mean for s in per_aspect.values() if s.mean is not None]
         completions.append(
             {
                 "text": bundle.responses[position][0],
                 "model": _model(bundle, position),
-                "overall": sum(means) / len(means) if means else None,
+                "overall": overall_score(per_aspect),
                 "ratings": [
                     {"aspect": aspect, "mean": s.mean, "std": s.std, "n": s.n} for aspect, s in per_aspect.items()
                 ],
@@ -366,6 +424,21 @@ BUILDERS: dict[str, Callable[[ItemBundle, ItemSummary, ExportOptions], list[Row]
     "arena": arena_rows,
     "raw": raw_rows,
 }
+PAIRED_FORMATS = frozenset({"pairwise"})  # formats whose rows hold a chosen and a rejected completion
+
+
+def rows_build(fmt: str, bundle: ItemBundle, summary: ItemSummary, options: ExportOptions) -> tuple[list[Row], int]:
+    """The item's rows of `fmt`, and how many pairs were left out because chosen equals rejected.
+
+    Two identical completions (compared as exported: text, or messages) teach nothing: DPO's and the reward
+    model's losses see the same log-probability or score on both sides, a gradient of exactly zero, and the
+    row only dilutes a batch. Every writer (streams, files, snapshots) builds rows through here.
+    """
+    rows = BUILDERS[fmt](bundle, summary, options)
+    if fmt not in PAIRED_FORMATS:
+        return rows, 0
+    kept = [row for row in rows if row["chosen"] != row["rejected"]]
+    return kept, len(rows) - len(kept)
 
 
 # --- Parquet schemas (pyarrow imported lazily: the web process never needs it for JSONL) --------------
@@ -378,23 +451,7 @@ def arrow_schema(fmt: str, options: ExportOptions) -> Any:
     completion = messages if options.conversational else pa.string()
     common = [("source", pa.string()), ("item_id", pa.int64()), ("campaign", pa.string())]
     if fmt == "pairwise":
-        return pa.schema(
-            [
-                ("prompt", prompt),
-                ("chosen", completion),
-                ("rejected", completion),
-                ("margin", pa.float64()),
-                ("p_chosen", pa.float64()),
-                ("is_tie", pa.bool_()),
-                ("source", pa.string()),
-                ("n_judgments", pa.int64()),
-                ("agreement", pa.float64()),
-                ("item_id", pa.int64()),
-                ("campaign", pa.string()),
-                ("model_chosen", pa.string()),
-                ("model_rejected", pa.string()),
-            ]
-        )
+        return pa.schema(PAIRWISE.arrow_fields(prompt))
     if fmt == "kto":
         return pa.schema(
             [

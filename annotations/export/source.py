@@ -296,7 +296,8 @@ def _fetched_ahead(cursor: Any) -> Generator[list[tuple[Any, ...]]]:
 
 # Columns only some formats read; the others are selected as NULL (no transfer, no decoding).
 COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
-    "ratings": ("ratings", "rationale"),
+    "ratings": ("ratings",),
+    "rationales": ("rationale",),
     "created": ("created_at",),
     "details": (
         "strength",
@@ -309,12 +310,12 @@ COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
     ),
 }
 FORMAT_NEEDS: dict[str, frozenset[str]] = {
-    "pairwise": frozenset(),
-    "kto": frozenset(),
+    "pairwise": frozenset({"ratings"}),  # rated items are binarised into pairs
+    "kto": frozenset({"ratings"}),
     "ranking": frozenset(),
-    "ratings": frozenset({"ratings"}),
+    "ratings": frozenset({"ratings", "rationales"}),
     "arena": frozenset({"created"}),
-    "raw": frozenset({"ratings", "created", "details"}),
+    "raw": frozenset({"ratings", "rationales", "created", "details"}),
 }
 
 

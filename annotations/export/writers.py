@@ -1,4 +1,4 @@
-"""Running an export: one pass over item bundles feeding JSONL streams, JSONL files and Parquet files."""
+"""Running an export: one pass over item bundles feeding JSONL and Parquet streams, JSONL files and Parquet files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from annotations.export.fast import fast_path_applies, pairwise_lines
 from annotations.export.filters import ExportFilters, ExportOptions
-from annotations.export.formats import BUILDERS, Row, arrow_schema
+from annotations.export.formats import Row, arrow_schema, rows_build
 from annotations.export.source import (
     FORMAT_NEEDS,
     J_SOURCE,
@@ -54,6 +54,14 @@ class ExportRun:
         self.agreement_n = 0
         self.margin_sum = 0.0
         self.margin_n = 0
+        self.dropped_identical_pairs: Counter[str] = Counter()  # per format: rows whose chosen == rejected
+
+    def rows(self, fmt: str, bundle: ItemBundle, summary: ItemSummary) -> list[Row]:
+        """The item's rows of `fmt` (formats.py `rows_build`), counting the pairs left out as identical."""
+        rows, dropped = rows_build(fmt, bundle, summary, self.options)
+        if dropped:
+            self.dropped_identical_pairs[fmt] += dropped
+        return rows
 
     def items(
         self, formats: Iterable[str], on_item: Callable[[int], None] | None = None
@@ -89,6 +97,7 @@ class ExportRun:
             "judges_measured": len(measured),
             "mean_judge_reliability": sum(measured.values()) / len(measured) if measured else None,
             "judges_flagged": len(self.flagged),
+            "dropped_identical_pairs": sum(self.dropped_identical_pairs.values()),
         }
 
 
@@ -105,14 +114,15 @@ def stream_jsonl(
     `fast` None picks the fast pairwise path (export/fast.py) where it applies; False forces the general
     path (items -> summaries -> row dicts -> encoder); True asks for the fast path where it applies.
     """
-    builder = BUILDERS[fmt]
     with export_transaction():
         run = ExportRun(filters, options)
         if fast is not False and fast_path_applies(fmt, run.campaigns):
-            lines_in = pairwise_lines(filters, options, run.campaigns, run.reliability, run.flagged, encode_row)
+            lines_in = pairwise_lines(
+                filters, options, run.campaigns, run.reliability, run.flagged, encode_row, run.dropped_identical_pairs
+            )
         else:
             lines_in = (
-                encode_row(row) for bundle, summary in run.items([fmt]) for row in builder(bundle, summary, options)
+                encode_row(row) for bundle, summary in run.items([fmt]) for row in run.rows(fmt, bundle, summary)
             )
         lines: list[str] = []
         size = 0
@@ -129,13 +139,18 @@ def stream_jsonl(
 
 
 class ParquetSink:
-    """Rows of one format appended in batches to a Parquet file with the format's fixed schema."""
+    """Rows of one format appended in batches (one row group each) to a Parquet file with the format's schema.
 
-    def __init__(self, path: Path, fmt: str, options: ExportOptions) -> None:
+    `where` is a path, or the live stream's `ChunkBuffer`.
+    """
+
+    def __init__(self, where: Path | ChunkBuffer, fmt: str, options: ExportOptions) -> None:
         import pyarrow.parquet as pq
 
         self.schema = arrow_schema(fmt, options)
-        self.writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
+        self.writer = pq.ParquetWriter(
+            str(where) if isinstance(where, Path) else where, self.schema, compression="zstd"
+        )
         self.batch: list[Row] = []
 
     def add(self, rows: list[Row]) -> None:
@@ -153,6 +168,64 @@ class ParquetSink:
     def close(self) -> None:
         self.flush()
         self.writer.close()
+
+
+class ChunkBuffer:
+    """A write-only file for pyarrow's ParquetWriter that keeps what it was given until `take()` hands it over.
+
+    The writer writes the magic bytes when it opens, a whole row group per `write_table`, and the footer (the
+    row groups' offsets and statistics) when it closes, so what `take()` returns after each of these is a
+    finished piece of the file: the live stream sends it and keeps nothing.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)  # pyarrow hands over a buffer it reuses
+        self.parts.append(chunk)
+        self.position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts = []
+        return data
+
+
+def stream_parquet(
+    fmt: str, filters: ExportFilters, options: ExportOptions, *, rows_per_group: int = PARQUET_BATCH_ROWS
+) -> Generator[bytes, None, None]:
+    """A Parquet file of one format, sent as it is written: the header, then each row group of ~rows_per_group
+    rows as soon as it is full, then the footer; one transaction, one row group in memory at a time."""
+    buffer = ChunkBuffer()
+    with export_transaction():
+        run = ExportRun(filters, options)
+        sink = ParquetSink(buffer, fmt, options)
+        try:
+            yield buffer.take()  # the magic bytes: the response starts before the first row group is read
+            for bundle, summary in run.items([fmt]):
+                rows = run.rows(fmt, bundle, summary)
+                if not rows:
+                    continue
+                sink.batch.extend(rows)
+                if len(sink.batch) >= rows_per_group:
+                    sink.flush()
+                    yield buffer.take()
+        finally:
+            sink.close()  # on an early close too: the writer's native resources are released
+        yield buffer.take()
 
 
 class JsonlSink:
@@ -188,7 +261,7 @@ def export_files(
             run = ExportRun(filters, options)
             for bundle, summary in run.items(outputs, on_item):
                 for fmt, fmt_sinks in sinks.items():
-                    built = BUILDERS[fmt](bundle, summary, options)
+                    built = run.rows(fmt, bundle, summary)
                     if built:
                         rows[fmt] += len(built)
                         for sink in fmt_sinks:

@@ -100,3 +100,57 @@ def preference_data(make_campaign: Callable[..., Campaign], make_user: Callable[
         manager=manager,
         items={"pairwise": items, "ranking": ranking_items, "rating": [rating_item], "arena": arena_items},
     )
+
+
+@dataclass
+class GradedData:
+    """A ranking and a rating campaign of four items with four responses each (every text distinct)."""
+
+    ranking: Campaign
+    rating: Campaign
+    manager: Any
+    annotators: list[Any]
+
+
+# Two annotators' rankings of each ranked item (groups of positions, best first).
+RANKINGS = [
+    ([[0], [1], [2], [3]], [[0], [2], [1], [3]]),  # 0 > 1 = 2 > 3
+    ([[3], [2], [1], [0]], [[3], [2], [1], [0]]),  # 3 > 2 > 1 > 0
+    ([[1], [0, 2], [3]], [[1], [0, 2], [3]]),  # 1 > 0 = 2 > 3
+    ([[2], [0], [1], [3]], [[2], [3], [0], [1]]),
+]
+# Two raters' scores of each rated item: {aspect: [score of response 0, 1, 2, 3]}.
+RATINGS = [
+    ({"helpfulness": [5, 4, 2, 1], "honesty": [5, 3, 3, 1]}, {"helpfulness": [4, 4, 3, 1], "honesty": [5, 4, 2, 2]}),
+    ({"helpfulness": [2, 5, 3, 3], "honesty": [3, 5, 3, 3]}, {"helpfulness": [2, 4, 3, 3], "honesty": [3, 4, 3, 3]}),
+    ({"helpfulness": [4, 4, 1, 2], "honesty": [4, 4, 2, 1]}, {"helpfulness": [5, 3, 1, 2], "honesty": [4, 5, 1, 2]}),
+    ({"helpfulness": [1, 2, 5, 4], "honesty": [2, 2, 5, 3]}, {"helpfulness": [1, 3, 4, 4], "honesty": [1, 2, 4, 4]}),
+]
+QUESTIONS = ["Why is the sky blue?", "What is a prime number?", "How do bees make honey?", "Why do we sleep?"]
+
+
+def _graded_rows(tag: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "prompt": question,
+            "responses": [{"text": f"{tag} answer {n} to: {question}", "model": f"model-{n}"} for n in range(4)],
+        }
+        for question in QUESTIONS
+    ]
+
+
+@pytest.fixture
+def graded_data(make_campaign: Callable[..., Campaign], make_user: Callable[..., Any]) -> GradedData:
+    annotators = [make_user(f"grader{n}") for n in range(2)]
+    manager = make_user("graded-manager")
+    ranking = make_campaign(kind="ranking", rows=_graded_rows("ranked"), annotators=annotators, name="ranked")
+    rating = make_campaign(kind="rating", rows=_graded_rows("rated"), annotators=annotators, name="rated")
+    for campaign in (ranking, rating):
+        services.membership_set(campaign=campaign, user=manager, role=MemberRole.MANAGER)
+    for item, rankings in zip(ranking.items.order_by("id"), RANKINGS, strict=True):
+        for annotator, order in zip(annotators, rankings, strict=True):
+            judge(item, annotator=annotator, ranking=order)
+    for item, ratings in zip(rating.items.order_by("id"), RATINGS, strict=True):
+        for annotator, scores in zip(annotators, ratings, strict=True):
+            judge(item, annotator=annotator, ratings=scores)
+    return GradedData(ranking=ranking, rating=rating, manager=manager, annotators=annotators)

@@ -16,6 +16,7 @@ from annotations.export import filters_parse, options_parse, stream_jsonl
 from annotations.export import source as export_source
 from annotations.export import writers as export_writers
 from annotations.export.fast import fast_path_applies
+from annotations.export.formats import PAIRWISE, arrow_schema
 from annotations.export.source import campaign_infos, judge_key, reliability_for
 from annotations.models import Item, ItemResponse, Judgment, JudgmentSource, Prompt, Response
 from tests.datasets.conftest import PreferenceData, judge
@@ -211,3 +212,43 @@ def test_reliability_is_fitted_on_shared_and_gold_items_only(preference_data: Pr
     assert fitted.evidence["llm:gold-judge"] == 1.0 and fitted.reliability["llm:gold-judge"] < PRIOR_RELIABILITY
     assert "llm:lone-judge" not in fitted.reliability  # a lone vote on a non-gold item says nothing
     assert any(key.startswith("user:") for key in fitted.reliability)
+
+
+def test_one_list_of_columns_makes_the_row_the_line_and_the_parquet_schema(preference_data: PreferenceData) -> None:
+    """formats.PAIRWISE is the only list of the pairwise columns: the general path's row dict, the fast path's
+    line encoder and the Parquet schema all come from it, and the encoder writes what the JSON encoder writes."""
+    for conversational in (False, True):
+        options = options_parse({"conversational": conversational, "include_ties": True})
+        streamed = b"".join(stream_jsonl("pairwise", filters_parse({}), options, fast=False))
+        rows = [json.loads(line) for line in streamed.splitlines()]
+        assert len(rows) > 5
+        for row in rows:
+            assert tuple(row) == PAIRWISE.names
+            fragments = {name: export_writers.encode_row(value) for name, value in row.items()}
+            assert PAIRWISE.line(**fragments) == export_writers.encode_row(row)
+            assert PAIRWISE.row(**row) == row
+        assert arrow_schema("pairwise", options).names == list(PAIRWISE.names)
+    values = dict.fromkeys(PAIRWISE.names, "0")
+    with pytest.raises(TypeError):
+        PAIRWISE.line(**{**values, "extra": "1"})
+    del values["model_rejected"]
+    with pytest.raises(TypeError):
+        PAIRWISE.line(**values)
+    with pytest.raises(TypeError):
+        PAIRWISE.row(**values)
+
+
+def test_rated_items_of_a_pairwise_campaign_go_through_the_general_path(preference_data: PreferenceData) -> None:
+    """Ratings on a pairwise campaign's item without votes are binarised by the general path; the fast path hands
+    such items over, so both write the same bytes (and the rated pair is there)."""
+    data = preference_data
+    prompt = Prompt.objects.create(content="rated in a pairwise campaign")
+    item = Item.objects.create(campaign=data.pairwise, prompt=prompt)
+    for position, text in enumerate(["rated better", "rated worse"]):
+        response = Response.objects.create(prompt=prompt, text=text, model_name=f"r{position}")
+        ItemResponse.objects.create(item=item, response=response, position=position)
+    judge(item, source=JudgmentSource.LLM, judge_name="rater", ratings={"helpfulness": [5, 2], "honesty": [4, 4]})
+    for options in ({}, {"pair_mode": "best_vs_random", "pair_seed": 9}):
+        general, fast = both_paths({"campaigns": [data.pairwise.pk]}, options)
+        assert fast == general
+        assert b'"chosen":"rated better","rejected":"rated worse"' in fast
