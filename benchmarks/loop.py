@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db-name", default=DEFAULT_DB_NAME)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40, help="DPO steps per round")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--no-guards", action="store_true", help="promote on the judge's gate alone")
     parser.add_argument("--kl-max", type=float, default=60.0, help="KL guard bound, nats per answer")
     return parser.parse_args(argv)
@@ -92,16 +92,22 @@ def rule_judge(body: dict[str, Any]) -> str:
 
 
 def prompts_split() -> dict[str, Any]:
-    """Disjoint prompt sets: training (annotated), evaluation (gate), guard references, fresh (measure only)."""
+    """Prompt sets: training (annotated), evaluation (the gate), guard references, fresh (measured only).
+
+    The corpus is small (35 sentences, 24 questions), so training and evaluation prompts are the sentences under
+    different templates; the fresh questions (half the corpus questions) are never shown to the platform.
+    """
     from workers.ml.tiny import corpus_load
 
     corpus = corpus_load()
     qa = corpus.qa_pairs
     half = len(qa) // 2
+    train_templates = ["Tell me something about this: {}", "Say more: {}", "Explain: {}", "Go on: {}"]
+    eval_templates = ["What do you think? {}", "Is this true? {}", "Comment on: {}"]
     return {
-        "train": [f"Tell me something about this: {s}" for s in corpus.sentences[:40]]
+        "train": [t.format(s) for t in train_templates for s in corpus.sentences]
         + [f"Please answer: {q}" for q, _ in qa[:half]],
-        "eval": [f"What do you think? {s}" for s in corpus.sentences[40:70]],
+        "eval": [t.format(s) for t in eval_templates for s in corpus.sentences],
         "references": [{"prompt": q, "answer": a} for q, a in qa[:half]],
         "fresh": qa[half:],
     }
@@ -120,6 +126,7 @@ def annotate(campaign: Any, champion: Any, prompts: list[str], round_no: int) ->
     """Two samples of the champion per prompt; the scripted annotators judge by the rule."""
     from annotations import services as annotation_services
     from annotations.models import Prompt, Response
+    from prefarena.text import storable
 
     first = champion_answers(champion, prompts, seed=1000 * round_no)
     second = champion_answers(champion, prompts, seed=1000 * round_no + 500)
@@ -131,7 +138,7 @@ def annotate(campaign: Any, champion: Any, prompts: list[str], round_no: int) ->
             continue
         prompt = Prompt.objects.create(content=text)
         responses = [
-            Response.objects.create(prompt=prompt, text=t, model_name=f"{champion.label}#{n}")
+            Response.objects.create(prompt=prompt, text=storable(t), model_name=f"{champion.label}#{n}")
             for n, t in enumerate((a, b))
         ]
         annotation_services.judgment_record_external(

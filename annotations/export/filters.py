@@ -197,6 +197,8 @@ def filters_parse(data: dict[str, Any] | None) -> ExportFilters:
     campaigns = []
     for value in _as_list(data.get("campaigns")):
         number = _positive_int("campaigns", value)
+        if number is None:  # a JSON null or "" inside the list names no campaign: refused, not read as "all"
+            raise _error("campaigns", f"must be a list of campaign ids, got {value!r} in it")
         campaigns.append(number)
     sources = _as_list(data.get("sources"))
     for source in sources:
@@ -207,8 +209,7 @@ def filters_parse(data: dict[str, Any] | None) -> ExportFilters:
     if after and before and after >= before:
         raise _error("created_before", "must be later than created_after")
     return ExportFilters(
-        # A JSON null among `campaigns` passes through as None (_positive_int); kept as it was, not refused here.
-        campaigns=tuple(sorted(set(campaigns))),  # type: ignore[arg-type]
+        campaigns=tuple(sorted(set(campaigns))),
         sources=tuple(sorted(set(sources))),
         created_after=after,
         created_before=before,

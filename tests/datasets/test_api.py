@@ -79,6 +79,8 @@ def test_files_of_an_unbuilt_snapshot_are_409(preference_data: PreferenceData, a
         ({"filters": {"colour": "blue"}}, "colour"),
         ({"filters": {"guideline_version": 0}}, "guideline_version"),
         ({"filters": {"campaigns": [999999]}}, "campaigns"),
+        ({"filters": {"campaigns": [None]}}, "campaigns"),  # a null among the ids: refused, not "all campaigns"
+        ({"filters": {"campaigns": [1, None]}}, "campaigns"),
         ({"options": {"pair_mode": "some"}}, "pair_mode"),
         ({"options": {"include_ties": "perhaps"}}, "include_ties"),
         ({"name": ""}, "name"),

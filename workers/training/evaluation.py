@@ -21,6 +21,7 @@ from models_hub.selectors import model_champion, model_get_by_reference
 from prefarena.errors import ApplicationError, NotFound
 from prefarena.jobs import loop
 from prefarena.jobs import protocol as jobs
+from prefarena.text import storable
 from workers import runtime
 from workers.ml.guards import GuardResult, guard_result
 from workers.ml.promotion_gate import gate_next_batch_size, gate_report, gate_start, gate_update, outcome_from_verdict
@@ -117,7 +118,12 @@ def evaluate(
     evaluation["decision"], evaluation["reason"] = decision, reason
     progress.log(f"decision against {champion.label}: {decision} ({reason})")
     evaluation["samples"] = [
-        {"prompt": _shown(s["prompt"]), "parent": s["champion"], "trained": s["challenger"]}
+        # storable: a model may write NUL or a lone surrogate, which a JSONB column refuses
+        {
+            "prompt": storable(_shown(s["prompt"])),
+            "parent": storable(s["champion"]),
+            "trained": storable(s["challenger"]),
+        }
         for s in samples[:EVAL_PROMPTS]
     ]
     jobs.job_heartbeat(run)
