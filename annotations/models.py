@@ -196,6 +196,12 @@ class Item(models.Model):
     route_reason = models.CharField(max_length=32, blank=True)
     predicted_error = models.FloatField(null=True, blank=True, help_text="Router: P(judge disagrees with humans)")
     judge_errors = models.PositiveSmallIntegerField(default=0, help_text="Unparseable judge verdicts")
+    excluded_reason = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="Set: the item's judgments are left out of every dataset (e.g. outlier_voter: the arena "
+        "excluded the vote that filed it); set only by annotations.services.items_exclude",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

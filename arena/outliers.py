@@ -29,9 +29,10 @@ likelihood ratio ~1 on balanced pairs and only adds noise.
 Effect of a flag: the voter's counted votes become counted=False with reason `outlier_voter` (never
 deleted); their contribution is subtracted from PairStats in the same transaction, which keeps
 PairStats equal to imported counts plus counted votes (a rebuild from Vote rows would drop imported
-battles, see arena/leaderboard.py); the arena judgments those votes created are marked in their item's
-meta (`arena_excluded`), so dataset exports can drop them. The online Elo is a live ticker and is not
-rewound; the next leaderboard recompute refits the ratings without the flagged votes.
+battles, see arena/leaderboard.py); the items those votes filed are excluded from datasets
+(`annotations.services.items_exclude`: `Item.excluded_reason`, the one fact exports read). The online
+Elo is a live ticker and is not rewound; the next leaderboard recompute refits the ratings without
+the flagged votes.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import F
 
-from annotations.models import Item
+from annotations import services as annotation_services
 from arena import outcomes, tally
 from arena.models import ExclusionReason, PairStats, Vote, Winner
 
@@ -159,9 +160,9 @@ def outliers_flag(*, alpha: float = 0.05, min_history: int = 5, dry_run: bool = 
         # A vote not yet applied (it arrived during this run) was never added: nothing to subtract, and
         # the tally skips it from now on (counted=False; the row locks order the two).
         _pair_stats_subtract([v for v in flagged_votes if v.applied_at is not None])
-        for item in Item.objects.filter(pk__in=[v.item_id for v in flagged_votes if v.item_id]).order_by("pk"):
-            item.meta = {**(item.meta or {}), "arena_excluded": ExclusionReason.OUTLIER_VOTER}
-            item.save(update_fields=["meta"])
+        annotation_services.items_exclude(
+            item_ids=[v.item_id for v in flagged_votes if v.item_id], reason=ExclusionReason.OUTLIER_VOTER
+        )
         report.votes_excluded = len(flagged_votes)
     return report
 

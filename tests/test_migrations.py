@@ -105,3 +105,30 @@ def test_snapshots_and_training_move_out_of_models_hub_without_losing_rows():
     assert User.objects.get(pk=trainer.pk).has_perm("workers.add_trainingrun")
     # new rows get fresh ids from the renamed tables' sequences
     assert DatasetSnapshot.objects.create(name="after").pk > snapshot.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_item_the_arena_excluded_keeps_its_exclusion_as_a_column():
+    """Items marked in meta["arena_excluded"] before 0009 are excluded by the column after it (exports read
+    only the column), and the meta key is gone: the exclusion lives in one place."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    old = [("annotations", "0008_snapshot_from_models_hub")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(old)
+    past = executor.loader.project_state(old).apps
+    campaign = past.get_model("annotations", "Campaign").objects.create(name="arena", kind="pairwise")
+    prompt = past.get_model("annotations", "Prompt").objects.create(content="q")
+    item_model = past.get_model("annotations", "Item")
+    excluded = item_model.objects.create(campaign=campaign, prompt=prompt, meta={"arena_excluded": "outlier_voter"})
+    kept = item_model.objects.create(campaign=campaign, prompt=prompt, meta={"battle": 3})
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    from annotations.models import Item
+
+    assert Item.objects.get(pk=excluded.pk).excluded_reason == "outlier_voter"
+    assert Item.objects.get(pk=excluded.pk).meta == {}
+    assert (Item.objects.get(pk=kept.pk).excluded_reason, Item.objects.get(pk=kept.pk).meta) == ("", {"battle": 3})

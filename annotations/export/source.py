@@ -169,7 +169,7 @@ def judgments_queryset(filters: ExportFilters) -> QuerySet[Judgment]:
         judgments = judgments.filter(created_at__lt=filters.created_before)
     if filters.guideline_version is not None:
         judgments = judgments.filter(guideline_version=filters.guideline_version)
-    return judgments.exclude(item__meta__has_key="arena_excluded")
+    return judgments.filter(item__excluded_reason="")
 
 
 def campaign_infos(filters: ExportFilters) -> dict[int, CampaignInfo]:

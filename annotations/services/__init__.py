@@ -17,7 +17,7 @@ from annotations.services.campaigns import (
     membership_remove,
     membership_set,
 )
-from annotations.services.items import IMPORT_BATCH, items_create_from_responses, items_import
+from annotations.services.items import IMPORT_BATCH, items_create_from_responses, items_exclude, items_import
 from annotations.services.judgments import (
     ExternalJudgment,
     judgment_record_external,
@@ -36,6 +36,7 @@ __all__ = [
     "item_lease_next",
     "item_skip",
     "items_create_from_responses",
+    "items_exclude",
     "items_import",
     "judgment_record_external",
     "judgment_submit",

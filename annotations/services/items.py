@@ -87,6 +87,14 @@ def items_import(*, campaign: Campaign, rows: Sequence[ItemRow]) -> list[int]:
 
 
 @transaction.atomic
+def items_exclude(*, item_ids: Sequence[int], reason: str) -> int:
+    """Leave these items' judgments out of every dataset from now on (`Item.excluded_reason`); returns how many
+    changed. The arena calls it for the items its excluded votes filed (arena/outliers.py)."""
+    if not reason or len(reason) > 40:
+        raise InvalidInput("reason: 1 to 40 characters", fields={"reason": ["1 to 40 characters"]})
+    return Item.objects.filter(pk__in=list(item_ids), excluded_reason="").update(excluded_reason=reason)
+
+
 def items_create_from_responses(
     *, campaign: Campaign, groups: Sequence[tuple[int, list[Response]]], meta: dict[str, Any] | None = None
 ) -> list[int]:

@@ -117,7 +117,7 @@ def test_a_voter_always_against_the_consensus_is_flagged_and_an_honest_one_is_no
     assert totals() == counts_from_counted_votes()
     # ... and their arena judgments are marked for exports
     items = Item.objects.filter(pk__in=flagged.values_list("item_id", flat=True))
-    assert items.count() == 16 and all(i.meta["arena_excluded"] == "outlier_voter" for i in items)
+    assert items.count() == 16 and all(i.excluded_reason == "outlier_voter" for i in items)
     assert Judgment.objects.filter(item__in=items).count() == 16  # never deleted
 
     # when: run again, nothing changes

@@ -79,8 +79,6 @@ def preference_data(make_campaign: Callable[..., Campaign], make_user: Callable[
             Response.objects.create(prompt=prompt, text=f"arena answer {n} y", model_name="beta"),
         ]
         meta = {"battle": n, "model_a": "alpha@v1", "model_b": "beta@v2", "voted_at": "2026-11-01T10:00:00+00:00"}
-        if excluded:
-            meta["arena_excluded"] = "outlier_voter"
         judgment = services.judgment_record_external(
             campaign=arena,
             prompt=prompt,
@@ -90,6 +88,9 @@ def preference_data(make_campaign: Callable[..., Campaign], make_user: Callable[
             judge_name=f"arena-voter:{n:012d}",
             meta=meta,
         )
+        if excluded:  # an outlier voter's vote: the arena excluded it (arena/outliers.py)
+            services.items_exclude(item_ids=[judgment.item_id], reason="outlier_voter")
+            judgment.item.refresh_from_db()
         arena_items.append(judgment.item)
     return PreferenceData(
         pairwise=pairwise,

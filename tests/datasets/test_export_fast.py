@@ -194,9 +194,9 @@ def test_reliability_is_fitted_on_shared_and_gold_items_only(preference_data: Pr
     # when
     fitted = reliability_for(filters_parse({"campaigns": [data.pairwise.pk, data.arena.pk]}))
     # then: the reference fit over the same votes (directional, on items with 2+ of them or gold)
-    directional = Judgment.objects.filter(
-        item__campaign__in=[data.pairwise, data.arena], choice__in=["a", "b"]
-    ).exclude(item__meta__has_key="arena_excluded")
+    directional = Judgment.objects.filter(item__campaign__in=[data.pairwise, data.arena], choice__in=["a", "b"]).filter(
+        item__excluded_reason=""
+    )
     by_item: dict[int, list[Vote]] = {}
     for j in directional.order_by("item_id", "id"):
         by_item.setdefault(j.item_id, []).append(
