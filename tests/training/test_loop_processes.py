@@ -1,6 +1,9 @@
 """The closed loop, two rounds, through real processes: beat fires the policy, a default-queue worker builds the
 snapshot, a gpu-queue worker trains and evaluates the challenger against the champion (issue #14).
 
+A second policy on another name runs the same round with a content guard: its challenger learned the rule by
+dropping its answers' content, the judge prefers it, the reference-answer guard stops it.
+
 Annotators follow a learnable rule in round 1 ("prefer the answer about the moon"), and the policy's judge applies
 the same rule. Round 1's challenger learns it and beats the champion fam@v1: it becomes the champion fam@v2 and
 enters the arena. Round 2's annotators turn against the rule (a new campaign, which the
@@ -131,6 +134,27 @@ def test_two_rounds_iterate_on_the_champion_and_a_worse_challenger_stays_out(
             },
             created_by=staff,
         )
+        # beside it, the same loop on another name with a content guard: its challenger learns the judge's rule
+        # so well that its answers lose their content ("The moon is bright tonight..." to every question)
+        hacky = model_register(
+            name="hacky", role="policy", backend="transformers", path=str(tiny_models["tiny-lm-small"])
+        )
+        references = [{"prompt": q, "answer": a} for q, a in corpus_load().qa_pairs[:12]]
+        guarded = training_services.retrain_policy_create(
+            name="guarded",
+            base_model=hacky,
+            method="dpo",
+            trigger="every_n",
+            every_n=60,
+            snapshot_filters={"campaigns": [campaign.pk]},
+            hyperparameters=policy.hyperparameters,
+            enter_arena=True,
+            promotion_rule={
+                **policy.promotion_rule,
+                "guards": {"reference_f1": {"references": references, "max_drop": 0.05}},
+            },
+            created_by=staff,
+        )
         processes = [
             WorkerProcess(tmp_path / "gpu.log", queues="gpu", pool="prefork", env=env),
             WorkerProcess(tmp_path / "default.log", queues="default", pool="prefork", env=env),
@@ -155,7 +179,19 @@ def test_two_rounds_iterate_on_the_champion_and_a_worse_challenger_stays_out(
         )
         try:
             # round 1: beat fires, the challenger learns the rule and beats fam@v1
-            assert wait_for(lambda: finished(policy.pk, 1), timeout=420, interval=1), _logs(tmp_path)
+            assert wait_for(lambda: finished(policy.pk, 1) and finished(guarded.pk, 1), timeout=420, interval=1), _logs(
+                tmp_path
+            )
+            # the guarded loop: the judge prefers the collapsed challenger, the reference guard stops it
+            hacked = policy_run(guarded.pk, 1)
+            assert hacked is not None and hacked.status == JobStatus.SUCCEEDED, hacked and hacked.error
+            assert hacked.evaluation["gate"]["decision"] == "promote", hacked.evaluation["gate"]
+            assert hacked.decision == PromotionDecision.GUARD_FAILED, hacked.evaluation.get("reason")
+            assert hacked.evaluation["guards"][0]["name"] == "reference_f1"
+            assert not hacked.evaluation["guards"][0]["passed"]
+            hacked_version = Model.objects.get(pk=hacked.output_model_id)
+            assert (hacked_version.is_current, hacked_version.in_arena) == (False, False)
+            assert model_get_by_label("hacky") == hacky
             first = policy_run(policy.pk, 1)
             assert first is not None and first.status == JobStatus.SUCCEEDED, (first and first.error, _logs(tmp_path))
             assert first.base_model == champion and first.evaluation["champion"] == "fam@v1"
