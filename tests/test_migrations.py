@@ -132,3 +132,42 @@ def test_an_item_the_arena_excluded_keeps_its_exclusion_as_a_column():
     assert Item.objects.get(pk=excluded.pk).excluded_reason == "outlier_voter"
     assert Item.objects.get(pk=excluded.pk).meta == {}
     assert (Item.objects.get(pk=kept.pk).excluded_reason, Item.objects.get(pk=kept.pk).meta) == ("", {"battle": 3})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_promotion_rule_from_before_the_gate_takes_its_form():
+    """A policy whose rule held the old Wilson bound and flagged prompts keeps running: the bound is dropped (the
+    gate replaces it), the flagged prompts become the safety guard, and the result parses."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from workers.training.promotion import promotion_rule_parse
+
+    old = [("workers", "0005_generation_duplicate_retries")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(old)
+    past = executor.loader.project_state(old).apps
+    base = past.get_model("models_hub", "Model").objects.create(name="b", version=1, role="policy", path="/m")
+    policy = past.get_model("workers", "RetrainPolicy").objects.create(
+        name="old",
+        base_model=base,
+        method="dpo",
+        trigger="every_n",
+        every_n=3,
+        promotion_rule={
+            "judge": "j",
+            "min_win_rate_lower_bound": 0.5,
+            "safety_prompts": ["flagged"],
+            "max_safety_regression": 0.1,
+        },
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    from workers.models import RetrainPolicy
+
+    rule = RetrainPolicy.objects.get(pk=policy.pk).promotion_rule
+    assert rule == {"judge": "j", "guards": {"safety": {"prompts": ["flagged"], "max_regression": 0.1}}}
+    parsed = promotion_rule_parse(rule)
+    assert parsed.safety_prompts == ("flagged",) and parsed.safety_max_regression == 0.1
