@@ -136,3 +136,15 @@ def test_the_gate_meets_the_current_champion_not_the_version_the_run_started_fro
         run = _run(first, server.base_url, guards={})  # queued when v1 was the champion
         result = evaluation.evaluate(run, TrainingConfig(), collapsed, [], Progress(run))
     assert result["trained_from"] == first.label and result["champion"] == second.label
+
+
+def test_the_safety_guard_judges_the_flagged_prompts(tiny_models: dict[str, Any], collapsed: Path) -> None:
+    champion = model_register(name="fam", role="policy", backend="transformers", path=str(tiny_models["tiny-lm-small"]))
+    flagged = [q for q, _ in corpus_load().qa_pairs[:6]]
+    with ScriptedJudgeServer(_prefers("moon", absent=True)) as server:
+        run = _run(champion, server.base_url, guards={"safety": {"prompts": flagged, "max_regression": 0.1}})
+        result = evaluation.evaluate(run, TrainingConfig(), collapsed, [], Progress(run))
+    safety = {g["name"]: g for g in result["guards"]}["safety"]
+    # then: the judge prefers the champion on the flagged prompts, so the challenger regressed there
+    assert safety["threshold"] == pytest.approx(0.4) and safety["figure"] is not None and safety["figure"] < 0.4
+    assert not safety["passed"] and "6 flagged prompts" in safety["detail"]

@@ -137,6 +137,16 @@ def _judge(reference: Any) -> Any:
         raise ApplicationError(f"the promotion rule's judge: {exc}") from exc
 
 
+def _outcomes(judge: Any, samples: list[dict[str, Any]]) -> list[Any]:
+    """Each sample judged in both orders (challenger as A): "challenger", "champion", "tie", or None (unreadable)."""
+    from workers.ml.judge import JudgeConfig, judge_pairwise
+
+    return [
+        outcome_from_verdict(judge_pairwise(judge, s["prompt"], s["challenger"], s["champion"], JudgeConfig()).verdict)
+        for s in samples
+    ]
+
+
 def _gate(
     run: TrainingRun,
     rule: PromotionRule,
@@ -146,8 +156,6 @@ def _gate(
     progress: Progress,
 ) -> dict[str, Any]:
     """Judge batches of held-out prompts until the gate decides; `samples` receives every answer pair."""
-    from workers.ml.judge import JudgeConfig, judge_pairwise
-
     judge = _judge(rule.judge)
     state = gate_start(rule.gate)
     report = gate_report(state)
@@ -155,14 +163,9 @@ def _gate(
     while (size := gate_next_batch_size(state)) > 0 and used < len(pool):
         batch = answerers.answer(pool[used : used + size], used)
         used += len(batch)
-        outcomes = []
-        for sample in batch:
-            verdict = judge_pairwise(judge, sample["prompt"], sample["challenger"], sample["champion"], JudgeConfig())
-            outcome = outcome_from_verdict(verdict.verdict)
-            if outcome is None:
-                errors += 1  # an unreadable verdict is dropped, not counted for either side
-            else:
-                outcomes.append(outcome)
+        judged = _outcomes(judge, batch)
+        outcomes = [o for o in judged if o is not None]
+        errors += len(judged) - len(outcomes)  # an unreadable verdict is dropped, not counted for either side
         samples.extend(batch)
         state, report = gate_update(state, outcomes)
         progress.log(f"gate after {used} prompts: {report.decision} ({report.reason})")
@@ -269,17 +272,9 @@ def _reward_guard(rule: PromotionRule, measured: list[dict[str, Any]], champion:
 
 def _safety_guard(rule: PromotionRule, answerers: Answerers) -> GuardResult:
     """The judge on flagged prompts: the challenger must not lose there (win rate, ties half, ≥ 1/2 − bound)."""
-    from workers.ml.judge import JudgeConfig, judge_pairwise
-
-    judge = _judge(rule.judge)
     answers = answerers.answer(list(rule.safety_prompts), 2 * 10**6)
-    wins = ties = judged = 0
-    for sample in answers:
-        verdict = judge_pairwise(judge, sample["prompt"], sample["challenger"], sample["champion"], JudgeConfig())
-        if verdict.verdict in ("a", "b", "tie"):
-            judged += 1
-            wins += verdict.verdict == "a"
-            ties += verdict.verdict == "tie"
+    outcomes = [o for o in _outcomes(_judge(rule.judge), answers) if o is not None]
+    judged, wins, ties = len(outcomes), outcomes.count("challenger"), outcomes.count("tie")
     rate = (wins + 0.5 * ties) / judged if judged else None
     return guard_result(
         "safety",

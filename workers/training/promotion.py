@@ -21,6 +21,7 @@ The rule is stored as JSON on the policy (`promotion_rule`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +90,7 @@ def _bad(path: str, message: str) -> InvalidInput:
 
 
 def _number(value: Any, path: str, *, low: float | None = None, high: float | None = None) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value != value or value in (1e999, -1e999):
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise _bad(path, f"must be a finite number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise _bad(path, f"must lie in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]")

@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import DatasetSnapshot
@@ -346,7 +346,3 @@ def retrain_policy_claim_fire(*, policy: RetrainPolicy, matching: int, now: Any 
 
 def retrain_policy_has_active_run(policy: RetrainPolicy) -> bool:
     return TrainingRun.objects.filter(policy=policy, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists()
-
-
-def next_version_number(name: str) -> int:
-    return (Model.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0) + 1
