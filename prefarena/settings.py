@@ -303,8 +303,16 @@ PREFARENA_WEBHOOK_TIMEOUT_SECONDS = env_int("PREFARENA_WEBHOOK_TIMEOUT_SECONDS",
 WORKERS_JOB_LEASE_SECONDS = env_int("WORKERS_JOB_LEASE_SECONDS", 120)
 # A queued job not picked up for this long is enqueued again (a lost broker message).
 WORKERS_JOB_REQUEUE_SECONDS = env_int("WORKERS_JOB_REQUEUE_SECONDS", 600)
-# Hard time limit of one gpu task (seconds); the soft limit is 60 s earlier.
+# Hard time limit of one gpu task (seconds); the soft limit comes WORKERS_TASK_SOFT_MARGIN seconds earlier: a
+# training attempt then saves a checkpoint and stops, and the next attempt resumes from it. Leave enough margin
+# to write one checkpoint of your largest model (weights + optimizer state: ~16 bytes per trained parameter).
 WORKERS_TASK_TIME_LIMIT = env_int("WORKERS_TASK_TIME_LIMIT", 6 * 3600)
+WORKERS_TASK_SOFT_MARGIN = env_int("WORKERS_TASK_SOFT_MARGIN", 300)
+# Training across processes (workers/training/launcher.py): processes per run when the run does not say
+# (0: one per visible GPU; 1 = inside the worker), and an accelerate config file (DDP, FSDP, DeepSpeed, several
+# machines) used for every launched run whose `distributed` is auto.
+PREFARENA_TRAINING_PROCESSES = env_int("PREFARENA_TRAINING_PROCESSES", 0)
+PREFARENA_ACCELERATE_CONFIG = env_str("PREFARENA_ACCELERATE_CONFIG") or ""
 
 # Arena (anonymous battles). Voter IPs are read from X-Forwarded-For only behind these proxies.
 ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])

@@ -22,7 +22,7 @@ GPU_TASK_OPTIONS = {
     "reject_on_worker_lost": True,
     "max_retries": None,  # retries only wait for another attempt's lease; attempts are capped on the job row
     "time_limit": settings.WORKERS_TASK_TIME_LIMIT,
-    "soft_time_limit": max(settings.WORKERS_TASK_TIME_LIMIT - 60, 1),
+    "soft_time_limit": max(settings.WORKERS_TASK_TIME_LIMIT - settings.WORKERS_TASK_SOFT_MARGIN, 1),
 }
 
 

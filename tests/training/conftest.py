@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 
 from annotations import services as annotation_services
 from annotations.models import DatasetSnapshot, Prompt, Response
 from models_hub.services import model_register
+from tests.celery_worker import WorkerProcess
+
+LEASE_SECONDS = 6  # a killed worker's run is taken over quickly
 
 TEMPLATES = ["{q}", "Please answer: {q}", "Tell me, {q}", "Quick question: {q}"]
 
@@ -102,6 +107,34 @@ def tiny_policy(tiny_models: dict[str, Any]) -> Any:
 @pytest.fixture
 def tiny_reward(tiny_models: dict[str, Any]) -> Any:
     return model_register(name="tiny-rm", role="reward", backend="transformers", path=str(tiny_models["tiny-reward"]))
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, settings: Any) -> Any:
+    """Starts real gpu-queue Celery workers (prefork, Redis broker, the test database); stopped after the test."""
+    settings.WORKERS_JOB_LEASE_SECONDS = LEASE_SECONDS
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("default", "gpu")
+    workers: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        worker = WorkerProcess(
+            tmp_path / f"worker-{len(workers)}.log",
+            queues="gpu",
+            pool="prefork",
+            env={
+                "WORKERS_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+                "OMP_NUM_THREADS": "1",  # 2-core CI machine: one torch thread in the pool child
+                "PREFARENA_TRAINING_DIR": str(settings.PREFARENA_TRAINING_DIR),
+                "PREFARENA_SNAPSHOT_DIR": str(settings.PREFARENA_SNAPSHOT_DIR),
+                **env,
+            },
+        )
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
 
 
 __all__ = ["follows_rule", "pattern_rows", "settings"]

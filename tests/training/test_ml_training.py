@@ -137,6 +137,9 @@ def test_should_stop_ends_training_within_one_step_and_saves_nothing(
         ({"beta": float("nan")}, "beta"),
         ({"eval_fraction": 0.95}, "eval_fraction"),
         ({"precision": "int3"}, "precision"),
+        ({"distributed": "mpi"}, "distributed"),
+        ({"num_processes": -1}, "num_processes"),
+        ({"checkpoint_every": 1.5}, "checkpoint_every"),
         ({"bogus": 1}, "bogus"),
         ({"max_steps": 0, "epochs": 0.0}, "epochs"),
     ],
@@ -153,3 +156,45 @@ def test_config_defaults_are_documented_and_filled_in() -> None:
     with pytest.raises(TrainingConfigError) as caught:
         training_config_validate("ppo", {})
     assert caught.value.field == "method"
+
+
+def test_a_checkpoint_counts_once_complete_and_training_resumes_from_the_latest(
+    tiny_models: dict[str, Any], tmp_path: Path
+) -> None:
+    # given a run that checkpoints every 2 steps and is paused (checkpoint, then stop) after step 3
+    config = training_config_validate("dpo", {**FAST, "max_steps": 6, "checkpoint_every": 2})
+    checkpoints = tmp_path / "checkpoints"
+    seen: list[int] = []
+
+    def pause_after_3() -> int:
+        return ml.SAVE_AND_STOP if len(seen) >= 2 else 0  # asked before step 3 is logged
+
+    with pytest.raises(ml.TrainingPaused) as paused:
+        ml.train(
+            base_path=tiny_models["tiny-lm-small"],
+            config=config,
+            train_rows=pairs(),
+            output_dir=tmp_path / "out",
+            on_progress=lambda step, total, metrics: seen.append(step),
+            should_stop=pause_after_3,
+            checkpoint_dir=checkpoints,
+        )
+    assert paused.value.step == 3 and ml.checkpoint_latest(checkpoints) == (checkpoints / "checkpoint-3", 3)
+    assert not (tmp_path / "out").exists()
+    # a checkpoint folder without its marker (a save cut short) does not count
+    (checkpoints / "checkpoint-5").mkdir()
+    (checkpoints / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    assert ml.checkpoint_latest(checkpoints) == (checkpoints / "checkpoint-3", 3)
+    # when trained again with the same checkpoint folder, it resumes at step 3 and runs steps 4..6 only
+    steps: list[int] = []
+    result = ml.train(
+        base_path=tiny_models["tiny-lm-small"],
+        config=config,
+        train_rows=pairs(),
+        output_dir=tmp_path / "out",
+        on_progress=lambda step, total, metrics: steps.append(step),
+        checkpoint_dir=checkpoints,
+    )
+    assert result.resumed_from_step == 3 and steps == [4, 5, 6] and result.steps == 6
+    assert math.isfinite(result.final_loss) and changed(tiny_models["tiny-lm-small"], tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".bin")) == []  # no trainer pickle

@@ -5,54 +5,28 @@ a version in the registry."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from django.conf import settings
 from django.test import Client
 
 from annotations.models import Webhook, WebhookDelivery
 from models_hub.models import Model
 from prefarena.jobs.model import JobStatus
-from tests.celery_worker import WorkerProcess, wait_for
+from tests.celery_worker import wait_for
 from tests.training.conftest import follows_rule
+from workers.ml.training import checkpoint_latest
 from workers.models import TrainingRun
 from workers.training import services as training_services
-from workers.training.runner import manifest_verify
+from workers.training.runner import checkpoint_dir, manifest_verify
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-LEASE_SECONDS = 6
 FAST = {"batch_size": 8, "warmup_ratio": 0.0, "max_length": 128, "eval_fraction": 0.25}
-
-
-@pytest.fixture
-def start_worker(tmp_path: Path, settings: Any) -> Any:
-    settings.WORKERS_JOB_LEASE_SECONDS = LEASE_SECONDS
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("default", "gpu")
-    workers: list[WorkerProcess] = []
-
-    def start() -> WorkerProcess:
-        worker = WorkerProcess(
-            tmp_path / f"worker-{len(workers)}.log",
-            queues="gpu",
-            pool="prefork",
-            env={
-                "WORKERS_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
-                "OMP_NUM_THREADS": "1",  # 2-core CI machine: one torch thread in the pool child
-                "PREFARENA_TRAINING_DIR": str(settings.PREFARENA_TRAINING_DIR),
-                "PREFARENA_SNAPSHOT_DIR": str(settings.PREFARENA_SNAPSHOT_DIR),
-            },
-        )
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
 
 
 def run_of(run: TrainingRun) -> TrainingRun:
@@ -121,7 +95,7 @@ def test_reward_run_through_a_worker_registers_an_accurate_reward_model(
     assert run.evaluation["held_out_accuracy"] >= 0.8, run.evaluation
 
 
-def test_sigkill_mid_run_resumes_and_registers_exactly_one_version(
+def test_sigkill_mid_run_resumes_at_its_checkpoint_and_registers_exactly_one_version(
     start_worker: Any, pattern_campaign: Any, build_snapshot: Any, tiny_policy: Model
 ) -> None:
     snapshot = build_snapshot(pattern_campaign())
@@ -129,13 +103,16 @@ def test_sigkill_mid_run_resumes_and_registers_exactly_one_version(
         base_model=tiny_policy,
         snapshot=snapshot,
         method="dpo",
-        hyperparameters={**FAST, "max_steps": 25, "learning_rate": 1e-4},
+        hyperparameters={**FAST, "max_steps": 25, "learning_rate": 1e-4, "checkpoint_every": 4},
         max_attempts=2,
     )
     worker = start_worker()
-    assert wait_for(lambda: run_of(run).progress_done >= 3, timeout=180), worker.log.read_text()[-5000:]
+    checkpoints = checkpoint_dir(training_services.training_run_dir(run.pk))
+    assert wait_for(lambda: checkpoint_latest(checkpoints) is not None, timeout=180), worker.log.read_text()[-5000:]
     [child] = worker.pool_children()
-    os.kill(child, signal.SIGKILL)  # mid-step, before any weights were written
+    os.kill(child, signal.SIGKILL)  # mid-run, after a checkpoint, before any weights were written
+    _, saved_step = checkpoint_latest(checkpoints) or (None, 0)
+    assert saved_step >= 4 and saved_step % 4 == 0
     assert not Model.objects.filter(training_run_id=run.pk).exists()
     assert wait_for(lambda: run_of(run).is_terminal, timeout=240), worker.log.read_text()[-5000:]
     run = run_of(run)
@@ -143,8 +120,13 @@ def test_sigkill_mid_run_resumes_and_registers_exactly_one_version(
     assert run.attempts == 2
     assert Model.objects.filter(training_run_id=run.pk).count() == 1
     assert manifest_verify(Path(run.output_model.path))
+    # the second attempt started at the checkpoint's step, not step 0 (read from the logged steps)
+    second = run.logs[run.logs.index("attempt 2/2") :]
+    assert f"resuming from the checkpoint at step {saved_step}" in second
+    steps = [int(m) for m in re.findall(r"step (\d+)/25", second)]
+    assert steps and steps[0] == saved_step + 1 and steps[-1] == 25, steps
     leftovers = [p.name for p in Path(settings.PREFARENA_TRAINING_DIR).iterdir() if p.name != f"run-{run.pk}"]
-    assert leftovers == []  # no dead attempt folder (.run-N.attempt-M), no scratch (..run-N.attempt-M-trainer)
+    assert leftovers == []  # no dead attempt folder, no scratch, no checkpoints once the version is registered
 
 
 def test_sigkill_with_no_attempts_left_fails_and_registers_nothing(

@@ -6,6 +6,11 @@ passes a `TrainingConfig` (workers/ml/training_config.py, every field documented
 and stores what `train` returns. Progress leaves through `on_progress(step, total, metrics)`;
 `should_stop()` is asked after every optimizer step, so a cancel stops the run within one step.
 
+Checkpoints: with a `checkpoint_dir` and `config.checkpoint_every > 0` the trainer saves model, optimizer,
+scheduler and RNG state every N steps there (the last one kept); a checkpoint counts once its `complete`
+marker is written (after the trainer's save returned), and `train` resumes from the latest complete one.
+Under `accelerate launch` (workers/ml/launch.py) every rank runs `train`; only the main process saves.
+
 Losses (TRL implements them; see the papers for the equations):
   reward  -log σ(r(x, y_w) - r(x, y_l))                                   Ouyang et al. 2022, eq. 1
   dpo     -log σ(β [log π/π_ref (y_w|x) - log π/π_ref (y_l|x)])            Rafailov et al. 2023, eq. 7
@@ -18,8 +23,11 @@ Losses (TRL implements them; see the papers for the equations):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +43,10 @@ from workers.ml.types import Prompt
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
-StopCheck = Callable[[], bool]
+StopCheck = Callable[[], bool | int]  # falsy: go on; STOP: stop, save nothing; SAVE_AND_STOP: checkpoint, then stop
+STOP = 1
+SAVE_AND_STOP = 2
+CHECKPOINT_MARKER = "complete"
 
 
 @dataclass(frozen=True)
@@ -69,10 +80,20 @@ class TrainingResult:
     steps_per_s: float
     log_history: list[dict[str, float]] = field(default_factory=list)
     cpu_seconds: float = 0.0  # process CPU time of the loop (all threads): steadier than wall time on a busy host
+    resumed_from_step: int = 0  # the checkpoint's step this attempt started from (0: from the base)
+    world_size: int = 1  # processes that trained together (accelerate launch)
 
 
 class TrainingStopped(Exception):
     """Raised by `train` when `should_stop()` asked it to stop; nothing was saved."""
+
+
+class TrainingPaused(Exception):
+    """Raised by `train` when `should_stop()` returned SAVE_AND_STOP: a checkpoint at `step` was saved first."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"paused after step {step}: checkpoint saved")
+        self.step = step
 
 
 def held_out_split(rows: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
@@ -167,30 +188,55 @@ def _mean_tokens(tokenizer: Any, rows: Sequence[Any], max_length: int) -> float:
 
 
 # --- progress and cancellation ---------------------------------------------------------------------
+def _world_size() -> int:
+    """Processes training together: torchrun sets WORLD_SIZE in each rank; 1 in a plain process."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
 def _progress_callback(
     config: TrainingConfig, tokens_per_row: float, on_progress: ProgressCallback | None, should_stop: StopCheck | None
 ) -> Any:
     from transformers import TrainerCallback
 
-    rows_per_step = config.batch_size * config.gradient_accumulation_steps
+    rows_per_step = config.batch_size * config.gradient_accumulation_steps * _world_size()
 
     class PlatformCallback(TrainerCallback):
-        """Forwards the trainer's logs (loss, lr, reward accuracy/margins) and stops on request after a step."""
+        """Forwards the trainer's logs (loss, lr, reward accuracy/margins), stops on request after a step, and
+        marks each checkpoint complete once the trainer's save returned."""
 
         def __init__(self) -> None:
             self.started = time.perf_counter()
             self.stopped = False
+            self.paused = False
+            self.first_step = 0  # a resumed attempt starts at its checkpoint's step
             self.history: list[dict[str, float]] = []
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.perf_counter()
+            self.first_step = state.global_step  # called after the trainer restored a checkpoint's state
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             # Checked after every optimizer step: the trainer ends the loop before starting another step.
-            if should_stop is not None and should_stop():
-                self.stopped = True
+            # Every rank asks (in lockstep); under accelerate launch should_stop() itself makes them agree.
+            request = int(should_stop()) if should_stop is not None else 0
+            if request:
                 control.should_training_stop = True
+                self.paused = request == SAVE_AND_STOP
+                self.stopped = not self.paused
+                control.should_save = self.paused  # a cancelled run keeps nothing; a paused one its checkpoint
             return control
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # every rank wrote its part (RNG state, shards) before the checkpoint counts
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                marker = folder / CHECKPOINT_MARKER
+                marker.write_text(json.dumps({"step": state.global_step}))
+                with marker.open("rb") as handle:
+                    os.fsync(handle.fileno())
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
@@ -198,14 +244,30 @@ def _progress_callback(
             if not logs or "train_runtime" in logs:
                 return
             seconds = max(time.perf_counter() - self.started, 1e-9)
+            steps = state.global_step - self.first_step
             metrics = {key: float(value) for key, value in logs.items() if isinstance(value, int | float)}
-            metrics["steps_per_s"] = state.global_step / seconds
-            metrics["tokens_per_s"] = state.global_step * rows_per_step * tokens_per_row / seconds
+            metrics["steps_per_s"] = steps / seconds
+            metrics["tokens_per_s"] = steps * rows_per_step * tokens_per_row / seconds
             self.history.append({"step": state.global_step, **metrics})
-            if on_progress is not None:
+            if on_progress is not None and state.is_world_process_zero:
                 on_progress(state.global_step, state.max_steps, metrics)
 
     return PlatformCallback()
+
+
+def checkpoint_latest(checkpoint_dir: Path | None) -> tuple[Path, int] | None:
+    """The newest complete checkpoint in `checkpoint_dir` and its step, or None."""
+    if checkpoint_dir is None or not checkpoint_dir.is_dir():
+        return None
+    found: list[tuple[int, Path]] = []
+    for folder in checkpoint_dir.glob("checkpoint-*"):
+        suffix = folder.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and (folder / CHECKPOINT_MARKER).is_file() and (folder / "trainer_state.json").is_file():
+            found.append((int(suffix), folder))
+    if not found:
+        return None
+    step, folder = max(found)
+    return folder, step
 
 
 # --- models ----------------------------------------------------------------------------------------
@@ -265,7 +327,10 @@ def _trainer_args(config: TrainingConfig, output_dir: Path, device: torch.device
         "logging_steps": config.logging_steps,
         "eval_strategy": "steps" if config.eval_every > 0 else "no",
         "eval_steps": config.eval_every if config.eval_every > 0 else None,
-        "save_strategy": "no",  # the platform saves once, at the end, atomically
+        # Checkpoints (resume after a lost attempt); the final weights are saved once, at the end, atomically.
+        "save_strategy": "steps" if config.checkpoint_every > 0 else "no",
+        "save_steps": config.checkpoint_every or 500,  # unused when save_strategy is "no"
+        "save_total_limit": 1,
         "report_to": "none",
         "seed": config.seed,
         "data_seed": config.seed,
@@ -383,12 +448,16 @@ def train(
     on_progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     device: str | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainingResult:
     """Train `config.method` on `train_rows` from the checkpoint at `base_path`; save the result to `output_dir`.
 
     `train_rows` are PreferencePair rows, or BinaryExample rows for KTO. The saved checkpoint is a plain
     `save_pretrained` directory (LoRA adapters are merged), loadable like the base. Raises TrainingStopped
-    (and saves nothing) when `should_stop()` returned True.
+    (and saves nothing) when `should_stop()` returned STOP (or True), TrainingPaused after saving a checkpoint
+    when it returned SAVE_AND_STOP. With `checkpoint_dir`, checkpoints are saved there every
+    `config.checkpoint_every` steps and the run resumes from the latest complete one found there.
+    Under `accelerate launch` every rank calls this; only the main process writes `output_dir`.
     """
     if not train_rows:
         raise ValueError("no training rows")
@@ -396,45 +465,73 @@ def train(
     target = device_pick(device)
     output_dir = Path(output_dir)
     work_dir = scratch_dir(output_dir)
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None and config.checkpoint_every > 0 else None
+    if checkpoints is None:
+        config = dataclasses.replace(config, checkpoint_every=0)
+    resume = checkpoint_latest(checkpoints)
     tokenizer = load_tokenizer(base_path)
     tokens_per_row = _mean_tokens(tokenizer, train_rows, config.max_length)
     callback = _progress_callback(config, tokens_per_row, on_progress, should_stop)
     try:
-        trainer = _build_trainer(config, base_path, train_rows, eval_pairs, work_dir, callback, target)
+        trainer = _build_trainer(config, base_path, train_rows, eval_pairs, checkpoints or work_dir, callback, target)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         for noisy in (PrinterCallback, ProgressCallback):  # progress leaves through on_progress, not stdout
             trainer.remove_callback(noisy)
+        if resume is not None:
+            logger.info("resuming from %s (step %s)", resume[0], resume[1])
         started, cpu_started = time.perf_counter(), time.process_time()
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=str(resume[0]) if resume is not None else None)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         if callback.stopped:
             raise TrainingStopped(f"stopped on request after step {trainer.state.global_step}")
-        model = trainer.model
-        if config.lora:
-            model = model.merge_and_unload()
-        output_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(output_dir)
-        trainer.processing_class.save_pretrained(output_dir)
+        if callback.paused:
+            raise TrainingPaused(trainer.state.global_step)
+        _final_save(trainer, config, output_dir)
     finally:  # success, a stop on request or an error alike: nothing in it outlives the attempt
         _remove_tree(work_dir)
     losses = [entry["loss"] for entry in callback.history if "loss" in entry]
     steps = trainer.state.global_step
+    trained = steps - callback.first_step  # this attempt's own steps (a resumed one started at its checkpoint)
+    world = _world_size()
     return TrainingResult(
         steps=steps,
         total_steps=trainer.state.max_steps,
         stopped=False,
         final_loss=losses[-1] if losses else float(output.training_loss),
         seconds=seconds,
-        steps_per_s=steps / max(seconds, 1e-9),
-        tokens_per_s=steps
+        steps_per_s=trained / max(seconds, 1e-9),
+        tokens_per_s=trained
         * config.batch_size
         * config.gradient_accumulation_steps
+        * world
         * tokens_per_row
         / max(seconds, 1e-9),
         log_history=callback.history,
         cpu_seconds=cpu_seconds,
+        resumed_from_step=callback.first_step,
+        world_size=world,
     )
+
+
+def _final_save(trainer: Any, config: TrainingConfig, output_dir: Path) -> None:
+    """The trained weights and tokenizer as a plain checkpoint, written by the main process only.
+
+    LoRA: the adapter merged into the base weights. Full fine-tune: the trainer's `save_model`, which gathers
+    sharded weights (FSDP, DeepSpeed ZeRO-3) on every rank and writes on the main one.
+    """
+    accelerator = trainer.accelerator
+    if config.lora:
+        model = accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if accelerator.is_main_process:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(output_dir)
+            trainer.processing_class.save_pretrained(output_dir)
+    else:
+        trainer.save_model(str(output_dir))
+        if accelerator.is_main_process:
+            (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle of the trainer's arguments
+    accelerator.wait_for_everyone()
 
 
 def scratch_dir(output_dir: Path) -> Path:

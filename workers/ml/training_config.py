@@ -54,6 +54,16 @@ class TrainingConfig:
     logging_steps: int = 1  # report loss / lr / throughput every N optimizer steps
     seed: int = 0  # shuffling, held-out split and initialisation of new heads/adapters
     precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16
+    # Checkpoints and resume: model, optimizer, scheduler and RNG state saved every N optimizer steps into the
+    # run's checkpoint folder (the newest kept); a new attempt of the run resumes there. 0 = no checkpoints.
+    checkpoint_every: int = 200
+    # Processes to train with: 0 = the worker's setting (PREFARENA_TRAINING_PROCESSES, default one per visible
+    # GPU); 1 = inside the worker process; >= 2 = `accelerate launch` with that many processes on this host.
+    num_processes: int = 0
+    # How several processes share the work: auto (the worker's accelerate config file when it has one, else
+    # ddp) | ddp (a full copy per process) | fsdp (parameters, gradients and optimizer state sharded) |
+    # zero2 / zero3 (DeepSpeed ZeRO stage 2 / 3; needs the `deepspeed` package on the worker).
+    distributed: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,10 +92,15 @@ _RANGES: dict[str, tuple[float, float]] = {
     "eval_every": (0, 10_000_000),
     "logging_steps": (1, 10_000_000),
     "seed": (0, 2**31 - 1),
+    "checkpoint_every": (0, 10_000_000),
+    "num_processes": (0, 4096),
 }
 _STRICT_LOW = {"learning_rate", "beta", "max_grad_norm"}
 _STRICT_HIGH = {"label_smoothing", "lora_dropout"}
 PRECISIONS = ("auto", "float32", "bfloat16")
+DISTRIBUTED = ("auto", "ddp", "fsdp", "zero2", "zero3")
+# The text fields and the values each accepts.
+CHOICES: dict[str, tuple[str, ...]] = {"precision": PRECISIONS, "distributed": DISTRIBUTED}
 
 
 def training_config_validate(method: str, hyperparameters: dict[str, Any] | None) -> TrainingConfig:
@@ -112,8 +127,8 @@ def training_config_validate(method: str, hyperparameters: dict[str, Any] | None
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise TrainingConfigError(name, "must be a finite number")
             value = float(value)
-        elif isinstance(default, str) and value not in PRECISIONS:  # precision is the only text field
-            raise TrainingConfigError(name, f"must be one of {', '.join(PRECISIONS)}")
+        elif isinstance(default, str) and value not in CHOICES[name]:
+            raise TrainingConfigError(name, f"must be one of {', '.join(CHOICES[name])}")
         if name in _RANGES:
             low, high = _RANGES[name]
             too_low = value <= low if name in _STRICT_LOW else value < low

@@ -6,6 +6,12 @@ the final one, hash every file into `manifest.json`, rename the folder into plac
 system), evaluate, then register the version and finish the run in one transaction conditioned on this
 attempt still owning the run. A SIGKILL anywhere before that transaction leaves at most an unregistered
 folder, which the next attempt deletes; cancellation stops after the current optimizer step.
+
+Training runs inside this process, or through `accelerate launch` across several (workers/training/launcher.py
+decides and supervises). Either way the trainer checkpoints every `checkpoint_every` steps into the run's
+checkpoint folder, which outlives attempts: a new attempt (after a killed worker, a crashed rank or the task's
+time limit, which first saves a checkpoint) resumes from the latest complete checkpoint instead of step 0.
+The folder goes when the run ends (registered, cancelled, failed for good).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,9 +36,10 @@ from prefarena.errors import ApplicationError
 from prefarena.jobs import events, loop
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.model import JobStatus
+from workers.ml.errors import TransientBackendError
 from workers.ml.training_config import TrainingConfig
 from workers.models import PromotionDecision, TrainingRun
-from workers.training import data
+from workers.training import data, launcher
 from workers.training import evaluation as evaluation_module
 from workers.training import services as training_services
 
@@ -101,6 +109,11 @@ def manifest_verify(directory: Path) -> bool:
     except (OSError, ValueError):
         return False
     return all(publish.file_sha256(directory / name) == entry["sha256"] for name, entry in manifest["files"].items())
+
+
+def checkpoint_dir(final_dir: Path) -> Path:
+    """The run's checkpoints (`.run-N.checkpoints`): kept across attempts, removed once the run ends."""
+    return final_dir.parent / f".{final_dir.name}.checkpoints"
 
 
 # --- the work ------------------------------------------------------------------------------------------
@@ -174,29 +187,72 @@ def training_run_work(run: TrainingRun) -> None:
     final_dir = Path(run.output_dir or training_services.training_run_dir(run.pk))
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     attempts = final_dir.parent / f".{final_dir.name}.attempt-*"
-    # Left by attempts that died: their outputs and their trainers' scratch folders (`..run-N.attempt-M-trainer`).
-    for stale in [*final_dir.parent.glob(attempts.name), *final_dir.parent.glob(ml.scratch_dir(attempts).name)]:
-        shutil.rmtree(stale, ignore_errors=True)
+    # Left by attempts that died: their outputs, their trainers' scratch folders (`..run-N.attempt-M-trainer`)
+    # and launch folders (`..run-N.attempt-M-launch`). The run's checkpoints stay: this attempt resumes there.
+    for pattern in (attempts, ml.scratch_dir(attempts), launcher.launch_dir(attempts)):
+        for stale in final_dir.parent.glob(pattern.name):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp_dir = final_dir.parent / f".{final_dir.name}.attempt-{run.attempts}"
-    progress.save(0, config.max_steps)
+    checkpoints = checkpoint_dir(final_dir)
+    resume = ml.checkpoint_latest(checkpoints)
+    if resume is not None:
+        progress.log(f"resuming from the checkpoint at step {resume[1]} ({resume[0].name})")
+    progress.save(resume[1] if resume else 0, config.max_steps)
     try:
-        result = ml.train(
-            base_path=run.base_model.path,
-            config=config,
-            train_rows=train_rows,
-            output_dir=tmp_dir,
-            eval_pairs=eval_pairs,
-            on_progress=progress,
-            should_stop=progress.should_stop,
-        )
+        if launcher.launched(config):
+            result = launcher.train_launched(
+                base_path=run.base_model.path,
+                config=config,
+                train_rows=train_rows,
+                eval_pairs=eval_pairs,
+                output_dir=tmp_dir,
+                checkpoint_dir=checkpoints,
+                on_progress=progress,
+                should_stop=progress.should_stop,
+                log=progress.log,
+            )
+        else:
+            result = ml.train(
+                base_path=run.base_model.path,
+                config=config,
+                train_rows=train_rows,
+                output_dir=tmp_dir,
+                eval_pairs=eval_pairs,
+                on_progress=progress,
+                should_stop=progress.should_stop,
+                checkpoint_dir=checkpoints,
+            )
     except ml.TrainingStopped as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(checkpoints, ignore_errors=True)
         progress.log(str(exc))
         TrainingRun.objects.filter(pk=run.pk, worker=run.worker).update(logs="\n".join(progress.lines))
         raise loop.Cancelled from exc
+    except (ml.TrainingPaused, SoftTimeLimitExceeded) as exc:
+        saved = ml.checkpoint_latest(checkpoints)
+        if saved is None:
+            raise
+        progress.log(f"attempt ended by the time limit; the next attempt resumes from step {saved[1]}")
+        TrainingRun.objects.filter(pk=run.pk, worker=run.worker).update(logs="\n".join(progress.lines))
+        raise TransientBackendError(
+            f"time limit reached (WORKERS_TASK_TIME_LIMIT): checkpoint saved at step {saved[1]}, "
+            "the next attempt resumes from it"
+        ) from exc
+    except TransientBackendError as exc:
+        progress.log(str(exc).splitlines()[0])
+        TrainingRun.objects.filter(pk=run.pk, worker=run.worker).update(logs="\n".join(progress.lines))
+        if run.attempts >= run.max_attempts:  # no attempt will resume: the checkpoints go
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        raise
+    except Exception:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # a permanent failure: nothing will resume
+        raise
+    if result.resumed_from_step:
+        progress.log(f"resumed at step {result.resumed_from_step}, not step 0")
     progress.log(f"trained {result.steps} steps in {result.seconds:.1f} s, final loss {result.final_loss:.4g}")
     if not math.isfinite(result.final_loss):
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(checkpoints, ignore_errors=True)
         raise ApplicationError(f"training diverged: final loss {result.final_loss}")
     jobs.job_heartbeat(run)
     weights_finalize(tmp_dir, final_dir)
@@ -240,3 +296,4 @@ def training_run_work(run: TrainingRun) -> None:
         if policy is not None and model.role == ModelRole.POLICY and promoted:
             training_services.challenger_promote(model=model, enter_arena=policy.enter_arena)
             progress.log(f"{model.label} is the champion of {model.name}")
+    shutil.rmtree(checkpoints, ignore_errors=True)  # registered: no attempt will resume any more
