@@ -234,6 +234,8 @@ def training_run_work(run: TrainingRun) -> None:
             raise
         progress.log(f"attempt ended by the time limit; the next attempt resumes from step {saved[1]}")
         TrainingRun.objects.filter(pk=run.pk, worker=run.worker).update(logs="\n".join(progress.lines))
+        if run.attempts >= run.max_attempts:  # no attempt will resume: the checkpoints go
+            shutil.rmtree(checkpoints, ignore_errors=True)
         raise TransientBackendError(
             f"time limit reached (WORKERS_TASK_TIME_LIMIT): checkpoint saved at step {saved[1]}, "
             "the next attempt resumes from it"
