@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from models_hub.models import Model
 from prefarena.jobs.model import JobStatus
 from tests.celery_worker import wait_for
+from tests.training.conftest import pattern_rows
 from workers.ml import training as ml
 from workers.ml.training_config import training_config_validate
 from workers.models import TrainingRun
@@ -185,3 +186,56 @@ def test_the_task_time_limit_checkpoints_every_rank_and_the_next_attempt_resumes
     assert steps and steps[0] == saved + 1, steps
     assert "failed after 2 attempt(s): time limit reached" in run.error
     assert not checkpoint_dir(Path(run.output_dir)).exists()  # no attempt left to resume: removed
+
+
+def test_fsdp_shards_across_two_processes_and_trains_the_same_weights(
+    tiny_policy: Model, tmp_path: Path, settings: Any
+) -> None:
+    # given the launcher alone (no database work): 2 ranks sharding parameters, gradients and optimizer state
+    from workers.training import launcher
+
+    rows = [ml.PreferencePair(*row) for row in pattern_rows()]
+    hyperparameters = {**FAST, "max_steps": 4, "batch_size": 4}
+    config = training_config_validate("dpo", {**hyperparameters, "num_processes": 2, "distributed": "fsdp"})
+    assert launcher.launched(config)
+    lines: list[str] = []
+    result = launcher.train_launched(
+        base_path=tiny_policy.path,
+        config=config,
+        train_rows=rows,
+        eval_pairs=[],
+        output_dir=tmp_path / "fsdp",
+        checkpoint_dir=None,
+        on_progress=lambda step, total, metrics: lines.append(f"step {step}"),
+        should_stop=lambda: False,
+        log=lines.append,
+    )
+    assert result.steps == 4 and result.world_size == 2 and "accelerate launch: 2 processes, fsdp" in lines
+    assert not launcher.launch_dir(tmp_path / "fsdp").exists()  # the launch folder goes with a finished attempt
+    # then the gathered weights equal one process with the same effective batch
+    single = training_config_validate("dpo", {**hyperparameters, "gradient_accumulation_steps": 2, "num_processes": 1})
+    ml.train(base_path=tiny_policy.path, config=single, train_rows=rows, output_dir=tmp_path / "single")
+    sharded, alone = (load_file(str(next(p.glob("*.safetensors")))) for p in (tmp_path / "fsdp", tmp_path / "single"))
+    for key in alone:
+        torch.testing.assert_close(sharded[key], alone[key], rtol=1e-4, atol=1e-5)
+
+
+def test_deepspeed_without_the_package_is_a_readable_failure(tiny_policy: Model, tmp_path: Path) -> None:
+    from prefarena.errors import ApplicationError
+    from workers.training import launcher
+
+    config = training_config_validate("dpo", {**FAST, "max_steps": 2, "distributed": "zero3"})
+    with pytest.raises(
+        ApplicationError, match=r"needs DeepSpeed on the gpu worker \(pip install 'prefarena\[deepspeed\]'\)"
+    ):
+        launcher.train_launched(
+            base_path=tiny_policy.path,
+            config=config,
+            train_rows=[ml.PreferencePair("q", "a", "b")],
+            eval_pairs=[],
+            output_dir=tmp_path / "zero3",
+            checkpoint_dir=None,
+            on_progress=lambda step, total, metrics: None,
+            should_stop=lambda: False,
+            log=lambda line: None,
+        )

@@ -18,6 +18,7 @@ attempt resuming from the latest complete checkpoint.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -162,6 +163,11 @@ def train_launched(
     """
     from workers.ml import training as ml
 
+    if config.distributed in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
+        raise ApplicationError(
+            f"distributed={config.distributed} needs DeepSpeed on the gpu worker (pip install 'prefarena[deepspeed]'); "
+            "fsdp shards the same state without it"
+        )
     folder = launch_dir(output_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
