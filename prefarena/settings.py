@@ -12,7 +12,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from prefarena.env import env_bool, env_int, env_list, env_str
+from prefarena.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PREFARENA_VAR_DIR") or BASE_DIR / "var")
@@ -305,6 +305,9 @@ WORKERS_JOB_LEASE_SECONDS = env_int("WORKERS_JOB_LEASE_SECONDS", 120)
 WORKERS_JOB_REQUEUE_SECONDS = env_int("WORKERS_JOB_REQUEUE_SECONDS", 600)
 # Hard time limit of one gpu task (seconds); the soft limit is 60 s earlier.
 WORKERS_TASK_TIME_LIMIT = env_int("WORKERS_TASK_TIME_LIMIT", 6 * 3600)
+# Engine of local checkpoints whose registered `engine` is "default" (workers/ml/vllm_engine.py): auto (vLLM when
+# installed and a GPU is present, else transformers), hf, or vllm (falls back to transformers, with a warning).
+PREFARENA_GENERATION_ENGINE = env_choice("PREFARENA_GENERATION_ENGINE", "auto", ("auto", "hf", "vllm"))
 
 # Arena (anonymous battles). Voter IPs are read from X-Forwarded-For only behind these proxies.
 ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])
