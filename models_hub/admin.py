@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
 from models_hub import services
-from models_hub.models import Model, ModelBackend, ModelRole
+from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
 from prefarena.errors import InvalidInput
 from prefarena.users import signed_in_user
 
@@ -56,6 +56,7 @@ class ModelAdminForm(forms.ModelForm):
         formfield_callback = _form_field
         fields = [
             *IDENTITY_FIELDS,
+            "engine",
             "timeout_s",
             "max_concurrency",
             "max_new_tokens",
@@ -74,6 +75,11 @@ class ModelAdminForm(forms.ModelForm):
         role = cleaned.get("role", self.instance.role)
         if cleaned.get("in_arena") and role != ModelRole.POLICY:
             self.add_error("in_arena", "Only policy models enter the arena.")
+        backend = cleaned.get("backend", self.instance.backend)
+        if cleaned.get("engine", GenerationEngine.DEFAULT) != GenerationEngine.DEFAULT and backend != (
+            ModelBackend.TRANSFORMERS
+        ):
+            self.add_error("engine", "An engine is chosen for local transformers checkpoints only.")
         if self.instance.pk is None:
             self._check_new_version(cleaned)
         return cleaned

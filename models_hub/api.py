@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from models_hub import selectors, services
-from models_hub.models import Model, ModelBackend, ModelRole
+from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
 from prefarena.errors import NotFound, PermissionDeniedError
 from prefarena.users import signed_in_user
 from prefarena.viewsets import CreateFromInputMixin
@@ -103,6 +103,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
             "backend",
             "path",
             "dtype",
+            "engine",
             "base_url",
             "remote_model",
             "api_key_env",
@@ -143,6 +144,13 @@ class ModelRegisterSerializer(serializers.Serializer):
         max_length=1000, required=False, allow_blank=True, help_text="transformers: checkpoint directory"
     )
     dtype = serializers.ChoiceField(choices=DTYPE_CHOICES, default="auto")
+    engine = serializers.ChoiceField(
+        choices=GenerationEngine.choices,
+        default=GenerationEngine.DEFAULT,
+        help_text="transformers only: 'default' (the worker's PREFARENA_GENERATION_ENGINE), 'auto' (vLLM when "
+        "installed and a GPU is present, else transformers), 'hf', or 'vllm' (falls back to transformers, "
+        "with a warning in the worker's log, where vLLM cannot run).",
+    )
     base_url = serializers.URLField(
         max_length=500, required=False, allow_blank=True, help_text="openai: e.g. http://127.0.0.1:8001/v1"
     )
@@ -170,6 +178,10 @@ class ModelRegisterSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("in_arena") and attrs["role"] != ModelRole.POLICY:
             raise serializers.ValidationError({"in_arena": "Only policy models enter the arena."})
+        if attrs["engine"] != GenerationEngine.DEFAULT and attrs["backend"] != ModelBackend.TRANSFORMERS:
+            raise serializers.ValidationError(
+                {"engine": "An engine is chosen for local transformers checkpoints only; an endpoint picks its own."}
+            )
         return attrs
 
 
@@ -182,6 +194,9 @@ class ModelUpdateSerializer(serializers.Serializer):
     temperature = serializers.FloatField(min_value=0.0, max_value=MAX_TEMPERATURE, required=False)
     top_p = serializers.FloatField(min_value=0.0, max_value=1.0, required=False, help_text="In (0, 1].")
     seed = serializers.IntegerField(min_value=0, max_value=MAX_SEED, required=False)
+    engine = serializers.ChoiceField(
+        choices=GenerationEngine.choices, required=False, help_text="transformers only; see registration."
+    )
 
     def validate_top_p(self, value: float) -> float:
         if value <= 0:
@@ -245,7 +260,7 @@ class ModelViewSet(CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveM
         },
     )
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Change arena membership, description or generation defaults of a version."""
+        """Change arena membership, description, generation defaults or the generation engine of a version."""
         model = self.get_object()
         if not selectors.model_user_can_change(request.user):
             raise PermissionDeniedError("Changing models needs staff or the 'change model' permission")

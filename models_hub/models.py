@@ -22,6 +22,15 @@ class ModelBackend(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible HTTP endpoint"
 
 
+class GenerationEngine(models.TextChoices):
+    """What generates with a local checkpoint (workers/ml/vllm_engine.py). Endpoints choose their own engine."""
+
+    DEFAULT = "default", "The worker's default (PREFARENA_GENERATION_ENGINE, auto when unset)"
+    AUTO = "auto", "vLLM when installed and a GPU is present, else transformers"
+    HF = "hf", "transformers generate"
+    VLLM = "vllm", "vLLM's offline engine (falls back to transformers, with a warning, where it cannot run)"
+
+
 class Model(models.Model):
     name = models.CharField(max_length=200)
     version = models.PositiveIntegerField(default=1)
@@ -31,6 +40,12 @@ class Model(models.Model):
     path = models.CharField(max_length=1000, blank=True, help_text="Local checkpoint directory")
     dtype = models.CharField(
         max_length=12, default="auto", help_text="auto (bf16 on GPUs that support it, else fp32), float32, bfloat16"
+    )
+    engine = models.CharField(
+        max_length=8,
+        choices=GenerationEngine.choices,
+        default=GenerationEngine.DEFAULT,
+        help_text="transformers backend: the engine of batched generation (default, auto, hf, vllm)",
     )
     # openai backend
     base_url = models.URLField(max_length=500, blank=True, help_text="e.g. http://127.0.0.1:8001/v1")
@@ -70,6 +85,9 @@ class Model(models.Model):
             models.CheckConstraint(
                 condition=~Q(backend="openai") | (~Q(base_url="") & ~Q(remote_model="")),
                 name="model_openai_has_url_and_name",
+            ),
+            models.CheckConstraint(
+                condition=Q(backend="transformers") | Q(engine="default"), name="model_engine_local_only"
             ),
             models.CheckConstraint(condition=Q(temperature__gte=0), name="model_temperature_non_negative"),
             models.CheckConstraint(condition=Q(top_p__gt=0) & Q(top_p__lte=1), name="model_top_p_0_1"),

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from models_hub.models import Model, ModelBackend, ModelRole
+from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
 from prefarena.errors import Conflict, InvalidInput
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json")
@@ -86,6 +86,17 @@ def api_key_from_env(env_name: str) -> str | None:
     return value
 
 
+def engine_check(backend: str, engine: str) -> None:
+    """An engine other than the worker's default is a choice for local checkpoints only."""
+    if engine not in GenerationEngine.values:
+        raise _bad("engine", f"engine must be one of {', '.join(GenerationEngine.values)}")
+    if engine != GenerationEngine.DEFAULT and backend != ModelBackend.TRANSFORMERS:
+        raise _bad(
+            "engine",
+            f"engine {engine!r} applies to local transformers checkpoints; an endpoint's server picks its own engine",
+        )
+
+
 def model_register(
     *,
     name: str,
@@ -101,6 +112,7 @@ def model_register(
         raise _bad("role", f"role must be one of {', '.join(ModelRole.values)}")
     if backend not in ModelBackend.values:
         raise _bad("backend", f"backend must be one of {', '.join(ModelBackend.values)}")
+    engine_check(backend, fields.get("engine", GenerationEngine.DEFAULT))
     if backend == ModelBackend.TRANSFORMERS:
         if not fields.get("path"):
             raise _bad("path", "the transformers backend needs a checkpoint path")
@@ -145,7 +157,8 @@ def model_champion_set(*, model: Model) -> Model:
 
 # Settings of a registered version that may change after registration; everything else (name, version,
 # role, where the weights or endpoint live, lineage) identifies the version and stays as registered.
-MODEL_MUTABLE_FIELDS = ("in_arena", "description", "max_new_tokens", "temperature", "top_p", "seed")
+# `engine` is how the weights are run, like the sampling defaults: a worker reloads the model when it changes.
+MODEL_MUTABLE_FIELDS = ("in_arena", "description", "max_new_tokens", "temperature", "top_p", "seed", "engine")
 
 
 def model_update(*, model: Model, **changes: Any) -> Model:
@@ -159,6 +172,8 @@ def model_update(*, model: Model, **changes: Any) -> Model:
         raise _bad("top_p", "top_p must be in (0, 1]")
     if "max_new_tokens" in changes and int(changes["max_new_tokens"]) < 1:
         raise _bad("max_new_tokens", "max_new_tokens must be at least 1")
+    if "engine" in changes:
+        engine_check(model.backend, changes["engine"])
     if changes.get("in_arena") and model.role != ModelRole.POLICY:
         raise _bad("in_arena", f"only policy models enter the arena; {model.label} is a {model.role} model")
     if changes:

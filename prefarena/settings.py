@@ -12,7 +12,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from prefarena.env import env_bool, env_int, env_list, env_str
+from prefarena.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PREFARENA_VAR_DIR") or BASE_DIR / "var")
@@ -313,6 +313,9 @@ WORKERS_TASK_SOFT_MARGIN = env_int("WORKERS_TASK_SOFT_MARGIN", 300)
 # machines) used for every launched run whose `distributed` is auto.
 PREFARENA_TRAINING_PROCESSES = env_int("PREFARENA_TRAINING_PROCESSES", 0)
 PREFARENA_ACCELERATE_CONFIG = env_str("PREFARENA_ACCELERATE_CONFIG") or ""
+# Engine of local checkpoints whose registered `engine` is "default" (workers/ml/vllm_engine.py): auto (vLLM when
+# installed and a GPU is present, else transformers), hf, or vllm (falls back to transformers, with a warning).
+PREFARENA_GENERATION_ENGINE = env_choice("PREFARENA_GENERATION_ENGINE", "auto", ("auto", "hf", "vllm"))
 
 # Arena (anonymous battles). Voter IPs are read from X-Forwarded-For only behind these proxies.
 ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])

@@ -1,12 +1,14 @@
 """Live arena battles on the gpu queue: generate both responses and stream them to the battle's page.
 
-Both sides run at once, each in its own thread (a local model streams through transformers'
-TextIteratorStreamer; an OpenAI-compatible endpoint answers in one piece), so neither side's timing
-says which one started first. The threads never touch the database or the channel layer: they put
-(side, cumulative text) into a queue, and this thread relays the latest text of each side to the
-battle's Channels group at most every `SEND_INTERVAL_S` — a page that joins late catches up with the
-next message, because every message carries the whole text so far. Messages carry a side ("a"/"b")
-and text only: never a model name, a label or a path.
+Both sides run at once, each in its own thread, and both stream: a local model through transformers'
+TextIteratorStreamer (whatever its registered engine: vLLM's offline engine yields no partial text), an
+OpenAI-compatible endpoint through a streamed chat completion whose deltas arrive by callback. Neither
+side's timing says which one started first, and neither kind of model shows by arriving in one piece.
+The threads never touch the database or the channel layer: they put (side, cumulative text) into a
+queue, and this thread relays the latest text of each side to the battle's Channels group at most every
+`SEND_INTERVAL_S` — a page that joins late catches up with the next message, because every message
+carries the whole text so far. Messages carry a side ("a"/"b") and text only: never a model name, a
+label or a path.
 
 When both sides are finished the texts (or the error) are stored by `arena.services.battle_responses_store`,
 which ignores a duplicate delivery; the final message tells the page it may vote.
@@ -119,12 +121,16 @@ def _side_run(
         if model.backend == ModelBackend.TRANSFORMERS:
             result.text = stream_generate(generator, prompt, seed, params, lambda text: outbox.put((side, text)))
         else:
+            parts: list[str] = []
+
+            def on_delta(delta: str) -> None:
+                parts.append(delta)
+                outbox.put((side, "".join(parts)))  # the text so far, as a local side sends it
+
             try:
-                result.text = generator.generate([prompt], [seed], params)[0].text
+                result.text = generator.generate_streaming(prompt, seed, params, on_delta).text
             finally:
-                close = getattr(generator, "close", None)
-                if close is not None:
-                    close()
+                generator.close()
     except Exception as exc:
         result.error = f"{model.label}: {type(exc).__name__}: {exc}"
         logger.warning("arena battle side %s (%s) failed", side, model.label, exc_info=True)
@@ -152,8 +158,9 @@ def battle_generate_run(battle_id: int) -> Battle | None:
     sides = {"a": battle.model_a, "b": battle.model_b}
     results = {side: SideResult() for side in sides}
     try:
-        # Loaded here, one after the other: the runtime's model cache is not thread-safe.
-        generators = {side: generator_for(model) for side, model in sides.items()}
+        # Loaded here, one after the other: the runtime's model cache is not thread-safe. Local models stream
+        # through transformers' own generate (stream_generate), so they are loaded as transformers models.
+        generators = {side: generator_for(model, engine="hf") for side, model in sides.items()}
     except Exception as exc:
         logger.warning("arena battle %s: cannot load a model", battle_id, exc_info=True)
         stored = battle_responses_store(battle_id=battle_id, text_a="", text_b="", error=f"{type(exc).__name__}: {exc}")

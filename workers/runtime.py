@@ -11,7 +11,9 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-from models_hub.models import Model, ModelBackend
+from django.conf import settings
+
+from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
 
 _CACHE: OrderedDict[tuple, Any] = OrderedDict()
 _CACHE_SIZE = 2  # a generation model and a reward model side by side (best-of-N)
@@ -38,8 +40,30 @@ def _api_key(model: Model) -> str | None:
     return key
 
 
-def generator_for(model: Model) -> Any:
-    """An object with `generate(prompts, seeds, params) -> list[Completion]` for this model."""
+def engine_for(model: Model, override: str | None = None) -> str:
+    """The engine that generates with this local checkpoint, "hf" or "vllm" (workers/ml/vllm_engine.py).
+
+    `override` ("auto", "hf", "vllm") replaces the model's choice; otherwise a model registered with
+    engine "default" takes the worker's PREFARENA_GENERATION_ENGINE.
+    """
+    from workers.ml.vllm_engine import engine_choose
+
+    requested = override or model.engine
+    if requested == GenerationEngine.DEFAULT:
+        requested = settings.PREFARENA_GENERATION_ENGINE
+    if model.role == ModelRole.JUDGE and requested == GenerationEngine.AUTO:
+        # A local judge's verdict distribution is read from transformers' logits (workers/ml/judge.py);
+        # vLLM would only give sampled verdicts. Asked for by name ("vllm"), it is still honoured.
+        requested = GenerationEngine.HF
+    return engine_choose(requested, model.label)
+
+
+def generator_for(model: Model, *, engine: str | None = None) -> Any:
+    """An object with `generate(prompts, seeds, params) -> list[Completion]` for this model.
+
+    For a local checkpoint, `engine` overrides the model's engine (see `engine_for`): callers that use
+    transformers' internals (token streaming, a sampler shared with an unregistered model) pass "hf".
+    """
     if model.backend == ModelBackend.OPENAI:
         from workers.ml.openai_backend import OpenAIChat
 
@@ -51,16 +75,23 @@ def generator_for(model: Model) -> Any:
             max_concurrency=model.max_concurrency,
         )
 
+    chosen = engine_for(model, engine)
+
     def build() -> Any:
         from workers.ml.errors import PermanentBackendError
-        from workers.ml.generation import CausalLM
 
         try:
+            if chosen == GenerationEngine.VLLM:
+                from workers.ml.vllm_engine import VLLMCausalLM
+
+                return VLLMCausalLM(model.path, dtype=model.dtype)
+            from workers.ml.generation import CausalLM
+
             return CausalLM(model.path, dtype=model.dtype)
         except Exception as exc:  # any loader error (OSError, SafetensorError, ...) means "cannot load"
             raise PermanentBackendError(f"{model.label}: cannot load {model.path}: {exc}") from exc
 
-    return _cached(("causal", model.pk, model.path), build)
+    return _cached(("causal", model.pk, model.path, chosen), build)
 
 
 def reward_for(model: Model) -> Any:

@@ -28,6 +28,7 @@ def add_form(**fields: object) -> dict[str, object]:
         "role": "policy",
         "backend": "transformers",
         "dtype": "auto",
+        "engine": "default",
         "timeout_s": 60,
         "max_concurrency": 4,
         "max_new_tokens": 256,
@@ -47,6 +48,19 @@ def test_adding_a_checkpoint_runs_the_registration_checks(admin_client_for_staff
     assert added.status_code == 302, added.context["adminform"].form.errors if added.context else added
     model = Model.objects.get()
     assert model.created_by == staff and model.path == str(tiny_models["tiny-lm-small"].resolve())
+
+
+def test_an_engine_is_refused_for_an_endpoint_and_editable_for_a_checkpoint(admin_client_for_staff):
+    # given an endpoint added with an engine: the form comes back with the error on `engine`
+    endpoint = add_form(backend="openai", base_url="http://127.0.0.1:9/v1", remote_model="m", engine="vllm")
+    refused = admin_client_for_staff.post(f"{CHANGELIST}add/", endpoint)
+    assert refused.status_code == 200
+    assert "local transformers checkpoints" in refused.context["adminform"].form.errors["engine"][0]
+    assert Model.objects.count() == 0
+    # a checkpoint's engine is a setting of its change form
+    model = model_register(name="m", role="policy", backend="transformers", path="/checkpoints/m", check=False)
+    page = admin_client_for_staff.get(f"{CHANGELIST}{model.pk}/change/")
+    assert "engine" in page.context["adminform"].form.fields
 
 
 def test_a_registered_version_keeps_its_identity(admin_client_for_staff):

@@ -271,3 +271,35 @@ def test_patch_needs_staff_or_change_permission(api, make_user):
     assert api(user).patch(f"{URL}{model.pk}/", {"in_arena": True}, format="json").status_code == 200
     model.refresh_from_db()
     assert model.in_arena
+
+
+# --- the generation engine of local checkpoints -------------------------------------------------------------
+def test_a_checkpoint_registers_with_an_engine_and_changes_it_later(api, staff, tiny_models):
+    payload = {"name": "tiny", "role": "policy", "backend": "transformers", "path": str(tiny_models["tiny-lm-small"])}
+
+    default = api(staff).post(URL, payload, format="json")
+    chosen = api(staff).post(URL, {**payload, "engine": "vllm"}, format="json")
+
+    assert default.status_code == 201 and default.json()["engine"] == "default"
+    assert chosen.status_code == 201 and chosen.json()["engine"] == "vllm"
+    changed = api(staff).patch(f"{URL}{chosen.json()['id']}/", {"engine": "hf"}, format="json")
+    assert changed.status_code == 200 and changed.json()["engine"] == "hf"
+    assert Model.objects.get(pk=chosen.json()["id"]).engine == "hf"
+
+
+def test_an_engine_for_an_endpoint_or_an_unknown_engine_is_400_naming_engine(api, staff, server, tiny_models):
+    endpoint = endpoint_payload(server.base_url, remote_model="fake-model", engine="vllm")
+    local = {"name": "t", "role": "policy", "backend": "transformers", "path": str(tiny_models["tiny-lm-small"])}
+
+    for_endpoint = api(staff).post(URL, endpoint, format="json")
+    unknown = api(staff).post(URL, {**local, "engine": "tensorrt"}, format="json")
+
+    assert for_endpoint.status_code == 400 and "local transformers checkpoints" in for_endpoint.json()["engine"][0]
+    assert unknown.status_code == 400 and "engine" in unknown.json()
+    assert Model.objects.count() == 0
+    # ... and an endpoint registered without one cannot be given one afterwards
+    registered = api(staff).post(URL, endpoint_payload(server.base_url, remote_model="fake-model"), format="json")
+    assert registered.status_code == 201 and registered.json()["engine"] == "default"
+    refused = api(staff).patch(f"{URL}{registered.json()['id']}/", {"engine": "hf"}, format="json")
+    assert refused.status_code == 400 and "endpoint" in refused.json()["engine"][0]
+    assert Model.objects.get(pk=registered.json()["id"]).engine == "default"

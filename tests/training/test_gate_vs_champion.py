@@ -148,3 +148,47 @@ def test_the_safety_guard_judges_the_flagged_prompts(tiny_models: dict[str, Any]
     # then: the judge prefers the champion on the flagged prompts, so the challenger regressed there
     assert safety["threshold"] == pytest.approx(0.4) and safety["figure"] is not None and safety["figure"] < 0.4
     assert not safety["passed"] and "6 flagged prompts" in safety["detail"]
+
+
+def test_the_gate_judges_against_an_endpoint_champion_with_an_endpoint_judge(
+    tiny_models: dict[str, Any], collapsed: Path
+) -> None:
+    from tests.workers.openai_server import FakeOpenAIServer
+
+    # given: the name's champion is an endpoint (v2, served by the test OpenAI server: "echo: <question> #seed=N"),
+    # and the rule's judge another endpoint of the same kind, scripted to prefer the answer that mentions the moon
+    trained_from = model_register(
+        name="fam", role="policy", backend="transformers", path=str(tiny_models["tiny-lm-small"])
+    )
+    with (
+        FakeOpenAIServer("echo", models=("served-fam",)) as champion_server,
+        FakeOpenAIServer("echo", models=("judge",), reply=_prefers("moon")) as judge_server,
+    ):
+        champion = model_register(
+            name="fam",
+            role="policy",
+            backend="openai",
+            base_url=champion_server.base_url,
+            remote_model="served-fam",
+            seed=100,
+        )
+        run = _run(trained_from, judge_server.base_url, guards={"kl": {"max": 40.0}})
+        result = evaluation.evaluate(run, TrainingConfig(), collapsed, [], Progress(run))
+        champion_bodies = [r.body for r in champion_server.requests if r.path == "/v1/chat/completions"]
+        judge_bodies = [r.body for r in judge_server.requests if r.path == "/v1/chat/completions"]
+
+    # then the challenger met the endpoint champion: its answers are the endpoint's, sent with the pool's seeds
+    assert result["champion"] == champion.label == "fam@v2" and result["trained_from"] == "fam@v1"
+    gate = result["gate"]
+    assert gate["decision"] == "promote" and gate["wins"] >= 9 and gate["judge_errors"] == 0
+    assert len(champion_bodies) == gate["prompts_judged"]
+    assert sorted(b["seed"] for b in champion_bodies) == list(range(100, 100 + gate["prompts_judged"]))
+    for sample in result["samples"]:
+        assert sample["parent"].startswith("echo: ") and "#seed=" in sample["parent"]
+        assert "moon" in sample["trained"].lower()
+    # ... every judged prompt was judged by the endpoint judge in both orders
+    assert len(judge_bodies) == 2 * gate["prompts_judged"]
+    # ... and the KL guard, which needs the champion's weights, fails closed and says why
+    kl = {g["name"]: g for g in result["guards"]}["kl"]
+    assert kl["figure"] is None and not kl["passed"] and "champion is an endpoint" in kl["detail"]
+    assert result["decision"] == PromotionDecision.GUARD_FAILED

@@ -199,3 +199,23 @@ def test_a_policy_is_edited_paused_rebased_and_deleted_through_the_api_with_its_
     assert worker_training.retrain_policies_check() == []
     # and its name is free for a new policy
     assert client.post("/api/v1/retrain-policies/", body, format="json").status_code == 201
+
+
+def test_a_policy_whose_champion_is_an_endpoint_trains_from_its_base_checkpoint(
+    pattern_campaign: Any, tiny_policy: Model
+) -> None:
+    # given a policy on tiny-policy@v1 whose name's champion is now an endpoint (no weights here to train)
+    campaign = pattern_campaign(rows(5))
+    policy_for(campaign, tiny_policy)
+    endpoint = Model.objects.create(
+        name=tiny_policy.name,
+        version=2,
+        role="policy",
+        backend="openai",
+        base_url="http://127.0.0.1:9/v1",
+        remote_model="served",
+    )
+    training_services.challenger_promote(model=endpoint, enter_arena=False)
+    # when it fires, the run starts from the base checkpoint (its evaluation then meets the endpoint champion)
+    run = TrainingRun.objects.get(pk=worker_training.retrain_policies_check()[0])
+    assert run.base_model == tiny_policy

@@ -9,8 +9,10 @@
 Behaviours (settable at any time through `server.behaviour`), for POST /v1/chat/completions and, where it
 makes sense, GET /v1/models:
   echo              answers "echo: <last user message> #seed=<seed>", cut to `max_tokens` words (then
-                    finish_reason "length"); plain JSON, or SSE when the request says `stream: true`.
-                    With `reply` set, answers `reply(body)` instead (scripted texts, e.g. repeated ones)
+                    finish_reason "length"); plain JSON, or SSE when the request says `stream: true` (one
+                    delta per word, `stream_delay_s` apart, flushed one by one as a token server sends them).
+                    With `reply` set, answers `reply(body)` instead (scripted texts, e.g. repeated ones).
+                    With `ignore_stream`, answers plain JSON even to a request that asks for a stream
   slow              waits `slow_s` (default 10 s) before answering like echo; stopping the server wakes it
   malformed         200 with a body that is not JSON
   missing_choices   200 with a JSON object without `choices` (without `data` for /models)
@@ -81,12 +83,16 @@ class FakeOpenAIServer:
         usage: bool = True,
         api_key: str | None = None,
         reply: Callable[[dict[str, Any]], str] | None = None,
+        stream_delay_s: float = 0.0,
+        ignore_stream: bool = False,
     ) -> None:
         self.behaviour = behaviour
         self.reply = reply  # the echo behaviour's text for a request body, when set (settable at any time)
         self.models = models
         self.delay_s = delay_s  # before answering a chat request; a callable receives the request body
         self.slow_s = slow_s
+        self.stream_delay_s = stream_delay_s  # between two deltas of a streamed answer
+        self.ignore_stream = ignore_stream  # a server that cannot stream: plain JSON whatever is asked
         self.usage = usage  # report `usage` (plain: always; stream: when include_usage is asked for)
         self.api_key = api_key  # when set, other bearer tokens get 401
         self.requests: list[RecordedRequest] = []
@@ -269,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.models]})
         if behaviour == "missing_choices":
             return self._json(200, {"id": "chatcmpl-1", "object": "chat.completion", "model": body.get("model")})
-        if body.get("stream"):
+        if body.get("stream") and not fake.ignore_stream:
             return self._echo_stream(body)
         return self._echo(body)
 
@@ -296,6 +302,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk(b": keep-alive comment, which clients must skip\n\n")
         self._event(_chunk(body, {"role": "assistant", "content": ""}))
         for position, word in enumerate(text.split(" ")):
+            if position:
+                self.server.fake._wait(self.server.fake.stream_delay_s)
             self._event(_chunk(body, {"content": word if position == 0 else " " + word}))
         self._event(_chunk(body, {}, finish_reason))
         include_usage = (body.get("stream_options") or {}).get("include_usage")

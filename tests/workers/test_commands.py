@@ -45,6 +45,20 @@ def test_register_model_loads_and_generates_before_storing(tiny_models):
     assert model.path == str(tiny_models["tiny-lm-small"].resolve())
 
 
+def test_register_model_stores_the_engine_and_refuses_one_for_an_endpoint(tiny_models):
+    output = run(
+        "register_model", "fast", "--role", "policy", "--backend", "transformers",
+        "--path", str(tiny_models["tiny-lm-small"]), "--engine", "vllm", "--no-load-check",
+    )  # fmt: skip
+    assert "Registered fast@v1" in output and Model.objects.get().engine == "vllm"
+    with pytest.raises(CommandError, match="--engine applies to --backend transformers"):
+        run(
+            "register_model", "remote", "--role", "policy", "--backend", "openai",
+            "--base-url", "http://127.0.0.1:9/v1", "--remote-model", "m", "--engine", "hf",
+        )  # fmt: skip
+    assert Model.objects.count() == 1
+
+
 def test_register_reward_model_scores_a_pair(tiny_models):
     output = run(
         "register_model", "rm", "--role", "reward", "--backend", "transformers",

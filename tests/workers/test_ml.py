@@ -32,7 +32,7 @@ def test_web_process_does_not_import_torch():
         "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'prefarena.settings');"
         "os.environ.setdefault('DEBUG', '1'); django.setup();"
         "import prefarena.urls, prefarena.asgi, sys;"
-        "bad = sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules);"
+        "bad = sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'vllm') if m in sys.modules);"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

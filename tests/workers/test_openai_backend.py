@@ -355,3 +355,33 @@ def test_importing_and_pinging_loads_neither_django_nor_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- streamed text through a callback (live arena battles) ----------------------------------------------------
+@pytest.mark.parametrize("stream", MODES)
+def test_generate_streaming_hands_over_each_delta_as_it_arrives(stream: bool):
+    # given a server that sends one word every 0.1 s; the client's own `stream` setting does not matter
+    with serve("echo", stream_delay_s=0.1) as server, chat_for(server, stream=stream) as chat:
+        arrivals: list[tuple[float, str]] = []
+        started = time.monotonic()
+
+        completion = chat.generate_streaming(
+            "one two three four", 5, SamplingParams(max_new_tokens=50), lambda d: arrivals.append((time.monotonic(), d))
+        )
+
+        # then every word came as its own delta, in order, spread over the stream, and they add up to the answer
+        deltas = [delta for _, delta in arrivals]
+        assert deltas == ["echo:", " one", " two", " three", " four", " #seed=5"]
+        assert "".join(deltas) == completion.text == "echo: one two three four #seed=5"
+        assert arrivals[0][0] - started < arrivals[-1][0] - started - 0.4  # not all at the end
+        assert completion.finish_reason == "stop" and completion.completion_tokens == 6
+        assert server.requests[-1].body["stream"] is True
+
+
+def test_generate_streaming_from_a_server_that_answers_in_one_piece_gives_one_delta():
+    # given a server that ignores `stream` (it answers JSON): the whole text is one delta
+    with serve("echo", ignore_stream=True) as server, chat_for(server) as chat:
+        deltas: list[str] = []
+        completion = chat.generate_streaming("hi", 1, SamplingParams(), deltas.append)
+        assert server.requests[-1].body["stream"] is True
+    assert deltas == [completion.text] == ["echo: hi #seed=1"]

@@ -1,7 +1,8 @@
 """LLM-as-a-judge: pairwise verdicts in both orders, rubric ratings, rankings from pairwise comparisons.
 
 Pure Python (torch only inside the transformers path, imported lazily); no Django. The backend is a
-`workers.ml.generation.CausalLM` (local checkpoint) or a `workers.ml.openai_backend.OpenAIChat`.
+`workers.ml.generation.CausalLM` (local checkpoint), a `workers.ml.openai_backend.OpenAIChat`, or any other
+object with CausalLM's `generate` (`workers.ml.vllm_engine.VLLMCausalLM`: sampled verdicts only).
 
 Pairwise (MT-Bench, Zheng et al. 2023, "Judging LLM-as-a-Judge", §3.3 and Appendix A):
   the judge sees (A, B) and then (B, A); each call yields a distribution over verdicts of the
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.ml.errors import PermanentBackendError
+from workers.ml.openai_backend import OpenAIChat  # httpx only: no torch
 from workers.ml.types import Prompt, SamplingParams
 
 __all__ = [
@@ -298,13 +300,20 @@ def combine_orders(
 
 # --- backends -----------------------------------------------------------------------------------------------
 def _is_local(backend: Any) -> bool:
+    """A transformers model whose logits can be read (verdict log-likelihoods)."""
     return hasattr(backend, "tokenizer") and hasattr(backend, "model")
+
+
+def _is_endpoint(backend: Any) -> bool:
+    return isinstance(backend, OpenAIChat)
 
 
 def _backend_name(backend: Any) -> str:
     if _is_local(backend):
         return str(getattr(backend.model, "name_or_path", "") or "local")
-    return str(getattr(backend, "model", "endpoint"))
+    if _is_endpoint(backend):
+        return str(backend.model)
+    return str(getattr(backend, "name_or_path", "") or "local")
 
 
 def _local_candidate_logprobs(backend: Any, messages: list[dict[str, str]], candidates: list[str]) -> list[float]:
@@ -465,7 +474,7 @@ def _judge_call(
     outputs: list[str] = []
     counts: dict[str, float] = {}
     for sample in range(max(1, config.samples)):
-        if _is_local(backend):
+        if not _is_endpoint(backend):
             completion = _local_generate(backend, messages, config, seed + sample)
             text, token_logprobs = completion.text, None
             call.prompt_tokens += completion.prompt_tokens

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -123,6 +123,18 @@ class OpenAIChat:
                 raise failures[0]
         return [future.result() for future in futures]
 
+    def generate_streaming(
+        self, prompt: Prompt, seed: int, params: SamplingParams, on_delta: Callable[[str], None]
+    ) -> Completion:
+        """One completion, streamed whatever `stream` says: `on_delta(text)` receives each piece of the answer
+        as the server sends it (in order, never empty), and the whole completion is returned at the end.
+
+        A server that answers with one plain body instead of a stream gives a single delta. Errors are
+        those of `generate`; a stream that breaks after some deltas raises like any other failure.
+        """
+        body = self._request_body(prompt, seed, params, 0, stream=True)
+        return self._complete(body, on_delta)
+
     def ping(self, *, timeout_s: float | None = None) -> list[str]:
         """The model ids the endpoint serves (GET {base_url}/models); raises the errors `generate` raises.
 
@@ -147,7 +159,10 @@ class OpenAIChat:
 
     # -- one request ---------------------------------------------------------------------------------
 
-    def _request_body(self, prompt: Prompt, seed: int, params: SamplingParams, index: int) -> dict[str, Any]:
+    def _request_body(
+        self, prompt: Prompt, seed: int, params: SamplingParams, index: int, *, stream: bool | None = None
+    ) -> dict[str, Any]:
+        stream = self.stream if stream is None else stream
         body: dict[str, Any] = {
             "model": self.model,
             "messages": _messages(prompt, index),
@@ -156,16 +171,16 @@ class OpenAIChat:
             "top_p": params.top_p,
             "seed": seed,
             "n": 1,
-            "stream": self.stream,
+            "stream": stream,
         }
-        if self.stream:
+        if stream:
             # Without this a stream carries no token counts; servers that ignore it just send none.
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _complete(self, body: dict[str, Any]) -> Completion:
+    def _complete(self, body: dict[str, Any], on_delta: Callable[[str], None] | None = None) -> Completion:
         url = f"{self.base_url}/chat/completions"
-        if not self.stream:
+        if not body["stream"]:
             with self._transport_errors():
                 response = self._client.post(url, json=body, headers={"Accept": "application/json"})
             self._status_check(response)
@@ -180,8 +195,11 @@ class OpenAIChat:
             if response.headers.get("content-type", "").startswith("application/json"):
                 # A server that does not stream answers with one plain body; accept it as such.
                 response.read()
-                return self._completion_from_body(self._json_object(response), response.text)
-            return self._completion_from_events(_sse_data(response.iter_lines()))
+                completion = self._completion_from_body(self._json_object(response), response.text)
+                if on_delta is not None and completion.text:
+                    on_delta(completion.text)
+                return completion
+            return self._completion_from_events(_sse_data(response.iter_lines()), on_delta)
 
     def _completion_from_body(self, payload: dict[str, Any], raw: str) -> Completion:
         choices = payload.get("choices")
@@ -198,7 +216,9 @@ class OpenAIChat:
             )
         return _completion(content or "", choice.get("finish_reason"), payload.get("usage"))
 
-    def _completion_from_events(self, events: Iterable[str]) -> Completion:
+    def _completion_from_events(
+        self, events: Iterable[str], on_delta: Callable[[str], None] | None = None
+    ) -> Completion:
         parts: list[str] = []
         finish_reason: str | None = None
         usage: Any = None
@@ -229,6 +249,8 @@ class OpenAIChat:
                         f"endpoint {self.base_url} sent a stream event whose content is not text: {_excerpt(data)}"
                     )
                 parts.append(piece or "")
+                if piece and on_delta is not None:
+                    on_delta(piece)
                 if choice.get("finish_reason") is not None:
                     finish_reason = choice["finish_reason"]
             if chunk.get("usage"):

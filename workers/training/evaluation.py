@@ -24,6 +24,7 @@ from prefarena.jobs import protocol as jobs
 from prefarena.text import storable
 from workers import runtime
 from workers.ml.guards import GuardResult, guard_result
+from workers.ml.openai_backend import OpenAIChat
 from workers.ml.promotion_gate import gate_next_batch_size, gate_report, gate_start, gate_update, outcome_from_verdict
 from workers.ml.training_config import TrainingConfig
 from workers.models import TrainingRun
@@ -38,14 +39,19 @@ SAMPLE_TOKENS = 48  # most new tokens per evaluation answer
 
 
 class Answerers:
-    """The challenger (its folder, not registered yet) and the champion, each answering with the same seeds."""
+    """The challenger (its folder, not registered yet) and the champion, each answering with the same seeds.
+
+    A local champion answers through transformers whatever its registered engine, with the challenger's
+    sampler: the same seeds then give an unchanged model the same answers, so it can only tie itself. An
+    endpoint champion answers through its endpoint (the `seed` is sent; how far it is honoured is the server's).
+    """
 
     def __init__(self, challenger_dir: Path, champion: Model) -> None:
         from workers.ml.generation import CausalLM
         from workers.ml.types import SamplingParams
 
         self.challenger = CausalLM(str(challenger_dir))
-        self.champion = runtime.generator_for(champion)
+        self.champion = runtime.generator_for(champion, engine="hf")
         self.params = SamplingParams(
             max_new_tokens=min(champion.max_new_tokens, SAMPLE_TOKENS),
             temperature=champion.temperature,
@@ -105,14 +111,21 @@ def evaluate(
     evaluation["trained_from"] = run.base_model.label
     evaluation["rule"] = run.policy.promotion_rule if run.policy is not None else {}
     answerers = Answerers(final_dir, champion)
-    pool = prompt_pool(eval_pairs, rule, config.seed)
-    evaluation["pool"] = len(pool)
-    samples: list[dict[str, Any]] = []
-    if rule.judge is not None and run.policy is not None:
-        evaluation["gate"] = _gate(run, rule, answerers, pool, samples, progress)
-    else:
-        samples = answerers.answer(pool[:EVAL_PROMPTS], 0)
-    guards = _guards(run, rule, final_dir, champion, answerers, evaluation, samples, progress)
+    judge = _judge(rule.judge) if rule.judge is not None else None
+    try:
+        pool = prompt_pool(eval_pairs, rule, config.seed)
+        evaluation["pool"] = len(pool)
+        samples: list[dict[str, Any]] = []
+        if judge is not None and run.policy is not None:
+            evaluation["gate"] = _gate(run, rule, judge, answerers, pool, samples, progress)
+        else:
+            samples = answerers.answer(pool[:EVAL_PROMPTS], 0)
+        guards = _guards(run, rule, judge, final_dir, champion, answerers, evaluation, samples, progress)
+    finally:
+        # Endpoint clients are made per call and hold pooled connections; local models stay in the runtime cache.
+        for backend in (answerers.champion, judge):
+            if isinstance(backend, OpenAIChat):
+                backend.close()
     evaluation["guards"] = [g.to_json() for g in guards]
     decision, reason = promotion_decide(evaluation.get("gate"), guards)
     evaluation["decision"], evaluation["reason"] = decision, reason
@@ -150,13 +163,13 @@ def _outcomes(judge: Any, samples: list[dict[str, Any]]) -> list[Any]:
 def _gate(
     run: TrainingRun,
     rule: PromotionRule,
+    judge: Any,
     answerers: Answerers,
     pool: list[Any],
     samples: list[dict[str, Any]],
     progress: Progress,
 ) -> dict[str, Any]:
     """Judge batches of held-out prompts until the gate decides; `samples` receives every answer pair."""
-    judge = _judge(rule.judge)
     state = gate_start(rule.gate)
     report = gate_report(state)
     used = errors = 0
@@ -184,6 +197,7 @@ def _gate(
 def _guards(
     run: TrainingRun,
     rule: PromotionRule,
+    judge: Any,
     final_dir: Path,
     champion: Model,
     answerers: Answerers,
@@ -217,7 +231,10 @@ def _guards(
                 challenger_responses=[s["challenger"] for s in measured],
             )
             kl = estimate.per_response
-        results.append(guard_result("kl", kl, rule.kl_max, "<=", f"KL(challenger ‖ {champion.label}) per answer, nats"))
+        detail = f"KL(challenger ‖ {champion.label}) per answer, nats"
+        if not champion.path:
+            detail += "; not measurable: the champion is an endpoint, its log-probabilities are not read"
+        results.append(guard_result("kl", kl, rule.kl_max, "<=", detail))
     if rule.reward_model is not None:
         results.append(_reward_guard(rule, measured, champion))
     if rule.references:
@@ -236,8 +253,8 @@ def _guards(
                 f" {champion_f1:.3f}",
             )
         )
-    if rule.safety_prompts and rule.judge is not None:
-        results.append(_safety_guard(rule, answerers))
+    if rule.safety_prompts and judge is not None:
+        results.append(_safety_guard(rule, judge, answerers))
     for result in results:
         progress.log(
             f"guard {result.name}: {result.figure} {result.comparison} {result.threshold}: "
@@ -270,10 +287,10 @@ def _reward_guard(rule: PromotionRule, measured: list[dict[str, Any]], champion:
     )
 
 
-def _safety_guard(rule: PromotionRule, answerers: Answerers) -> GuardResult:
+def _safety_guard(rule: PromotionRule, judge: Any, answerers: Answerers) -> GuardResult:
     """The judge on flagged prompts: the challenger must not lose there (win rate, ties half, ≥ 1/2 − bound)."""
     answers = answerers.answer(list(rule.safety_prompts), 2 * 10**6)
-    outcomes = [o for o in _outcomes(_judge(rule.judge), answers) if o is not None]
+    outcomes = [o for o in _outcomes(judge, answers) if o is not None]
     judged, wins, ties = len(outcomes), outcomes.count("challenger"), outcomes.count("tie")
     rate = (wins + 0.5 * ties) / judged if judged else None
     return guard_result(

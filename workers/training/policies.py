@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from annotations.export.filters import filters_parse
 from annotations.export.source import judgments_queryset
 from annotations.snapshots import snapshot_create
-from models_hub.models import Model
+from models_hub.models import Model, ModelBackend
 from models_hub.selectors import model_champion
 from prefarena.errors import ApplicationError
 from prefarena.jobs import protocol as jobs
@@ -28,10 +28,14 @@ def matching_preferences(policy: RetrainPolicy) -> int:
 
 def policy_base(policy: RetrainPolicy) -> Model:
     """What the policy's next run trains from: the current champion of its base model's name (iterating on the
-    loop's own winners), or the base model itself when `base_mode` is `original`."""
+    loop's own winners), or the base model itself when `base_mode` is `original` or the champion is an endpoint
+    (its weights are not here to train; the run's evaluation still meets it)."""
     if policy.base_mode == RetrainPolicyBase.ORIGINAL:
         return policy.base_model
-    return model_champion(policy.base_model.name) or policy.base_model
+    champion = model_champion(policy.base_model.name)
+    if champion is None or champion.backend != ModelBackend.TRANSFORMERS:
+        return policy.base_model
+    return champion
 
 
 def retrain_policy_fire(policy: RetrainPolicy, *, now: Any = None) -> TrainingRun | None:

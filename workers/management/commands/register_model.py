@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from models_hub import services
-from models_hub.models import ModelBackend, ModelRole
+from models_hub.models import GenerationEngine, ModelBackend, ModelRole
 from prefarena.argtypes import non_negative_float, non_negative_int, positive_int, unit_interval
 from prefarena.errors import ApplicationError
 from workers.management import command_error, model_from_label
@@ -38,6 +38,13 @@ class Command(BaseCommand):
         local = parser.add_argument_group("transformers backend")
         local.add_argument("--path", help="Checkpoint directory (save_pretrained output)")
         local.add_argument("--dtype", choices=DTYPES, default="auto", help="Weights dtype on load (default: auto)")
+        local.add_argument(
+            "--engine",
+            choices=GenerationEngine.values,
+            default=GenerationEngine.DEFAULT,
+            help="Generation engine: default (the worker's PREFARENA_GENERATION_ENGINE), auto (vLLM when installed "
+            "and a GPU is present), hf, vllm (falls back to transformers, with a warning, where it cannot run)",
+        )
         remote = parser.add_argument_group("openai backend")
         remote.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8001/v1")
         remote.add_argument("--remote-model", help="Model name the endpoint expects")
@@ -80,7 +87,7 @@ class Command(BaseCommand):
         if backend == ModelBackend.TRANSFORMERS:
             if not options["path"]:
                 raise CommandError("--path is required with --backend transformers")
-            fields.update(path=options["path"], dtype=options["dtype"])
+            fields.update(path=options["path"], dtype=options["dtype"], engine=options["engine"])
             try:
                 # Files and config first: a clear message for a directory that is no checkpoint at all.
                 services.checkpoint_check(options["path"], role)
@@ -89,6 +96,8 @@ class Command(BaseCommand):
         else:
             if not options["base_url"] or not options["remote_model"]:
                 raise CommandError("--base-url and --remote-model are required with --backend openai")
+            if options["engine"] != GenerationEngine.DEFAULT:
+                raise CommandError("--engine applies to --backend transformers; an endpoint's server picks its engine")
             fields.update(
                 base_url=options["base_url"], remote_model=options["remote_model"], api_key_env=options["api_key_env"]
             )
