@@ -111,7 +111,11 @@ class VoteOutSerializer(serializers.Serializer):
 
 class LeaderboardRowSerializer(serializers.Serializer):
     model = serializers.CharField()
-    rank_ub = serializers.IntegerField(allow_null=True)
+    rank_ub = serializers.IntegerField(allow_null=True, help_text="Best rank the 95% intervals allow")
+    rank_lb = serializers.IntegerField(allow_null=True, help_text="Worst rank the 95% intervals allow")
+    provisional = serializers.BooleanField(
+        help_text="Too few counted battles or too wide an interval yet: shown, left out of the ranking"
+    )
     rating = serializers.FloatField(allow_null=True)
     ci_low = serializers.FloatField(allow_null=True)
     ci_high = serializers.FloatField(allow_null=True)
@@ -125,6 +129,7 @@ class LeaderboardSerializer(serializers.Serializer):
     category = serializers.CharField(allow_blank=True)
     categories = serializers.ListField(child=serializers.CharField(allow_blank=True))
     computed_at = serializers.DateTimeField(allow_null=True)
+    intervals = serializers.CharField(help_text="How the 95% intervals are computed: sandwich or bootstrap")
     rows = LeaderboardRowSerializer(many=True)
     models = serializers.ListField(child=serializers.CharField(), help_text="Row and column order of the matrices.")
     battle_counts = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))

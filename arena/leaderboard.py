@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from arena import events, outcomes, ratings, selectors, style, tally
+from arena import events, intervals, outcomes, ratings, selectors, style, tally
 from arena.models import PairStats, Rating, Vote
 from models_hub.models import Model, ModelBackend, ModelRole
 
@@ -58,11 +59,29 @@ def pair_counts(category: str = "") -> tuple[ratings.PairCounts, dict[str, int]]
 
 
 # --- recompute ------------------------------------------------------------------------------------------
-def leaderboard_recompute(category: str = "", *, rounds: int = 100, seed: int = 0) -> ratings.Leaderboard:
-    """Refit Bradley–Terry ratings with bootstrap intervals from PairStats and rewrite the category's Rating rows."""
+def provisional_rule() -> intervals.ProvisionalRule:
+    """The deployment's provisional rule (ARENA_PROVISIONAL_MIN_BATTLES, ARENA_PROVISIONAL_MAX_CI_WIDTH)."""
+    width = settings.ARENA_PROVISIONAL_MAX_CI_WIDTH
+    return intervals.ProvisionalRule(
+        min_battles=settings.ARENA_PROVISIONAL_MIN_BATTLES, max_width=float(width) if width > 0 else math.inf
+    )
+
+
+def leaderboard_recompute(
+    category: str = "", *, rounds: int = 100, seed: int = 0, method: str | None = None, reweight: bool | None = None
+) -> ratings.Leaderboard:
+    """Refit Bradley–Terry ratings with 95% intervals (ARENA_INTERVALS unless `method`) from PairStats and
+    rewrite the category's Rating rows."""
     tally.votes_apply(wait=True)  # votes stored but not yet counted (write-behind) go in first
     counts, labels = pair_counts(category)
-    board = ratings.leaderboard(counts=counts, rounds=rounds, seed=seed)
+    board = intervals.leaderboard_fit(
+        counts,
+        method=method or settings.ARENA_INTERVALS,
+        reweight=settings.ARENA_REWEIGHT if reweight is None else reweight,
+        rounds=rounds,
+        seed=seed,
+        provisional=provisional_rule(),
+    )
     computed = {labels[row.model]: row for row in board.rows}
     now = timezone.now()
     with transaction.atomic():
@@ -77,9 +96,13 @@ def leaderboard_recompute(category: str = "", *, rounds: int = 100, seed: int = 
             rating.ci_low = row.ci_low if row else None
             rating.ci_high = row.ci_high if row else None
             rating.rank_ub = row.rank_ub if row else None
+            rating.rank_lb = row.rank_lb if row else None
+            rating.provisional = row.provisional if row else False
             rating.component = row.component if row else 0
             rating.computed_at = now
-        Rating.objects.bulk_update(existing, ["rating", "ci_low", "ci_high", "rank_ub", "component", "computed_at"])
+        Rating.objects.bulk_update(
+            existing, ["rating", "ci_low", "ci_high", "rank_ub", "rank_lb", "provisional", "component", "computed_at"]
+        )
         transaction.on_commit(events.leaderboard_tick)
     return board
 
@@ -232,7 +255,8 @@ def battles_import(battles: list[ratings.Battle], report: ImportReport, *, categ
 
 
 def rows_as_dicts(board: ratings.Leaderboard, elo: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """The JSON rows of `arena_ratings`: model, rating, ci_low, ci_high, rank_ub, battles, component, elo."""
+    """The JSON rows of `arena_ratings`: model, rating, ci_low, ci_high, rank_ub, rank_lb, provisional, battles,
+    component, elo."""
     out = []
     for row in board.rows:
         value = row.elo if row.elo is not None else (elo or {}).get(row.model)
@@ -243,6 +267,8 @@ def rows_as_dicts(board: ratings.Leaderboard, elo: dict[str, float] | None = Non
                 "ci_low": row.ci_low,
                 "ci_high": row.ci_high,
                 "rank_ub": row.rank_ub,
+                "rank_lb": row.rank_lb,
+                "provisional": row.provisional,
                 "battles": row.battles,
                 "component": row.component,
                 "elo": value,

@@ -145,7 +145,11 @@ class Rating(models.Model):
     rating = models.FloatField(null=True, blank=True, help_text="Bradley–Terry, Elo scale; null: not yet ratable")
     ci_low = models.FloatField(null=True, blank=True)
     ci_high = models.FloatField(null=True, blank=True)
-    rank_ub = models.PositiveIntegerField(null=True, blank=True)
+    rank_ub = models.PositiveIntegerField(null=True, blank=True, help_text="Best rank the intervals allow")
+    rank_lb = models.PositiveIntegerField(null=True, blank=True, help_text="Worst rank the intervals allow")
+    provisional = models.BooleanField(
+        default=False, help_text="Too few battles or too wide an interval: shown, left out of the ranking"
+    )
     component = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField(null=True, blank=True)
 

@@ -9,21 +9,42 @@ Ties (and "both bad") count as half a win for each side.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import ParamSpec, TypeVar, cast
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit
+from threadpoolctl import threadpool_limits
 
 from arena import outcomes
 
 LN10 = math.log(10.0)
 SCALE = 400.0
 INIT_RATING = 1000.0
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def one_blas_thread(function: Callable[Params, Result]) -> Callable[Params, Result]:
+    """Run `function` with BLAS limited to one thread.
+
+    The solves here are small (n ≤ a few hundred): multi-threaded OpenBLAS spent ~50 ms per 150×150 solve
+    waiting for its threads on a busy 2-core machine, against < 1 ms on one thread (NOTES-stack.md), which
+    made the CLI and workers 2× slower unless OPENBLAS_NUM_THREADS=1 was set by hand.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -282,6 +303,8 @@ class RatingRow:
     component: int = 0
     ratable: bool = True
     elo: float | None = None
+    rank_lb: int | None = None  # worst rank consistent with the intervals (Rank(UB) is the best)
+    provisional: bool = False  # too few battles or too wide an interval: left out of the ranking
 
 
 @dataclass
@@ -289,6 +312,7 @@ class Leaderboard:
     rows: list[RatingRow]
     components: list[list[str]] = field(default_factory=list)
     bootstrap_rounds: int = 0
+    method: str = "bootstrap"  # how the intervals were computed: "bootstrap" or "sandwich" (arena/intervals.py)
 
 
 def _weights(counts: PairCounts, recipe: str) -> np.ndarray:
@@ -298,16 +322,19 @@ def _weights(counts: PairCounts, recipe: str) -> np.ndarray:
     return counts.wins + 0.5 * counts.ties
 
 
+@one_blas_thread
 def bt_ratings(
     counts: PairCounts,
     *,
     l2_c: float | None = None,
     anchor: tuple[str, float] | None = None,
     start: np.ndarray | None = None,
+    pair_weights: np.ndarray | None = None,
 ) -> dict[str, float | None]:
     """Ratings per model; None for models not yet ratable. Per component, centred at 1000 (or so the
     anchor model has its given rating, if it is in that component). `start`: θ per model of `counts`
-    to start Newton from (a nearby earlier fit); it changes the work, not the answer."""
+    to start Newton from (a nearby earlier fit); it changes the work, not the answer. `pair_weights`
+    (n×n, symmetric): each battle between i and j counts w_ij times (inverse-frequency reweighting)."""
     result: dict[str, float | None] = {}
     recipe = "fastchat" if l2_c else "half"
     for members in components(counts):
@@ -321,7 +348,10 @@ def bt_ratings(
         if not keep:
             continue
         sub = counts.subset(keep)
-        theta = bt_fit_weights(_weights(sub, recipe), l2_c=l2_c, start=None if start is None else start[keep])
+        weights = _weights(sub, recipe)
+        if pair_weights is not None:
+            weights = weights * pair_weights[np.ix_(keep, keep)]
+        theta = bt_fit_weights(weights, l2_c=l2_c, start=None if start is None else start[keep])
         ratings = SCALE * theta + INIT_RATING
         if not l2_c:
             ratings = ratings - ratings.mean() + INIT_RATING
@@ -362,6 +392,7 @@ def bt_ratings_fastchat_recipe(counts: PairCounts, *, l2_c: float = 1.0) -> dict
 RESAMPLING = ("poisson", "multinomial")
 
 
+@one_blas_thread
 def bootstrap(
     counts: PairCounts,
     *,
@@ -468,6 +499,30 @@ def bootstrap(
     }
 
 
+def assign_ranks(rows: list[RatingRow]) -> None:
+    """Rank spread per component, among ratable rows that are not provisional (others get None).
+
+    Rank(UB) = 1 + the number of models whose interval lies wholly above this one's (the best rank the
+    intervals allow); rank_lb = 1 + the number of models whose upper bound is above this one's lower
+    bound (the worst rank they allow). A row without an interval uses its rating for both bounds.
+    """
+    for row in rows:
+        row.rank_ub = row.rank_lb = None
+    for number in {r.component for r in rows}:
+        ranked = [r for r in rows if r.component == number and r.rating is not None and not r.provisional]
+        for row in ranked:
+            # Every row of `ranked` has a rating, so neither bound is None.
+            upper = cast(float, row.ci_high if row.ci_high is not None else row.rating)
+            lower = cast(float, row.ci_low if row.ci_low is not None else row.rating)
+            others = [o for o in ranked if o is not row]
+            row.rank_ub = 1 + sum(
+                1 for o in others if cast(float, o.ci_low if o.ci_low is not None else o.rating) > upper
+            )
+            row.rank_lb = 1 + sum(
+                1 for o in others if cast(float, o.ci_high if o.ci_high is not None else o.rating) > lower
+            )
+
+
 def leaderboard(
     battles: Sequence[Battle] | None = None,
     *,
@@ -505,15 +560,6 @@ def leaderboard(
                     elo=elo.get(name),
                 )
             )
-    for number in range(len(groups)):
-        ranked = [r for r in rows if r.component == number and r.rating is not None]
-        for row in ranked:
-            # Every row of `ranked` has a rating, so neither bound is None.
-            upper = cast(float, row.ci_high if row.ci_high is not None else row.rating)
-            row.rank_ub = 1 + sum(
-                1
-                for other in ranked
-                if other is not row and cast(float, other.ci_low if other.ci_low is not None else other.rating) > upper
-            )
+    assign_ranks(rows)
     rows.sort(key=lambda r: (r.component, r.rating is None, -(r.rating or 0.0), r.model))
     return Leaderboard(rows=rows, components=[[counts.models[k] for k in g] for g in groups], bootstrap_rounds=rounds)

@@ -108,6 +108,7 @@ def leaderboard_get(category: str = "") -> dict[str, Any]:
         key=lambda r: (
             r.rating is None,
             r.component,
+            r.provisional,
             r.rank_ub if r.rank_ub is not None else 10**9,
             -(r.rating if r.rating is not None else r.elo),
             r.model.label,
@@ -117,6 +118,8 @@ def leaderboard_get(category: str = "") -> dict[str, Any]:
         {
             "model": r.model.label,
             "rank_ub": r.rank_ub,
+            "rank_lb": r.rank_lb,
+            "provisional": r.provisional,
             "rating": _round(r.rating),
             "ci_low": _round(r.ci_low),
             "ci_high": _round(r.ci_high),
@@ -150,6 +153,7 @@ def leaderboard_get(category: str = "") -> dict[str, Any]:
         "category": category,
         "categories": leaderboard_categories(),
         "computed_at": computed_at,
+        "intervals": settings.ARENA_INTERVALS,
         "rows": rows,
         "models": [row["model"] for row in rows],
         "battle_counts": battles,

@@ -336,6 +336,14 @@ ARENA_VOTE_APPLY_INTERVAL_MS = env_int("ARENA_VOTE_APPLY_INTERVAL_MS", 100)
 ARENA_POOL_CAMPAIGNS = env_list("ARENA_POOL_CAMPAIGNS", [])
 # A live battle still generating after this long is ended as an error (a worker died or the queue is stuck).
 ARENA_GENERATION_TIMEOUT_SECONDS = env_int("ARENA_GENERATION_TIMEOUT_SECONDS", 300)
+# Leaderboard intervals (arena/intervals.py): closed-form sandwich (default, as LMArena) or bootstrap; with
+# ARENA_REWEIGHT, battles are inverse-frequency reweighted per pair (sandwich only).
+ARENA_INTERVALS = env_choice("ARENA_INTERVALS", "sandwich", ("sandwich", "bootstrap"))
+ARENA_REWEIGHT = env_bool("ARENA_REWEIGHT", False)
+# A model stays provisional (shown, left out of the ranking) until it has this many counted battles and a
+# 95% interval no wider than this many Elo points (0: no width condition).
+ARENA_PROVISIONAL_MIN_BATTLES = env_int("ARENA_PROVISIONAL_MIN_BATTLES", 0)
+ARENA_PROVISIONAL_MAX_CI_WIDTH = env_int("ARENA_PROVISIONAL_MAX_CI_WIDTH", 0)
 
 LOGGING = {
     "version": 1,

@@ -54,7 +54,7 @@
     if (!rows.length) {
       const tr = document.createElement("tr");
       const td = cell("td", "No rated battles yet.", "muted");
-      td.colSpan = 7;
+      td.colSpan = 8;
       tr.append(td);
       tbody.append(tr);
       return;
@@ -62,7 +62,12 @@
     rows.forEach((row) => {
       const tr = document.createElement("tr");
       tr.dataset.model = row.model;
-      tr.append(cell("td", row.rank_ub === null ? "–" : row.rank_ub, "num"), cell("td", row.model));
+      const rank = cell("td", row.provisional ? null : row.rank_ub === null ? "–" : row.rank_ub, "num");
+      if (row.provisional) {
+        rank.append(cell("span", "provisional", "muted"));
+      }
+      const spread = cell("td", row.rank_lb === null ? "" : row.rank_ub + "–" + row.rank_lb, "num");
+      tr.append(rank, spread, cell("td", row.model));
       const rating = cell("td", null, "num");
       if (row.rating === null) {
         rating.append(cell("span", "not yet ratable", "muted"));

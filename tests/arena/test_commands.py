@@ -40,7 +40,18 @@ def test_ratings_of_a_file_reproduce_the_unregularised_reference_without_a_datab
         assert row["rating"] == pytest.approx(value, abs=0.01)
         assert row["elo"] == pytest.approx(ONLINE_ELO[model], abs=1e-4)
         assert row["ci_low"] < row["rating"] < row["ci_high"]
-        assert set(row) == {"model", "rating", "ci_low", "ci_high", "rank_ub", "battles", "component", "elo"}
+        assert set(row) == {
+            "model",
+            "rating",
+            "ci_low",
+            "ci_high",
+            "rank_ub",
+            "rank_lb",
+            "provisional",
+            "battles",
+            "component",
+            "elo",
+        }
     # two components that never met, ranked separately
     assert {row["component"] for row in rows} == {0, 1}
     assert sorted(row["rank_ub"] for row in rows if row["component"] == 0)[0] == 1

@@ -125,7 +125,8 @@ def test_recompute_from_votes_writes_the_exact_fit_with_intervals_and_keeps_the_
     assert dict(Rating.objects.filter(category="").values_list("model__name", "elo")) == elo_before
     assert len(board.rows) == 3
     # bootstrap intervals are reproducible for a seed
-    again = leaderboard.leaderboard_recompute("", rounds=50, seed=3)
+    board = leaderboard.leaderboard_recompute("", rounds=50, seed=3, method="bootstrap")
+    again = leaderboard.leaderboard_recompute("", rounds=50, seed=3, method="bootstrap")
     assert [r.ci_low for r in again.rows] == [r.ci_low for r in board.rows]
 
 
@@ -161,8 +162,12 @@ def test_leaderboard_api_serves_rows_and_matrices_to_anyone():
     assert [row["model"] for row in body["rows"]] == ["strong@v1", "middle@v1", "weak@v1"]
     assert body["models"] == ["strong@v1", "middle@v1", "weak@v1"]
     first = body["rows"][0]
-    assert set(first) == {"model", "rank_ub", "rating", "ci_low", "ci_high", "elo", "battles", "component", "ratable"}
-    assert first["ratable"] is True and first["rank_ub"] == 1
+    assert set(first) == {
+        "model", "rank_ub", "rank_lb", "provisional", "rating", "ci_low", "ci_high", "elo", "battles", "component",
+        "ratable",
+    }  # fmt: skip
+    assert first["ratable"] is True and first["rank_ub"] == 1 and first["provisional"] is False
+    assert body["intervals"] == "sandwich"  # the live default
     # strong vs middle: 6 wins for strong, 2 for middle, 1 tie -> 9 battles
     assert body["battle_counts"][0][1] == body["battle_counts"][1][0] == 9
     assert body["win_rates"][0][1] == pytest.approx((6 + 0.5) / 9, abs=1e-4)
@@ -172,6 +177,28 @@ def test_leaderboard_api_serves_rows_and_matrices_to_anyone():
     assert body["win_rates"][1][2] == pytest.approx((5 + 1) / 9, abs=1e-4)
     assert body["categories"] == [""]
     assert APIClient().get("/api/v1/arena/leaderboard/?category=nothing").json()["rows"] == []
+
+
+@pytest.mark.django_db
+@override_settings(**NO_LIMITS, ARENA_PROVISIONAL_MIN_BATTLES=19)
+def test_models_with_too_few_battles_are_provisional_and_left_out_of_the_ranking():
+    # given strong and weak with 14 battles each, middle with 18
+    models = make_models()
+    play_script(models)
+    # when the leaderboard is recomputed with a threshold above everyone's count
+    leaderboard.leaderboard_recompute("")
+    body = APIClient().get("/api/v1/arena/leaderboard/").json()
+    # then every model is shown with its rating, marked provisional, and none is ranked
+    assert {row["model"] for row in body["rows"]} == {"strong@v1", "middle@v1", "weak@v1"}
+    assert all(row["provisional"] and row["rank_ub"] is None and row["rating"] is not None for row in body["rows"])
+    html = APIClient().get("/arena/leaderboard/").content.decode()
+    assert html.count(">provisional<") == 3
+    # and with the threshold met they are ranked again
+    with override_settings(ARENA_PROVISIONAL_MIN_BATTLES=14):
+        leaderboard.leaderboard_recompute("")
+    body = APIClient().get("/api/v1/arena/leaderboard/").json()
+    assert [row["rank_ub"] is not None for row in body["rows"]] == [True, True, True]
+    assert all(row["rank_lb"] >= row["rank_ub"] for row in body["rows"])
 
 
 @pytest.mark.django_db

@@ -1,4 +1,5 @@
-"""python manage.py arena_ratings [--input FILE] [--anony-only] [--bootstrap N] [--seed S] [--l2 C] [--format F]"""
+"""python manage.py arena_ratings [--input FILE] [--anony-only] [--intervals sandwich|bootstrap] [--reweight]
+[--bootstrap N] [--seed S] [--l2 C] [--format F]"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from arena import leaderboard, ratings, style, tally
+from arena import intervals, leaderboard, ratings, style, tally
 from arena.models import Rating
 from prefarena.argtypes import non_negative_int
 
@@ -27,7 +28,8 @@ def positive_float(text: str) -> float:
 
 class Command(BaseCommand):
     help = (
-        "Print Bradley–Terry ratings (Elo scale, 95%% bootstrap intervals, Rank(UB), components) and online Elo. "
+        "Print Bradley–Terry ratings (Elo scale, 95%% sandwich or bootstrap intervals, rank spread, components) and "
+        "online Elo. "
         "With --input, rate a Chatbot Arena clean-battle JSON file without touching the database; without it, "
         "rate the database's PairStats of --category (and with --save, write the Rating rows)."
     )
@@ -35,7 +37,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--input", type=Path, help="Clean-battle JSON file to rate (no database access)")
         parser.add_argument("--anony-only", action="store_true", help="With --input: anonymous battles only")
-        parser.add_argument("--bootstrap", type=non_negative_int, default=100, help="Bootstrap rounds (default 100)")
+        parser.add_argument(
+            "--intervals",
+            choices=intervals.METHODS,
+            default=None,
+            help="95%% intervals: sandwich (closed form; the default) or bootstrap (the default with --l2)",
+        )
+        parser.add_argument(
+            "--reweight", action="store_true", help="Inverse-frequency reweighting of battles per pair (sandwich)"
+        )
+        parser.add_argument(
+            "--bootstrap", type=non_negative_int, default=100, help="Bootstrap rounds (default 100; 0: no intervals)"
+        )
         parser.add_argument("--seed", type=non_negative_int, default=0, help="Bootstrap seed (default 0)")
         parser.add_argument(
             "--l2", type=positive_float, default=None, help="L2 strength C (FastChat: 1.0); default: none"
@@ -55,6 +68,11 @@ class Command(BaseCommand):
         if options["style_control"]:
             self._style_control(options)
             return
+        method = options["intervals"] or ("bootstrap" if l2_c is not None else "sandwich")
+        if l2_c is not None and (method == "sandwich" or options["reweight"]):
+            raise CommandError("--l2 (the FastChat recipe) comes with bootstrap intervals only; drop --l2")
+        if options["reweight"] and method == "bootstrap":
+            raise CommandError("--reweight needs --intervals sandwich")
         if options["input"] is not None:
             if options["save"]:
                 raise CommandError("--save rates the database; it cannot be combined with --input")
@@ -64,7 +82,7 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from exc
             if not battles:
                 raise CommandError(f"{options['input']}: no battles to rate")
-            board = ratings.leaderboard(battles, rounds=rounds, seed=seed, l2_c=l2_c)
+            board = self._fit(ratings.PairCounts.from_battles(battles), battles, method, options, l2_c)
             rows = leaderboard.rows_as_dicts(board)
         else:
             if options["anony_only"]:
@@ -73,17 +91,40 @@ class Command(BaseCommand):
             if options["save"]:
                 if l2_c is not None:
                     raise CommandError("--save writes the unregularised fit; drop --l2")
-                board = leaderboard.leaderboard_recompute(category, rounds=rounds, seed=seed)
+                board = leaderboard.leaderboard_recompute(
+                    category, rounds=rounds, seed=seed, method=method, reweight=options["reweight"]
+                )
             else:
                 tally.votes_apply(wait=True)  # stored votes not yet counted (write-behind) go in first
                 counts, _ = leaderboard.pair_counts(category)
-                board = ratings.leaderboard(counts=counts, rounds=rounds, seed=seed, l2_c=l2_c)
+                board = self._fit(counts, None, method, options, l2_c)
             elo = {r.model.label: r.elo for r in Rating.objects.filter(category="").select_related("model")}
             rows = leaderboard.rows_as_dicts(board, elo)
         if options["format"] == "json":
             self.stdout.write(json.dumps(rows, indent=2))
         else:
             self.stdout.write(self._table(rows))
+
+    @staticmethod
+    def _fit(
+        counts: ratings.PairCounts,
+        battles: list[ratings.Battle] | None,
+        method: str,
+        options: dict[str, Any],
+        l2_c: float | None,
+    ) -> ratings.Leaderboard:
+        if l2_c is not None:
+            return ratings.leaderboard(
+                battles, counts=counts, rounds=options["bootstrap"], seed=options["seed"], l2_c=l2_c
+            )
+        return intervals.leaderboard_fit(
+            counts,
+            battles=battles,
+            method=method,
+            reweight=options["reweight"],
+            rounds=options["bootstrap"],
+            seed=options["seed"],
+        )
 
     def _style_control(self, options: dict[str, Any]) -> None:
         if options["save"] or options["l2"] is not None:
@@ -133,12 +174,12 @@ class Command(BaseCommand):
             return "-" if value is None else f"{value:.1f}"
 
         width = max([len("model"), *(len(r["model"]) for r in rows)])
-        lines = [f"{'rank':>4}  {'model':<{width}}  {'rating':>7}  {'95% CI':>15}  {'elo':>7}  {'battles':>7}  comp"]
+        lines = [f"{'rank':>7}  {'model':<{width}}  {'rating':>7}  {'95% CI':>15}  {'elo':>7}  {'battles':>7}  comp"]
         for r in rows:
             ci = "-" if r["ci_low"] is None else f"{r['ci_low']:.1f}..{r['ci_high']:.1f}"
-            rank = "-" if r["rank_ub"] is None else str(r["rank_ub"])
+            rank = "prov" if r["provisional"] else "-" if r["rank_ub"] is None else f"{r['rank_ub']}-{r['rank_lb']}"
             lines.append(
-                f"{rank:>4}  {r['model']:<{width}}  {number(r['rating']):>7}  {ci:>15}  {number(r['elo']):>7}  "
+                f"{rank:>7}  {r['model']:<{width}}  {number(r['rating']):>7}  {ci:>15}  {number(r['elo']):>7}  "
                 f"{r['battles']:>7}  {r['component']}"
             )
         return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""Closed-form ("sandwich") intervals for Bradley–Terry, inverse-frequency reweighting, rank spread and
+provisional models: the live leaderboard's fit (`leaderboard_fit`). Pure numpy/scipy, no Django.
+
+Sandwich (robust, Huber–White) covariance of the maximum-likelihood estimate, in logit units x = ln10·θ:
+
+    H = Σ_battles w · p(1−p) · d dᵀ            (Fisher information; d = e_i − e_j, p = σ(x_i − x_j))
+    G = Σ_battles w² · (y − p)² · d dᵀ         (outer products of the per-battle scores, y ∈ {1, ½, 0})
+    V = H⁺ G H⁺                                (Freedman 2006; what LMArena's `arena-rank` computes)
+
+computed on pair counts: a pair's battles share p, so G needs only its wins, losses and ties. H and G
+annihilate the shift direction 1 (BT is defined up to a shift), so H⁺ is the inverse on ratings
+centred at their mean: (H + 11ᵀ/n)⁻¹ gives it exactly. `arena-rank` instead adds `ridge`·I to H
+(1e-5 × battles unweighted, 1e-5 reweighted), which narrows the intervals of models with few
+battles among many: `ridge` reproduces it for the reference test (tests/arena/test_arena_rank.py);
+the default 0 is the exact constrained sandwich. Interval: rating ± z_{0.975} · (400/ln10) · √V_ii.
+
+Inverse-frequency reweighting (arena-rank's `reweighted=True`): every battle of the pair (i, j)
+counts w_ij = 1 / max(n_ij, 50) times, so each pair weighs about the same whatever how often the
+sampler drew it (pairs drawn more often, e.g. around new models, otherwise dominate the fit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+from scipy.stats import norm
+
+from arena.ratings import (
+    INIT_RATING,
+    LN10,
+    SCALE,
+    Battle,
+    Leaderboard,
+    PairCounts,
+    assign_ranks,
+    bt_ratings,
+    components,
+    leaderboard,
+    one_blas_thread,
+    ratable,
+)
+
+METHODS = ("sandwich", "bootstrap")
+REWEIGHT_MIN_PAIR_COUNT = 50  # arena-rank's `min_pair_count`
+Z95 = float(norm.ppf(0.975))
+ELO_PER_LOGIT = SCALE / LN10
+
+
+@dataclass(frozen=True)
+class ProvisionalRule:
+    """A model is provisional (shown, not ranked) until it has `min_battles` battles and an interval
+    no wider than `max_width` Elo points (upper − lower)."""
+
+    min_battles: int = 0
+    max_width: float = math.inf
+
+    def applies(self, battles: int, low: float | None, high: float | None) -> bool:
+        if battles < self.min_battles:
+            return True
+        if math.isfinite(self.max_width):
+            return low is None or high is None or high - low > self.max_width
+        return False
+
+
+def inverse_frequency_weights(counts: PairCounts, min_pair_count: int = REWEIGHT_MIN_PAIR_COUNT) -> np.ndarray:
+    """w_ij = 1 / max(battles between i and j, min_pair_count) (n×n, symmetric)."""
+    return 1.0 / np.maximum(counts.battles, float(min_pair_count))
+
+
+def sandwich_covariance(
+    counts: PairCounts,
+    ratings: np.ndarray,
+    *,
+    pair_weights: np.ndarray | None = None,
+    ridge: float = 0.0,
+) -> np.ndarray:
+    """V = H⁺ G H⁺ (logit units) at `ratings` (Elo scale, one per model of `counts`); see the module doc."""
+    n = len(counts.models)
+    x = (np.asarray(ratings, dtype=float) - INIT_RATING) / ELO_PER_LOGIT
+    w = np.ones((n, n)) if pair_weights is None else pair_weights
+    p = expit(x[:, None] - x[None, :])  # p[i, j] = P(i beats j)
+    # Pair (i, j) seen from i: wins[i, j] battles with y = 1, wins[j, i] with y = 0, ties with y = ½.
+    # Summing over ordered (i, j) counts each battle once from each side, hence the ½ on both matrices.
+    curvature = 0.5 * w * counts.battles * p * (1 - p)
+    scores = 0.5 * w**2 * (counts.wins * (1 - p) ** 2 + counts.wins.T * p**2 + counts.ties * (0.5 - p) ** 2)
+    curvature, scores = curvature + curvature.T, scores + scores.T  # symmetric; each battle once
+
+    def laplacian(values: np.ndarray) -> np.ndarray:
+        return np.diag(values.sum(axis=1)) - values
+
+    hessian, spread = laplacian(curvature), laplacian(scores)
+    hessian += ridge * np.eye(n) if ridge else np.ones((n, n)) / n
+    inverse = np.linalg.inv(hessian)
+    return inverse @ spread @ inverse
+
+
+@one_blas_thread
+def sandwich(
+    counts: PairCounts,
+    ratings: dict[str, float | None],
+    *,
+    pair_weights: np.ndarray | None = None,
+    ridge: float | None = 0.0,
+) -> dict[str, tuple[float, float]]:
+    """95% sandwich intervals per ratable model, per ratable part of each component.
+
+    `ridge=None` is arena-rank's choice (1e-5 × the part's battles unweighted, 1e-5 reweighted)."""
+    result: dict[str, tuple[float, float]] = {}
+    for members in components(counts):
+        keep, _ = ratable(counts, members)
+        if len(keep) < 2:
+            continue
+        sub = counts.subset(keep)
+        weights = None if pair_weights is None else pair_weights[np.ix_(keep, keep)]
+        # arena-rank's ridge: 1e-5 per battle unweighted, 1e-5 in all reweighted
+        part_ridge = (1e-5 * (sub.battles.sum() / 2 if weights is None else 1.0)) if ridge is None else ridge
+        values = np.array([cast_rating(ratings[m]) for m in sub.models])
+        covariance = sandwich_covariance(sub, values, pair_weights=weights, ridge=part_ridge)
+        half = Z95 * ELO_PER_LOGIT * np.sqrt(np.maximum(np.diag(covariance), 0.0))
+        for name, value, width in zip(sub.models, values, half, strict=True):
+            result[name] = (float(value - width), float(value + width))
+    return result
+
+
+def cast_rating(value: float | None) -> float:
+    if value is None:
+        raise ValueError("a ratable model has no rating")
+    return value
+
+
+def leaderboard_fit(
+    counts: PairCounts,
+    *,
+    battles: Sequence[Battle] | None = None,
+    method: str = "sandwich",
+    reweight: bool = False,
+    rounds: int = 100,
+    seed: int = 0,
+    provisional: ProvisionalRule | None = None,
+    ridge: float | None = 0.0,
+) -> Leaderboard:
+    """The leaderboard: BT ratings, 95% intervals (sandwich by default, or bootstrap), Rank(UB) and the
+    rank spread, provisional models marked and left out of the ranking."""
+    if method not in METHODS:
+        raise ValueError(f"intervals must be one of {', '.join(METHODS)}, not {method!r}")
+    if reweight and method == "bootstrap":
+        raise ValueError("reweighting is available with sandwich intervals only")
+    board = leaderboard(battles, counts=counts, rounds=rounds if method == "bootstrap" else 0, seed=seed)
+    if method == "sandwich":
+        weights = inverse_frequency_weights(counts) if reweight else None
+        if reweight:
+            fitted = bt_ratings(counts, pair_weights=weights)
+            for row in board.rows:
+                row.rating = fitted[row.model]
+        intervals = sandwich(counts, {r.model: r.rating for r in board.rows}, pair_weights=weights, ridge=ridge)
+        for row in board.rows:
+            row.ci_low, row.ci_high = intervals.get(row.model, (None, None))
+    rule = provisional or ProvisionalRule()
+    for row in board.rows:
+        row.provisional = row.rating is not None and rule.applies(row.battles, row.ci_low, row.ci_high)
+    assign_ranks(board.rows)
+    board.rows.sort(key=lambda r: (r.component, r.rating is None, r.provisional, -(r.rating or 0.0), r.model))
+    board.method = method
+    return board
