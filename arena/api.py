@@ -125,11 +125,22 @@ class LeaderboardRowSerializer(serializers.Serializer):
     ratable = serializers.BooleanField()
 
 
+class CoefficientSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Covariate: length, headers, lists, bold, position, or a deployment feature")
+    value = serializers.FloatField(help_text="Log-odds of side a winning per unit of the covariate")
+    ci_low = serializers.FloatField()
+    ci_high = serializers.FloatField()
+    elo = serializers.FloatField(help_text="The same effect in Elo points (value × 400/ln10)")
+
+
 class LeaderboardSerializer(serializers.Serializer):
     category = serializers.CharField(allow_blank=True)
     categories = serializers.ListField(child=serializers.CharField(allow_blank=True))
     computed_at = serializers.DateTimeField(allow_null=True)
     intervals = serializers.CharField(help_text="How the 95% intervals are computed: sandwich or bootstrap")
+    control = serializers.CharField(allow_blank=True, help_text='The control of these rows ("" for none)')
+    controls = serializers.ListField(child=serializers.CharField(), help_text="Controls this deployment computes")
+    coefficients = CoefficientSerializer(many=True, help_text="The controlled fit's covariate coefficients")
     rows = LeaderboardRowSerializer(many=True)
     models = serializers.ListField(child=serializers.CharField(), help_text="Row and column order of the matrices.")
     battle_counts = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
@@ -239,10 +250,17 @@ class LeaderboardViewSet(viewsets.ViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("category", OpenApiTypes.STR, description='"" (default) for all battles, or a category')
+            OpenApiParameter("category", OpenApiTypes.STR, description='"" (default) for all battles, or a category'),
+            OpenApiParameter(
+                "control",
+                OpenApiTypes.STR,
+                description="Controlled ratings: covariate groups joined by '+' (style, position, deployment "
+                "features), one of `controls`; unknown: 400",
+            ),
         ],
         responses=LeaderboardSerializer,
     )
     def list(self, request: Request) -> Response:
         category = request.query_params.get("category", "")[:64]
-        return Response(LeaderboardSerializer(selectors.leaderboard_get(category)).data)
+        control = request.query_params.get("control", "")[:200]
+        return Response(LeaderboardSerializer(selectors.leaderboard_get(category, control)).data)

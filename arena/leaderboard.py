@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from arena import events, intervals, outcomes, ratings, selectors, style, tally
+from arena import controlled, events, intervals, outcomes, ratings, selectors, style, tally
 from arena.models import PairStats, Rating, Vote
 from models_hub.models import Model, ModelBackend, ModelRole
 
@@ -83,6 +83,9 @@ def leaderboard_recompute(
         provisional=provisional_rule(),
     )
     computed = {labels[row.model]: row for row in board.rows}
+    # The controlled fits (ARENA_CONTROLS) are written first, each in its own short transaction; the tick
+    # below tells the pages once both are there.
+    controlled.controlled_recompute(category, provisional=provisional_rule())
     now = timezone.now()
     with transaction.atomic():
         # Rows for models new to this category; a concurrent vote may create the same row: ignore it.

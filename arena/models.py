@@ -59,6 +59,12 @@ class Battle(models.Model):
     categories = models.JSONField(default=list, blank=True, help_text="e.g. ['multi_turn', 'long_prompt']")
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
+    features = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Numeric covariates of each side for controlled ratings: {'length_a': 120, 'length_b': 80, …} "
+        "(arena/style.py's counts when the responses are stored; a deployment may add its own <name>_a/<name>_b)",
+    )
     leak = models.CharField(
         max_length=200,
         null=True,
@@ -159,3 +165,19 @@ class Rating(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} [{self.category or 'all'}]: {self.rating}"
+
+
+class ControlledFit(models.Model):
+    """The latest controlled (contextual Bradley–Terry) leaderboard of a category under one control
+    (arena/contextual.py); rewritten by each recompute. `payload`: rows and coefficients, as served."""
+
+    category = models.CharField(max_length=64, default="", blank=True)
+    control = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["category", "control"], name="controlledfit_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.control} [{self.category or 'all'}]"

@@ -12,8 +12,9 @@ from django.conf import settings
 from django.db.models import Max
 
 from annotations.models import Campaign
+from arena import controlled
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleStatus, PairStats, Rating
+from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating
 from prefarena.errors import NotFound
 
 
@@ -97,12 +98,14 @@ def leaderboard_categories() -> list[str]:
     return ["", *sorted(found - {""})]
 
 
-def leaderboard_get(category: str = "") -> dict[str, Any]:
-    """Rating rows of a category plus win-rate and battle-count matrices (rows and columns in row order).
+def leaderboard_get(category: str = "", control: str = "") -> dict[str, Any]:
+    """Rating rows of a category plus win-rate and battle-count matrices (rows and columns in `models` order).
 
     win_rates[i][j] is the share of battles between i and j that i won, ties and both-bad counting ½;
-    None where the two never met.
+    None where the two never met. With a `control` (arena/controlled.py; InvalidInput if unknown), the rows
+    are the stored controlled fit's, with its covariate coefficients; the matrices stay the raw counts.
     """
+    canonical = controlled.control_parse(control) if control else ""
     ratings = list(Rating.objects.filter(category=category).select_related("model"))
     ratings.sort(
         key=lambda r: (
@@ -149,13 +152,37 @@ def leaderboard_get(category: str = "") -> dict[str, Any]:
     for row, played in zip(rows, battles, strict=True):
         row["battles"] = sum(played)
     computed_at = Rating.objects.filter(category=category).aggregate(at=Max("computed_at"))["at"]
+    models = [row["model"] for row in rows]
+    coefficients: list[dict[str, Any]] = []
+    if canonical:
+        fit = ControlledFit.objects.filter(category=category, control=canonical).first()
+        elo = {row["model"]: row["elo"] for row in rows}
+        stored = fit.payload.get("rows", []) if fit else []
+        rows = [
+            {
+                **{key: _round(row[key]) if key in ("rating", "ci_low", "ci_high") else row[key] for key in row},
+                "elo": elo.get(row["model"], 1000.0),
+                "component": 0,
+                "ratable": True,
+            }
+            for row in stored
+        ]
+        coefficients = (
+            [{k: v if k == "name" else round(v, 4) for k, v in c.items()} for c in fit.payload.get("coefficients", [])]
+            if fit
+            else []
+        )
+        computed_at = fit.computed_at if fit else None
     return {
         "category": category,
         "categories": leaderboard_categories(),
         "computed_at": computed_at,
         "intervals": settings.ARENA_INTERVALS,
+        "control": canonical,
+        "controls": [controlled.control_parse_stored(c) for c in settings.ARENA_CONTROLS],
+        "coefficients": coefficients,
         "rows": rows,
-        "models": [row["model"] for row in rows],
+        "models": models,
         "battle_counts": battles,
         "win_rates": win_rates,
     }

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from annotations.importing import prompt_check
 from annotations.models import Campaign, Prompt, Response
-from arena import events, ratelimit, selectors, tally
+from arena import events, ratelimit, selectors, style, tally
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleMode, BattleStatus, Winner
 from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
@@ -196,6 +196,7 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
         status=BattleStatus.READY,
         ready_at=timezone.now(),
         leak=leak,
+        features=style.battle_features(response_a.text, response_b.text),
         session_hash=identity.session_hash,
         ip_hash=identity.ip_hash,
         user_id=identity.user_id,
@@ -243,7 +244,8 @@ def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: s
     )
     battle.status, battle.ready_at = BattleStatus.READY, timezone.now()
     battle.leak = identity_leak(battle)  # checked once here, not at every vote
-    battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak"])
+    battle.features = style.battle_features(text_a, text_b)  # stored once: controlled fits read no text
+    battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak", "features"])
     return battle
 
 

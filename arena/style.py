@@ -68,6 +68,15 @@ def style_from_conversation(conversation: object) -> tuple[float, ...] | None:
     return style_counts("\n\n".join(texts)) if texts else None
 
 
+def battle_features(text_a: str, text_b: str) -> dict[str, float]:
+    """The style counts of both sides as a Battle's `features` ({'length_a': …, 'length_b': …, …})."""
+    features: dict[str, float] = {}
+    for side, text in (("a", text_a), ("b", text_b)):
+        for name, value in zip(STYLE_FEATURES, style_counts(text), strict=True):
+            features[f"{name}_{side}"] = value
+    return features
+
+
 @dataclass
 class StyleFit:
     ratings: dict[str, float | None]  # None: outside the largest ratable part of the comparison graph

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from arena import selectors
+from prefarena.errors import InvalidInput
 
 
 @require_GET
@@ -34,9 +35,17 @@ def arena_page(request: HttpRequest) -> HttpResponse:
 @ensure_csrf_cookie
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
     category = request.GET.get("category", "")[:64]
-    board = selectors.leaderboard_get(category)
+    try:
+        board = selectors.leaderboard_get(category, request.GET.get("control", "")[:200])
+    except InvalidInput as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
     board["rows"] = ci_bars(board["rows"])
-    config = {"api_url": reverse("arena-leaderboard-list"), "category": category, "websocket": "/ws/arena/leaderboard/"}
+    config = {
+        "api_url": reverse("arena-leaderboard-list"),
+        "category": category,
+        "control": board["control"],
+        "websocket": "/ws/arena/leaderboard/",
+    }
     return render(request, "arena/leaderboard.html", {"board": board, "config": config})
 
 

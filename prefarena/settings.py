@@ -344,6 +344,11 @@ ARENA_REWEIGHT = env_bool("ARENA_REWEIGHT", False)
 # 95% interval no wider than this many Elo points (0: no width condition).
 ARENA_PROVISIONAL_MIN_BATTLES = env_int("ARENA_PROVISIONAL_MIN_BATTLES", 0)
 ARENA_PROVISIONAL_MAX_CI_WIDTH = env_int("ARENA_PROVISIONAL_MAX_CI_WIDTH", 0)
+# Controlled leaderboards (arena/controlled.py) fitted at each recompute and served as ?control=…: covariate
+# groups joined by "+" among style, position and the names of ARENA_BATTLE_FEATURES (numeric features a
+# deployment stores on battles as <name>_a / <name>_b).
+ARENA_CONTROLS = env_list("ARENA_CONTROLS", ["style", "position", "style+position"])
+ARENA_BATTLE_FEATURES = env_list("ARENA_BATTLE_FEATURES", [])
 
 LOGGING = {
     "version": 1,

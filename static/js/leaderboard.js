@@ -148,7 +148,12 @@
     refreshTimer = null;
     lastRefresh = Date.now();
     try {
-      const url = config.api_url + "?category=" + encodeURIComponent(config.category);
+      const url =
+        config.api_url +
+        "?category=" +
+        encodeURIComponent(config.category) +
+        "&control=" +
+        encodeURIComponent(config.control || "");
       const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (response.ok) {
         render(await response.json());
@@ -192,6 +197,10 @@
     });
   }
 
+  const controlSelect = document.getElementById("control");
+  if (controlSelect) {
+    controlSelect.addEventListener("change", () => controlSelect.form.submit());
+  }
   if (select) {
     select.addEventListener("change", () => select.form.submit());
   }

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arena import intervals
+from arena import contextual, intervals
 from arena.ratings import Battle, PairCounts, bt_ratings
 from tests.shared_fixtures import shared_fixture
 
@@ -138,3 +138,45 @@ def test_bad_interval_options_are_refused():
         intervals.leaderboard_fit(counts, method="jackknife")
     with pytest.raises(ValueError, match="sandwich intervals only"):
         intervals.leaderboard_fit(counts, method="bootstrap", reweight=True)
+
+
+def synthetic_rows() -> contextual.BattleRows:
+    rows = np.array(REFERENCE["synthetic"]["rows"])
+    models = [f"m{k:02d}" for k in range(1 + int(rows[:, :2].max()))]
+    features = REFERENCE["synthetic"]["features"]
+    first, second = rows[:, 0].astype(int), rows[:, 1].astype(int)
+    return contextual.aggregate(models, features, first, second, rows[:, 2], rows[:, 3:6], rows[:, 6])
+
+
+@pytest.mark.parametrize("key", ["plain_reg1", "plain_reg1e-06", "reweighted_reg1", "reweighted_reg1e-06"])
+def test_contextual_fit_equals_arena_rank(key):
+    reference = REFERENCE["synthetic"]["contextual"][key]
+    kind, reg = key.split("_reg")
+    fit = contextual.fit(synthetic_rows(), reweight=kind == "reweighted", reg=float(reg), ridge=None)
+    for k, model in enumerate(fit.models):
+        rating, low, high = reference["ratings"][model]
+        assert fit.ratings[k] == pytest.approx(rating, abs=TOLERANCE)
+        assert fit.ci_low[k] == pytest.approx(low, abs=TOLERANCE)
+        assert fit.ci_high[k] == pytest.approx(high, abs=TOLERANCE)
+    # coefficients in Elo points (logits × 400/ln10)
+    found = fit.coefficients * intervals.ELO_PER_LOGIT
+    assert found == pytest.approx(np.array(reference["coefficients"]) * intervals.ELO_PER_LOGIT, abs=TOLERANCE)
+
+
+def test_aggregated_rows_give_the_fit_of_the_battles_one_by_one():
+    rows = synthetic_rows()
+    repeat = rows.count.astype(int)
+    one_by_one = contextual.aggregate(
+        rows.models,
+        rows.features_names,
+        np.repeat(rows.first, repeat),
+        np.repeat(rows.second, repeat),
+        np.repeat(rows.outcome, repeat),
+        np.repeat(rows.features, repeat, axis=0),
+    )
+    assert len(one_by_one.count) == len(rows.count) and one_by_one.battles == rows.battles
+    a, b = contextual.fit(rows), contextual.fit(one_by_one)
+    np.testing.assert_allclose(a.ratings, b.ratings, atol=1e-8)
+    np.testing.assert_allclose(a.ci_high, b.ci_high, atol=1e-8)
+    # a warm start from the optimum converges at once
+    assert contextual.fit(rows, start=a.logits).iterations == 1
