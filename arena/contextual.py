@@ -138,15 +138,21 @@ def fit(
     reg: float = 0.0,
     ridge: float | None = 0.0,
     start: np.ndarray | None = None,
+    row_weights: np.ndarray | None = None,
     tol: float = 1e-10,
     max_iter: int = 100,
 ) -> ContextualFit:
-    """Ratings, covariate coefficients and their 95% sandwich intervals (see the module doc)."""
+    """Ratings, covariate coefficients and their 95% sandwich intervals (see the module doc).
+
+    `row_weights` (one per row, e.g. a source's weight in arena/composite.py) multiply each battle's
+    weight, as inverse-frequency reweighting does; the sandwich accounts for them the same way."""
     n, f = len(rows.models), rows.features.shape[1]
     total = float(rows.battles)
     if n < 2 or total == 0:
         raise ValueError("a contextual fit needs battles between at least two models")
     weight = rows.count * (inverse_frequency_row_weights(rows) if reweight else np.ones(len(rows.count))) / total
+    if row_weights is not None:
+        weight = weight * row_weights
     values = np.zeros(n + f) if start is None else np.array(start, dtype=float)
     values[:n] -= values[:n].mean()
     pin = np.zeros((n + f, n + f))
