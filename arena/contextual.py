@@ -70,8 +70,9 @@ def aggregate(
         empty = np.zeros(0)
         return BattleRows(list(models), list(feature_names), empty.astype(int), empty.astype(int), empty,
                           np.zeros((0, len(feature_names))), empty)  # fmt: skip
-    unique, inverse = np.unique(table, axis=0, return_inverse=True)
-    merged = np.bincount(inverse.ravel(), weights=weights, minlength=len(unique))
+    index, inverse = _unique_rows(table)
+    unique = table[index]
+    merged = np.bincount(inverse, weights=weights, minlength=len(unique))
     return BattleRows(
         models=list(models),
         features_names=list(feature_names),
@@ -81,6 +82,40 @@ def aggregate(
         features=unique[:, 3:],
         count=merged,
     )
+
+
+def _unique_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of one occurrence of each distinct row, row → distinct row).
+
+    Each column becomes a small integer code — directly when its values are multiples of ½ over a short range
+    (model indices, outcomes, counted features: no sort), else by the rank of its value — and the codes are
+    combined into one int64 key. Keys that fit a table are grouped by counting (linear time); others by a
+    1-D unique. Either is far faster than `np.unique(axis=0)` on millions of rows (it sorts row views)."""
+    key = np.zeros(len(table), dtype=np.int64)
+    size = 1
+    for column in table.T:
+        doubled = 2 * column
+        low, high = float(doubled.min()), float(doubled.max())
+        if high - low < 2**20 and np.array_equal(doubled, np.round(doubled)):
+            codes, values = (doubled - low).astype(np.int64), int(high - low) + 1
+        else:
+            unique, inverse = np.unique(column, return_inverse=True)
+            codes, values = inverse.ravel().astype(np.int64), len(unique)
+        if size * values >= 2**62:
+            _, index, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+            return index, inverse.ravel()
+        key = key * values + codes
+        size *= values
+    if size <= 4 * len(table) + 1_000_000:
+        present = np.zeros(size, dtype=bool)
+        present[key] = True
+        slot = np.cumsum(present) - 1  # key → number of the distinct row
+        inverse = slot[key]
+        index = np.empty(int(present.sum()), dtype=np.int64)
+        index[inverse[::-1]] = np.arange(len(key) - 1, -1, -1)  # the first occurrence of each
+        return index, inverse
+    _, index, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return index, inverse.ravel()
 
 
 def inverse_frequency_row_weights(rows: BattleRows, min_pair_count: int = REWEIGHT_MIN_PAIR_COUNT) -> np.ndarray:
@@ -123,8 +158,8 @@ def _outer_sum(rows: BattleRows, values: np.ndarray, n: int) -> np.ndarray:
     out[:n, :n] = np.diag(pair.sum(axis=1)) - pair
     weighted = values[:, None] * rows.features
     cross = np.zeros((n, f))
-    np.add.at(cross, first, weighted)
-    np.add.at(cross, second, -weighted)
+    for k in range(f):  # bincount: the fast scatter-add (np.add.at is ~10× slower)
+        cross[:, k] = np.bincount(first, weighted[:, k], n) - np.bincount(second, weighted[:, k], n)
     out[:n, n:], out[n:, :n] = cross, cross.T
     out[n:, n:] = rows.features.T @ weighted
     return out

@@ -1,6 +1,7 @@
-"""Bradley–Terry leaderboard fit on a large battle log: a FastChat-style fit against ours.
+"""Bradley–Terry leaderboard fit on a large battle log: FastChat-style and LMArena's arena-rank against ours.
 
     .venv/bin/python benchmarks/arena_ratings.py [--battles 2000000] [--models 150] [--rounds 100] [--seed 0]
+        [--arena-rank-python /work/venv-arenarank/bin/python] [--arena-rank-rounds 100]
 
 1. Draw --battles battles among --models models from known strengths (numpy, vectorised): ratings ~
    N(1000, 150²) on the Elo scale, pairs uniform over ordered pairs, a tie with probability --tie-rate,
@@ -13,7 +14,12 @@
    (b) ours: per-pair counts (`arena.ratings.PairCounts`, built with np.bincount), the exact fit
    (`bt_ratings`: damped Newton on the pair counts) and `bootstrap(rounds=100)` (multinomial redraws of
    the pair-outcome cells, each refitted the same way).
-3. Print both wall times, their ratio, and each fit's largest distance (Elo points) from the exact
+   (c) ours, sandwich: pair counts + Newton + closed-form sandwich intervals (arena/intervals.py), the
+   live leaderboard's default; (d) ours, controlled: the contextual fit (arena/contextual.py) with a
+   position covariate and an integer "length" covariate in -3..3 drawn per battle (aggregated rows).
+   (e) with --arena-rank-python, LMArena's arena-rank in its own venv (benchmarks/arena_rank_timing.py,
+   a subprocess fed the same battles): BradleyTerry sandwich, bootstrap, ContextualBradleyTerry.
+3. Print the wall times, their ratios, and each fit's largest distance (Elo points) from the exact
    optimum, which is ours at gradient tolerance 1e-12 (Newton converges quadratically: the polish moves
    the ratings by ~1e-9). Ratings are compared after centring each fit at mean 1000 (BT is defined up to
    a shift). Also the largest distance from the true strengths, for scale.
@@ -22,25 +28,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-# One BLAS thread unless told otherwise: multi-threaded OpenBLAS on 150x150 solves, on a small shared
-# machine, spent ~50 ms per solve waiting for its threads (vs < 1 ms single-threaded). Set before numpy loads.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import numpy as np  # noqa: E402
-from scipy.optimize import minimize  # noqa: E402
-from scipy.special import expit  # noqa: E402
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena import ratings  # noqa: E402 - after the path tweak; pure numpy, no Django
+# After the path tweak; pure numpy, no Django. No BLAS environment variable is needed: the engine pins BLAS
+# to one thread around its solves itself (threadpoolctl).
+from arena import contextual, intervals, ratings  # noqa: E402
 
 LN10 = math.log(10.0)
 
@@ -53,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tie-rate", type=float, default=0.1, help="probability of a tie (0.1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--repeat", type=int, default=2, help="time each method this many times, keep the best (2)")
+    parser.add_argument("--arena-rank-python", help="interpreter of a venv with arena-rank 0.1.1 (skipped if unset)")
+    parser.add_argument("--arena-rank-rounds", type=int, default=100, help="arena-rank bootstrap rounds (100)")
+    parser.add_argument("--skip-fastchat", action="store_true", help="leave out the FastChat-style fit")
     return parser.parse_args(argv)
 
 
@@ -143,6 +151,38 @@ def ours_run(
     }
 
 
+def ours_sandwich_run(model_a: np.ndarray, model_b: np.ndarray, outcome: np.ndarray, n_models: int) -> dict:
+    started = time.perf_counter()
+    counts = counts_from_arrays(model_a, model_b, outcome, n_models)
+    fitted = ratings.bt_ratings(counts)
+    found = intervals.sandwich(counts, fitted, ridge=None)  # arena-rank's ridge, for a like-for-like comparison
+    seconds = time.perf_counter() - started
+    return {"ratings": fitted, "intervals": found, "seconds": seconds}
+
+
+def ours_controlled_run(
+    model_a: np.ndarray, model_b: np.ndarray, outcome: np.ndarray, features: np.ndarray, n_models: int
+) -> dict:
+    started = time.perf_counter()
+    names = [f"m{k:0{len(str(n_models))}d}" for k in range(n_models)]
+    rows = contextual.aggregate(names, ["position", "length"], model_a, model_b, outcome, features)
+    fit = contextual.fit(rows, reg=1e-6, ridge=None)
+    seconds = time.perf_counter() - started
+    return {"fit": fit, "rows": len(rows.count), "seconds": seconds}
+
+
+def arena_rank_run(args: argparse.Namespace, arrays: dict[str, np.ndarray]) -> dict | None:
+    """arena-rank's timings and results from its own interpreter, or None when not configured."""
+    if not args.arena_rank_python:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        battles, out = Path(folder) / "battles.npz", Path(folder) / "out.json"
+        np.savez(battles, **arrays)
+        command = [args.arena_rank_python, str(ROOT / "benchmarks" / "arena_rank_timing.py"), str(battles), str(out)]
+        subprocess.run([*command, "--rounds", str(args.arena_rank_rounds), "--repeat", str(args.repeat)], check=True)
+        return json.loads(out.read_text())
+
+
 def exact_optimum(counts: ratings.PairCounts) -> np.ndarray:
     theta = ratings.bt_fit_weights(counts.wins + 0.5 * counts.ties, tol=1e-12, max_iter=500)
     return 400.0 * theta + 1000.0
@@ -157,6 +197,38 @@ def best_of(repeat: int, run, *args) -> dict:  # noqa: ANN001 - a run function a
     return min((run(*args) for _ in range(max(1, repeat))), key=lambda result: result["seconds"])
 
 
+def report_arena_rank(arena_rank: dict, sandwich: dict, controlled: dict, args: argparse.Namespace) -> None:
+    """Times side by side and the largest differences of ratings, intervals and coefficients (Elo points)."""
+    theirs = arena_rank["sandwich"]["result"]
+    gap_rating = max(abs(sandwich["ratings"][m] - v[0]) for m, v in theirs.items())
+    gap_interval = max(
+        max(abs(sandwich["intervals"][m][0] - v[1]), abs(sandwich["intervals"][m][1] - v[2])) for m, v in theirs.items()
+    )
+    booted = arena_rank["bootstrap"]["result"]
+    boot_width = np.median([v[2] - v[1] for v in booted.values()])
+    sandwich_width = np.median([high - low for low, high in sandwich["intervals"].values()])
+    coefficient_gap = intervals.ELO_PER_LOGIT * np.max(
+        np.abs(np.array(arena_rank["contextual"]["result"]["coefficients"]) - controlled["fit"].coefficients)
+    )
+    print()
+    print("arena-rank 0.1.1 (its own venv; best of runs in one process, first run in brackets: JAX compiles)")
+    for name, ours_seconds in (("sandwich", sandwich["seconds"]), ("contextual", controlled["seconds"])):
+        entry = arena_rank[name]
+        print(
+            f"  {name:<10} arena-rank {entry['seconds']:7.2f} s ({entry['first_seconds']:.2f})   ours "
+            f"{ours_seconds:6.3f} s   speed-up {entry['seconds'] / ours_seconds:6.1f}x"
+        )
+    entry = arena_rank["bootstrap"]
+    print(
+        f"  bootstrap  arena-rank {entry['seconds']:7.2f} s ({args.arena_rank_rounds} rounds, one run)   "
+        f"ours sandwich {sandwich['seconds']:.3f} s: {entry['seconds'] / sandwich['seconds']:.0f}x"
+    )
+    print(f"  sandwich: max |Δ rating| {gap_rating:.4f} Elo, max |Δ interval bound| {gap_interval:.4f} Elo")
+    print(f"  controlled: max |Δ coefficient| {coefficient_gap:.4f} Elo")
+    print(f"  median 95% width: sandwich {sandwich_width:.2f} Elo, arena-rank bootstrap {boot_width:.2f} Elo")
+    print()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     print(f"drawing {args.battles:,} battles among {args.models} models (seed {args.seed}) ...")
@@ -164,6 +236,22 @@ def main(argv: list[str] | None = None) -> None:
     model_a, model_b, outcome, truth = draw_battles(args.battles, args.models, args.tie_rate, args.seed)
     print(f"  drawn in {time.perf_counter() - started:.2f} s")
 
+    features = np.column_stack(
+        [np.ones(len(model_a)), np.random.default_rng(args.seed + 1).integers(-3, 4, len(model_a)).astype(float)]
+    )
+    arena_rank = arena_rank_run(
+        args, {"model_a": model_a, "model_b": model_b, "outcome": outcome, "features": features}
+    )
+    print("(d) ours, sandwich: pair counts + Newton + closed-form intervals ...")
+    sandwich = best_of(args.repeat, ours_sandwich_run, model_a, model_b, outcome, args.models)
+    print(f"    {sandwich['seconds']:.2f} s")
+    print("(e) ours, controlled: aggregated rows + Newton + sandwich (position and length covariates) ...")
+    controlled = best_of(args.repeat, ours_controlled_run, model_a, model_b, outcome, features, args.models)
+    print(f"    {controlled['rows']:,} rows; {controlled['seconds']:.2f} s")
+    if arena_rank is not None:
+        report_arena_rank(arena_rank, sandwich, controlled, args)
+    if args.skip_fastchat:
+        return
     print(f"(a) FastChat-style: dedupe + L-BFGS-B + {args.rounds} bootstrap refits ...")
     fastchat = best_of(args.repeat, fastchat_run, model_a, model_b, outcome, args.models, args.rounds)
     print(f"    {fastchat['rows']:,} unique rows; {fastchat['seconds']:.2f} s")
@@ -187,11 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     multinomial_width = np.median([high - low for low, high in ours_multinomial["intervals"].values()])
 
     print()
-    blas = os.environ.get("OPENBLAS_NUM_THREADS")
-    print(
-        f"battles {args.battles:,}   models {args.models}   bootstrap rounds {args.rounds}   BLAS threads {blas}"
-        f"   best of {args.repeat}"
-    )
+    print(f"battles {args.battles:,}   models {args.models}   bootstrap rounds {args.rounds}   best of {args.repeat}")
     print(f"FastChat-style  {fastchat['seconds']:8.2f} s   max |Δ| from exact optimum {fastchat_gap:.3g} Elo")
     print(f"ours            {ours['seconds']:8.2f} s   max |Δ| from exact optimum {ours_gap:.3g} Elo")
     print(f"ours, multinomial  {ours_multinomial['seconds']:5.2f} s")
