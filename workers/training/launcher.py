@@ -168,6 +168,11 @@ def train_launched(
             f"distributed={config.distributed} needs DeepSpeed on the gpu worker (pip install 'prefarena[deepspeed]'); "
             "fsdp shards the same state without it"
         )
+    if config.lora and config.distributed in ("fsdp", "zero3"):
+        raise ApplicationError(
+            f"lora with distributed={config.distributed}: the adapter is merged into the base on one process, "
+            "which sharded weights do not allow; use ddp or zero2 with lora (the base is frozen: little to shard)"
+        )
     folder = launch_dir(output_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
