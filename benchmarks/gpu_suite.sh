@@ -32,7 +32,7 @@ STEP_TIMEOUT=${STEP_TIMEOUT:-300}
 LOGS=${SUITE_LOGS:-${OUT:-/tmp/prefarena-gpu-suite}}
 mkdir -p "$LOGS"
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1  # nothing to fetch: no network there
 
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]] && .venv/bin/python -c 'import sys' 2>/dev/null; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
