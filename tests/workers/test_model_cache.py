@@ -37,7 +37,7 @@ def policies(tiny_models: dict[str, Any]) -> list[Model]:
 
 
 def cached_size(model: Model) -> int:
-    return runtime._CACHE[("causal", model.pk, model.path)].size
+    return runtime._CACHE[("causal", model.pk, model.path, runtime.engine_for(model))].size
 
 
 def test_without_a_budget_a_cpu_worker_keeps_two_models_least_recently_used_out(
@@ -75,7 +75,7 @@ def test_a_byte_budget_evicts_least_recently_used_until_the_weights_fit(
     # and a budget below one model still keeps the model in use (alone)
     monkeypatch.setenv(runtime.CACHE_BUDGET_ENV, str(size // 2))
     c = runtime.generator_for(third)
-    assert list(runtime._CACHE) == [("causal", third.pk, third.path)] and runtime.generator_for(third) is c
+    assert list(runtime._CACHE) == [("causal", third.pk, third.path, "hf")] and runtime.generator_for(third) is c
 
 
 def test_clearing_the_cache_frees_the_models(policies: list[Model], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -234,8 +234,8 @@ def _progress_callback(
 
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()  # every rank wrote its part (RNG state, shards) before the checkpoint counts
-            if state.is_world_process_zero:
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
                 marker = folder / CHECKPOINT_MARKER
                 marker.write_text(json.dumps({"step": state.global_step}))
                 with marker.open("rb") as handle:
@@ -256,6 +256,16 @@ def _progress_callback(
                 on_progress(state.global_step, state.max_steps, metrics)
 
     return PlatformCallback()
+
+
+def checkpoints_prune_incomplete(checkpoint_dir: Path) -> None:
+    """Delete checkpoint folders without their `complete` marker (a save cut short by a kill): the trainer keeps
+    the newest folders by step number, so a partial one ahead of the resume point would evict the next save."""
+    import shutil
+
+    for folder in checkpoint_dir.glob("checkpoint-*"):
+        if folder.is_dir() and not (folder / CHECKPOINT_MARKER).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def checkpoint_latest(checkpoint_dir: Path | None) -> tuple[Path, int] | None:
@@ -601,6 +611,8 @@ def train(
     checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None and config.checkpoint_every > 0 else None
     if checkpoints is None:
         config = dataclasses.replace(config, checkpoint_every=0)
+    if checkpoints is not None and os.environ.get("RANK", "0") == "0":
+        checkpoints_prune_incomplete(checkpoints)
     resume = checkpoint_latest(checkpoints)
     tokenizer = load_tokenizer(base_path)
     tokens_per_row = _mean_tokens(tokenizer, train_rows, config.max_length)

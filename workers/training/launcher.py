@@ -40,7 +40,7 @@ from workers.ml.launch import EXIT_READABLE, LaunchSpec, launch_command
 from workers.ml.training_config import TrainingConfig
 
 POLL_S = 0.2  # how often the worker reads rank 0's events and the run's cancel flag
-STOP_GRACE_S = 240.0  # how long ranks get to finish their step (and a checkpoint) before they are killed
+STOP_GRACE_S = 60.0  # how long ranks get to finish their step after a stop request before they are killed
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -235,7 +235,7 @@ def train_launched(
     except SoftTimeLimitExceeded:  # the attempt's time is up: checkpoint, then stop; the next attempt resumes
         log(f"time limit reached at step {step}: every rank saves a checkpoint and stops")
         ranks.request_stop("checkpoint")
-        ranks.wait_stopped(STOP_GRACE_S)
+        ranks.wait_stopped(max(1.0, settings.WORKERS_TASK_SOFT_MARGIN - 5.0))  # before the hard limit kills us
         raise
     except BaseException:  # a lost lease (another attempt may own the checkpoints now), a shutdown: stop at once
         ranks.request_stop("stop")
