@@ -6,6 +6,7 @@ in-memory layer and a Celery broker on the local filesystem, so `make demo` need
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,39 @@ VAR_DIR = Path(env_str("PREFARENA_VAR_DIR") or BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = env_str("SECRET_KEY") or ""  # unset and empty alike: refused below unless DEBUG
+
+def _embedded_secret_key(var_dir: Path) -> str:
+    """The embedded default's own key: generated once into var/secret_key (owner-only), then read back."""
+    import secrets
+
+    path = var_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process wrote it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = env_str("SECRET_KEY") or ""  # unset and empty alike: see below
 if not SECRET_KEY:
-    if not DEBUG:
+    if DEBUG:
+        SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
+    elif not env_str("DATABASE_URL"):
+        # The embedded default (SQLite in var/, no DATABASE_URL): commands and the demo just work, with a key
+        # generated once for this checkout. A deployment names its database, and must then give SECRET_KEY.
+        SECRET_KEY = _embedded_secret_key(VAR_DIR)
+    else:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set SECRET_KEY (a long random string), or DEBUG=1 for development."
         )
-    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
