@@ -57,6 +57,11 @@ class Battle(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     categories = models.JSONField(default=list, blank=True, help_text="e.g. ['multi_turn', 'long_prompt']")
+    # The pairing's chance of this unordered pair among `pair_candidates` eligible pairs (arena/pairing.py), for
+    # live battles over all arena models, for pre-generated ones given the drawn prompt's models. A fit weights
+    # the battle by 1 / (pair_candidates · pair_propensity) (`arena.pairing.ipw_weight`; 1 when null: older battles).
+    pair_propensity = models.FloatField(null=True, blank=True)
+    pair_candidates = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     leak = models.CharField(
@@ -74,6 +79,10 @@ class Battle(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=~Q(model_a=F("model_b")), name="battle_two_different_models"),
+            models.CheckConstraint(
+                condition=Q(pair_propensity__isnull=True) | Q(pair_propensity__gt=0, pair_propensity__lte=1),
+                name="battle_pair_propensity_0_1",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -6,14 +6,17 @@ battle, and only to the session that voted (the battle's own session: a vote mus
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Max
 
 from annotations.models import Campaign
+from arena import outcomes, pairing
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleStatus, PairStats, Rating
+from arena.models import Battle, BattleStatus, PairStats, Rating, Vote
+from models_hub.models import Model
 from prefarena.errors import NotFound
 
 
@@ -170,3 +173,54 @@ def pool_campaigns():  # noqa: ANN201 - QuerySet[Campaign]
     if settings.ARENA_POOL_CAMPAIGNS:
         campaigns = campaigns.filter(name__in=settings.ARENA_POOL_CAMPAIGNS)
     return campaigns
+
+
+# --- per-battle rows for weighted fits -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitBattle:
+    """A counted vote as a fit reads it, with its weights (each 1 when the battle predates them).
+
+    `ipw_weight` = 1 / (pair_candidates · pair_propensity): the inverse-propensity weight of the pairing
+    (arena/pairing.py), so a weighted fit estimates the ratings of a uniformly paired arena."""
+
+    vote_id: int
+    model_a: str  # labels name@vN
+    model_b: str
+    winner: str  # battle-file spelling: model_a | model_b | tie | tie (bothbad)
+    tstamp: float
+    ipw_weight: float
+
+    @property
+    def weight(self) -> float:
+        return self.ipw_weight
+
+
+def battles_for_fit(category: str = "") -> list[FitBattle]:
+    """Counted votes in vote order with their fit weights (reads every vote: for offline or weighted fits)."""
+    votes = Vote.objects.filter(counted=True).order_by("created_at", "pk")
+    if category:
+        votes = votes.filter(battle__categories__contains=[category])
+    rows = list(
+        votes.values_list(
+            "pk",
+            "battle__model_a_id",
+            "battle__model_b_id",
+            "winner",
+            "created_at",
+            "battle__pair_propensity",
+            "battle__pair_candidates",
+        )
+    )
+    ids = {row[1] for row in rows} | {row[2] for row in rows}
+    labels = {model.pk: model.label for model in Model.objects.filter(pk__in=ids)}
+    return [
+        FitBattle(
+            vote_id=pk,
+            model_a=labels[model_a],
+            model_b=labels[model_b],
+            winner=outcomes.FILE_WINNER[winner],
+            tstamp=created_at.timestamp(),
+            ipw_weight=pairing.ipw_weight(propensity, candidates),
+        )
+        for pk, model_a, model_b, winner, created_at, propensity, candidates in rows
+    ]

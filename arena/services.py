@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from annotations.importing import prompt_check
 from annotations.models import Campaign, Prompt, Response
-from arena import events, ratelimit, selectors, tally
+from arena import events, pairing_live, ratelimit, selectors, tally
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleMode, BattleStatus, Winner
 from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
@@ -101,17 +101,6 @@ def arena_models() -> list[Model]:
     return list(Model.objects.filter(in_arena=True, role=ModelRole.POLICY, arena_weight__gt=0).order_by("id"))
 
 
-def models_pick(candidates: list[Model], rng: random.Random | None = None) -> tuple[Model, Model]:
-    """Two different models drawn by their arena weights, sides in random order."""
-    rng = rng or random.SystemRandom()
-    if len(candidates) < 2:
-        raise Conflict("The arena needs at least two models; register some and put them in the arena")
-    first = rng.choices(candidates, weights=[m.arena_weight for m in candidates])[0]
-    rest = [m for m in candidates if m.pk != first.pk]
-    second = rng.choices(rest, weights=[m.arena_weight for m in rest])[0]
-    return (first, second) if rng.random() < 0.5 else (second, first)
-
-
 def prompt_categories(content: str | list) -> list[str]:
     categories = []
     if isinstance(content, list) and sum(1 for m in content if m.get("role") == "user") > 1:
@@ -133,13 +122,16 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
         message = f"The prompt is {length} characters long; the limit is {settings.ARENA_MAX_PROMPT_CHARS}"
         raise InvalidInput(message, fields={"prompt": [message]})
     _battle_limit(identity)
-    model_a, model_b = models_pick(arena_models())
+    arena = arena_models()
+    choice = pairing_live.pair_choose(arena, arena)
     identity = _with_session(identity)
     with transaction.atomic():
         battle = Battle.objects.create(
             prompt=Prompt.objects.create(content=content),
-            model_a=model_a,
-            model_b=model_b,
+            model_a=choice.model_a,
+            model_b=choice.model_b,
+            pair_propensity=choice.propensity,
+            pair_candidates=choice.pairs,
             mode=BattleMode.LIVE,
             session_hash=identity.session_hash,
             ip_hash=identity.ip_hash,
@@ -154,7 +146,8 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
 def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | None = None) -> Battle:
     """A battle from stored responses of two arena models to the same prompt."""
     _battle_limit(identity)
-    by_label = {m.label: m for m in arena_models()}
+    arena = arena_models()
+    by_label = {m.label: m for m in arena}
     # The pool is campaign prompts only. Live battles store the visitor's own prompt and responses under
     # arena model labels, and counted votes file them as items of the arena campaign: without these
     # filters one visitor's private prompt could be served to the next visitor.
@@ -175,7 +168,8 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     prompt_id = rng.choice(prompt_ids)
     candidates = list(responses.filter(prompt_id=prompt_id).order_by("id"))
     labels = sorted({r.model_name for r in candidates})
-    model_a, model_b = models_pick([by_label[label] for label in labels], rng)
+    choice = pairing_live.pair_choose(arena, [by_label[label] for label in labels], rng)
+    model_a, model_b = choice.model_a, choice.model_b
     of_a = [r for r in candidates if r.model_name == model_a.label]
     of_b = [r for r in candidates if r.model_name == model_b.label]
     pairs = [(a, b) for a in of_a for b in of_b]
@@ -192,6 +186,8 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
         model_b=model_b,
         response_a=response_a,
         response_b=response_b,
+        pair_propensity=choice.propensity,
+        pair_candidates=choice.pairs,
         mode=BattleMode.PREGENERATED,
         status=BattleStatus.READY,
         ready_at=timezone.now(),
