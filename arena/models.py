@@ -62,6 +62,15 @@ class Battle(models.Model):
     # the battle by 1 / (pair_candidates · pair_propensity) (`arena.pairing.ipw_weight`; 1 when null: older battles).
     pair_propensity = models.FloatField(null=True, blank=True)
     pair_candidates = models.PositiveIntegerField(null=True, blank=True)
+    # Measured by the live-battle worker per side (workers/arena_runner.py): milliseconds from the start of the
+    # side's generation (model loaded) to its first text, generated tokens, and tokens per second after the
+    # first text. Null: pre-generated battles, failed sides, older battles. Never shown before the vote.
+    first_token_ms_a = models.FloatField(null=True, blank=True)
+    first_token_ms_b = models.FloatField(null=True, blank=True)
+    output_tokens_a = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens_b = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_second_a = models.FloatField(null=True, blank=True)
+    tokens_per_second_b = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     leak = models.CharField(

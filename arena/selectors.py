@@ -6,11 +6,13 @@ battle, and only to the session that voted (the battle's own session: a vote mus
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from annotations.models import Campaign
 from arena import outcomes, pairing
@@ -224,3 +226,59 @@ def battles_for_fit(category: str = "") -> list[FitBattle]:
         )
         for pk, model_a, model_b, winner, created_at, propensity, candidates in rows
     ]
+
+
+# --- cost and speed beside the leaderboard ---------------------------------------------------------------------
+SPEED_WINDOW = 2000  # the latest measured battles: a model's speed is its recent serving speed
+
+
+def model_speeds(window: int = SPEED_WINDOW) -> dict[int, dict[str, Any]]:
+    """Per model id: median time to first token (ms) and tokens/s over its sides in the latest `window` measured
+    live battles, and how many sides were measured."""
+    rows = (
+        Battle.objects.filter(Q(first_token_ms_a__isnull=False) | Q(first_token_ms_b__isnull=False))
+        .order_by("-pk")
+        .values_list(
+            "model_a_id",
+            "first_token_ms_a",
+            "tokens_per_second_a",
+            "model_b_id",
+            "first_token_ms_b",
+            "tokens_per_second_b",
+        )[:window]
+    )
+    first: dict[int, list[float]] = defaultdict(list)
+    rate: dict[int, list[float]] = defaultdict(list)
+    for model_a, first_a, rate_a, model_b, first_b, rate_b in rows:
+        for model, first_ms, per_second in ((model_a, first_a, rate_a), (model_b, first_b, rate_b)):
+            if first_ms is not None:
+                first[model].append(first_ms)
+            if per_second is not None:
+                rate[model].append(per_second)
+    return {
+        model: {
+            "first_token_ms": round(median(first[model]), 1),
+            "tokens_per_second": round(median(rate[model]), 1) if rate[model] else None,
+            "speed_samples": len(first[model]),
+        }
+        for model in first
+    }
+
+
+def leaderboard_costs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add each row's measured speed (`model_speeds`) and list prices (USD per million tokens; null when not
+    given) to leaderboard rows keyed by model label."""
+    labels = {row["model"] for row in rows}
+    names = {label.rsplit("@v", 1)[0] for label in labels}
+    models = {m.label: m for m in Model.objects.filter(name__in=names) if m.label in labels}
+    speeds = model_speeds()
+    for row in rows:
+        model = models.get(row["model"])
+        speed = speeds.get(model.pk, {}) if model is not None else {}
+        row["first_token_ms"] = speed.get("first_token_ms")
+        row["tokens_per_second"] = speed.get("tokens_per_second")
+        row["speed_samples"] = speed.get("speed_samples", 0)
+        for field in ("price_input_per_million", "price_output_per_million"):
+            value = getattr(model, field) if model is not None else None
+            row[field] = None if value is None else float(value)
+    return rows

@@ -7,6 +7,7 @@ no vote. A vote must come with the battle's signed token, bound to the voter's s
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -221,15 +222,39 @@ def battles_expire_stuck(now: datetime | None = None) -> list[int]:
     return stuck
 
 
+@dataclass(frozen=True)
+class SideSpeed:
+    """One side's measured speed in a live battle (workers/arena_runner.py)."""
+
+    first_token_ms: float  # from the start of its generation (model loaded) to its first text
+    output_tokens: int | None
+    tokens_per_second: float | None  # after the first text; None for fewer than two tokens
+
+
+def _speed_fields(battle: Battle, speed: dict[str, SideSpeed | None]) -> list[str]:
+    fields = []
+    for side, measured in speed.items():
+        if side not in ("a", "b") or measured is None:
+            continue
+        setattr(battle, f"first_token_ms_{side}", measured.first_token_ms)
+        setattr(battle, f"output_tokens_{side}", measured.output_tokens)
+        setattr(battle, f"tokens_per_second_{side}", measured.tokens_per_second)
+        fields += [f"first_token_ms_{side}", f"output_tokens_{side}", f"tokens_per_second_{side}"]
+    return fields
+
+
 @transaction.atomic
-def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: str = "") -> Battle:
-    """Called by the generation task when both responses are complete (or one failed)."""
+def battle_responses_store(
+    *, battle_id: int, text_a: str, text_b: str, error: str = "", speed: dict[str, SideSpeed | None] | None = None
+) -> Battle:
+    """Called by the generation task when both responses are complete (or one failed), with each side's speed."""
     battle = Battle.objects.select_for_update().get(pk=battle_id)
     if battle.status != BattleStatus.GENERATING:
         return battle  # a duplicate delivery: the first one stored the responses
+    timed = _speed_fields(battle, speed or {})  # a side that finished has a speed even when the other failed
     if error:
         battle.status, battle.error, battle.leak = BattleStatus.ERROR, storable(error[:2000]), ""
-        battle.save(update_fields=["status", "error", "leak"])
+        battle.save(update_fields=["status", "error", "leak", *timed])
         return battle
     battle.response_a = Response.objects.create(
         prompt=battle.prompt, text=storable(text_a), model_name=battle.model_a.label
@@ -239,7 +264,7 @@ def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: s
     )
     battle.status, battle.ready_at = BattleStatus.READY, timezone.now()
     battle.leak = identity_leak(battle)  # checked once here, not at every vote
-    battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak"])
+    battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak", *timed])
     return battle
 
 
