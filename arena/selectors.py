@@ -6,7 +6,7 @@ battle, and only to the session that voted (the battle's own session: a vote mus
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from statistics import median
 from typing import Any
@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db.models import Max, Q
 
 from annotations.models import Campaign
-from arena import outcomes, pairing
+from arena import hygiene, outcomes, pairing
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, PairStats, Rating, Vote
 from models_hub.models import Model
@@ -183,7 +183,9 @@ class FitBattle:
     """A counted vote as a fit reads it, with its weights (each 1 when the battle predates them).
 
     `ipw_weight` = 1 / (pair_candidates · pair_propensity): the inverse-propensity weight of the pairing
-    (arena/pairing.py), so a weighted fit estimates the ratings of a uniformly paired arena."""
+    (arena/pairing.py), so a weighted fit estimates the ratings of a uniformly paired arena. `dedup_weight` =
+    min(1, cap / n) for a prompt cluster with n counted votes among the rows (arena/hygiene.py,
+    ARENA_PROMPT_CLUSTER_CAP), so no prompt and its near-duplicates weigh more than `cap` votes."""
 
     vote_id: int
     model_a: str  # labels name@vN
@@ -191,10 +193,13 @@ class FitBattle:
     winner: str  # battle-file spelling: model_a | model_b | tie | tie (bothbad)
     tstamp: float
     ipw_weight: float
+    dedup_weight: float
+    prompt_cluster: str  # '' for battles stored before clustering
 
     @property
     def weight(self) -> float:
-        return self.ipw_weight
+        """The battle's weight in a fit: both corrections at once."""
+        return self.ipw_weight * self.dedup_weight
 
 
 def battles_for_fit(category: str = "") -> list[FitBattle]:
@@ -211,10 +216,13 @@ def battles_for_fit(category: str = "") -> list[FitBattle]:
             "created_at",
             "battle__pair_propensity",
             "battle__pair_candidates",
+            "battle__prompt_cluster",
         )
     )
     ids = {row[1] for row in rows} | {row[2] for row in rows}
     labels = {model.pk: model.label for model in Model.objects.filter(pk__in=ids)}
+    cluster_votes = Counter(row[7] for row in rows if row[7])
+    cap = settings.ARENA_PROMPT_CLUSTER_CAP
     return [
         FitBattle(
             vote_id=pk,
@@ -223,8 +231,10 @@ def battles_for_fit(category: str = "") -> list[FitBattle]:
             winner=outcomes.FILE_WINNER[winner],
             tstamp=created_at.timestamp(),
             ipw_weight=pairing.ipw_weight(propensity, candidates),
+            dedup_weight=hygiene.dedup_weight(cluster_votes[cluster], cap) if cluster else 1.0,
+            prompt_cluster=cluster,
         )
-        for pk, model_a, model_b, winner, created_at, propensity, candidates in rows
+        for pk, model_a, model_b, winner, created_at, propensity, candidates, cluster in rows
     ]
 
 

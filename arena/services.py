@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from annotations.importing import prompt_check
 from annotations.models import Campaign, Prompt, Response
-from arena import events, pairing_live, ratelimit, selectors, tally
+from arena import events, hygiene, pairing_live, ratelimit, selectors, tally
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleMode, BattleStatus, Winner
+from arena.models import Battle, BattleMode, BattleStatus, PromptBand, Winner
 from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
 from models_hub.models import Model, ModelRole
 from prefarena import enqueue
@@ -30,7 +30,8 @@ from prefarena.text import comparable, storable
 
 TOKEN_SALT = "arena.battle"  # noqa: S105 - a signing namespace, not a secret
 TALLY_SLOT_KEY = "arena:tally:slot"
-LONG_PROMPT_CHARS = 1000
+LONG_PROMPT_CHARS = hygiene.LONG_PROMPT_CHARS
+prompt_categories = hygiene.prompt_categories
 
 
 class TooManyRequests(ApplicationError):
@@ -102,14 +103,17 @@ def arena_models() -> list[Model]:
     return list(Model.objects.filter(in_arena=True, role=ModelRole.POLICY, arena_weight__gt=0).order_by("id"))
 
 
-def prompt_categories(content: str | list) -> list[str]:
-    categories = []
-    if isinstance(content, list) and sum(1 for m in content if m.get("role") == "user") > 1:
-        categories.append("multi_turn")
-    text = content if isinstance(content, str) else " ".join(m.get("content", "") for m in content)
-    if len(text) > LONG_PROMPT_CHARS:
-        categories.append("long_prompt")
-    return categories
+def prompt_cluster_assign(content: str | list) -> tuple[str, str]:
+    """(normalised hash, near-duplicate cluster) of a battle's prompt; records its MinHash bands.
+
+    Two near-duplicates created at the same moment may start two clusters (neither saw the other's bands):
+    the cap of the fits is then shared by two clusters, which only weakens it a little."""
+    digest = hygiene.prompt_hash(content)
+    bands = hygiene.minhash_bands(content)
+    found = sorted(set(PromptBand.objects.filter(key__in=bands).values_list("cluster", flat=True)))
+    cluster = found[0] if found else digest
+    PromptBand.objects.bulk_create([PromptBand(key=key, cluster=cluster) for key in bands], ignore_conflicts=True)
+    return digest, cluster
 
 
 def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle:
@@ -127,8 +131,11 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
     choice = pairing_live.pair_choose(arena, arena)
     identity = _with_session(identity)
     with transaction.atomic():
+        digest, cluster = prompt_cluster_assign(content)
         battle = Battle.objects.create(
             prompt=Prompt.objects.create(content=content),
+            prompt_hash=digest,
+            prompt_cluster=cluster,
             model_a=choice.model_a,
             model_b=choice.model_b,
             pair_propensity=choice.propensity,
@@ -181,8 +188,11 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     prompt = Prompt.objects.get(pk=prompt_id)
     leak = identity_leak_in([model_a.name, model_b.name], [response_a.text, response_b.text])
     identity = _with_session(identity)
+    digest, cluster = prompt_cluster_assign(prompt.content)
     return Battle.objects.create(
         prompt=prompt,
+        prompt_hash=digest,
+        prompt_cluster=cluster,
         model_a=model_a,
         model_b=model_b,
         response_a=response_a,

@@ -348,6 +348,11 @@ ARENA_PAIRING_TOP_K = env_int("ARENA_PAIRING_TOP_K", 5)
 if ARENA_PAIRING_TOP_K < 1:
     raise ImproperlyConfigured(f"ARENA_PAIRING_TOP_K must be at least 1, got {ARENA_PAIRING_TOP_K}")
 ARENA_PAIRING_REFRESH_SECONDS = env_int("ARENA_PAIRING_REFRESH_SECONDS", 30)
+# Weighted fits count at most this many votes per near-duplicate prompt cluster (arena/hygiene.py): a cluster
+# with n > cap counted votes weighs each cap / n.
+ARENA_PROMPT_CLUSTER_CAP = env_int("ARENA_PROMPT_CLUSTER_CAP", 20)
+if ARENA_PROMPT_CLUSTER_CAP < 1:
+    raise ImproperlyConfigured(f"ARENA_PROMPT_CLUSTER_CAP must be at least 1, got {ARENA_PROMPT_CLUSTER_CAP}")
 
 LOGGING = {
     "version": 1,
