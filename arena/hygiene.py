@@ -43,7 +43,9 @@ _CODE_LINE = re.compile(
     re.IGNORECASE,
 )
 _LATEX = re.compile(r"\$[^$\n]+\$|\\(?:frac|int|sum|sqrt|lim|cdot|times|alpha|beta|theta|pi)\b|\\\(|\\\[")
-_EQUATION = re.compile(r"\d\s*[-+*/^×÷]\s*\d|[a-z]\s*[\^²³]\s*\d?|\b\d*[a-z]\s*[-+]\s*\d+\s*=|=\s*-?\d")
+_EQUATION = re.compile(
+    r"\d\s*[-+*/^×÷]\s*\d|[a-z]\s*[\^²³]\s*\d?|\b\d*[a-z]\s*[-+]\s*\d+\s*=|=\s*-?\d|\d\s*%\s*of\s+\$?\d"
+)
 _MATH_WORDS = re.compile(
     r"\b(?:solve|equation|integral|derivative|probability|prove|theorem|matrix|polynomial|factorial|"
     r"calculate|compute|sum of|square root|prime|logarithm|percent)\b",

@@ -37,6 +37,7 @@ def test_near_duplicates_share_a_minhash_band_and_unrelated_prompts_do_not():
         ("Quelle est la capitale de la France ?", ["lang_fr"]),
         ("写一首关于秋天的诗", ["lang_zh"]),
         ("Solve 2x + 3 = 7 for x.", ["math"]),
+        ("What is 15% of 80?", ["math"]),
         ("Compute \\frac{1}{2} + \\frac{1}{3}", ["math"]),
         ("```python\nprint(1)\n```", ["code"]),
         ("def f(x):\n    return x + 1\nprint(f(2));", ["code"]),
