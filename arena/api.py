@@ -119,6 +119,15 @@ class LeaderboardRowSerializer(serializers.Serializer):
     battles = serializers.IntegerField()
     component = serializers.IntegerField()
     ratable = serializers.BooleanField()
+    first_token_ms = serializers.FloatField(
+        allow_null=True, help_text="Median time to first token in recent live battles, ms; null: never measured."
+    )
+    tokens_per_second = serializers.FloatField(
+        allow_null=True, help_text="Median generated tokens per second after the first, in recent live battles."
+    )
+    speed_samples = serializers.IntegerField(help_text="Measured battle sides behind the two medians.")
+    price_input_per_million = serializers.FloatField(allow_null=True, help_text="USD per million prompt tokens.")
+    price_output_per_million = serializers.FloatField(allow_null=True, help_text="USD per million generated tokens.")
 
 
 class LeaderboardSerializer(serializers.Serializer):
@@ -240,4 +249,6 @@ class LeaderboardViewSet(viewsets.ViewSet):
     )
     def list(self, request: Request) -> Response:
         category = request.query_params.get("category", "")[:64]
-        return Response(LeaderboardSerializer(selectors.leaderboard_get(category)).data)
+        board = selectors.leaderboard_get(category)
+        selectors.leaderboard_costs(board["rows"])
+        return Response(LeaderboardSerializer(board).data)

@@ -35,7 +35,7 @@ def arena_page(request: HttpRequest) -> HttpResponse:
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
     category = request.GET.get("category", "")[:64]
     board = selectors.leaderboard_get(category)
-    board["rows"] = ci_bars(board["rows"])
+    board["rows"] = ci_bars(selectors.leaderboard_costs(board["rows"]))
     config = {"api_url": reverse("arena-leaderboard-list"), "category": category, "websocket": "/ws/arena/leaderboard/"}
     return render(request, "arena/leaderboard.html", {"board": board, "config": config})
 

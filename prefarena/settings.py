@@ -13,7 +13,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from prefarena.env import env_bool, env_choice, env_int, env_list, env_str
+from prefarena.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PREFARENA_VAR_DIR") or BASE_DIR / "var")
@@ -363,6 +363,23 @@ ARENA_VOTE_APPLY_INTERVAL_MS = env_int("ARENA_VOTE_APPLY_INTERVAL_MS", 100)
 ARENA_POOL_CAMPAIGNS = env_list("ARENA_POOL_CAMPAIGNS", [])
 # A live battle still generating after this long is ended as an error (a worker died or the queue is stuck).
 ARENA_GENERATION_TIMEOUT_SECONDS = env_int("ARENA_GENERATION_TIMEOUT_SECONDS", 300)
+# Which two models battle (arena/pairing.py): "active" draws pairs by the expected shrinking of the intervals of
+# the top ARENA_PAIRING_TOP_K (and of models that may enter it), mixed with ARENA_PAIRING_FLOOR of the weighted
+# draw; "weighted" draws by each model's arena_weight alone. Pair probabilities are recomputed at most every
+# ARENA_PAIRING_REFRESH_SECONDS per process. Either way each battle stores its pair's probability.
+ARENA_PAIRING = env_choice("ARENA_PAIRING", "active", ("active", "weighted"))
+ARENA_PAIRING_FLOOR = env_float("ARENA_PAIRING_FLOOR", 0.1)
+if not 0 < ARENA_PAIRING_FLOOR <= 1:
+    raise ImproperlyConfigured(f"ARENA_PAIRING_FLOOR must be in (0, 1], got {ARENA_PAIRING_FLOOR}")
+ARENA_PAIRING_TOP_K = env_int("ARENA_PAIRING_TOP_K", 5)
+if ARENA_PAIRING_TOP_K < 1:
+    raise ImproperlyConfigured(f"ARENA_PAIRING_TOP_K must be at least 1, got {ARENA_PAIRING_TOP_K}")
+ARENA_PAIRING_REFRESH_SECONDS = env_int("ARENA_PAIRING_REFRESH_SECONDS", 30)
+# Weighted fits count at most this many votes per near-duplicate prompt cluster (arena/hygiene.py): a cluster
+# with n > cap counted votes weighs each cap / n.
+ARENA_PROMPT_CLUSTER_CAP = env_int("ARENA_PROMPT_CLUSTER_CAP", 20)
+if ARENA_PROMPT_CLUSTER_CAP < 1:
+    raise ImproperlyConfigured(f"ARENA_PROMPT_CLUSTER_CAP must be at least 1, got {ARENA_PROMPT_CLUSTER_CAP}")
 
 LOGGING = {
     "version": 1,

@@ -38,7 +38,7 @@ from channels.layers import get_channel_layer
 
 from arena import selectors
 from arena.models import Battle, BattleStatus
-from arena.services import battle_responses_store
+from arena.services import SideSpeed, battle_responses_store
 from models_hub.models import Model, ModelBackend
 from prefarena.text import comparable
 from workers.runtime import generator_for, sampling_params
@@ -53,6 +53,19 @@ class SideResult:
     text: str = ""
     error: str = ""
     finished: bool = False
+    # perf_counter() readings: generation started (model loaded), first text seen, generation ended
+    started_at: float | None = None
+    first_text_at: float | None = None
+    ended_at: float | None = None
+    tokens: int | None = None  # generated tokens (an endpoint's usage, or its estimate when it reports none)
+
+    def speed(self) -> SideSpeed | None:
+        """Time to first text and tokens per second after it; None for a failed side."""
+        if self.error or self.started_at is None or self.first_text_at is None or self.ended_at is None:
+            return None
+        decoding = self.ended_at - self.first_text_at
+        rate = (self.tokens - 1) / decoding if self.tokens is not None and self.tokens >= 2 and decoding > 0 else None
+        return SideSpeed(1000.0 * (self.first_text_at - self.started_at), self.tokens, rate)
 
 
 def battle_seed(battle_id: int, side: str, model: Model) -> int:
@@ -61,9 +74,9 @@ def battle_seed(battle_id: int, side: str, model: Model) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def stream_generate(lm: Any, prompt: Any, seed: int, params: Any, on_text: Callable[[str], None]) -> str:
+def stream_generate(lm: Any, prompt: Any, seed: int, params: Any, on_text: Callable[[str], None]) -> tuple[str, int]:
     """Generate one response with a loaded `workers.ml.generation.CausalLM`, calling `on_text(text so far)`
-    as text arrives; returns the final text.
+    as text arrives; returns the final text and its number of generated tokens (up to EOS).
 
     Sampling is `CausalLM.generate`'s: the same SeededSampler (Gumbel-max noise from a hash of seed,
     step and token), one row, stop at EOS, so the result equals `lm.generate([prompt], [seed], params)`.
@@ -110,27 +123,37 @@ def stream_generate(lm: Any, prompt: Any, seed: int, params: Any, on_text: Calla
         raise outcome["error"]
     ids = outcome["ids"][0, prompt_length:].tolist()
     stop = next((i for i, token in enumerate(ids) if token in lm.eos_ids), None)
-    return lm.tokenizer.decode(ids if stop is None else ids[:stop], skip_special_tokens=True)
+    kept = ids if stop is None else ids[:stop]
+    return lm.tokenizer.decode(kept, skip_special_tokens=True), len(kept)
 
 
 def _side_run(
     side: str, model: Model, generator: Any, prompt: Any, seed: int, outbox: queue.Queue, result: SideResult
 ) -> None:
     params = sampling_params(model, max_new_tokens=None, temperature=None, top_p=None)
+
+    def on_text(text: str) -> None:
+        if result.first_text_at is None and text:
+            result.first_text_at = time.perf_counter()
+        outbox.put((side, text))
+
+    result.started_at = time.perf_counter()
     try:
         if model.backend == ModelBackend.TRANSFORMERS:
-            result.text = stream_generate(generator, prompt, seed, params, lambda text: outbox.put((side, text)))
+            result.text, result.tokens = stream_generate(generator, prompt, seed, params, on_text)
         else:
             parts: list[str] = []
 
             def on_delta(delta: str) -> None:
                 parts.append(delta)
-                outbox.put((side, "".join(parts)))  # the text so far, as a local side sends it
+                on_text("".join(parts))  # the text so far, as a local side sends it
 
             try:
-                result.text = generator.generate_streaming(prompt, seed, params, on_delta).text
+                completion = generator.generate_streaming(prompt, seed, params, on_delta)
+                result.text, result.tokens = completion.text, completion.completion_tokens
             finally:
                 generator.close()
+        result.ended_at = time.perf_counter()
     except Exception as exc:
         result.error = f"{model.label}: {type(exc).__name__}: {exc}"
         logger.warning("arena battle side %s (%s) failed", side, model.label, exc_info=True)
@@ -205,7 +228,11 @@ def battle_generate_run(battle_id: int) -> Battle | None:
 
     error = "; ".join(f"{side}: {r.error}" for side, r in results.items() if r.error)
     stored = battle_responses_store(
-        battle_id=battle_id, text_a=results["a"].text, text_b=results["b"].text, error=error
+        battle_id=battle_id,
+        text_a=results["a"].text,
+        text_b=results["b"].text,
+        error=error,
+        speed={side: result.speed() for side, result in results.items()},
     )
     texts = selectors.battle_texts(battle_id)  # what is stored (a duplicate delivery may have stored first)
     if texts["status"] == BattleStatus.ERROR:

@@ -78,6 +78,12 @@ def test_a_battle_between_two_endpoints_streams_each_side_token_by_token():
     ]
     stored = Battle.objects.select_related("response_a", "response_b").get(pk=battle.pk)
     assert stored.status == BattleStatus.READY
+    # each side's speed was measured: the test server streams words with a delay, so the first text comes
+    # after a moment and the rest at a finite rate
+    for side in ("a", "b"):
+        assert getattr(stored, f"first_token_ms_{side}") > 0
+        assert getattr(stored, f"output_tokens_{side}") >= 2
+        assert 0 < getattr(stored, f"tokens_per_second_{side}") < 10_000
     finals = {"a": stored.response_a.text, "b": stored.response_b.text}
     for side, model in zip(("a", "b"), models, strict=True):
         assert finals[side] == f"echo: {QUESTION} #seed={battle_seed(battle.pk, side, model)}"
