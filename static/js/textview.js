@@ -94,9 +94,11 @@
 
   /** Show one side of a word diff: changed runs in <mark class="diff">, everything as text nodes. */
   function showDiff(node, parts) {
-    node.replaceChildren(...parts.map(([text, changed]) => {
-      if (!changed || /^\s+$/.test(text)) return document.createTextNode(text);
-      return Object.assign(document.createElement("mark"), { className: "diff", textContent: text });
+    node.replaceChildren(...parts.flatMap(([text, changed]) => {
+      if (!changed || /^\s+$/.test(text)) return [document.createTextNode(text)];
+      const [, core, trailing] = text.match(/^([\s\S]*?)(\s*)$/);
+      const mark = Object.assign(document.createElement("mark"), { className: "diff", textContent: core });
+      return trailing ? [mark, document.createTextNode(trailing)] : [mark];
     }));
     node.classList.add("raw");
     node.classList.remove("rendered", "markdown");
