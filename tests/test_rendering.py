@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 import pytest
+from django.template import Context, Template
 
 from prefarena import rendering
 from tests.xss_payloads import PAYLOADS
@@ -93,3 +94,9 @@ def test_prompt_messages_each_rendered_and_a_string_prompt_is_one_message():
 def test_empty_and_none_render_to_nothing():
     assert rendering.text_to_html("") == ""
     assert rendering.text_to_html(None) == ""
+
+
+def test_template_filter_renders_a_models_text_with_html_escaped():
+    template = Template("{% load prefarena_markdown %}{{ text|text_markdown }}")
+    html = template.render(Context({"text": "**yes** <script>window.pwned = 1</script>"}))
+    assert html == "<p><strong>yes</strong> &lt;script&gt;window.pwned = 1&lt;/script&gt;</p>"
