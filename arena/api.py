@@ -20,6 +20,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from annotations.api_items import PromptHtmlSerializer
 from arena import selectors, services
 from arena.identity import voter_identity
 from arena.models import Winner
@@ -72,6 +73,11 @@ class BattleResponsesSerializer(serializers.Serializer):
     b = serializers.CharField(allow_null=True)
 
 
+class BattleResponsesHtmlSerializer(serializers.Serializer):
+    a = serializers.CharField(allow_null=True, help_text="Side a's text as Markdown rendered to sanitised HTML.")
+    b = serializers.CharField(allow_null=True, help_text="Side b's text as Markdown rendered to sanitised HTML.")
+
+
 class BattleVoteOutSerializer(serializers.Serializer):
     winner = serializers.CharField(help_text=WINNER_HELP)
     counted = serializers.BooleanField()
@@ -88,6 +94,8 @@ class BattleSerializer(serializers.Serializer):
     prompt = serializers.JSONField()
     websocket = serializers.CharField(help_text="Path of the websocket streaming both responses (side a/b, text).")
     responses = BattleResponsesSerializer()
+    responses_html = BattleResponsesHtmlSerializer()
+    prompt_html = PromptHtmlSerializer(many=True, help_text="The prompt's messages rendered (one for a string prompt).")
     error = serializers.CharField(allow_blank=True)
     vote = BattleVoteOutSerializer(allow_null=True)
     model_a = serializers.CharField(allow_null=True, help_text="Revealed once voted, to the voter's session only.")

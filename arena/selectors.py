@@ -19,6 +19,7 @@ from arena import hygiene, outcomes, pairing
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, PairStats, Rating, Vote
 from models_hub.models import Model
+from prefarena import rendering
 from prefarena.errors import NotFound
 
 
@@ -55,17 +56,22 @@ def battle_session_owns(session_hash: str, battle_id: int) -> bool:
 def battle_texts(battle_id: int) -> dict[str, Any]:
     """Status and stored texts of a battle, by side only (what the socket sends on connect)."""
     battle = Battle.objects.select_related("response_a", "response_b").get(pk=battle_id)
-    return {
-        "status": battle.status,
-        "a": battle.response_a.text if battle.response_a else None,
-        "b": battle.response_b.text if battle.response_b else None,
-    }
+    a = battle.response_a.text if battle.response_a else None
+    b = battle.response_b.text if battle.response_b else None
+    return {"status": battle.status, "a": a, "b": b, "html": responses_html(a, b)}
+
+
+def responses_html(a: str | None, b: str | None) -> dict[str, str | None]:
+    """Both sides' texts rendered as sanitised HTML (`prefarena.rendering`); None where a side has no text."""
+    return {side: None if text is None else rendering.text_to_html(text) for side, text in (("a", a), ("b", b))}
 
 
 def battle_payload(battle: Battle, *, token: str) -> dict[str, Any]:
     """What the visitor's page gets: sides a/b only; model names once the battle has its vote."""
     voted = battle.status == BattleStatus.VOTED
     vote = getattr(battle, "vote", None) if voted else None
+    a = battle.response_a.text if battle.response_a else None
+    b = battle.response_b.text if battle.response_b else None
     payload: dict[str, Any] = {
         "id": battle.pk,
         "token": token,
@@ -73,10 +79,9 @@ def battle_payload(battle: Battle, *, token: str) -> dict[str, Any]:
         "status": battle.status,
         "prompt": battle.prompt.content,
         "websocket": battle_websocket_path(battle.pk),
-        "responses": {
-            "a": battle.response_a.text if battle.response_a else None,
-            "b": battle.response_b.text if battle.response_b else None,
-        },
+        "responses": {"a": a, "b": b},
+        "responses_html": responses_html(a, b),
+        "prompt_html": rendering.prompt_to_html(battle.prompt.content),
         # The stored error can quote a model label or a checkpoint path: never shown before the vote.
         "error": "Generation failed; your vote on this battle will not count." if battle.error else "",
         "vote": None,

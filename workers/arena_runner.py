@@ -40,11 +40,18 @@ from arena import selectors
 from arena.models import Battle, BattleStatus
 from arena.services import SideSpeed, battle_responses_store
 from models_hub.models import Model, ModelBackend
+from prefarena import rendering
 from prefarena.text import comparable
 from workers.runtime import generator_for, sampling_params
 
 logger = logging.getLogger(__name__)
 SEND_INTERVAL_S = 0.05  # at most ~20 messages per second per battle; text in between is coalesced
+# A side's text is re-rendered to HTML (Markdown + highlighting + sanitiser, ~25 ms for 5 KB) at most every
+# RENDER_INTERVAL_S, and never more often than RENDER_BUDGET times its last rendering's cost, so rendering a
+# long answer takes at most ~1/RENDER_BUDGET of a core. Between renders the page shows the last HTML followed by
+# the text after its `html_chars` characters, as plain text.
+RENDER_INTERVAL_S = 0.25
+RENDER_BUDGET = 10.0
 STREAM_TIMEOUT_S = 300.0  # a local model that yields no text for this long is treated as hung
 
 
@@ -205,6 +212,7 @@ def battle_generate_run(battle_id: int) -> Battle | None:
         thread.start()
     latest: dict[str, str] = {}
     sent: dict[str, str] = {}
+    next_render: dict[str, float] = {}
     while True:
         try:
             side, text = outbox.get(timeout=SEND_INTERVAL_S)
@@ -218,7 +226,13 @@ def battle_generate_run(battle_id: int) -> Battle | None:
             pass
         for side, text in latest.items():
             if sent.get(side) != text and not results[side].finished:
-                _send(battle_id, {"type": "battle.text", "side": side, "text": text, "done": False})
+                event: dict[str, Any] = {"type": "battle.text", "side": side, "text": text, "done": False}
+                started = time.monotonic()
+                if started >= next_render.get(side, 0.0):
+                    event["html"], event["html_chars"] = rendering.text_to_html(text), len(text)
+                    cost = time.monotonic() - started
+                    next_render[side] = started + max(RENDER_INTERVAL_S, RENDER_BUDGET * cost)
+                _send(battle_id, event)
                 sent[side] = text
         if all(result.finished for result in results.values()):
             break
@@ -241,6 +255,17 @@ def battle_generate_run(battle_id: int) -> Battle | None:
         if comparable(texts["a"] or "") == comparable(texts["b"] or ""):
             logger.info("arena battle %s: both models answered the same text", battle_id)
         for side in ("a", "b"):
-            _send(battle_id, {"type": "battle.text", "side": side, "text": texts[side] or "", "done": True})
+            text = texts[side] or ""
+            _send(
+                battle_id,
+                {
+                    "type": "battle.text",
+                    "side": side,
+                    "text": text,
+                    "done": True,
+                    "html": texts["html"][side] or "",
+                    "html_chars": len(text),
+                },
+            )
         _send(battle_id, {"type": "battle.status", **texts})
     return stored
