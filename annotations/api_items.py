@@ -19,6 +19,7 @@ from annotations.models import (
     Item,
     Judgment,
 )
+from prefarena import rendering
 from prefarena.errors import Conflict, NotFound
 from prefarena.filters import IdFilter
 from prefarena.users import signed_in_user
@@ -75,6 +76,21 @@ class ItemImportSerializer(serializers.Serializer):
     items = serializers.ListField(child=serializers.JSONField(), allow_empty=False, max_length=10_000)
 
 
+class PromptHtmlSerializer(serializers.Serializer):
+    role = serializers.CharField(allow_blank=True, help_text="The message's role; '' for a prompt stored as a string.")
+    html = serializers.CharField(
+        allow_blank=True, help_text="The message rendered: sanitised HTML (prefarena.rendering)."
+    )
+
+
+class LeaseResponseSerializer(serializers.Serializer):
+    # A declared field, popped from the class by DRF's metaclass: it does not replace Field.label at run time.
+    label = serializers.CharField(help_text="A, B, ... in presented order.")  # type: ignore[assignment]
+    index = serializers.IntegerField(help_text="Presented index (0 = the first shown).")
+    text = serializers.CharField(allow_blank=True, help_text="The response exactly as stored.")
+    html = serializers.CharField(allow_blank=True, help_text="`text` as Markdown rendered to sanitised HTML.")
+
+
 class LeaseSerializer(serializers.Serializer):
     """A leased item as the annotator sees it: responses in presented order, labelled A, B, ..."""
 
@@ -82,7 +98,8 @@ class LeaseSerializer(serializers.Serializer):
     campaign = serializers.IntegerField(source="campaign_id")
     kind = serializers.CharField()
     prompt = serializers.JSONField()
-    responses = serializers.ListField(child=serializers.DictField())
+    prompt_html = PromptHtmlSerializer(many=True, help_text="The prompt's messages rendered (one for a string prompt).")
+    responses = LeaseResponseSerializer(many=True)
     lease_expires_at = serializers.DateTimeField()
     guideline_version = serializers.IntegerField(allow_null=True)
     presented_order = serializers.ListField(child=serializers.IntegerField())
@@ -157,13 +174,21 @@ def lease_payload(slot: AssignmentSlot) -> dict[str, Any]:
     for index, position in enumerate(slot.presented_order):
         response = by_position[position]
         # Model names are withheld from annotators: they bias judgments.
-        shown.append({"label": chr(ord("A") + index), "index": index, "text": response["text"]})
+        shown.append(
+            {
+                "label": chr(ord("A") + index),
+                "index": index,
+                "text": response["text"],
+                "html": rendering.text_to_html(response["text"]),
+            }
+        )
     current = item.campaign.guidelines_current
     return {
         "item_id": item.pk,
         "campaign_id": item.campaign_id,
         "kind": item.campaign.kind,
         "prompt": item.prompt.content,
+        "prompt_html": rendering.prompt_to_html(item.prompt.content),
         "responses": shown,
         "lease_expires_at": slot.lease_expires_at,
         "guideline_version": current.version if current else None,

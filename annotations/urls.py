@@ -4,7 +4,8 @@ from annotations import routing_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign-detail"),
+    # "campaign-detail" is the API router's name for /api/v1/campaigns/<id>/: the page has its own.
+    path("campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign-page"),
     path("campaigns/<int:campaign_id>/annotate/", views.campaign_annotate, name="campaign-annotate"),
     path("campaigns/<int:campaign_id>/judges/", routing_views.campaign_judge_report_page, name="campaign-judges"),
 ]

@@ -20,6 +20,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from annotations.api_items import PromptHtmlSerializer
 from arena import selectors, services
 from arena.identity import voter_identity
 from arena.models import Winner
@@ -72,6 +73,11 @@ class BattleResponsesSerializer(serializers.Serializer):
     b = serializers.CharField(allow_null=True)
 
 
+class BattleResponsesHtmlSerializer(serializers.Serializer):
+    a = serializers.CharField(allow_null=True, help_text="Side a's text as Markdown rendered to sanitised HTML.")
+    b = serializers.CharField(allow_null=True, help_text="Side b's text as Markdown rendered to sanitised HTML.")
+
+
 class BattleVoteOutSerializer(serializers.Serializer):
     winner = serializers.CharField(help_text=WINNER_HELP)
     counted = serializers.BooleanField()
@@ -88,6 +94,8 @@ class BattleSerializer(serializers.Serializer):
     prompt = serializers.JSONField()
     websocket = serializers.CharField(help_text="Path of the websocket streaming both responses (side a/b, text).")
     responses = BattleResponsesSerializer()
+    responses_html = BattleResponsesHtmlSerializer()
+    prompt_html = PromptHtmlSerializer(many=True, help_text="The prompt's messages rendered (one for a string prompt).")
     error = serializers.CharField(allow_blank=True)
     vote = BattleVoteOutSerializer(allow_null=True)
     model_a = serializers.CharField(allow_null=True, help_text="Revealed once voted, to the voter's session only.")
@@ -123,6 +131,15 @@ class LeaderboardRowSerializer(serializers.Serializer):
     battles = serializers.IntegerField()
     component = serializers.IntegerField()
     ratable = serializers.BooleanField()
+    first_token_ms = serializers.FloatField(
+        allow_null=True, help_text="Median time to first token in recent live battles, ms; null: never measured."
+    )
+    tokens_per_second = serializers.FloatField(
+        allow_null=True, help_text="Median generated tokens per second after the first, in recent live battles."
+    )
+    speed_samples = serializers.IntegerField(help_text="Measured battle sides behind the two medians.")
+    price_input_per_million = serializers.FloatField(allow_null=True, help_text="USD per million prompt tokens.")
+    price_output_per_million = serializers.FloatField(allow_null=True, help_text="USD per million generated tokens.")
 
 
 class CoefficientSerializer(serializers.Serializer):
@@ -263,4 +280,6 @@ class LeaderboardViewSet(viewsets.ViewSet):
     def list(self, request: Request) -> Response:
         category = request.query_params.get("category", "")[:64]
         control = request.query_params.get("control", "")[:200]
-        return Response(LeaderboardSerializer(selectors.leaderboard_get(category, control)).data)
+        board = selectors.leaderboard_get(category, control)
+        selectors.leaderboard_costs(board["rows"])
+        return Response(LeaderboardSerializer(board).data)

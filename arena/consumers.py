@@ -2,7 +2,8 @@
 
 Both only read and relay. The battle socket is for the session that started the battle (the same
 check as the REST API); what it relays carries sides and text only, never model names: the worker
-(`workers.arena_runner`) sends `battle.text` {side, text, done} and `battle.status` {status, a, b}.
+(`workers.arena_runner`) sends `battle.text` {side, text, done, and now and then html, html_chars: the
+sanitised HTML of the text's first html_chars characters} and `battle.status` {status, a, b, html: {a, b}}.
 """
 
 from __future__ import annotations
@@ -46,7 +47,15 @@ class BattleStreamConsumer(AsyncJsonWebsocketConsumer):
         # queued behind it. While generating, the next `battle.text` carries the whole text so far.
         texts = await database_sync_to_async(selectors.battle_texts)(battle_id)
         if texts["status"] == BattleStatus.GENERATING:
-            await self.send_json({"type": "battle.status", "status": texts["status"], "a": None, "b": None})
+            await self.send_json(
+                {
+                    "type": "battle.status",
+                    "status": texts["status"],
+                    "a": None,
+                    "b": None,
+                    "html": {"a": None, "b": None},
+                }
+            )
         else:
             await self.send_json({"type": "battle.status", **texts})
 
@@ -58,13 +67,21 @@ class BattleStreamConsumer(AsyncJsonWebsocketConsumer):
         """The page sends nothing; anything it sends is ignored."""
 
     async def battle_text(self, event: dict[str, Any]) -> None:
-        await self.send_json(
-            {"type": "battle.text", "side": event["side"], "text": event["text"], "done": bool(event.get("done"))}
-        )
+        message = {"type": "battle.text", "side": event["side"], "text": event["text"], "done": bool(event.get("done"))}
+        if "html" in event:  # rendered by the worker now and then, not with every delta (see workers.arena_runner)
+            message["html"] = event["html"]
+            message["html_chars"] = event["html_chars"]
+        await self.send_json(message)
 
     async def battle_status(self, event: dict[str, Any]) -> None:
         await self.send_json(
-            {"type": "battle.status", "status": event["status"], "a": event.get("a"), "b": event.get("b")}
+            {
+                "type": "battle.status",
+                "status": event["status"],
+                "a": event.get("a"),
+                "b": event.get("b"),
+                "html": event.get("html") or {"a": None, "b": None},
+            }
         )
 
 

@@ -57,6 +57,24 @@ class Battle(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     categories = models.JSONField(default=list, blank=True, help_text="e.g. ['multi_turn', 'long_prompt']")
+    # The pairing's chance of this unordered pair among `pair_candidates` eligible pairs (arena/pairing.py), for
+    # live battles over all arena models, for pre-generated ones given the drawn prompt's models. A fit weights
+    # the battle by 1 / (pair_candidates · pair_propensity) (`arena.pairing.ipw_weight`; 1 when null: older battles).
+    pair_propensity = models.FloatField(null=True, blank=True)
+    pair_candidates = models.PositiveIntegerField(null=True, blank=True)
+    # Measured by the live-battle worker per side (workers/arena_runner.py): milliseconds from the start of the
+    # side's generation (model loaded) to its first text, generated tokens, and tokens per second after the
+    # first text. Null: pre-generated battles, failed sides, older battles. Never shown before the vote.
+    # Prompt hygiene (arena/hygiene.py): sha256 of the normalised user text, and the near-duplicate cluster (the
+    # hash of the cluster's first prompt, found through shared MinHash bands). '' for battles stored before.
+    prompt_hash = models.CharField(max_length=64, blank=True)
+    prompt_cluster = models.CharField(max_length=64, blank=True)
+    first_token_ms_a = models.FloatField(null=True, blank=True)
+    first_token_ms_b = models.FloatField(null=True, blank=True)
+    output_tokens_a = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens_b = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_second_a = models.FloatField(null=True, blank=True)
+    tokens_per_second_b = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     features = models.JSONField(
@@ -77,13 +95,31 @@ class Battle(models.Model):
         indexes = [
             models.Index(fields=["session_hash"], name="battle_session_idx"),
             models.Index(fields=["ip_hash"], name="battle_ip_idx"),
+            models.Index(fields=["prompt_cluster"], name="battle_prompt_cluster_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=~Q(model_a=F("model_b")), name="battle_two_different_models"),
+            models.CheckConstraint(
+                condition=Q(pair_propensity__isnull=True) | Q(pair_propensity__gt=0, pair_propensity__lte=1),
+                name="battle_pair_propensity_0_1",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"battle #{self.pk} ({self.status})"
+
+
+class PromptBand(models.Model):
+    """One MinHash band of a battle prompt and the near-duplicate cluster it belongs to (arena/hygiene.py).
+
+    A new prompt joins the cluster of any band it shares with an earlier prompt, else starts its own; its bands
+    are then written with `ON CONFLICT DO NOTHING`, so the first cluster to claim a band keeps it."""
+
+    key = models.CharField(max_length=24, unique=True, help_text="<band index>:<16 hex digits>")
+    cluster = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"band {self.key} → {self.cluster[:12]}"
 
 
 class Vote(models.Model):

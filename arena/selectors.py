@@ -6,15 +6,20 @@ battle, and only to the session that voted (the battle's own session: a vote mus
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from annotations.models import Campaign
-from arena import controlled
+from arena import controlled, hygiene, outcomes, pairing
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating
+from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating, Vote
+from models_hub.models import Model
+from prefarena import rendering
 from prefarena.errors import NotFound
 
 
@@ -51,17 +56,22 @@ def battle_session_owns(session_hash: str, battle_id: int) -> bool:
 def battle_texts(battle_id: int) -> dict[str, Any]:
     """Status and stored texts of a battle, by side only (what the socket sends on connect)."""
     battle = Battle.objects.select_related("response_a", "response_b").get(pk=battle_id)
-    return {
-        "status": battle.status,
-        "a": battle.response_a.text if battle.response_a else None,
-        "b": battle.response_b.text if battle.response_b else None,
-    }
+    a = battle.response_a.text if battle.response_a else None
+    b = battle.response_b.text if battle.response_b else None
+    return {"status": battle.status, "a": a, "b": b, "html": responses_html(a, b)}
+
+
+def responses_html(a: str | None, b: str | None) -> dict[str, str | None]:
+    """Both sides' texts rendered as sanitised HTML (`prefarena.rendering`); None where a side has no text."""
+    return {side: None if text is None else rendering.text_to_html(text) for side, text in (("a", a), ("b", b))}
 
 
 def battle_payload(battle: Battle, *, token: str) -> dict[str, Any]:
     """What the visitor's page gets: sides a/b only; model names once the battle has its vote."""
     voted = battle.status == BattleStatus.VOTED
     vote = getattr(battle, "vote", None) if voted else None
+    a = battle.response_a.text if battle.response_a else None
+    b = battle.response_b.text if battle.response_b else None
     payload: dict[str, Any] = {
         "id": battle.pk,
         "token": token,
@@ -69,10 +79,9 @@ def battle_payload(battle: Battle, *, token: str) -> dict[str, Any]:
         "status": battle.status,
         "prompt": battle.prompt.content,
         "websocket": battle_websocket_path(battle.pk),
-        "responses": {
-            "a": battle.response_a.text if battle.response_a else None,
-            "b": battle.response_b.text if battle.response_b else None,
-        },
+        "responses": {"a": a, "b": b},
+        "responses_html": responses_html(a, b),
+        "prompt_html": rendering.prompt_to_html(battle.prompt.content),
         # The stored error can quote a model label or a checkpoint path: never shown before the vote.
         "error": "Generation failed; your vote on this battle will not count." if battle.error else "",
         "vote": None,
@@ -201,3 +210,120 @@ def pool_campaigns():  # noqa: ANN201 - QuerySet[Campaign]
     if settings.ARENA_POOL_CAMPAIGNS:
         campaigns = campaigns.filter(name__in=settings.ARENA_POOL_CAMPAIGNS)
     return campaigns
+
+
+# --- per-battle rows for weighted fits -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitBattle:
+    """A counted vote as a fit reads it, with its weights (each 1 when the battle predates them).
+
+    `ipw_weight` = 1 / (pair_candidates · pair_propensity): the inverse-propensity weight of the pairing
+    (arena/pairing.py), so a weighted fit estimates the ratings of a uniformly paired arena. `dedup_weight` =
+    min(1, cap / n) for a prompt cluster with n counted votes among the rows (arena/hygiene.py,
+    ARENA_PROMPT_CLUSTER_CAP), so no prompt and its near-duplicates weigh more than `cap` votes."""
+
+    vote_id: int
+    model_a: str  # labels name@vN
+    model_b: str
+    winner: str  # battle-file spelling: model_a | model_b | tie | tie (bothbad)
+    tstamp: float
+    ipw_weight: float
+    dedup_weight: float
+    prompt_cluster: str  # '' for battles stored before clustering
+
+    @property
+    def weight(self) -> float:
+        """The battle's weight in a fit: both corrections at once."""
+        return self.ipw_weight * self.dedup_weight
+
+
+def battles_for_fit(category: str = "") -> list[FitBattle]:
+    """Counted votes in vote order with their fit weights (reads every vote: for offline or weighted fits)."""
+    votes = Vote.objects.filter(counted=True).order_by("created_at", "pk")
+    if category:
+        votes = votes.filter(battle__categories__contains=[category])
+    rows = list(
+        votes.values_list(
+            "pk",
+            "battle__model_a_id",
+            "battle__model_b_id",
+            "winner",
+            "created_at",
+            "battle__pair_propensity",
+            "battle__pair_candidates",
+            "battle__prompt_cluster",
+        )
+    )
+    ids = {row[1] for row in rows} | {row[2] for row in rows}
+    labels = {model.pk: model.label for model in Model.objects.filter(pk__in=ids)}
+    cluster_votes = Counter(row[7] for row in rows if row[7])
+    cap = settings.ARENA_PROMPT_CLUSTER_CAP
+    return [
+        FitBattle(
+            vote_id=pk,
+            model_a=labels[model_a],
+            model_b=labels[model_b],
+            winner=outcomes.FILE_WINNER[winner],
+            tstamp=created_at.timestamp(),
+            ipw_weight=pairing.ipw_weight(propensity, candidates),
+            dedup_weight=hygiene.dedup_weight(cluster_votes[cluster], cap) if cluster else 1.0,
+            prompt_cluster=cluster,
+        )
+        for pk, model_a, model_b, winner, created_at, propensity, candidates, cluster in rows
+    ]
+
+
+# --- cost and speed beside the leaderboard ---------------------------------------------------------------------
+SPEED_WINDOW = 2000  # the latest measured battles: a model's speed is its recent serving speed
+
+
+def model_speeds(window: int = SPEED_WINDOW) -> dict[int, dict[str, Any]]:
+    """Per model id: median time to first token (ms) and tokens/s over its sides in the latest `window` measured
+    live battles, and how many sides were measured."""
+    rows = (
+        Battle.objects.filter(Q(first_token_ms_a__isnull=False) | Q(first_token_ms_b__isnull=False))
+        .order_by("-pk")
+        .values_list(
+            "model_a_id",
+            "first_token_ms_a",
+            "tokens_per_second_a",
+            "model_b_id",
+            "first_token_ms_b",
+            "tokens_per_second_b",
+        )[:window]
+    )
+    first: dict[int, list[float]] = defaultdict(list)
+    rate: dict[int, list[float]] = defaultdict(list)
+    for model_a, first_a, rate_a, model_b, first_b, rate_b in rows:
+        for model, first_ms, per_second in ((model_a, first_a, rate_a), (model_b, first_b, rate_b)):
+            if first_ms is not None:
+                first[model].append(first_ms)
+            if per_second is not None:
+                rate[model].append(per_second)
+    return {
+        model: {
+            "first_token_ms": round(median(first[model]), 1),
+            "tokens_per_second": round(median(rate[model]), 1) if rate[model] else None,
+            "speed_samples": len(first[model]),
+        }
+        for model in first
+    }
+
+
+def leaderboard_costs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add each row's measured speed (`model_speeds`) and list prices (USD per million tokens; null when not
+    given) to leaderboard rows keyed by model label."""
+    labels = {row["model"] for row in rows}
+    names = {label.rsplit("@v", 1)[0] for label in labels}
+    models = {m.label: m for m in Model.objects.filter(name__in=names) if m.label in labels}
+    speeds = model_speeds()
+    for row in rows:
+        model = models.get(row["model"])
+        speed = speeds.get(model.pk, {}) if model is not None else {}
+        row["first_token_ms"] = speed.get("first_token_ms")
+        row["tokens_per_second"] = speed.get("tokens_per_second")
+        row["speed_samples"] = speed.get("speed_samples", 0)
+        for field in ("price_input_per_million", "price_output_per_million"):
+            value = getattr(model, field) if model is not None else None
+            row[field] = None if value is None else float(value)
+    return rows

@@ -7,6 +7,7 @@ no vote. A vote must come with the battle's signed token, bound to the voter's s
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -18,9 +19,9 @@ from django.utils import timezone
 
 from annotations.importing import prompt_check
 from annotations.models import Campaign, Prompt, Response
-from arena import events, ratelimit, selectors, style, tally
+from arena import events, hygiene, pairing_live, ratelimit, selectors, style, tally
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleMode, BattleStatus, Winner
+from arena.models import Battle, BattleMode, BattleStatus, PromptBand, Winner
 from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
 from models_hub.models import Model, ModelRole
 from prefarena import enqueue
@@ -29,7 +30,8 @@ from prefarena.text import comparable, storable
 
 TOKEN_SALT = "arena.battle"  # noqa: S105 - a signing namespace, not a secret
 TALLY_SLOT_KEY = "arena:tally:slot"
-LONG_PROMPT_CHARS = 1000
+LONG_PROMPT_CHARS = hygiene.LONG_PROMPT_CHARS
+prompt_categories = hygiene.prompt_categories
 
 
 class TooManyRequests(ApplicationError):
@@ -101,25 +103,17 @@ def arena_models() -> list[Model]:
     return list(Model.objects.filter(in_arena=True, role=ModelRole.POLICY, arena_weight__gt=0).order_by("id"))
 
 
-def models_pick(candidates: list[Model], rng: random.Random | None = None) -> tuple[Model, Model]:
-    """Two different models drawn by their arena weights, sides in random order."""
-    rng = rng or random.SystemRandom()
-    if len(candidates) < 2:
-        raise Conflict("The arena needs at least two models; register some and put them in the arena")
-    first = rng.choices(candidates, weights=[m.arena_weight for m in candidates])[0]
-    rest = [m for m in candidates if m.pk != first.pk]
-    second = rng.choices(rest, weights=[m.arena_weight for m in rest])[0]
-    return (first, second) if rng.random() < 0.5 else (second, first)
+def prompt_cluster_assign(content: str | list) -> tuple[str, str]:
+    """(normalised hash, near-duplicate cluster) of a battle's prompt; records its MinHash bands.
 
-
-def prompt_categories(content: str | list) -> list[str]:
-    categories = []
-    if isinstance(content, list) and sum(1 for m in content if m.get("role") == "user") > 1:
-        categories.append("multi_turn")
-    text = content if isinstance(content, str) else " ".join(m.get("content", "") for m in content)
-    if len(text) > LONG_PROMPT_CHARS:
-        categories.append("long_prompt")
-    return categories
+    Two near-duplicates created at the same moment may start two clusters (neither saw the other's bands):
+    the cap of the fits is then shared by two clusters, which only weakens it a little."""
+    digest = hygiene.prompt_hash(content)
+    bands = hygiene.minhash_bands(content)
+    found = sorted(set(PromptBand.objects.filter(key__in=bands).values_list("cluster", flat=True)))
+    cluster = found[0] if found else digest
+    PromptBand.objects.bulk_create([PromptBand(key=key, cluster=cluster) for key in bands], ignore_conflicts=True)
+    return digest, cluster
 
 
 def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle:
@@ -133,13 +127,19 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
         message = f"The prompt is {length} characters long; the limit is {settings.ARENA_MAX_PROMPT_CHARS}"
         raise InvalidInput(message, fields={"prompt": [message]})
     _battle_limit(identity)
-    model_a, model_b = models_pick(arena_models())
+    arena = arena_models()
+    choice = pairing_live.pair_choose(arena, arena)
     identity = _with_session(identity)
     with transaction.atomic():
+        digest, cluster = prompt_cluster_assign(content)
         battle = Battle.objects.create(
             prompt=Prompt.objects.create(content=content),
-            model_a=model_a,
-            model_b=model_b,
+            prompt_hash=digest,
+            prompt_cluster=cluster,
+            model_a=choice.model_a,
+            model_b=choice.model_b,
+            pair_propensity=choice.propensity,
+            pair_candidates=choice.pairs,
             mode=BattleMode.LIVE,
             session_hash=identity.session_hash,
             ip_hash=identity.ip_hash,
@@ -154,7 +154,8 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
 def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | None = None) -> Battle:
     """A battle from stored responses of two arena models to the same prompt."""
     _battle_limit(identity)
-    by_label = {m.label: m for m in arena_models()}
+    arena = arena_models()
+    by_label = {m.label: m for m in arena}
     # The pool is campaign prompts only. Live battles store the visitor's own prompt and responses under
     # arena model labels, and counted votes file them as items of the arena campaign: without these
     # filters one visitor's private prompt could be served to the next visitor.
@@ -175,7 +176,8 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     prompt_id = rng.choice(prompt_ids)
     candidates = list(responses.filter(prompt_id=prompt_id).order_by("id"))
     labels = sorted({r.model_name for r in candidates})
-    model_a, model_b = models_pick([by_label[label] for label in labels], rng)
+    choice = pairing_live.pair_choose(arena, [by_label[label] for label in labels], rng)
+    model_a, model_b = choice.model_a, choice.model_b
     of_a = [r for r in candidates if r.model_name == model_a.label]
     of_b = [r for r in candidates if r.model_name == model_b.label]
     pairs = [(a, b) for a in of_a for b in of_b]
@@ -186,12 +188,17 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     prompt = Prompt.objects.get(pk=prompt_id)
     leak = identity_leak_in([model_a.name, model_b.name], [response_a.text, response_b.text])
     identity = _with_session(identity)
+    digest, cluster = prompt_cluster_assign(prompt.content)
     return Battle.objects.create(
         prompt=prompt,
+        prompt_hash=digest,
+        prompt_cluster=cluster,
         model_a=model_a,
         model_b=model_b,
         response_a=response_a,
         response_b=response_b,
+        pair_propensity=choice.propensity,
+        pair_candidates=choice.pairs,
         mode=BattleMode.PREGENERATED,
         status=BattleStatus.READY,
         ready_at=timezone.now(),
@@ -226,15 +233,39 @@ def battles_expire_stuck(now: datetime | None = None) -> list[int]:
     return stuck
 
 
+@dataclass(frozen=True)
+class SideSpeed:
+    """One side's measured speed in a live battle (workers/arena_runner.py)."""
+
+    first_token_ms: float  # from the start of its generation (model loaded) to its first text
+    output_tokens: int | None
+    tokens_per_second: float | None  # after the first text; None for fewer than two tokens
+
+
+def _speed_fields(battle: Battle, speed: dict[str, SideSpeed | None]) -> list[str]:
+    fields = []
+    for side, measured in speed.items():
+        if side not in ("a", "b") or measured is None:
+            continue
+        setattr(battle, f"first_token_ms_{side}", measured.first_token_ms)
+        setattr(battle, f"output_tokens_{side}", measured.output_tokens)
+        setattr(battle, f"tokens_per_second_{side}", measured.tokens_per_second)
+        fields += [f"first_token_ms_{side}", f"output_tokens_{side}", f"tokens_per_second_{side}"]
+    return fields
+
+
 @transaction.atomic
-def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: str = "") -> Battle:
-    """Called by the generation task when both responses are complete (or one failed)."""
+def battle_responses_store(
+    *, battle_id: int, text_a: str, text_b: str, error: str = "", speed: dict[str, SideSpeed | None] | None = None
+) -> Battle:
+    """Called by the generation task when both responses are complete (or one failed), with each side's speed."""
     battle = Battle.objects.select_for_update().get(pk=battle_id)
     if battle.status != BattleStatus.GENERATING:
         return battle  # a duplicate delivery: the first one stored the responses
+    timed = _speed_fields(battle, speed or {})  # a side that finished has a speed even when the other failed
     if error:
         battle.status, battle.error, battle.leak = BattleStatus.ERROR, storable(error[:2000]), ""
-        battle.save(update_fields=["status", "error", "leak"])
+        battle.save(update_fields=["status", "error", "leak", *timed])
         return battle
     battle.response_a = Response.objects.create(
         prompt=battle.prompt, text=storable(text_a), model_name=battle.model_a.label
@@ -245,7 +276,7 @@ def battle_responses_store(*, battle_id: int, text_a: str, text_b: str, error: s
     battle.status, battle.ready_at = BattleStatus.READY, timezone.now()
     battle.leak = identity_leak(battle)  # checked once here, not at every vote
     battle.features = style.battle_features(text_a, text_b)  # stored once: controlled fits read no text
-    battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak", "features"])
+    battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak", "features", *timed])
     return battle
 
 

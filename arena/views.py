@@ -39,7 +39,7 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
         board = selectors.leaderboard_get(category, request.GET.get("control", "")[:200])
     except InvalidInput as exc:
         return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
-    board["rows"] = ci_bars(board["rows"])
+    board["rows"] = ci_bars(selectors.leaderboard_costs(board["rows"]))
     config = {
         "api_url": reverse("arena-leaderboard-list"),
         "category": category,

@@ -64,6 +64,8 @@ class ModelAdminForm(forms.ModelForm):
             "top_p",
             "seed",
             "in_arena",
+            "price_input_per_million",
+            "price_output_per_million",
             "description",
         ]
 

@@ -10,6 +10,7 @@ A model is referenced in request bodies by its integer id or by a label: "name@v
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -92,6 +93,13 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
         help_text="Environment variable holding the endpoint's key; null unless you are staff.",
     )
 
+    price_input_per_million = serializers.DecimalField(
+        max_digits=12, decimal_places=4, coerce_to_string=False, read_only=True, allow_null=True
+    )
+    price_output_per_million = serializers.DecimalField(
+        max_digits=12, decimal_places=4, coerce_to_string=False, read_only=True, allow_null=True
+    )
+
     class Meta:
         model = Model
         fields = [
@@ -119,6 +127,8 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
             "metrics",
             "is_current",
             "in_arena",
+            "price_input_per_million",
+            "price_output_per_million",
             "description",
             "created_by",
             "created_at",
@@ -131,6 +141,22 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
             for field in LOCATION_FIELDS:
                 data[field] = None  # where weights and endpoints live is for staff only
         return data
+
+
+PRICE_HELP = "Optional list price, US dollars per million {} tokens (null: not given); shown on the arena leaderboard."
+
+
+def _price_field(kind: str, **kwargs: Any) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        min_value=Decimal(0),
+        allow_null=True,
+        required=False,
+        coerce_to_string=False,
+        help_text=PRICE_HELP.format(kind),
+        **kwargs,
+    )
 
 
 class ModelRegisterSerializer(serializers.Serializer):
@@ -168,6 +194,8 @@ class ModelRegisterSerializer(serializers.Serializer):
         required=False, help_text="The version this one was derived from."
     )
     in_arena = serializers.BooleanField(default=False)
+    price_input_per_million = _price_field("prompt", default=None)
+    price_output_per_million = _price_field("generated", default=None)
     description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
 
     def validate_top_p(self, value: float) -> float:
@@ -197,6 +225,8 @@ class ModelUpdateSerializer(serializers.Serializer):
     engine = serializers.ChoiceField(
         choices=GenerationEngine.choices, required=False, help_text="transformers only; see registration."
     )
+    price_input_per_million = _price_field("prompt")
+    price_output_per_million = _price_field("generated")
 
     def validate_top_p(self, value: float) -> float:
         if value <= 0:

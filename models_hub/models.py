@@ -68,6 +68,13 @@ class Model(models.Model):
     is_current = models.BooleanField(default=False, help_text="Promoted: the current version of its family")
     in_arena = models.BooleanField(default=False)
     arena_weight = models.FloatField(default=1.0, help_text="Relative chance of being drawn for an arena battle")
+    # Optional list prices in US dollars per million tokens, shown on the arena leaderboard (null: not given).
+    price_input_per_million = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, help_text="USD per million prompt tokens"
+    )
+    price_output_per_million = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, help_text="USD per million generated tokens"
+    )
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -94,6 +101,14 @@ class Model(models.Model):
             models.CheckConstraint(condition=Q(timeout_s__gt=0), name="model_timeout_positive"),
             models.CheckConstraint(condition=Q(max_concurrency__gte=1), name="model_concurrency_positive"),
             models.CheckConstraint(condition=Q(arena_weight__gte=0), name="model_arena_weight_non_negative"),
+            models.CheckConstraint(
+                condition=Q(price_input_per_million__isnull=True) | Q(price_input_per_million__gte=0),
+                name="model_price_input_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(price_output_per_million__isnull=True) | Q(price_output_per_million__gte=0),
+                name="model_price_output_non_negative",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -4,6 +4,7 @@ checked by its files and config.json, an endpoint by asking it for its model lis
 from __future__ import annotations
 
 import json
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ def model_register(
     if backend not in ModelBackend.values:
         raise _bad("backend", f"backend must be one of {', '.join(ModelBackend.values)}")
     engine_check(backend, fields.get("engine", GenerationEngine.DEFAULT))
+    prices_check(fields)
     if backend == ModelBackend.TRANSFORMERS:
         if not fields.get("path"):
             raise _bad("path", "the transformers backend needs a checkpoint path")
@@ -158,7 +160,33 @@ def model_champion_set(*, model: Model) -> Model:
 # Settings of a registered version that may change after registration; everything else (name, version,
 # role, where the weights or endpoint live, lineage) identifies the version and stays as registered.
 # `engine` is how the weights are run, like the sampling defaults: a worker reloads the model when it changes.
-MODEL_MUTABLE_FIELDS = ("in_arena", "description", "max_new_tokens", "temperature", "top_p", "seed", "engine")
+# Prices are list prices an operator may correct at any time.
+MODEL_MUTABLE_FIELDS = (
+    "in_arena",
+    "description",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "engine",
+    "price_input_per_million",
+    "price_output_per_million",
+)
+PRICE_FIELDS = ("price_input_per_million", "price_output_per_million")
+
+
+def prices_check(fields: dict[str, Any]) -> None:
+    """Prices are null or a finite number >= 0 (the command line and the admin pass them unchecked)."""
+    for name in PRICE_FIELDS:
+        value = fields.get(name)
+        if value is None:
+            continue
+        try:
+            number = Decimal(str(value))
+        except (InvalidOperation, ValueError) as exc:
+            raise _bad(name, f"{name} must be a number of US dollars per million tokens") from exc
+        if not number.is_finite() or number < 0 or number >= Decimal("1e8"):
+            raise _bad(name, f"{name} must be between 0 and 100,000,000 US dollars per million tokens")
 
 
 def model_update(*, model: Model, **changes: Any) -> Model:
@@ -174,6 +202,7 @@ def model_update(*, model: Model, **changes: Any) -> Model:
         raise _bad("max_new_tokens", "max_new_tokens must be at least 1")
     if "engine" in changes:
         engine_check(model.backend, changes["engine"])
+    prices_check(changes)
     if changes.get("in_arena") and model.role != ModelRole.POLICY:
         raise _bad("in_arena", f"only policy models enter the arena; {model.label} is a {model.role} model")
     if changes:

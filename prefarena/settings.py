@@ -6,26 +6,53 @@ in-memory layer and a Celery broker on the local filesystem, so `make demo` need
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from prefarena.env import env_bool, env_choice, env_int, env_list, env_str
+from prefarena.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PREFARENA_VAR_DIR") or BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = env_str("SECRET_KEY") or ""  # unset and empty alike: refused below unless DEBUG
+
+def _embedded_secret_key(var_dir: Path) -> str:
+    """The embedded default's own key: generated once into var/secret_key (owner-only), then read back."""
+    import secrets
+
+    path = var_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process wrote it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = env_str("SECRET_KEY") or ""  # unset and empty alike: see below
 if not SECRET_KEY:
-    if not DEBUG:
+    if DEBUG:
+        SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
+    elif not env_str("DATABASE_URL"):
+        # The embedded default (SQLite in var/, no DATABASE_URL): commands and the demo just work, with a key
+        # generated once for this checkout. A deployment names its database, and must then give SECRET_KEY.
+        SECRET_KEY = _embedded_secret_key(VAR_DIR)
+    else:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set SECRET_KEY (a long random string), or DEBUG=1 for development."
         )
-    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -349,6 +376,23 @@ ARENA_PROVISIONAL_MAX_CI_WIDTH = env_int("ARENA_PROVISIONAL_MAX_CI_WIDTH", 0)
 # deployment stores on battles as <name>_a / <name>_b).
 ARENA_CONTROLS = env_list("ARENA_CONTROLS", ["style", "position", "style+position"])
 ARENA_BATTLE_FEATURES = env_list("ARENA_BATTLE_FEATURES", [])
+# Which two models battle (arena/pairing.py): "active" draws pairs by the expected shrinking of the intervals of
+# the top ARENA_PAIRING_TOP_K (and of models that may enter it), mixed with ARENA_PAIRING_FLOOR of the weighted
+# draw; "weighted" draws by each model's arena_weight alone. Pair probabilities are recomputed at most every
+# ARENA_PAIRING_REFRESH_SECONDS per process. Either way each battle stores its pair's probability.
+ARENA_PAIRING = env_choice("ARENA_PAIRING", "active", ("active", "weighted"))
+ARENA_PAIRING_FLOOR = env_float("ARENA_PAIRING_FLOOR", 0.1)
+if not 0 < ARENA_PAIRING_FLOOR <= 1:
+    raise ImproperlyConfigured(f"ARENA_PAIRING_FLOOR must be in (0, 1], got {ARENA_PAIRING_FLOOR}")
+ARENA_PAIRING_TOP_K = env_int("ARENA_PAIRING_TOP_K", 5)
+if ARENA_PAIRING_TOP_K < 1:
+    raise ImproperlyConfigured(f"ARENA_PAIRING_TOP_K must be at least 1, got {ARENA_PAIRING_TOP_K}")
+ARENA_PAIRING_REFRESH_SECONDS = env_int("ARENA_PAIRING_REFRESH_SECONDS", 30)
+# Weighted fits count at most this many votes per near-duplicate prompt cluster (arena/hygiene.py): a cluster
+# with n > cap counted votes weighs each cap / n.
+ARENA_PROMPT_CLUSTER_CAP = env_int("ARENA_PROMPT_CLUSTER_CAP", 20)
+if ARENA_PROMPT_CLUSTER_CAP < 1:
+    raise ImproperlyConfigured(f"ARENA_PROMPT_CLUSTER_CAP must be at least 1, got {ARENA_PROMPT_CLUSTER_CAP}")
 
 LOGGING = {
     "version": 1,

@@ -101,3 +101,14 @@ def test_the_progress_socket_sends_annotators_their_own_row_and_managers_every_r
         assert annotators_named(on_connect["progress"]["per_annotator"]) == expected, name
         assert annotators_named(on_broadcast["progress"]["per_annotator"]) == expected, name
         assert on_broadcast["progress"]["judgments"] == 2
+
+
+def test_a_campaign_title_on_the_home_page_links_to_its_page_not_its_api_document(
+    judged_campaign: dict[str, Any],
+) -> None:
+    campaign = judged_campaign["campaign"]
+    client = Client()
+    client.force_login(judged_campaign["alice"])
+    html = client.get("/").content.decode()
+    assert f'<a href="/campaigns/{campaign.pk}/">{campaign.name}</a>' in html
+    assert f"/api/v1/campaigns/{campaign.pk}/" not in html

@@ -61,6 +61,10 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
         assert status == 200, log.read_text()
         text = log.read_text()
         assert "annotator / " in text and "admin     / " in text
+        # The public arena battles shipped in the repo were imported: the leaderboard has ratings.
+        assert "imported 1515" in text
+        board = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/arena/leaderboard/", timeout=10).read()
+        assert b"imagenhub_PlayGroundV2_generation" in board
         # A task published through the filesystem broker is executed by the demo's worker.
         subprocess.run(
             [

@@ -43,6 +43,21 @@ def test_missing_secret_key_without_debug_is_a_startup_error():
     assert "SECRET_KEY is not set" in result.stderr
 
 
+def test_the_embedded_default_needs_no_secret_key_and_keeps_the_one_it_generated(tmp_path: Path) -> None:
+    # given nothing set: no DEBUG, no SECRET_KEY, no DATABASE_URL (the embedded SQLite default)
+    env = {"PREFARENA_VAR_DIR": str(tmp_path)}
+    show = "from django.conf import settings; print(settings.SECRET_KEY)"
+    # when a command runs twice
+    first = run_manage("shell", "-c", show, env=env)
+    second = run_manage("shell", "-c", show, env=env)
+    # then it works, with a key generated once into var/ (owner-only) and read back the second time
+    assert first.returncode == 0, first.stderr
+    key = (tmp_path / "secret_key").read_text()
+    assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1] == key and len(key) >= 50
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    assert run_manage("check", env=env).returncode == 0
+
+
 def test_bad_boolean_is_a_clear_error():
     result = run_manage("check", env={**env_example(), "DEBUG": "maybe"})
     assert result.returncode != 0

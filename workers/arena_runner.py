@@ -38,13 +38,20 @@ from channels.layers import get_channel_layer
 
 from arena import selectors
 from arena.models import Battle, BattleStatus
-from arena.services import battle_responses_store
+from arena.services import SideSpeed, battle_responses_store
 from models_hub.models import Model, ModelBackend
+from prefarena import rendering
 from prefarena.text import comparable
 from workers.runtime import generator_for, sampling_params
 
 logger = logging.getLogger(__name__)
 SEND_INTERVAL_S = 0.05  # at most ~20 messages per second per battle; text in between is coalesced
+# A side's text is re-rendered to HTML (Markdown + highlighting + sanitiser, ~25 ms for 5 KB) at most every
+# RENDER_INTERVAL_S, and never more often than RENDER_BUDGET times its last rendering's cost, so rendering a
+# long answer takes at most ~1/RENDER_BUDGET of a core. Between renders the page shows the last HTML followed by
+# the text after its `html_chars` characters, as plain text.
+RENDER_INTERVAL_S = 0.25
+RENDER_BUDGET = 10.0
 STREAM_TIMEOUT_S = 300.0  # a local model that yields no text for this long is treated as hung
 
 
@@ -53,6 +60,19 @@ class SideResult:
     text: str = ""
     error: str = ""
     finished: bool = False
+    # perf_counter() readings: generation started (model loaded), first text seen, generation ended
+    started_at: float | None = None
+    first_text_at: float | None = None
+    ended_at: float | None = None
+    tokens: int | None = None  # generated tokens (an endpoint's usage, or its estimate when it reports none)
+
+    def speed(self) -> SideSpeed | None:
+        """Time to first text and tokens per second after it; None for a failed side."""
+        if self.error or self.started_at is None or self.first_text_at is None or self.ended_at is None:
+            return None
+        decoding = self.ended_at - self.first_text_at
+        rate = (self.tokens - 1) / decoding if self.tokens is not None and self.tokens >= 2 and decoding > 0 else None
+        return SideSpeed(1000.0 * (self.first_text_at - self.started_at), self.tokens, rate)
 
 
 def battle_seed(battle_id: int, side: str, model: Model) -> int:
@@ -61,9 +81,9 @@ def battle_seed(battle_id: int, side: str, model: Model) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def stream_generate(lm: Any, prompt: Any, seed: int, params: Any, on_text: Callable[[str], None]) -> str:
+def stream_generate(lm: Any, prompt: Any, seed: int, params: Any, on_text: Callable[[str], None]) -> tuple[str, int]:
     """Generate one response with a loaded `workers.ml.generation.CausalLM`, calling `on_text(text so far)`
-    as text arrives; returns the final text.
+    as text arrives; returns the final text and its number of generated tokens (up to EOS).
 
     Sampling is `CausalLM.generate`'s: the same SeededSampler (Gumbel-max noise from a hash of seed,
     step and token), one row, stop at EOS, so the result equals `lm.generate([prompt], [seed], params)`.
@@ -110,27 +130,37 @@ def stream_generate(lm: Any, prompt: Any, seed: int, params: Any, on_text: Calla
         raise outcome["error"]
     ids = outcome["ids"][0, prompt_length:].tolist()
     stop = next((i for i, token in enumerate(ids) if token in lm.eos_ids), None)
-    return lm.tokenizer.decode(ids if stop is None else ids[:stop], skip_special_tokens=True)
+    kept = ids if stop is None else ids[:stop]
+    return lm.tokenizer.decode(kept, skip_special_tokens=True), len(kept)
 
 
 def _side_run(
     side: str, model: Model, generator: Any, prompt: Any, seed: int, outbox: queue.Queue, result: SideResult
 ) -> None:
     params = sampling_params(model, max_new_tokens=None, temperature=None, top_p=None)
+
+    def on_text(text: str) -> None:
+        if result.first_text_at is None and text:
+            result.first_text_at = time.perf_counter()
+        outbox.put((side, text))
+
+    result.started_at = time.perf_counter()
     try:
         if model.backend == ModelBackend.TRANSFORMERS:
-            result.text = stream_generate(generator, prompt, seed, params, lambda text: outbox.put((side, text)))
+            result.text, result.tokens = stream_generate(generator, prompt, seed, params, on_text)
         else:
             parts: list[str] = []
 
             def on_delta(delta: str) -> None:
                 parts.append(delta)
-                outbox.put((side, "".join(parts)))  # the text so far, as a local side sends it
+                on_text("".join(parts))  # the text so far, as a local side sends it
 
             try:
-                result.text = generator.generate_streaming(prompt, seed, params, on_delta).text
+                completion = generator.generate_streaming(prompt, seed, params, on_delta)
+                result.text, result.tokens = completion.text, completion.completion_tokens
             finally:
                 generator.close()
+        result.ended_at = time.perf_counter()
     except Exception as exc:
         result.error = f"{model.label}: {type(exc).__name__}: {exc}"
         logger.warning("arena battle side %s (%s) failed", side, model.label, exc_info=True)
@@ -182,6 +212,7 @@ def battle_generate_run(battle_id: int) -> Battle | None:
         thread.start()
     latest: dict[str, str] = {}
     sent: dict[str, str] = {}
+    next_render: dict[str, float] = {}
     while True:
         try:
             side, text = outbox.get(timeout=SEND_INTERVAL_S)
@@ -195,7 +226,13 @@ def battle_generate_run(battle_id: int) -> Battle | None:
             pass
         for side, text in latest.items():
             if sent.get(side) != text and not results[side].finished:
-                _send(battle_id, {"type": "battle.text", "side": side, "text": text, "done": False})
+                event: dict[str, Any] = {"type": "battle.text", "side": side, "text": text, "done": False}
+                started = time.monotonic()
+                if started >= next_render.get(side, 0.0):
+                    event["html"], event["html_chars"] = rendering.text_to_html(text), len(text)
+                    cost = time.monotonic() - started
+                    next_render[side] = started + max(RENDER_INTERVAL_S, RENDER_BUDGET * cost)
+                _send(battle_id, event)
                 sent[side] = text
         if all(result.finished for result in results.values()):
             break
@@ -205,7 +242,11 @@ def battle_generate_run(battle_id: int) -> Battle | None:
 
     error = "; ".join(f"{side}: {r.error}" for side, r in results.items() if r.error)
     stored = battle_responses_store(
-        battle_id=battle_id, text_a=results["a"].text, text_b=results["b"].text, error=error
+        battle_id=battle_id,
+        text_a=results["a"].text,
+        text_b=results["b"].text,
+        error=error,
+        speed={side: result.speed() for side, result in results.items()},
     )
     texts = selectors.battle_texts(battle_id)  # what is stored (a duplicate delivery may have stored first)
     if texts["status"] == BattleStatus.ERROR:
@@ -214,6 +255,17 @@ def battle_generate_run(battle_id: int) -> Battle | None:
         if comparable(texts["a"] or "") == comparable(texts["b"] or ""):
             logger.info("arena battle %s: both models answered the same text", battle_id)
         for side in ("a", "b"):
-            _send(battle_id, {"type": "battle.text", "side": side, "text": texts[side] or "", "done": True})
+            text = texts[side] or ""
+            _send(
+                battle_id,
+                {
+                    "type": "battle.text",
+                    "side": side,
+                    "text": text,
+                    "done": True,
+                    "html": texts["html"][side] or "",
+                    "html_chars": len(text),
+                },
+            )
         _send(battle_id, {"type": "battle.status", **texts})
     return stored

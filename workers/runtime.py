@@ -1,32 +1,136 @@
-"""Loaded models, cached per worker process.
+"""Loaded models, cached per worker process, within a memory budget.
 
 The ML modules are imported here, inside the functions, on purpose: the Celery parent process and
 the web process import workers.tasks but must never import torch (CUDA may only be initialised in
 the pool child that runs the job, and torch costs the web process 200+ MiB for nothing).
+
+The cache holds generation and reward models between jobs (a best-of-N job uses one of each), least
+recently used first out, within `PREFARENA_MODEL_CACHE_BUDGET` bytes ("12GiB") of weights; by default
+`CACHE_DEVICE_SHARE` of the GPU's memory, or, on a CPU worker without a budget, `CACHE_CPU_MODELS` models.
+A training run empties it first (`model_cache_clear`): the run's estimate assumes the device to itself.
+After every gpu-queue job, `device_memory_release` hands the memory the job freed back to the device.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
+import sys
 from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
 
-_CACHE: OrderedDict[tuple, Any] = OrderedDict()
-_CACHE_SIZE = 2  # a generation model and a reward model side by side (best-of-N)
+logger = logging.getLogger(__name__)
+
+CACHE_BUDGET_ENV = "PREFARENA_MODEL_CACHE_BUDGET"
+CACHE_DEVICE_SHARE = 0.5  # of the GPU's memory; the rest is for activations, KV caches and the job's own models
+CACHE_CPU_MODELS = 2  # a generation model and a reward model side by side (best-of-N)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
-def _cached(key: tuple, build: Any) -> Any:
+@dataclass
+class _Entry:
+    value: Any
+    size: int  # bytes of its parameters and buffers
+
+
+_CACHE: OrderedDict[tuple, _Entry] = OrderedDict()  # least recently used first
+
+
+@dataclass(frozen=True)
+class CacheBudget:
+    bytes: int | None  # at most this many bytes of weights, or
+    models: int | None  # at most this many models (a CPU worker without a configured budget)
+
+
+def model_cache_budget() -> CacheBudget:
+    """`PREFARENA_MODEL_CACHE_BUDGET` when set; else CACHE_DEVICE_SHARE of the GPU, or CACHE_CPU_MODELS models."""
+    from workers.ml.memory import env_bytes
+
+    configured = env_bytes(CACHE_BUDGET_ENV)
+    if configured is not None:
+        return CacheBudget(bytes=configured, models=None)
+    if "torch" in sys.modules:  # a model was loaded in this process: asking costs nothing and cannot load torch
+        import torch
+
+        if torch.cuda.is_available():
+            return CacheBudget(
+                bytes=int(
+                    torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory * CACHE_DEVICE_SHARE
+                ),
+                models=None,
+            )
+    return CacheBudget(bytes=None, models=CACHE_CPU_MODELS)
+
+
+def _loaded_size(value: Any) -> int:
+    model = getattr(value, "model", None)
+    if model is None:
+        return 0
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _checkpoint_size(path: str) -> int:
+    """Bytes of a checkpoint's weight files: what loading it will take, before it is loaded (dtype aside)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in _WEIGHT_SUFFIXES and f.is_file())
+
+
+def _evict_beyond(budget: CacheBudget, incoming: int, keep: tuple | None = None) -> None:
+    """Drop least recently used entries until `incoming` more bytes (or one more model) fit; `keep` stays."""
+    evicted = False
+    while _CACHE:
+        if budget.models is not None:
+            fits = len(_CACHE) + (0 if keep else 1) <= budget.models
+        else:
+            fits = sum(e.size for e in _CACHE.values()) + incoming <= (budget.bytes or 0)
+        candidates = [key for key in _CACHE if key != keep]
+        if fits or not candidates:
+            break
+        key = candidates[0]
+        entry = _CACHE.pop(key)
+        logger.info("model cache: evicted %s (%d bytes)", key, entry.size)
+        del entry
+        evicted = True
+    if evicted:
+        device_memory_release()
+
+
+def _cached(key: tuple, build: Any, path: str | None = None) -> Any:
     if key in _CACHE:
         _CACHE.move_to_end(key)
-        return _CACHE[key]
-    while len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    _CACHE[key] = build()
-    return _CACHE[key]
+        return _CACHE[key].value
+    budget = model_cache_budget()
+    _evict_beyond(budget, _checkpoint_size(path) if path else 0)  # make room before loading, not after
+    value = build()
+    _CACHE[key] = _Entry(value, _loaded_size(value))
+    _evict_beyond(model_cache_budget(), 0, keep=key)  # the measured size; the model in use always stays
+    return value
+
+
+def model_cache_clear() -> None:
+    """Drop every cached model and give their memory back: a training run needs the device to itself."""
+    _CACHE.clear()
+    device_memory_release()
+
+
+def device_memory_release() -> None:
+    """Collect unreachable objects (a model dropped by a job, tensors of a failed step held in a cycle) and,
+    where CUDA is initialised, return the caching allocator's free blocks to the device, so the next job (or
+    another process on the GPU) sees them free. Never imports torch."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _api_key(model: Model) -> str | None:
@@ -91,7 +195,7 @@ def generator_for(model: Model, *, engine: str | None = None) -> Any:
         except Exception as exc:  # any loader error (OSError, SafetensorError, ...) means "cannot load"
             raise PermanentBackendError(f"{model.label}: cannot load {model.path}: {exc}") from exc
 
-    return _cached(("causal", model.pk, model.path, chosen), build)
+    return _cached(("causal", model.pk, model.path, chosen), build, model.path)
 
 
 def reward_for(model: Model) -> Any:
@@ -110,7 +214,7 @@ def reward_for(model: Model) -> Any:
         from workers.ml.errors import PermanentBackendError
 
         raise PermanentBackendError(f"{model.label}: reward models must be local transformers checkpoints")
-    return _cached(("reward", model.pk, model.path), build)
+    return _cached(("reward", model.pk, model.path), build, model.path)
 
 
 def sampling_params(model: Model, *, max_new_tokens: int | None, temperature: float | None, top_p: float | None) -> Any:

@@ -11,12 +11,21 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from prefarena.jobs import loop
-from workers import arena_runner, judging, runners, services
+from workers import arena_runner, judging, runners, runtime, services
 from workers.models import GenerationJob, ScoringJob
 from workers.training import policies as training_policies
 from workers.training import runner as training_runner
 
+
+class GpuTask(Task):
+    """A gpu-queue task: once it returns (any way), the memory its job freed goes back to the device."""
+
+    def after_return(self, *args: object, **kwargs: object) -> None:
+        runtime.device_memory_release()
+
+
 GPU_TASK_OPTIONS = {
+    "base": GpuTask,
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,

@@ -25,7 +25,7 @@ register_converter(JobKindConverter, "jobkind")
 urlpatterns = [
     path("", views.job_list, name="job-list"),
     # Before the generic job routes: "training" also reads as a kind there.
-    path("training/<int:run_id>/", training_views.training_run_detail, name="training-run-detail"),
+    path("training/<int:run_id>/", training_views.training_run_detail, name="training-run-page"),
     path("training/<int:run_id>/progress.json", training_views.training_run_progress, name="training-run-progress"),
     path("<jobkind:kind>/<int:job_id>/", views.job_detail, name="job-detail"),
     path("<jobkind:kind>/<int:job_id>/progress.json", views.job_progress, name="job-progress"),

@@ -10,6 +10,7 @@ selectors.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -19,13 +20,13 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from prefarena.errors import Conflict, NotFound
 from prefarena.jobs import events
 from prefarena.jobs import kinds as jobkinds
-from prefarena.jobs.kinds import JobKind
 from workers import services
 from workers.models import TERMINAL_STATUSES, GenerationJob, GenerationOutput, Job, JobStatus, JudgeJob, ScoringJob
 
@@ -36,11 +37,6 @@ PROGRESS_NOUNS = {"generation": "responses generated", "scoring": "responses sco
 
 
 # --- access (each kind's rule lives with its selectors, found through prefarena/jobs/kinds.py) ---------------
-def page_kinds() -> list[JobKind]:
-    """The kinds shown on /jobs/ with the generic job page, in registration order."""
-    return [kind for kind in jobkinds.kinds() if kind.page]
-
-
 def job_list_for_user(user: User | AnonymousUser, kind: str) -> QuerySet[Job]:
     """Jobs of `kind` that `user` may see (the kind's own rule); none for anonymous users."""
     job_kind = jobkinds.kind_named(kind)
@@ -95,19 +91,82 @@ def _channel_layer_is_process_local() -> bool:
 
 
 # --- pages ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobRow:
+    """One row of /jobs/: any kind of job, with its page and a line saying what it does."""
+
+    kind: str
+    job: Job
+    url: str
+    what: str
+
+
+# Related rows each kind's line reads, loaded with the list (no query per row).
+_RELATED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "generation": (("created_by",), ("policy_models",)),
+    "scoring": (("created_by", "model"), ()),
+    "judge": (("created_by", "model", "campaign"), ()),
+    "training": (("created_by", "base_model", "output_model"), ()),
+    "snapshot": (("created_by",), ()),
+}
+
+
+def _row(kind: str, job: Any) -> JobRow:
+    if kind == "training":
+        made = f" → {job.output_model.label}" if job.output_model_id else ""
+        return JobRow(
+            kind, job, reverse("training-run-page", args=[job.pk]), f"{job.method} from {job.base_model.label}{made}"
+        )
+    if kind == "snapshot":
+        return JobRow(kind, job, f"/api/v1/datasets/{job.pk}/", f"{job.name} ({', '.join(job.formats)})")
+    if kind == "generation":
+        what = ", ".join(model.label for model in job.policy_models.all())
+    elif kind == "judge":
+        what = f"{job.model.label} on {job.campaign.name}"
+    else:
+        what = job.model.label
+    return JobRow(kind, job, reverse("job-detail", args=[kind, job.pk]), what)
+
+
+def job_rows_for_user(user: User | AnonymousUser, *, kind: str = "", status: str = "") -> list[JobRow]:
+    """The newest jobs of every kind `user` may see (or of `kind`, with `status`), newest first, at most LIST_LIMIT."""
+    rows: list[JobRow] = []
+    for job_kind in jobkinds.kinds():
+        if kind and job_kind.name != kind:
+            continue
+        jobs = job_list_for_user(user, job_kind.name)
+        if status:
+            jobs = jobs.filter(status=status)
+        joined, prefetched = _RELATED.get(job_kind.name, ((), ()))
+        jobs = jobs.select_related(*joined).prefetch_related(*prefetched).order_by("-created_at", "-pk")
+        rows.extend(_row(job_kind.name, job) for job in jobs[:LIST_LIMIT])
+    rows.sort(key=lambda row: (row.job.created_at, row.job.pk), reverse=True)
+    return rows[:LIST_LIMIT]
+
+
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
+    """Every kind of job in one list, newest first, filtered by `?kind=` and `?status=` (a bad value: 400)."""
     user = request.user
-    sections = [
-        (kind.name, list(job_list_for_user(user, kind.name).order_by("-created_at", "-pk")[:LIST_LIMIT]))
-        for kind in page_kinds()
-    ]
+    kinds = [kind.name for kind in jobkinds.kinds()]
+    statuses = [status.value for status in JobStatus]
+    kind, status = request.GET.get("kind", ""), request.GET.get("status", "")
+    errors = []
+    if kind and kind not in kinds:
+        errors.append(f"kind must be one of {', '.join(kinds)} (got {kind!r})")
+    if status and status not in statuses:
+        errors.append(f"status must be one of {', '.join(statuses)} (got {status!r})")
     context = {
-        "sections": sections,
+        "rows": [] if errors else job_rows_for_user(user, kind=kind, status=status),
+        "kinds": kinds,
+        "statuses": statuses,
+        "kind": kind,
+        "status": status,
+        "errors": errors,
         "limit": LIST_LIMIT,
         "sees_all": user.is_staff,
     }
-    return render(request, "workers/job_list.html", context)
+    return render(request, "workers/job_list.html", context, status=400 if errors else 200)
 
 
 @login_required

@@ -1,8 +1,10 @@
 /* PrefArena: the annotator's page. Leases an item from the JSON API, collects a judgment
  * (pairwise, ranking or rating), submits it, and asks for the next one.
  *
- * Security: prompts and model outputs are untrusted. They reach the DOM only as text
- * (textContent / text nodes), never through innerHTML; CSS `white-space: pre-wrap` keeps their layout.
+ * Security: prompts and model outputs are untrusted. The rendered view shows the HTML the server made of them
+ * (`html` fields: Markdown rendered, raw HTML escaped, sanitised by prefarena/rendering.py) through
+ * PrefText.showHtml (static/js/textview.js); the raw view and the word diff put text in as text nodes
+ * (textContent), never through innerHTML; CSS `white-space: pre-wrap` keeps their layout.
  * Answers are sent in *presented* terms ("a" = the first response shown); the server maps them to
  * canonical positions with the lease's presented order.
  */
@@ -23,6 +25,8 @@
     skipError: byId("skip-error"), skipCancel: byId("skip-cancel"), guidelines: byId("guidelines"),
     progressBar: byId("progress-bar"), progressText: byId("progress-text"), myCount: byId("my-count"),
     checkAgain: byId("check-again"),
+    viewRaw: byId("view-raw"), viewSync: byId("view-sync"), viewDiff: byId("view-diff"),
+    viewDiffLabel: byId("view-diff-label"), diffNote: byId("diff-note"),
   };
 
   const MAX_TIME_MS = 24 * 3600 * 1000; // the API's upper bound for time_spent_ms
@@ -194,8 +198,9 @@
   function render(lease) {
     state.lease = lease;
     state.key = newIdempotencyKey();
-    renderPrompt(lease.prompt);
+    renderPrompt(lease);
     renderResponses(lease.responses);
+    paintTexts();
     el.pairwise.hidden = lease.kind !== "pairwise";
     el.ranking.hidden = lease.kind !== "ranking";
     el.rating.hidden = lease.kind !== "rating";
@@ -221,30 +226,94 @@
     state.startedAt = performance.now();
   }
 
-  function renderPrompt(prompt) {
-    el.prompt.replaceChildren();
-    if (Array.isArray(prompt)) {
-      for (const message of prompt) {
-        const role = message && typeof message === "object" ? String(message.role || "") : "";
-        const content = message && typeof message === "object" ? message.content : message;
-        el.prompt.append(h("div", { class: `message role-${role.replace(/[^a-z]/gi, "")}` }, [
-          h("div", { class: "role", text: role || "message" }),
-          h("div", { class: "text", text: contentText(content) }),
-        ]));
-      }
-    } else {
-      el.prompt.append(h("div", { class: "text", text: contentText(prompt) }));
-    }
+  /** The prompt's messages as [{role, text, html}]: html from the lease's `prompt_html`, one per message. */
+  function promptMessages(lease) {
+    const rendered = Array.isArray(lease.prompt_html) ? lease.prompt_html : [];
+    const messages = Array.isArray(lease.prompt) ? lease.prompt : [lease.prompt];
+    return messages.map((message, number) => {
+      const isMessage = Array.isArray(lease.prompt) && message && typeof message === "object";
+      const html = rendered[number] ? rendered[number].html : null;
+      return {
+        role: isMessage ? String(message.role || "") : null,
+        text: contentText(isMessage ? message.content : message),
+        html: typeof html === "string" ? html : null,
+      };
+    });
+  }
+
+  function renderPrompt(lease) {
+    el.prompt.replaceChildren(...promptMessages(lease).map((message) => {
+      const text = h("div", { class: "text" });
+      text.prefText = message;
+      if (message.role === null) return text;
+      return h("div", { class: `message role-${message.role.replace(/[^a-z]/gi, "")}` }, [
+        h("div", { class: "role", text: message.role || "message" }), text,
+      ]);
+    }));
   }
 
   function renderResponses(responses) {
     el.responses.className = `responses responses-${state.lease.kind} count-${responses.length}`;
-    el.responses.replaceChildren(...responses.map((r) =>
-      h("article", { class: "card response", "data-index": r.index, "aria-label": `Response ${r.label}` }, [
+    el.responses.replaceChildren(...responses.map((r) => {
+      const text = h("div", { class: "text" });
+      text.prefText = { text: String(r.text), html: typeof r.html === "string" ? r.html : null };
+      return h("article", { class: "card response", "data-index": r.index, "aria-label": `Response ${r.label}` }, [
         h("h2", { class: "response-label" }, [h("span", { class: "chip", text: r.label }), ` Response ${r.label}`]),
-        h("div", { class: "text", text: String(r.text) }),
-      ])));
+        text,
+      ]);
+    }));
   }
+
+  // --- how texts are shown: rendered Markdown, raw text, word diff -------------------------------
+  /** Fill every prompt and response pane for the current view options. */
+  function paintTexts() {
+    const raw = el.viewRaw.checked;
+    const panes = Array.from(el.responses.querySelectorAll(".response .text"));
+    const canDiff = panes.length === 2;
+    el.viewDiffLabel.hidden = !canDiff;
+    let diff = null;
+    if (canDiff && el.viewDiff.checked) {
+      diff = window.PrefText.wordDiff(panes[0].prefText.text, panes[1].prefText.text);
+      el.diffNote.textContent = diff ? "" : "These responses differ too much for a word-by-word highlight.";
+    } else {
+      el.diffNote.textContent = "";
+    }
+    el.diffNote.hidden = !el.diffNote.textContent;
+    for (const pane of el.prompt.querySelectorAll(".text")) paintOne(pane, raw);
+    panes.forEach((pane, shown) => {
+      if (diff) window.PrefText.showDiff(pane, shown === 0 ? diff.a : diff.b);
+      else paintOne(pane, raw);
+    });
+  }
+
+  function paintOne(pane, raw) {
+    const { text, html } = pane.prefText;
+    if (raw || html === null) window.PrefText.showText(pane, text);
+    else window.PrefText.showHtml(pane, html);
+  }
+
+  function toggleView(box) {
+    box.checked = !box.checked;
+    viewChanged();
+  }
+
+  function viewChanged() {
+    try {
+      window.localStorage.setItem("prefarena.view", JSON.stringify({
+        raw: el.viewRaw.checked, sync: el.viewSync.checked, diff: el.viewDiff.checked,
+      }));
+    } catch (_error) { /* storage disabled: the choice lasts for this page */ }
+    if (state.lease) paintTexts();
+  }
+
+  try {
+    const saved = JSON.parse(window.localStorage.getItem("prefarena.view") || "{}");
+    if (typeof saved.raw === "boolean") el.viewRaw.checked = saved.raw;
+    if (typeof saved.sync === "boolean") el.viewSync.checked = saved.sync;
+    if (typeof saved.diff === "boolean") el.viewDiff.checked = saved.diff;
+  } catch (_error) { /* defaults: rendered, synchronized scrolling, no diff */ }
+  for (const box of [el.viewRaw, el.viewSync, el.viewDiff]) box.addEventListener("change", viewChanged);
+  window.PrefText.syncScroll(el.responses, ".response .text", () => el.viewSync.checked);
 
   function renderEditFrom(responses) {
     el.editFrom.replaceChildren("Start from: ", ...responses.map((r) =>
@@ -686,6 +755,16 @@
     if (event.key === "s" || event.key === "S") {
       event.preventDefault();
       openSkip();
+      return;
+    }
+    if (event.key === "r" || event.key === "R") {
+      event.preventDefault();
+      toggleView(el.viewRaw);
+      return;
+    }
+    if ((event.key === "d" || event.key === "D") && !el.viewDiffLabel.hidden) {
+      event.preventDefault();
+      toggleView(el.viewDiff);
       return;
     }
     const handled = state.lease.kind === "pairwise" ? pairwiseKey(event)

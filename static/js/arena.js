@@ -4,7 +4,10 @@
 //   {"type": "battle.status", status, a, b}; while a battle is generating the page also polls the battle
 //   every 3 s (the socket may be closed, or the embedded demo's in-memory layer cannot hear the worker);
 // - the vote buttons open once both answers are complete; the vote's answer names the two models.
-// Model output is untrusted: every text goes in with textContent, never innerHTML.
+//   A streamed `battle.text` carries, now and then, `html` (the server's sanitised rendering of the text's first
+//   `html_chars` characters); the page shows that HTML followed by the rest of the text as plain text.
+// Model output is untrusted: HTML comes only from the server's sanitiser (prefarena/rendering.py) through
+// PrefText.showHtml (static/js/textview.js); every text (raw view, diff, streamed tail) goes in as text nodes.
 (function () {
   "use strict";
 
@@ -38,6 +41,15 @@
     a: document.getElementById("side-a"),
     b: document.getElementById("side-b"),
   };
+  const view = {
+    raw: document.getElementById("view-raw"),
+    sync: document.getElementById("view-sync"),
+    diff: document.getElementById("view-diff"),
+    diffNote: document.getElementById("diff-note"),
+  };
+  // What each side shows: its text so far, and the sanitised HTML of its first htmlChars characters.
+  let shown = { a: null, b: null };
+  let prompt = []; // [{role, text, html}]
 
   let battle = null; // {id, token, status}
   let socket = null;
@@ -97,21 +109,82 @@
   }
 
   // --- rendering ---------------------------------------------------------------------------------------
-  function setSide(side, text, done) {
+  function emptySide() {
+    return { text: "", html: null, htmlChars: 0 };
+  }
+
+  /** A side's new text; `html` (with `htmlChars`, the length of text it renders) when the server sent one. */
+  function setSide(side, text, done, html, htmlChars) {
     const card = sides[side];
+    const current = shown[side] || emptySide();
     if (text !== null && text !== undefined) {
-      card.querySelector("[data-text]").textContent = text;
+      current.text = String(text);
+      if (typeof html === "string") {
+        current.html = html;
+        current.htmlChars = typeof htmlChars === "number" ? htmlChars : current.text.length;
+      } else if (current.htmlChars > current.text.length) {
+        current.html = null; // a shorter text than the one rendered: not a continuation
+        current.htmlChars = 0;
+      }
+      shown[side] = current;
     }
     if (done) {
       complete[side] = true;
     }
-    const shown = card.querySelector("[data-text]").textContent;
-    let status = shown ? "writing…" : "waiting…";
+    const written = current.text;
+    let status = written ? "writing…" : "waiting…";
     if (complete[side]) {
-      status = shown ? "complete" : "complete (empty answer)";
+      status = written ? "complete" : "complete (empty answer)";
     }
     card.querySelector("[data-side-status]").textContent = status;
+    paintSides();
     updateVoteButtons();
+  }
+
+  function paintSides() {
+    const both = shown.a !== null && shown.b !== null && complete.a && complete.b;
+    let diff = null;
+    if (view.diff.checked && both) {
+      diff = window.PrefText.wordDiff(shown.a.text, shown.b.text);
+    }
+    view.diffNote.textContent = !view.diff.checked ? ""
+      : !both ? "The differences are highlighted once both answers are complete."
+        : diff ? "" : "These answers differ too much for a word-by-word highlight.";
+    view.diffNote.hidden = !view.diffNote.textContent;
+    ["a", "b"].forEach((side) => {
+      const node = sides[side].querySelector("[data-text]");
+      const current = shown[side] || emptySide();
+      if (diff) {
+        window.PrefText.showDiff(node, diff[side]);
+      } else if (view.raw.checked || current.html === null) {
+        window.PrefText.showText(node, current.text);
+      } else {
+        window.PrefText.showHtmlThenText(node, current.html, current.text.slice(current.htmlChars));
+      }
+    });
+    paintPrompt();
+  }
+
+  function paintPrompt() {
+    promptBox.replaceChildren(...prompt.map((message) => {
+      const text = document.createElement("div");
+      text.className = "text";
+      if (view.raw.checked || message.html === null) {
+        window.PrefText.showText(text, message.text);
+      } else {
+        window.PrefText.showHtml(text, message.html);
+      }
+      if (message.role === null) {
+        return text;
+      }
+      const line = document.createElement("div");
+      line.className = "message";
+      const role = document.createElement("div");
+      role.className = "role";
+      role.textContent = message.role;
+      line.append(role, text);
+      return line;
+    }));
   }
 
   function updateVoteButtons() {
@@ -121,23 +194,19 @@
     });
   }
 
-  function showPrompt(content) {
-    promptBox.textContent = "";
-    if (typeof content === "string") {
-      promptBox.textContent = content;
-      return;
-    }
-    (content || []).forEach((item) => {
-      const line = document.createElement("div");
-      line.className = "message";
-      const role = document.createElement("div");
-      role.className = "role";
-      role.textContent = String(item.role || "");
-      const text = document.createElement("div");
-      text.textContent = String(item.content || "");
-      line.append(role, text);
-      promptBox.append(line);
+  function showPrompt(content, rendered) {
+    const htmls = Array.isArray(rendered) ? rendered : [];
+    const messages = Array.isArray(content) ? content : [content];
+    prompt = messages.map((item, number) => {
+      const isMessage = Array.isArray(content) && item && typeof item === "object";
+      const html = htmls[number] ? htmls[number].html : null;
+      return {
+        role: isMessage ? String(item.role || "") : null,
+        text: isMessage ? String(item.content || "") : String(item == null ? "" : item),
+        html: typeof html === "string" ? html : null,
+      };
     });
+    paintPrompt();
   }
 
   function reset() {
@@ -145,6 +214,9 @@
     battle = null;
     complete = { a: false, b: false };
     voting = false;
+    shown = { a: null, b: null };
+    prompt = [];
+    promptBox.replaceChildren();
     Object.values(sides).forEach((card) => {
       card.querySelector("[data-text]").textContent = "";
       card.querySelector("[data-side-status]").textContent = "waiting…";
@@ -159,17 +231,20 @@
     updateVoteButtons();
   }
 
-  function applyStatus(status, a, b) {
+  /** `html`: {a, b}, the sides' final texts rendered (null where a side has no text). */
+  function applyStatus(status, a, b, html) {
     if (!battle) {
       return;
     }
+    const rendered = html || {};
+    const final = (text, side) => (typeof rendered[side] === "string" && text !== null && text !== undefined ? rendered[side] : null);
     if (status === "ready" || status === "voted") {
-      setSide("a", a, true);
-      setSide("b", b, true);
+      setSide("a", a, true, final(a, "a"));
+      setSide("b", b, true, final(b, "b"));
     } else if (status === "error") {
       complete = { a: true, b: true };
-      setSide("a", a, true);
-      setSide("b", b, true);
+      setSide("a", a, true, final(a, "a"));
+      setSide("b", b, true, final(b, "b"));
       say("Generation failed for at least one model. You may still vote, but the vote will not count.", "warning");
     }
     if (status !== "generating") {
@@ -183,12 +258,12 @@
     reset();
     battle = { id: payload.id, token: payload.token, status: payload.status };
     battleSection.hidden = false;
-    showPrompt(payload.prompt);
+    showPrompt(payload.prompt, payload.prompt_html);
     if (payload.status === "generating") {
       openSocket(payload.websocket);
       pollTimer = window.setInterval(poll, POLL_MS);
     } else {
-      applyStatus(payload.status, payload.responses.a, payload.responses.b);
+      applyStatus(payload.status, payload.responses.a, payload.responses.b, payload.responses_html);
     }
   }
 
@@ -208,9 +283,9 @@
         return;
       }
       if (data.type === "battle.text" && (data.side === "a" || data.side === "b") && !complete[data.side]) {
-        setSide(data.side, String(data.text || ""), Boolean(data.done));
+        setSide(data.side, String(data.text || ""), Boolean(data.done), data.html, data.html_chars);
       } else if (data.type === "battle.status" && data.status !== "generating") {
-        applyStatus(data.status, data.a, data.b);
+        applyStatus(data.status, data.a, data.b, data.html);
       }
     });
   }
@@ -234,7 +309,7 @@
     try {
       const answer = await api("GET", battleUrl());
       if (answer.ok && battle === current && answer.data.status !== "generating") {
-        applyStatus(answer.data.status, answer.data.responses.a, answer.data.responses.b);
+        applyStatus(answer.data.status, answer.data.responses.a, answer.data.responses.b, answer.data.responses_html);
       }
     } catch (ignored) {
       // the next poll retries
@@ -336,6 +411,8 @@
     start(body);
   });
   voteButtons.forEach((button) => button.addEventListener("click", () => vote(button.dataset.winner)));
+  [view.raw, view.diff].forEach((box) => box.addEventListener("change", paintSides));
+  window.PrefText.syncScroll(battleSection, ".response [data-text]", () => view.sync.checked);
   newRound.addEventListener("click", () => {
     reset();
     say("");

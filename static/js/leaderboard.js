@@ -54,7 +54,7 @@
     if (!rows.length) {
       const tr = document.createElement("tr");
       const td = cell("td", "No rated battles yet.", "muted");
-      td.colSpan = 8;
+      td.colSpan = 11;
       tr.append(td);
       tbody.append(tr);
       return;
@@ -94,6 +94,12 @@
       }
       tr.append(interval, cell("td", fixed(row.elo), "num"), cell("td", row.battles, "num"));
       tr.append(cell("td", row.component, "num"));
+      const price = (v) => (v === null || v === undefined ? "–" : String(v));
+      tr.append(
+        cell("td", row.first_token_ms === null ? "–" : Math.round(row.first_token_ms), "num"),
+        cell("td", row.tokens_per_second === null ? "–" : fixed(row.tokens_per_second), "num"),
+        cell("td", price(row.price_input_per_million) + " / " + price(row.price_output_per_million), "num"),
+      );
       tbody.append(tr);
     });
   }

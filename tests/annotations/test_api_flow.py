@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from annotations.models import AssignmentSlot, Item, ItemState, Judgment
+from prefarena import rendering
 
 pytestmark = pytest.mark.django_db
 
@@ -37,6 +38,37 @@ def test_lease_then_submit_pairwise_stores_canonical_choice_and_presented_order(
     assert judgment.source == "human"
     assert Item.objects.get().state == ItemState.DONE
     assert "model" not in str(body["responses"])
+
+
+def test_lease_carries_prompt_and_responses_rendered_and_sanitised(api, make_user, make_campaign):
+    # given: Markdown with a code block on one side, injected markup on the other and in the prompt
+    alice = make_user("alice")
+    markdown = "## Steps\n\n1. one\n2. two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```js\nlet x = 1;\n```"
+    injected = "<img src=x onerror=alert(1)><b>bold</b>"
+    rows = [
+        {
+            "prompt": [
+                {"role": "system", "content": "<script>window.pwned = 1</script>"},
+                {"role": "user", "content": "*hi*"},
+            ],
+            "responses": [{"text": markdown}, {"text": injected}],
+        }
+    ]
+    campaign = make_campaign(rows=rows, annotators=[alice])
+
+    # when
+    body = api(alice).post(f"/api/v1/campaigns/{campaign.id}/next/").json()
+
+    # then: every text is there as stored, and as HTML from the one sanitiser
+    html = {r["text"]: r["html"] for r in body["responses"]}
+    assert html[markdown] == rendering.text_to_html(markdown)
+    assert "<h2>Steps</h2>" in html[markdown] and "<ol>" in html[markdown] and "<table>" in html[markdown]
+    assert '<div class="codehilite"><pre><span></span><code><span class="kd">let</span>' in html[markdown]
+    assert html[injected] == "<p>&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;bold&lt;/b&gt;</p>"
+    assert body["prompt_html"] == [
+        {"role": "system", "html": "<p>&lt;script&gt;window.pwned = 1&lt;/script&gt;</p>"},
+        {"role": "user", "html": "<p><em>hi</em></p>"},
+    ]
 
 
 def test_same_idempotency_key_returns_stored_judgment(api, make_user, make_campaign):

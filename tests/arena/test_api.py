@@ -23,6 +23,7 @@ from arena.identity import VoterIdentity, _keyed_hash
 from arena.models import Battle, BattleStatus, ExclusionReason, PairStats, Rating, Vote
 from models_hub.models import Model
 from models_hub.services import model_register
+from prefarena import rendering
 from prefarena.routing import websocket_urlpatterns
 
 BATTLES = "/api/v1/arena/battles/"
@@ -145,6 +146,41 @@ def test_pregenerated_battle_carries_both_texts_and_no_names(make_campaign):
     number = battle["prompt"].split()[1].rstrip("?")
     assert texts == {f"first answer {number}", f"second {number}"}
     assert vote(client, battle, "tie").status_code == 201
+
+
+@pytest.mark.django_db
+def test_battle_carries_its_texts_rendered_and_sanitised(make_campaign):
+    # given: a pool item whose prompt and responses hold Markdown and markup
+    models = make_models(2)
+    markdown = "# Plan\n\n- step\n\n```python\nprint(1)\n```"
+    injected = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    make_campaign(
+        rows=[
+            {
+                "prompt": [{"role": "user", "content": "**Why?** <script>x</script>"}],
+                "responses": [
+                    {"text": markdown, "model": models[0].label},
+                    {"text": injected, "model": models[1].label},
+                ],
+            }
+        ]
+    )
+    client = APIClient()
+
+    # when
+    battle = client.post(BATTLES, {"mode": "pregenerated"}, format="json").json()
+    again = client.get(f"{BATTLES}{battle['id']}/").json()
+
+    # then: both the start's answer and a read carry the texts as stored and as sanitised HTML
+    for payload in (battle, again):
+        html = {payload["responses"][side]: payload["responses_html"][side] for side in ("a", "b")}
+        assert html[markdown] == rendering.text_to_html(markdown)
+        assert "<h1>Plan</h1>" in html[markdown] and '<span class="nb">print</span>' in html[markdown]
+        assert html[injected] == rendering.text_to_html(injected)
+        assert html[injected].startswith("<p>&lt;img src=x onerror=") and "<script" not in html[injected]
+        assert payload["prompt_html"] == [
+            {"role": "user", "html": "<p><strong>Why?</strong> &lt;script&gt;x&lt;/script&gt;</p>"}
+        ]
 
 
 @pytest.mark.django_db
@@ -450,24 +486,43 @@ def test_socket_streams_sides_and_text_only_and_the_final_text_is_the_seeded_sam
     frames = async_to_sync(scenario)()
 
     # then: frames carry sides and text only, never a model's name, label or path
-    assert frames[0] == {"type": "battle.status", "status": "generating", "a": None, "b": None}
+    assert frames[0] == {
+        "type": "battle.status",
+        "status": "generating",
+        "a": None,
+        "b": None,
+        "html": {"a": None, "b": None},
+    }
     raw = json.dumps(frames)
     assert names_in(raw, models) == [] and "tiny" not in raw
+    text_keys = {"type", "side", "text", "done"}
     for frame in frames:
-        assert set(frame) in ({"type", "side", "text", "done"}, {"type", "status", "a", "b"}), frame
+        assert set(frame) in (text_keys, text_keys | {"html", "html_chars"}, {"type", "status", "a", "b", "html"}), (
+            frame
+        )
     partial = [f for f in frames if f["type"] == "battle.text" and not f["done"]]
     assert partial, "no partial text was streamed"
     stored = Battle.objects.select_related("response_a", "response_b").get(pk=battle.pk)
     assert stored.status == BattleStatus.READY
+    final = {"a": stored.response_a.text, "b": stored.response_b.text}
     assert frames[-1] == {
         "type": "battle.status",
         "status": "ready",
-        "a": stored.response_a.text,
-        "b": stored.response_b.text,
+        **final,
+        "html": {side: rendering.text_to_html(text) for side, text in final.items()},
     }
     for frame in partial:  # every partial text is a prefix of the final one
-        final = stored.response_a.text if frame["side"] == "a" else stored.response_b.text
-        assert final.startswith(frame["text"])
+        assert final[frame["side"]].startswith(frame["text"])
+    # the streamed text is rendered now and then (a side's first partial at least), always for its final text
+    for side in ("a", "b"):
+        mine = [f for f in partial if f["side"] == side]
+        assert not mine or "html" in mine[0]
+    for frame in frames:
+        if frame["type"] == "battle.text" and "html" in frame:
+            assert frame["html_chars"] == len(frame["text"])
+            assert frame["html"] == rendering.text_to_html(frame["text"])
+    done = [f for f in frames if f["type"] == "battle.text" and f["done"]]
+    assert {f["side"]: f["html"] for f in done} == {side: rendering.text_to_html(text) for side, text in final.items()}
     # ... and the streamed answer is exactly what batched generation samples with the same seed
     from workers.ml.generation import CausalLM
     from workers.runtime import sampling_params

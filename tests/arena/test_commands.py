@@ -12,10 +12,11 @@ from django.core.management import CommandError, call_command
 from arena.models import PairStats, Rating
 from models_hub.models import Model
 from tests.arena.test_ratings import ONLINE_ELO, PREFIX, UNREGULARISED
-from tests.shared_fixtures import shared_fixture
 
-BATTLES = "genai-arena/genai_clean_battle_20240220.json"
-PUBLISHED = "genai-arena/genai_leaderboard_20240220.csv"
+# Public data shipped in the repo (Apache-2.0, arena/fixtures/genai_arena/README.md): a user's clone has it too.
+FIXTURES = Path(__file__).resolve().parents[2] / "arena" / "fixtures" / "genai_arena"
+BATTLES = FIXTURES / "genai_clean_battle_20240220.json"
+PUBLISHED = FIXTURES / "genai_leaderboard_20240220.csv"
 
 
 def run(*args: str) -> str:
@@ -26,7 +27,7 @@ def run(*args: str) -> str:
 
 @pytest.fixture
 def battles_file() -> Path:
-    return shared_fixture(BATTLES)
+    return BATTLES
 
 
 def test_ratings_of_a_file_reproduce_the_unregularised_reference_without_a_database(battles_file):
@@ -62,9 +63,7 @@ def test_ratings_of_a_file_reproduce_the_unregularised_reference_without_a_datab
 def test_l2_option_comes_within_the_lbfgs_gap_of_the_published_leaderboard(battles_file):
     import csv
 
-    published = {
-        row["key"]: float(row["Arena Elo rating (anony)"]) for row in csv.DictReader(shared_fixture(PUBLISHED).open())
-    }
+    published = {row["key"]: float(row["Arena Elo rating (anony)"]) for row in csv.DictReader(PUBLISHED.open())}
     args = ("arena_ratings", "--input", str(battles_file), "--anony-only", "--l2", "1.0", "--bootstrap", "0")
     rows = json.loads(run(*args, "--format", "json"))
     # The published numbers stopped ~2 Elo short of the optimum (sklearn's lbfgs tolerance); we solve exactly.
@@ -170,3 +169,13 @@ def test_missing_file_and_bad_options_are_command_errors(tmp_path):
         call_command("arena_ratings", "--input", str(tmp_path / "x.json"), "--l2", "-1", stdout=StringIO())
     with pytest.raises(CommandError, match="--save"):
         call_command("arena_ratings", "--input", str(tmp_path / "x.json"), "--save", stdout=StringIO())
+
+
+@pytest.mark.django_db
+def test_if_empty_imports_into_an_empty_arena_only(battles_file):
+    # the demo's seed: the first run imports, a second run (the demo started again) counts nothing twice
+    first = run("arena_import_battles", str(battles_file), "--anony-only", "--if-empty")
+    counted = [(p.wins_lo, p.wins_hi, p.ties, p.both_bad) for p in PairStats.objects.order_by("pk")]
+    second = run("arena_import_battles", str(battles_file), "--anony-only", "--if-empty")
+    assert "imported 1515" in first and "nothing imported" in second
+    assert [(p.wins_lo, p.wins_hi, p.ties, p.both_bad) for p in PairStats.objects.order_by("pk")] == counted

@@ -54,7 +54,7 @@ def test_a_battle_stuck_generating_ends_as_an_error_and_its_page_hears_it():
         return event
 
     event = async_to_sync(scenario)()
-    assert event == {"type": "battle.status", "status": "error", "a": None, "b": None}
+    assert event == {"type": "battle.status", "status": "error", "a": None, "b": None, "html": {"a": None, "b": None}}
     stuck.refresh_from_db()
     assert stuck.status == BattleStatus.ERROR and "300 s" in stuck.error
     assert Battle.objects.get(pk=fresh.pk).status == BattleStatus.GENERATING  # young battles keep going

@@ -162,10 +162,15 @@ def test_leaderboard_api_serves_rows_and_matrices_to_anyone():
     assert [row["model"] for row in body["rows"]] == ["strong@v1", "middle@v1", "weak@v1"]
     assert body["models"] == ["strong@v1", "middle@v1", "weak@v1"]
     first = body["rows"][0]
+    speed_and_prices = {"first_token_ms", "tokens_per_second", "speed_samples"} | {
+        "price_input_per_million",
+        "price_output_per_million",
+    }
     assert set(first) == {
-        "model", "rank_ub", "rank_lb", "provisional", "rating", "ci_low", "ci_high", "elo", "battles", "component",
-        "ratable",
-    }  # fmt: skip
+        *("model", "rank_ub", "rank_lb", "provisional", "rating", "ci_low", "ci_high", "elo", "battles"),
+        *("component", "ratable"),
+        *speed_and_prices,
+    }
     assert first["ratable"] is True and first["rank_ub"] == 1 and first["provisional"] is False
     assert body["intervals"] == "sandwich"  # the live default
     # strong vs middle: 6 wins for strong, 2 for middle, 1 tie -> 9 battles

@@ -15,6 +15,7 @@ from django.db import connection
 from annotations.models import Prompt
 from arena.models import Battle, BattleStatus
 from models_hub.services import model_register
+from prefarena import rendering
 from tests.arena.test_api import _identity, _socket
 from tests.workers.openai_server import FakeOpenAIServer
 
@@ -78,6 +79,12 @@ def test_a_battle_between_two_endpoints_streams_each_side_token_by_token():
     ]
     stored = Battle.objects.select_related("response_a", "response_b").get(pk=battle.pk)
     assert stored.status == BattleStatus.READY
+    # each side's speed was measured: the test server streams words with a delay, so the first text comes
+    # after a moment and the rest at a finite rate
+    for side in ("a", "b"):
+        assert getattr(stored, f"first_token_ms_{side}") > 0
+        assert getattr(stored, f"output_tokens_{side}") >= 2
+        assert 0 < getattr(stored, f"tokens_per_second_{side}") < 10_000
     finals = {"a": stored.response_a.text, "b": stored.response_b.text}
     for side, model in zip(("a", "b"), models, strict=True):
         assert finals[side] == f"echo: {QUESTION} #seed={battle_seed(battle.pk, side, model)}"
@@ -88,7 +95,13 @@ def test_a_battle_between_two_endpoints_streams_each_side_token_by_token():
         assert all(len(shorter) < len(longer) for shorter, longer in zip(partial, partial[1:], strict=False))
         assert all(finals[side].startswith(text) for text in partial)
         assert partial[0] != finals[side]
-    assert frames[-1] == {"type": "battle.status", "status": "ready", "a": finals["a"], "b": finals["b"]}
+    assert frames[-1] == {
+        "type": "battle.status",
+        "status": "ready",
+        "a": finals["a"],
+        "b": finals["b"],
+        "html": {side: rendering.text_to_html(finals[side]) for side in ("a", "b")},
+    }
     # ... and no frame names a model, its label or its endpoint
     raw = json.dumps(frames)
     hidden = [word for m in models for word in (m.name, m.label, m.remote_model, m.base_url)]

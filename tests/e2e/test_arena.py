@@ -27,6 +27,7 @@ from playwright.sync_api import expect
 from arena import leaderboard
 from arena.models import Battle, BattleStatus, Vote
 from models_hub.services import model_register
+from prefarena import rendering
 from tests import celery_worker
 from tests.celery_worker import ROOT, WorkerProcess
 
@@ -135,8 +136,19 @@ def test_live_battle_streams_both_answers_then_the_vote_reveals_the_models(
         ) from None
     battle = Battle.objects.select_related("model_a", "model_b", "response_a", "response_b").get()
     assert battle.status == BattleStatus.READY, gpu_worker.log.read_text()[-3000:]
-    expect(page.locator("#side-a [data-text]")).to_have_text(battle.response_a.text)
-    expect(page.locator("#side-b [data-text]")).to_have_text(battle.response_b.text)
+    # rendered as Markdown by the server (prefarena.rendering), and exactly the stored texts in the raw view
+    for side, text in (("a", battle.response_a.text), ("b", battle.response_b.text)):
+        pane = page.locator(f"#side-{side} [data-text]")
+        expect(pane).to_have_class("text rendered markdown")
+        served = page.evaluate(  # the server's HTML as the browser serialises it
+            "(html) => { const t = document.createElement('template'); t.innerHTML = html; return t.innerHTML; }",
+            rendering.text_to_html(text),
+        )
+        assert pane.inner_html() == served
+    page.get_by_label("Raw text").check()
+    for side, text in (("a", battle.response_a.text), ("b", battle.response_b.text)):
+        assert page.locator(f"#side-{side} [data-text]").evaluate("(node) => node.textContent") == text
+    page.get_by_label("Raw text").uncheck()
     for button in ("B is better", "Tie", "Both are bad"):
         expect(page.get_by_role("button", name=button)).to_be_enabled()
 

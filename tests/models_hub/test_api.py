@@ -303,3 +303,25 @@ def test_an_engine_for_an_endpoint_or_an_unknown_engine_is_400_naming_engine(api
     refused = api(staff).patch(f"{URL}{registered.json()['id']}/", {"engine": "hf"}, format="json")
     assert refused.status_code == 400 and "endpoint" in refused.json()["engine"][0]
     assert Model.objects.get(pk=registered.json()["id"]).engine == "default"
+
+
+# --- prices ----------------------------------------------------------------------------------------------------
+def test_patch_sets_and_clears_list_prices(api, staff):
+    model = stored_model()
+    response = api(staff).patch(
+        f"{URL}{model.pk}/", {"price_input_per_million": 0.15, "price_output_per_million": "0.6"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert (response.json()["price_input_per_million"], response.json()["price_output_per_million"]) == (0.15, 0.6)
+    cleared = api(staff).patch(f"{URL}{model.pk}/", {"price_output_per_million": None}, format="json")
+    assert cleared.status_code == 200 and cleared.json()["price_output_per_million"] is None
+
+
+@pytest.mark.parametrize("value", [-1, "abc", "NaN", "Infinity", 10**9, [1]])
+def test_a_bad_price_is_400_naming_the_field(api, staff, value):
+    model = stored_model()
+    response = api(staff).patch(f"{URL}{model.pk}/", {"price_input_per_million": value}, format="json")
+    assert response.status_code == 400, response.content
+    assert "price_input_per_million" in response.json()
+    model.refresh_from_db()
+    assert model.price_input_per_million is None

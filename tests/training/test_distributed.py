@@ -160,6 +160,7 @@ def test_a_rank_killed_with_sigkill_fails_the_attempt_and_the_next_resumes_from_
     assert not checkpoint_dir(Path(run.output_dir)).exists()
 
 
+@pytest.mark.timeout(600)
 def test_the_task_time_limit_checkpoints_every_rank_and_the_next_attempt_resumes_there(
     start_worker: Any, pattern_campaign: Any, build_snapshot: Any, tiny_policy: Model
 ) -> None:
@@ -172,9 +173,9 @@ def test_the_task_time_limit_checkpoints_every_rank_and_the_next_attempt_resumes
         hyperparameters={**FAST, "max_steps": 100000, "batch_size": 4, "num_processes": 2, "checkpoint_every": 100000},
         max_attempts=2,
     )
-    worker = start_worker(WORKERS_TASK_TIME_LIMIT="50", WORKERS_TASK_SOFT_MARGIN="25")
-    # when each attempt reaches the soft limit (25 s)
-    assert wait_for(lambda: run_of(run).is_terminal, timeout=300), worker.log.read_text()[-5000:]
+    worker = start_worker(WORKERS_TASK_TIME_LIMIT="80", WORKERS_TASK_SOFT_MARGIN="40")
+    # when each attempt reaches the soft limit (40 s)
+    assert wait_for(lambda: run_of(run).is_terminal, timeout=500), worker.log.read_text()[-5000:]
     run = run_of(run)
     # then each saved a checkpoint before stopping, and the second attempt resumed from the first one's
     assert run.status == JobStatus.FAILED and run.attempts == 2, run.error

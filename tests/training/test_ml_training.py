@@ -181,7 +181,7 @@ def test_a_checkpoint_counts_once_complete_and_training_resumes_from_the_latest(
         )
     assert paused.value.step == 3 and ml.checkpoint_latest(checkpoints) == (checkpoints / "checkpoint-3", 3)
     assert not (tmp_path / "out").exists()
-    # a checkpoint folder without its marker (a save cut short) does not count
+    # a checkpoint folder without its marker (a save cut short) does not count, and the next train removes it
     (checkpoints / "checkpoint-5").mkdir()
     (checkpoints / "checkpoint-5" / "trainer_state.json").write_text("{}")
     assert ml.checkpoint_latest(checkpoints) == (checkpoints / "checkpoint-3", 3)
@@ -196,5 +196,7 @@ def test_a_checkpoint_counts_once_complete_and_training_resumes_from_the_latest(
         checkpoint_dir=checkpoints,
     )
     assert result.resumed_from_step == 3 and steps == [4, 5, 6] and result.steps == 6
+    assert ml.checkpoint_latest(checkpoints) == (checkpoints / "checkpoint-6", 6)  # saved at 4 and 6, newest kept
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-6"]
     assert math.isfinite(result.final_loss) and changed(tiny_models["tiny-lm-small"], tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".bin")) == []  # no trainer pickle

@@ -59,6 +59,23 @@ def test_register_model_stores_the_engine_and_refuses_one_for_an_endpoint(tiny_m
     assert Model.objects.count() == 1
 
 
+def test_register_model_stores_list_prices_and_refuses_a_negative_one(tiny_models):
+    output = run(
+        "register_model", "priced", "--role", "policy", "--backend", "transformers",
+        "--path", str(tiny_models["tiny-lm-small"]), "--no-load-check",
+        "--price-input", "0.15", "--price-output", "0.6",
+    )  # fmt: skip
+    assert "Registered priced@v1" in output
+    model = Model.objects.get()
+    assert (float(model.price_input_per_million), float(model.price_output_per_million)) == (0.15, 0.6)
+    with pytest.raises(CommandError, match="price-input"):
+        run(
+            "register_model", "priced", "--role", "policy", "--backend", "transformers",
+            "--path", str(tiny_models["tiny-lm-small"]), "--no-load-check", "--price-input", "-1",
+        )  # fmt: skip
+    assert Model.objects.count() == 1
+
+
 def test_register_reward_model_scores_a_pair(tiny_models):
     output = run(
         "register_model", "rm", "--role", "reward", "--backend", "transformers",

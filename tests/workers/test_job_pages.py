@@ -394,7 +394,7 @@ def test_judge_jobs_have_a_page_and_a_row_on_the_job_list(owner, judge_job, make
     assert f"Judge job #{judge_job.pk}" in text and "page-judge@v1" in text
     assert f'data-ws-path="/ws/jobs/judge/{judge_job.pk}/"' in text and "items judged" in text
     listing = client_for(owner).get(reverse("job-list")).content.decode()
-    assert 'id="judge-jobs"' in listing and detail_url("judge", judge_job.pk) in listing
+    assert 'data-job-kind="judge"' in listing and detail_url("judge", judge_job.pk) in listing
     # Someone who does not manage the campaign sees neither.
     outsider = client_for(make_user("outsider"))
     assert outsider.get(detail_url("judge", judge_job.pk)).status_code == 404
@@ -442,3 +442,37 @@ def test_every_job_model_has_exactly_one_kind():
     concrete = [m for m in apps.get_models() if issubclass(m, Job)]
     assert sorted(m.__name__ for m in concrete) == sorted(k.model.__name__ for k in kinds())
     assert {kind_of(m()).name for m in concrete} == {"generation", "scoring", "judge", "training", "snapshot"}
+
+
+@pytest.mark.django_db
+def test_the_job_list_holds_every_kind_in_one_list_with_filters(
+    staff, models, generation_job, scoring_job, judge_job, django_assert_max_num_queries
+):
+    from annotations.models import DatasetSnapshot
+    from workers.models import TrainingRun
+
+    snapshot = DatasetSnapshot.objects.create(name="weekly", formats=["pairwise"], created_by=staff)
+    run = TrainingRun.objects.create(
+        base_model=models["policy"], snapshot=snapshot, method="dpo", created_by=staff, status=JobStatus.SUCCEEDED
+    )
+    client = client_for(staff)
+    # every kind, newest first, each row linking to its page (a training run to its own page)
+    with django_assert_max_num_queries(20):  # a bounded number of queries, not one per row
+        page = client.get(reverse("job-list"))
+    html = page.content.decode()
+    kinds = [
+        kind for kind in ("generation", "scoring", "judge", "training", "snapshot") if f'data-job-kind="{kind}"' in html
+    ]
+    assert kinds == ["generation", "scoring", "judge", "training", "snapshot"]
+    assert html.index('data-job-kind="snapshot"') < html.index('data-job-kind="generation"')  # newest first
+    assert f'href="/jobs/training/{run.pk}/"' in html and "dpo from page-policy@v1" in html
+    assert f'href="/api/v1/datasets/{snapshot.pk}/"' in html and "weekly (pairwise)" in html
+    # filtered by kind and by status
+    only_training = client.get(reverse("job-list"), {"kind": "training"}).content.decode()
+    assert 'data-job-kind="training"' in only_training and 'data-job-kind="generation"' not in only_training
+    succeeded = client.get(reverse("job-list"), {"status": "succeeded"}).content.decode()
+    assert 'data-job-kind="training"' in succeeded and 'data-job-kind="snapshot"' not in succeeded
+    # a bad filter is a 400 that says what is allowed
+    bad = client.get(reverse("job-list"), {"kind": "bogus", "status": "done"})
+    assert bad.status_code == 400
+    assert "kind must be one of" in bad.content.decode() and "status must be one of" in bad.content.decode()

@@ -42,3 +42,8 @@ def _rebuild(cls: type[BackendError], message: str, state: dict[str, Any]) -> Ba
     Exception.__init__(error, message)
     error.__dict__.update(state)
     return error
+
+
+class UnsupportedOnWorker(PermanentBackendError):
+    """The job asks for something this worker cannot do (fp16 autocast on a CPU, 4-bit weights without
+    bitsandbytes or CUDA); the message names the option and what to change."""

@@ -174,6 +174,7 @@ def main(argv: list[str]) -> int:
     (folder / f"rank-{rank}.pid").write_text(str(os.getpid()))
     events = _Events(folder / "events.jsonl", enabled=rank == 0)
     from workers.ml import training as ml
+    from workers.ml.errors import PermanentBackendError
     from workers.ml.training_config import TrainingConfig
 
     config = TrainingConfig(**spec.config)
@@ -197,7 +198,7 @@ def main(argv: list[str]) -> int:
     except ml.TrainingPaused as exc:
         events("paused", step=exc.step, message=str(exc))
         return 0
-    except (ValueError, MemoryError) as exc:  # a message for the user: retrying the same run cannot help
+    except (PermanentBackendError, ValueError) as exc:  # a message for the user (too big, unsupported option)
         events("error", message=str(exc), readable=True)
         traceback.print_exc()
         return EXIT_READABLE

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -36,7 +37,9 @@ from typing import Any
 
 import torch
 
-from workers.ml.device import device_pick, dtype_pick
+from workers.ml import memory
+from workers.ml.device import Precision, device_pick, precision_resolve
+from workers.ml.errors import UnsupportedOnWorker
 from workers.ml.training_config import POLICY_METHODS, REFERENCE_METHODS, TrainingConfig
 from workers.ml.types import Prompt
 
@@ -231,8 +234,8 @@ def _progress_callback(
 
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()  # every rank wrote its part (RNG state, shards) before the checkpoint counts
-            if state.is_world_process_zero:
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
                 marker = folder / CHECKPOINT_MARKER
                 marker.write_text(json.dumps({"step": state.global_step}))
                 with marker.open("rb") as handle:
@@ -253,6 +256,16 @@ def _progress_callback(
                 on_progress(state.global_step, state.max_steps, metrics)
 
     return PlatformCallback()
+
+
+def checkpoints_prune_incomplete(checkpoint_dir: Path) -> None:
+    """Delete checkpoint folders without their `complete` marker (a save cut short by a kill): the trainer keeps
+    the newest folders by step number, so a partial one ahead of the resume point would evict the next save."""
+    import shutil
+
+    for folder in checkpoint_dir.glob("checkpoint-*"):
+        if folder.is_dir() and not (folder / CHECKPOINT_MARKER).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def checkpoint_latest(checkpoint_dir: Path | None) -> tuple[Path, int] | None:
@@ -280,19 +293,104 @@ def load_tokenizer(path: str | Path) -> Any:
     return tokenizer
 
 
-def load_policy(path: str | Path, dtype: torch.dtype) -> Any:
+def load_policy(path: str | Path, dtype: torch.dtype, **load: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **load)
 
 
-def _load_reward(path: str | Path, tokenizer: Any, dtype: torch.dtype) -> Any:
+def _load_reward(path: str | Path, tokenizer: Any, dtype: torch.dtype, **load: Any) -> Any:
     """A scalar-head model from `path`: an existing reward model, or a causal LM given a fresh head."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, **load)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+QLORA_EXTRA = "pip install 'prefarena[qlora]'"
+
+
+def _quantized_loading(config: TrainingConfig, precision: Precision, device: torch.device) -> dict[str, Any]:
+    """from_pretrained's extra arguments for `load_in_4bit` (QLoRA, Dettmers et al. 2023: NF4 weights, double
+    quantization, matmuls in the run's compute dtype), or none; UnsupportedOnWorker where it cannot run."""
+    if not config.load_in_4bit:
+        return {}
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UnsupportedOnWorker(
+            f"load_in_4bit needs the bitsandbytes package on the gpu worker, which is not installed: {QLORA_EXTRA}"
+            " (or train with load_in_4bit: false)"
+        )
+    if device.type != "cuda":
+        raise UnsupportedOnWorker(
+            f"load_in_4bit needs a CUDA GPU (bitsandbytes' 4-bit kernels), and this worker trains on {device.type}:"
+            " train with load_in_4bit: false"
+        )
+    from transformers import BitsAndBytesConfig
+
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=precision.compute,
+        ),
+        "device_map": {"": device.index if device.index is not None else torch.cuda.current_device()},
+    }
+
+
+def _kbit_prepared(model: Any, config: TrainingConfig) -> Any:
+    """A 4-bit base made trainable through an adapter (norms in fp32, input gradients for checkpointing): TRL 1.16
+    no longer does this itself."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+
+
+def trained_model_for_save(trainer: Any, config: TrainingConfig, base_path: str | Path) -> Any:
+    """The model `train` saves: the trainer's, LoRA adapters merged in, in the dtype the base checkpoint was stored
+    in (mixed precision trains fp32 weights; a bf16 base stays a bf16 checkpoint on disk).
+
+    Under QLoRA the adapter is merged into a fresh full-precision copy of the base, loaded on the CPU: merged into
+    the 4-bit weights it would be rounded to 4 bits and saved as a checkpoint only bitsandbytes can load."""
+    model = trainer.model
+    if config.lora:
+        model = _lora_merged_onto(model, base_path, config) if config.load_in_4bit else model.merge_and_unload()
+    stored = _stored_dtype(base_path)
+    if stored is not None and stored.is_floating_point and model.dtype != stored:
+        model = model.to(stored)
+    return model
+
+
+def _lora_merged_onto(peft_model: Any, base_path: str | Path, config: TrainingConfig) -> Any:
+    """The trained adapter of `peft_model` merged into a fresh fp32 copy of the base at `base_path` (on the CPU)."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    adapter = {k: v.detach().to("cpu", torch.float32) for k, v in get_peft_model_state_dict(peft_model).items()}
+    tokenizer = load_tokenizer(base_path)
+    base = (
+        _load_reward(base_path, tokenizer, torch.float32)
+        if config.method == "reward"
+        else load_policy(base_path, torch.float32)
+    )
+    fresh = get_peft_model(base, _lora_config(config, reward=config.method == "reward"))
+    unexpected = list(getattr(set_peft_model_state_dict(fresh, adapter), "unexpected_keys", []))  # _IncompatibleKeys
+    if unexpected:  # a trained tensor with nowhere to go would be dropped silently
+        raise RuntimeError(f"adapter weights missing from the fresh base: {unexpected[:5]}")
+    return fresh.merge_and_unload()
+
+
+def _stored_dtype(base_path: str | Path) -> torch.dtype | None:
+    from transformers import AutoConfig
+
+    dtype = getattr(AutoConfig.from_pretrained(base_path), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 def _lora_config(config: TrainingConfig, reward: bool) -> Any:
@@ -309,9 +407,7 @@ def _lora_config(config: TrainingConfig, reward: bool) -> Any:
 
 
 def _trainer_args(config: TrainingConfig, output_dir: Path, device: torch.device) -> dict[str, Any]:
-    bf16 = config.precision == "bfloat16" or (
-        config.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
+    precision = precision_resolve(config.precision, device)
     return {
         "output_dir": str(output_dir),
         "learning_rate": config.learning_rate,
@@ -335,8 +431,13 @@ def _trainer_args(config: TrainingConfig, output_dir: Path, device: torch.device
         "seed": config.seed,
         "data_seed": config.seed,
         "use_cpu": device.type == "cpu",
-        "bf16": bf16,
-        "gradient_checkpointing": False,
+        "bf16": precision.bf16,
+        "fp16": precision.fp16,  # the trainer adds a gradient scaler
+        # transformers 5.23's names for gradient checkpointing (`gradient_checkpointing*` are deprecated aliases that
+        # then mirror these; TRL's configs default the alias to True, so it is always set here). Non-reentrant: it
+        # works with frozen inputs (LoRA) and autocast, and the reentrant form is deprecated by torch.
+        "activation_checkpointing": config.gradient_checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False} if config.gradient_checkpointing else None,
         "disable_tqdm": True,
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,
@@ -352,19 +453,59 @@ def _build_trainer(
     callback: Any,
     device: torch.device,
 ) -> Any:
-    """The TRL trainer for `config.method`, built on the base model at `base_path`."""
+    """The TRL trainer for `config.method`, built on the base model at `base_path`.
+
+    Before any weight is loaded: the precision and QLoRA are checked against the worker (UnsupportedOnWorker),
+    and the memory the run needs against its budget (workers/ml/memory.py, TrainingMemoryError). An
+    out-of-memory while the trainer places the weights or precomputes reference log-probabilities is
+    explained the same way."""
+    precision = precision_resolve(config.precision, device)
+    quantized = _quantized_loading(config, precision, device)
+    memory.training_memory_check(config, base_path, device)
+    return memory.out_of_memory_explained(
+        lambda: _trainer_construct(
+            config, base_path, train_rows, eval_pairs, work_dir, callback, device, precision, quantized
+        ),
+        config,
+        base_path,
+        device,
+    )
+
+
+def _trainer_construct(
+    config: TrainingConfig,
+    base_path: str | Path,
+    train_rows: Sequence[Any],
+    eval_pairs: Sequence[PreferencePair],
+    work_dir: Path,
+    callback: Any,
+    device: torch.device,
+    precision: Precision,
+    quantized: dict[str, Any],
+) -> Any:
     tokenizer = load_tokenizer(base_path)
-    dtype = torch.float32 if device.type == "cpu" else dtype_pick(device, None)
+    # Mixed precision loads fp32 weights (the master copy AdamW updates) and the trainer autocasts; `bfloat16`
+    # loads bf16 weights. The frozen reference is loaded like the policy, so their log-ratio starts at exactly 0.
+    dtype = precision.weights
     args = _trainer_args(config, work_dir, device)
     peft_config = _lora_config(config, reward=config.method == "reward") if config.lora else None
     eval_dataset = _pairs_dataset(eval_pairs, tokenizer) if eval_pairs and config.eval_every > 0 else None
+    # Full fine-tune with precomputed reference log-probs: no reference model at all. TRL 1.16 computes them with
+    # the policy itself before its first step (trl/trainer/dpo_trainer.py, kto_trainer.py: `ref_model` None and
+    # `precompute_ref_log_probs`), so nothing is left on the device afterwards. LoRA: the disabled adapter is the
+    # reference.
+    needs_reference = not config.lora and not config.precompute_ref_log_probs
+    reference_args: dict[str, Any] = {
+        "precompute_ref_log_probs": config.precompute_ref_log_probs,
+        "precompute_ref_batch_size": config.batch_size,
+    }
     method = config.method
     if method == "reward":
         from trl import RewardConfig, RewardTrainer
 
-        model = _load_reward(base_path, tokenizer, dtype)
+        model = _load_reward(base_path, tokenizer, dtype, **quantized)
         return RewardTrainer(
-            model=model,
+            model=_kbit_prepared(model, config) if quantized else model,
             args=RewardConfig(**args),
             train_dataset=_pairs_dataset(train_rows, tokenizer),
             eval_dataset=eval_dataset,
@@ -372,17 +513,19 @@ def _build_trainer(
             callbacks=[callback],
             peft_config=peft_config,
         )
-    model = load_policy(base_path, dtype)
+    model = load_policy(base_path, dtype, **quantized)
+    if quantized:
+        model = _kbit_prepared(model, config)
     if method in ("dpo", "ipo", "robust"):
         from trl import DPOConfig, DPOTrainer
 
         loss = {"dpo": "sigmoid", "ipo": "ipo", "robust": "robust"}[method]
-        ref_model = None if config.lora else load_policy(base_path, dtype)  # LoRA: the disabled adapter is the ref
         return DPOTrainer(
             model=model,
-            ref_model=ref_model,
+            ref_model=load_policy(base_path, dtype) if needs_reference else None,
             args=DPOConfig(
                 **args,
+                **reference_args,
                 loss_type=[loss],
                 beta=config.beta,
                 label_smoothing=config.label_smoothing if method == "robust" else 0.0,
@@ -420,12 +563,12 @@ def _build_trainer(
     if method == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        ref_model = None if config.lora else load_policy(base_path, dtype)
         return KTOTrainer(
             model=model,
-            ref_model=ref_model,
+            ref_model=load_policy(base_path, dtype) if needs_reference else None,
             args=KTOConfig(
                 **{**args, "eval_strategy": "no", "eval_steps": None},  # KTO evaluates on binary rows only
+                **reference_args,
                 beta=config.beta,
                 desirable_weight=config.kto_desirable_weight,
                 undesirable_weight=config.kto_undesirable_weight,
@@ -468,6 +611,8 @@ def train(
     checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None and config.checkpoint_every > 0 else None
     if checkpoints is None:
         config = dataclasses.replace(config, checkpoint_every=0)
+    if checkpoints is not None and os.environ.get("RANK", "0") == "0":
+        checkpoints_prune_incomplete(checkpoints)
     resume = checkpoint_latest(checkpoints)
     tokenizer = load_tokenizer(base_path)
     tokens_per_row = _mean_tokens(tokenizer, train_rows, config.max_length)
@@ -481,13 +626,17 @@ def train(
         if resume is not None:
             logger.info("resuming from %s (step %s)", resume[0], resume[1])
         started, cpu_started = time.perf_counter(), time.process_time()
-        output = trainer.train(resume_from_checkpoint=str(resume[0]) if resume is not None else None)
+        checkpoint = str(resume[0]) if resume is not None else None
+        # An out-of-memory in the loop becomes a TrainingMemoryError naming the need and the options that fit.
+        output = memory.out_of_memory_explained(
+            lambda: trainer.train(resume_from_checkpoint=checkpoint), config, base_path, target
+        )
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         if callback.stopped:
             raise TrainingStopped(f"stopped on request after step {trainer.state.global_step}")
         if callback.paused:
             raise TrainingPaused(trainer.state.global_step)
-        _final_save(trainer, config, output_dir)
+        _final_save(trainer, config, base_path, output_dir)
     finally:  # success, a stop on request or an error alike: nothing in it outlives the attempt
         _remove_tree(work_dir)
     losses = [entry["loss"] for entry in callback.history if "loss" in entry]
@@ -514,24 +663,30 @@ def train(
     )
 
 
-def _final_save(trainer: Any, config: TrainingConfig, output_dir: Path) -> None:
+def _final_save(trainer: Any, config: TrainingConfig, base_path: str | Path, output_dir: Path) -> None:
     """The trained weights and tokenizer as a plain checkpoint, written by the main process only.
 
-    LoRA: the adapter merged into the base weights. Full fine-tune: the trainer's `save_model`, which gathers
-    sharded weights (FSDP, DeepSpeed ZeRO-3) on every rank and writes on the main one.
+    One copy per process (a single process, DDP, ZeRO-2): `trained_model_for_save` (LoRA merged, the base's
+    dtype). Sharded weights (FSDP, ZeRO-3): the trainer's `save_model`, which gathers them on every rank and
+    writes on the main one, in the dtype they trained in.
     """
     accelerator = trainer.accelerator
-    if config.lora:
-        model = accelerator.unwrap_model(trainer.model).merge_and_unload()
+    if getattr(trainer, "is_fsdp_enabled", False) or _zero3(trainer):
+        trainer.save_model(str(output_dir))
+        if accelerator.is_main_process:
+            (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle of the trainer's arguments
+    else:
+        model = trained_model_for_save(trainer, config, base_path)
         if accelerator.is_main_process:
             output_dir.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(output_dir)
             trainer.processing_class.save_pretrained(output_dir)
-    else:
-        trainer.save_model(str(output_dir))
-        if accelerator.is_main_process:
-            (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle of the trainer's arguments
     accelerator.wait_for_everyone()
+
+
+def _zero3(trainer: Any) -> bool:
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return bool(plugin is not None and getattr(plugin, "zero_stage", 0) == 3)
 
 
 def scratch_dir(output_dir: Path) -> Path:
@@ -597,8 +752,10 @@ def policy_pair_accuracy(
     method: str,
     beta: float = 0.1,
     device: str | None = None,
+    precision: str = "auto",
 ) -> PairAccuracy:
-    """Implicit reward accuracy of a trained policy on held-out pairs.
+    """Implicit reward accuracy of a trained policy on held-out pairs, computed in the run's `precision` (its
+    weights' dtype, under its autocast): the log-probabilities the trainer optimised.
 
     DPO family and KTO: r(x, y) = β (log π(y|x) - log π_ref(y|x))  (Rafailov et al. 2023, eq. 5).
     SimPO and ORPO have no reference: r(x, y) = β · mean token log π(y|x) (SimPO's length-normalised reward).
@@ -606,15 +763,19 @@ def policy_pair_accuracy(
     if not pairs:
         return PairAccuracy(accuracy=float("nan"), mean_margin=float("nan"), pairs=0)
     target = device_pick(device)
+    compute = precision_resolve(precision, target)
     tokenizer = load_tokenizer(policy_path)
     prompts = [p.prompt for p in pairs] * 2
     responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    policy = load_policy(policy_path, torch.float32).to(target).eval()
-    logps, counts = completion_logps(policy, tokenizer, prompts, responses, target)
-    del policy
+    policy = load_policy(policy_path, compute.weights).to(target).eval()
+    with compute.autocast(target):
+        logps, counts = completion_logps(policy, tokenizer, prompts, responses, target)
+    del policy  # one model on the device at a time
     if method in REFERENCE_METHODS and reference_path is not None:
-        reference = load_policy(reference_path, torch.float32).to(target).eval()
-        ref_logps, _ = completion_logps(reference, tokenizer, prompts, responses, target)
+        reference = load_policy(reference_path, compute.weights).to(target).eval()
+        with compute.autocast(target):
+            ref_logps, _ = completion_logps(reference, tokenizer, prompts, responses, target)
+        del reference
         rewards = [beta * (a - b) for a, b in zip(logps, ref_logps, strict=True)]
     else:
         rewards = [beta * s / max(n, 1) for s, n in zip(logps, counts, strict=True)]
@@ -624,16 +785,21 @@ def policy_pair_accuracy(
 
 
 def reward_pair_accuracy(
-    *, reward_path: str | Path, pairs: Sequence[PreferencePair], device: str | None = None
+    *, reward_path: str | Path, pairs: Sequence[PreferencePair], device: str | None = None, precision: str = "auto"
 ) -> PairAccuracy:
-    """Plain accuracy of a reward model on held-out pairs: r(chosen) > r(rejected)."""
+    """Plain accuracy of a reward model on held-out pairs, r(chosen) > r(rejected), scored in the run's
+    `precision` (weights' dtype and autocast)."""
     from workers.ml.reward import RewardModel
 
     if not pairs:
         return PairAccuracy(accuracy=float("nan"), mean_margin=float("nan"), pairs=0)
-    scorer = RewardModel(reward_path, device=device)
-    chosen = scorer.score([(p.prompt, p.chosen) for p in pairs])
-    rejected = scorer.score([(p.prompt, p.rejected) for p in pairs])
+    target = device_pick(device)
+    compute = precision_resolve(precision, target)
+    weights = {torch.float32: "float32", torch.bfloat16: "bfloat16"}[compute.weights]
+    scorer = RewardModel(reward_path, device=str(target), dtype=weights)
+    with compute.autocast(target):
+        chosen = scorer.score([(p.prompt, p.chosen) for p in pairs])
+        rejected = scorer.score([(p.prompt, p.rejected) for p in pairs])
     margins = [a - b for a, b in zip(chosen, rejected, strict=True)]
     return PairAccuracy(
         accuracy=sum(m > 0 for m in margins) / len(pairs), mean_margin=sum(margins) / len(pairs), pairs=len(pairs)
@@ -648,10 +814,18 @@ def evaluate(
     pairs: Sequence[PreferencePair],
     beta: float,
     device: str | None = None,
+    precision: str = "auto",
 ) -> PairAccuracy:
-    """Held-out accuracy fit for the method: plain for reward models, implicit reward for policies."""
+    """Held-out accuracy fit for the method: plain for reward models, implicit reward for policies; computed in
+    the run's `precision` (TrainingConfig.precision)."""
     if method in POLICY_METHODS:
         return policy_pair_accuracy(
-            policy_path=output_path, reference_path=base_path, pairs=pairs, method=method, beta=beta, device=device
+            policy_path=output_path,
+            reference_path=base_path,
+            pairs=pairs,
+            method=method,
+            beta=beta,
+            device=device,
+            precision=precision,
         )
-    return reward_pair_accuracy(reward_path=output_path, pairs=pairs, device=device)
+    return reward_pair_accuracy(reward_path=output_path, pairs=pairs, device=device, precision=precision)

@@ -15,6 +15,15 @@ METHODS = ("reward", "dpo", "ipo", "robust", "simpo", "orpo", "kto")
 POLICY_METHODS = ("dpo", "ipo", "robust", "simpo", "orpo", "kto")
 # Methods whose trainer compares against a frozen reference model (the base).
 REFERENCE_METHODS = ("dpo", "ipo", "robust", "kto")
+# How weights are stored and matmuls computed (workers/ml/device.py `precision_resolve` turns them into dtypes):
+#   auto        GPU: bf16-mixed where the GPU supports bf16, else fp16-mixed; CPU: float32
+#   float32     fp32 weights, fp32 compute
+#   bf16-mixed  fp32 (master) weights and optimizer, bf16 autocast for the forward/backward
+#   fp16-mixed  the same with fp16 autocast and the trainer's loss scaling; CUDA only (refused on a CPU worker)
+#   bfloat16    pure bf16 weights and AdamW states, no fp32 master copy: the least memory, but updates below
+#               bf16's resolution (~3 significant digits) are rounded away, which at DPO learning rates
+#               (5e-7..5e-6) loses much of each step. Kept for runs stored before the mixed modes existed.
+PRECISIONS = ("auto", "float32", "bf16-mixed", "fp16-mixed", "bfloat16")
 
 
 class TrainingConfigError(ValueError):
@@ -28,14 +37,21 @@ class TrainingConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """What a run does and how. Defaults suit a 0.5–8B model on one GPU; the tiny test models need larger lr."""
+    """What a run does and how. Defaults suit a 0.5–8B model on one GPU; the tiny test models need larger lr.
+
+    Memory: before loading, the worker estimates what the run needs from these fields (workers/ml/memory.py) and
+    refuses a run over its budget, naming the fields whose change would fit: `lora` (or `load_in_4bit`),
+    `gradient_checkpointing`, `precompute_ref_log_probs`, a smaller `batch_size` with more
+    `gradient_accumulation_steps` (the same effective batch).
+    """
 
     method: str = "dpo"  # reward | dpo | ipo | robust | simpo | orpo | kto
     learning_rate: float = 5e-6  # AdamW peak learning rate (DPO papers use 5e-7..5e-6 for full fine-tunes)
     epochs: float = 1.0  # passes over the training pairs; ignored when max_steps > 0
     max_steps: int = 0  # optimizer steps to run; 0 means "as many as `epochs` take"
     batch_size: int = 8  # pairs (or KTO rows) per device per forward pass
-    gradient_accumulation_steps: int = 1  # forward passes per optimizer step (effective batch = product)
+    gradient_accumulation_steps: int = 1  # forward passes per optimizer step (effective batch = product); more of
+    # them with a smaller batch_size needs less activation memory for the same update
     warmup_ratio: float = 0.1  # fraction of steps with a linear learning-rate warm-up
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping norm
@@ -53,7 +69,11 @@ class TrainingConfig:
     eval_every: int = 0  # also score the held-out pairs every N steps for the live curves; 0 = only at the end
     logging_steps: int = 1  # report loss / lr / throughput every N optimizer steps
     seed: int = 0  # shuffling, held-out split and initialisation of new heads/adapters
-    precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16
+    precision: str = "auto"  # auto | float32 | bf16-mixed | fp16-mixed | bfloat16 (PRECISIONS above says each)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    precompute_ref_log_probs: bool = False  # dpo/ipo/robust/kto: reference log-probs computed once before
+    # training, so no reference model is held during it (full fine-tunes; LoRA already uses the adapter-free base)
+    load_in_4bit: bool = False  # QLoRA: the frozen base quantized to 4-bit NF4 (bitsandbytes, CUDA); needs lora
     # Checkpoints and resume: model, optimizer, scheduler and RNG state saved every N optimizer steps into the
     # run's checkpoint folder (the newest kept); a new attempt of the run resumes there. 0 = no checkpoints.
     checkpoint_every: int = 200
@@ -97,7 +117,6 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 _STRICT_LOW = {"learning_rate", "beta", "max_grad_norm"}
 _STRICT_HIGH = {"label_smoothing", "lora_dropout"}
-PRECISIONS = ("auto", "float32", "bfloat16")
 DISTRIBUTED = ("auto", "ddp", "fsdp", "zero2", "zero3")
 # The text fields and the values each accepts.
 CHOICES: dict[str, tuple[str, ...]] = {"precision": PRECISIONS, "distributed": DISTRIBUTED}
@@ -141,4 +160,10 @@ def training_config_validate(method: str, hyperparameters: dict[str, Any] | None
     config = TrainingConfig(**values)
     if config.max_steps == 0 and config.epochs <= 0:
         raise TrainingConfigError("epochs", "must be > 0 when max_steps is 0")
+    if config.load_in_4bit and not config.lora:
+        raise TrainingConfigError("load_in_4bit", "needs lora: true (a 4-bit base is frozen; only an adapter trains)")
+    if config.precompute_ref_log_probs and method not in REFERENCE_METHODS:
+        raise TrainingConfigError(
+            "precompute_ref_log_probs", f"only {', '.join(REFERENCE_METHODS)} use a reference model, not {method}"
+        )
     return config

@@ -93,7 +93,12 @@ def evaluate(
     if eval_pairs:
         started = time.perf_counter()
         accuracy = ml.evaluate(
-            method=run.method, output_path=final_dir, base_path=run.base_model.path, pairs=eval_pairs, beta=config.beta
+            method=run.method,
+            output_path=final_dir,
+            base_path=run.base_model.path,
+            pairs=eval_pairs,
+            beta=config.beta,
+            precision=config.precision,  # the log-probabilities as the run computed them
         )
         evaluation["held_out_accuracy"] = accuracy.accuracy
         evaluation["held_out_margin"] = accuracy.mean_margin

@@ -40,7 +40,7 @@ from workers.ml.launch import EXIT_READABLE, LaunchSpec, launch_command
 from workers.ml.training_config import TrainingConfig
 
 POLL_S = 0.2  # how often the worker reads rank 0's events and the run's cancel flag
-STOP_GRACE_S = 240.0  # how long ranks get to finish their step (and a checkpoint) before they are killed
+STOP_GRACE_S = 60.0  # how long ranks get to finish their step after a stop request before they are killed
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -168,6 +168,11 @@ def train_launched(
             f"distributed={config.distributed} needs DeepSpeed on the gpu worker (pip install 'prefarena[deepspeed]'); "
             "fsdp shards the same state without it"
         )
+    if config.lora and config.distributed in ("fsdp", "zero3"):
+        raise ApplicationError(
+            f"lora with distributed={config.distributed}: the adapter is merged into the base on one process, "
+            "which sharded weights do not allow; use ddp or zero2 with lora (the base is frozen: little to shard)"
+        )
     folder = launch_dir(output_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -230,7 +235,7 @@ def train_launched(
     except SoftTimeLimitExceeded:  # the attempt's time is up: checkpoint, then stop; the next attempt resumes
         log(f"time limit reached at step {step}: every rank saves a checkpoint and stops")
         ranks.request_stop("checkpoint")
-        ranks.wait_stopped(STOP_GRACE_S)
+        ranks.wait_stopped(max(1.0, settings.WORKERS_TASK_SOFT_MARGIN - 5.0))  # before the hard limit kills us
         raise
     except BaseException:  # a lost lease (another attempt may own the checkpoints now), a shutdown: stop at once
         ranks.request_stop("stop")

@@ -36,6 +36,7 @@ from prefarena.errors import ApplicationError
 from prefarena.jobs import events, loop
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.model import JobStatus
+from workers import runtime
 from workers.ml.errors import TransientBackendError
 from workers.ml.training_config import TrainingConfig
 from workers.models import PromotionDecision, TrainingRun
@@ -174,6 +175,7 @@ def training_run_work(run: TrainingRun) -> None:
     from workers.ml import training as ml
 
     config = TrainingConfig(**run.hyperparameters)
+    runtime.model_cache_clear()  # models cached by earlier jobs leave the device: the run's memory check assumes it
     progress = Progress(run)
     progress.log(f"attempt {run.attempts}/{run.max_attempts} on {run.worker}: {run.method} from {run.base_model.label}")
     rows = data.rows_load(run.snapshot, run.method)

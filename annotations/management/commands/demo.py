@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from annotations.models import Campaign
 from models_hub.models import Model
 
 DEMO_MODELS = ("tiny-lm-small", "tiny-lm-large", "tiny-reward")
+DEMO_BATTLES = Path(settings.BASE_DIR) / "arena" / "fixtures" / "genai_arena" / "genai_clean_battle_20240220.json"
 
 
 class Command(BaseCommand):
@@ -35,6 +37,8 @@ class Command(BaseCommand):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         credentials = demo_seed()
+        # Public arena battles (GenAI-Arena, Apache-2.0, arena/fixtures/genai_arena/), so the leaderboard has ratings.
+        call_command("arena_import_battles", str(DEMO_BATTLES), "--anony-only", "--if-empty", stdout=self.stdout)
         if not options["no_models"]:
             self._demo_models()
         host = options["addrport"]

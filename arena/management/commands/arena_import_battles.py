@@ -1,4 +1,4 @@
-"""python manage.py arena_import_battles FILE [--anony-only] [--category C] [--no-recompute]"""
+"""python manage.py arena_import_battles FILE [--anony-only] [--category C] [--no-recompute] [--if-empty]"""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from arena import leaderboard
+from arena.models import PairStats
 
 
 class Command(BaseCommand):
@@ -25,9 +26,15 @@ class Command(BaseCommand):
         parser.add_argument("--anony-only", action="store_true", help="Import only anonymous battles (anony: true)")
         parser.add_argument("--category", default="", help="Also count them under this category (besides all)")
         parser.add_argument("--no-recompute", action="store_true", help="Do not refit the leaderboard afterwards")
+        parser.add_argument(
+            "--if-empty", action="store_true", help="Import only if no battle has been counted yet (the demo's seed)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         category = options["category"].strip()
+        if options["if_empty"] and PairStats.objects.exists():
+            self.stdout.write("Battles are already counted: nothing imported (--if-empty).")
+            return
         if len(category) > 64:
             raise CommandError("--category: at most 64 characters")
         try:

@@ -4,6 +4,7 @@ after proving, in this process, that it loads and runs."""
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -60,6 +61,9 @@ class Command(BaseCommand):
         parser.add_argument("--parent", metavar="LABEL", help="The version this one derives from (name or name@vN)")
         parser.add_argument("--description", default="")
         parser.add_argument("--in-arena", action="store_true", help="Enter the arena at once (policy models only)")
+        prices = parser.add_argument_group("list prices (optional; shown on the arena leaderboard)")
+        prices.add_argument("--price-input", type=non_negative_float, help="US dollars per million prompt tokens")
+        prices.add_argument("--price-output", type=non_negative_float, help="US dollars per million generated tokens")
         parser.add_argument(
             "--no-load-check", action="store_true", help="Skip loading the model (structural checks still run)"
         )
@@ -80,6 +84,9 @@ class Command(BaseCommand):
             "timeout_s": options["timeout_s"],
             "max_concurrency": options["max_concurrency"],
         }
+        for option, field in (("price_input", "price_input_per_million"), ("price_output", "price_output_per_million")):
+            if options.get(option) is not None:
+                fields[field] = Decimal(str(options[option]))
         if options["timeout_s"] <= 0:
             raise CommandError("--timeout-s must be positive")
         if options["parent"]:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('arena', '0004_rating_battles_from_pair_stats'),
+        ('arena', '0007_prompt_hygiene'),
     ]
 
     operations = [

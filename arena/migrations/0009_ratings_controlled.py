@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('arena', '0005_ratings_rank_spread'),
+        ('arena', '0008_ratings_rank_spread'),
     ]
 
     operations = [
