@@ -10,9 +10,10 @@ and the fit is P(A beats B) = σ(ln10 · (θ_A − θ_B) + βᵀx), ties ½, by 
 The coefficients β are reported (log-odds per standard deviation of the feature): a positive `length`
 means voters prefer the longer answer at equal model strength.
 
-Unlike the plain leaderboard this needs one row per battle (the covariates differ per battle), so its
-cost grows with the number of votes: it is an offline report (`arena_ratings --style-control`), not
-the live fit. Point estimates only (no bootstrap intervals).
+This module computes the style features (also stored per battle at generation, `battle_features`) and the
+offline report `arena_ratings --style-control` (point estimates). The live leaderboard's controlled fits, with
+sandwich intervals and identical rows merged, are `arena/contextual.py` and `arena/controlled.py`
+(`?control=style`, `position`, `style+position`).
 """
 
 from __future__ import annotations
