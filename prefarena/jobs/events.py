@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 
 from prefarena.jobs.kinds import kind_of
@@ -53,5 +54,7 @@ def job_progress_broadcast(job: Job) -> None:
         async_to_sync(layer.group_send)(
             job_group(job_kind(job), job.pk), {"type": "job.progress", "job": job_snapshot(job)}
         )
+    except SoftTimeLimitExceeded:
+        raise  # Celery's soft time limit lands wherever the job is: it must reach the job, not be logged away
     except Exception:  # the batch is stored; a missed live update is cosmetic (pages also poll)
         logger.warning("progress broadcast for %s failed", job, exc_info=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import math
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,8 @@ def _models_alive(path: Path) -> int:
     return sum(
         1
         for obj in gc.get_objects()
-        if isinstance(obj, PreTrainedModel)
+        if type(obj) not in weakref.ProxyTypes  # a dead proxy raises on any attribute access, isinstance included
+        and isinstance(obj, PreTrainedModel)
         and type(obj).__name__.endswith("ForCausalLM")
         and getattr(obj.config, "_name_or_path", None) == str(path)
     )

@@ -248,6 +248,8 @@ def training_run_work(run: TrainingRun) -> None:
         if run.attempts >= run.max_attempts:  # no attempt will resume: the checkpoints go
             shutil.rmtree(checkpoints, ignore_errors=True)
         raise
+    except jobs.LeaseLost:
+        raise  # another attempt owns the run now, and its checkpoints: leave them alone
     except Exception:
         shutil.rmtree(checkpoints, ignore_errors=True)  # a permanent failure: nothing will resume
         raise
