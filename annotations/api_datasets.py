@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import snapshots
-from annotations.export import FORMATS, filters_parse
+from annotations.export import FORMATS
 from annotations.models import DatasetSnapshot
 from prefarena.errors import Conflict, NotFound
 from prefarena.jobs.model import JobStatus
@@ -133,11 +133,7 @@ class DatasetSnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         """Create a snapshot from filters; it is built by a background job (follow `status`/`progress_*`)."""
         data = SnapshotCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        filters = dict(values.pop("filters"))
-        parsed = filters_parse(filters)  # 400 naming the field before any access check
-        filters["campaigns"] = list(snapshots.export_campaigns_for_user(signed_in_user(request), parsed.campaigns))
-        snapshot = snapshots.snapshot_create(filters=filters, created_by=signed_in_user(request), **values)
+        snapshot = snapshots.snapshot_create_for_user(signed_in_user(request), **data.validated_data)
         return Response(SnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={409: OpenApiResponse(description="Snapshots are immutable")})

@@ -116,6 +116,11 @@ def filters_readable(filters: dict[str, Any] | None, managed: set[int]) -> bool:
     return bool(campaigns) and set(campaigns) <= managed
 
 
+def snapshot_user_can_create(user: User) -> bool:
+    """Staff, or a manager of at least one campaign (the Datasets page is theirs; the API refuses others too)."""
+    return bool(user.is_staff or campaigns_managed_by(user))
+
+
 def snapshot_list_for_user(user: User) -> QuerySet[DatasetSnapshot]:
     """Staff see all; others the snapshots whose every campaign they manage (a snapshot of all campaigns: staff)."""
     snapshots = DatasetSnapshot.objects.select_related("created_by")
@@ -175,6 +180,32 @@ def snapshot_create(
     snapshot_id = snapshot.pk
     enqueue.enqueue_on_commit(enqueue.SNAPSHOT_BUILD, snapshot_id)
     return snapshot
+
+
+def snapshot_create_for_user(
+    user: User,
+    *,
+    name: str,
+    filters: dict[str, Any],
+    formats: list[str],
+    options: dict[str, Any],
+    license: str = "",  # noqa: A002 - the field's name
+    description: str = "",
+) -> DatasetSnapshot:
+    """`snapshot_create` for a person (the REST API and the Datasets page): the filters are checked first (400
+    naming the field), then the campaigns `user` may export are written into them (404 / 403, as exports)."""
+    filters = dict(filters)
+    parsed = filters_parse(filters)
+    filters["campaigns"] = list(export_campaigns_for_user(user, parsed.campaigns))
+    return snapshot_create(
+        name=name,
+        filters=filters,
+        formats=formats,
+        options=options,
+        license=license,
+        created_by=user,
+        description=description,
+    )
 
 
 def snapshot_update(*, snapshot: DatasetSnapshot, **changes: Any) -> DatasetSnapshot:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations import routing_views, views
+from annotations import dataset_views, routing_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -8,4 +8,7 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign-page"),
     path("campaigns/<int:campaign_id>/annotate/", views.campaign_annotate, name="campaign-annotate"),
     path("campaigns/<int:campaign_id>/judges/", routing_views.campaign_judge_report_page, name="campaign-judges"),
+    # "dataset-list" / "dataset-detail" are the API router's names for /api/v1/datasets/: the pages have their own.
+    path("datasets/", dataset_views.datasets_page, name="datasets-page"),
+    path("datasets/<int:snapshot_id>/", dataset_views.dataset_page, name="dataset-page"),
 ]

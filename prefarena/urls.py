@@ -13,6 +13,7 @@ from models_hub import api as models_hub_api
 from workers import api as workers_api
 from workers import judge_api
 from workers.training import api as training_api
+from workers.training import policy_views
 
 router = DefaultRouter()
 router.register("campaigns", api_campaigns.CampaignViewSet, basename="campaign")
@@ -33,6 +34,11 @@ urlpatterns = [
     path("", include("annotations.urls")),
     path("arena/", include("arena.urls")),
     path("jobs/", include("workers.urls")),
+    path("policies/", policy_views.policies_page, name="policies-page"),
+    path("policies/<int:policy_id>/", policy_views.policy_page, name="policy-page"),
+    path("policies/<int:policy_id>/enabled/", policy_views.policy_enabled_page, name="policy-enabled-page"),
+    path("loop/", policy_views.loop_page, name="loop-page"),
+    path("loop/loop.json", policy_views.loop_progress, name="loop-progress"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -95,8 +95,24 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
             "select count(*) from annotations_item i join annotations_campaign c on c.id = i.campaign_id"
             " where c.name like '%generated%'"
         ).fetchone()[0]
-        database.close()
         assert items > 0
+        # The demo's one retraining round ran on the same worker, through the policy code: its snapshot was
+        # built, the challenger trained, registered and met the champion at the gate, and the decision stored.
+        assert "Loop demo: policy 'Demo · retrain tiny-lm-small' fired" in text and f"{port}/loop/" in text
+        deadline = time.monotonic() + 300
+        query = "select r.status, r.decision, r.error, s.status from workers_trainingrun r"
+        query += " join annotations_datasetsnapshot s on s.id = r.snapshot_id join workers_retrainpolicy p"
+        query += " on p.id = r.policy_id where p.name = 'Demo · retrain tiny-lm-small'"
+        while (round_ := database.execute(query).fetchone())[0] in ("queued", "running"):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(1)
+        challenger = database.execute(
+            "select count(*) from models_hub_model where name = 'tiny-lm-small' and training_run_id is not null"
+        ).fetchone()[0]
+        database.close()
+        assert round_[0] == "succeeded" and round_[3] == "succeeded", (round_, log.read_text())
+        assert round_[1] in ("promoted", "rejected", "inconclusive", "guard_failed"), round_
+        assert challenger == 1
     finally:
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         try:

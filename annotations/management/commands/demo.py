@@ -41,13 +41,23 @@ class Command(BaseCommand):
         call_command("arena_import_battles", str(DEMO_BATTLES), "--anony-only", "--if-empty", stdout=self.stdout)
         if not options["no_models"]:
             self._demo_models()
+            # One retraining round (workers' command, called by name: annotations imports no workers module).
+            call_command("demo_loop", "--models-dir", str(settings.VAR_DIR / "models"), stdout=self.stdout)
         host = options["addrport"]
         self.stdout.write(
             self.style.SUCCESS("Demo data loaded.")
             + f"\n  admin     / {credentials.admin_password}   (staff: admin site at http://{host}/admin/)"
             + f"\n  annotator / {credentials.annotator_password}   (annotates the demo campaigns)"
-            + f"\n  Open http://{host}/ — API docs at http://{host}/api/docs/\n"
+            + f"\n  Open http://{host}/ — API docs at http://{host}/api/docs/"
+            + f"\n  Leaderboard (imported GenAI-Arena battles): http://{host}/arena/leaderboard/"
         )
+        if not options["no_models"]:
+            self.stdout.write(
+                "  The retraining round runs on the demo's worker (well under a minute); as admin, watch it at"
+                f"\n    http://{host}/loop/ (the pipeline), http://{host}/policies/ (rounds and the gate's figures),"
+                f"\n    http://{host}/datasets/ (its snapshot) and http://{host}/jobs/ (jobs)"
+            )
+        self.stdout.write("")
         if options["seed_only"]:
             return
         self._serve(host)
