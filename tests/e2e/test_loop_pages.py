@@ -15,6 +15,7 @@ from annotations import snapshots
 from annotations.models import DatasetSnapshot, JudgmentSource, MemberRole, Prompt, Response
 from models_hub.models import Model
 from prefarena.jobs.model import JobStatus
+from tests.e2e.test_csp import Violations
 from workers.models import TrainingRun
 from workers.training import services as training_services
 
@@ -42,6 +43,7 @@ def test_snapshot_from_the_form_downloaded_and_its_round_on_the_loop_page(
         annotation_services.judgment_record_external(
             campaign=campaign, prompt=prompt, responses=pair, source=JudgmentSource.LLM, choice="a"
         )
+    violations = Violations(page)  # each page is also checked against the Content-Security-Policy
     log_in(page, manager, "/datasets/")
 
     # when they create a snapshot from the form: a bad value first, shown under its field, then a good one
@@ -61,6 +63,7 @@ def test_snapshot_from_the_form_downloaded_and_its_round_on_the_loop_page(
     expect(page.locator("#snapshot")).to_contain_text("Succeeded", timeout=10_000)
     expect(page.locator("#dataset-card")).to_contain_text("helpfulness v1")
     screenshot(page, "datasets-snapshot")
+    violations.assert_none("snapshot page")
 
     # then its file downloads with one line per row
     with page.expect_download() as download_info:
@@ -117,8 +120,10 @@ def test_snapshot_from_the_form_downloaded_and_its_round_on_the_loop_page(
     expect(pipeline.locator('[data-stage="challenger"]')).to_contain_text("fam@v2")
     expect(pipeline.locator('[data-stage="champion"]')).to_contain_text("fam@v1")
     screenshot(page, "loop")
+    violations.assert_none("loop page")
     # and each stage links to its page: the snapshot's, the run's, the policy's rounds
     pipeline.locator('[data-stage="gate"] a').click()
     page.wait_for_url(f"**/policies/{policy.pk}/*")
     expect(page.locator(f"#round-{run.pk}")).to_contain_text("rejected")
     screenshot(page, "policies")
+    violations.assert_none("policy page")
