@@ -5,7 +5,7 @@ preferences collected since its last firing → the newest round's snapshot → 
 registered → the gate's decision → the champion of the name (and whether it is in the arena). Each stage is a
 plain dict (state, a headline, details, a link), the same for the page and its `loop.json`, so the page's
 script redraws what the server rendered. Access: the policies and runs `user` may see
-(`workers/selectors.py`); a snapshot is linked only when `user` may read it.
+(`workers/selectors.py`; a run is visible only while its snapshot is).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.urls import reverse
 
-from annotations import snapshots
 from models_hub.selectors import model_champion
 from prefarena.jobs.model import JobStatus
 from workers import selectors
@@ -83,7 +82,8 @@ def _preferences_stage(policy: RetrainPolicy) -> dict[str, Any]:
     matching = matching_preferences(policy)
     new = max(matching - policy.preferences_seen, 0)
     campaigns = [c for c in (policy.snapshot_filters or {}).get("campaigns") or [] if isinstance(c, int)]
-    url = reverse("campaign-page", args=[campaigns[0]]) if len(campaigns) == 1 else ""
+    # One campaign: its page (progress, judgments); several or all: the campaign list.
+    url = reverse("campaign-page", args=[campaigns[0]]) if len(campaigns) == 1 else reverse("home")
     if policy.trigger == RetrainPolicyTrigger.EVERY_N:
         needed = policy.every_n or 1
         detail = f"fires at {needed} new; {matching} matching in all"
@@ -119,9 +119,6 @@ def loop_stages(user: User, policy: RetrainPolicy) -> dict[str, Any]:
         return {"policy": policy.pk, "name": policy.name, "enabled": policy.enabled, "stages": stages, "live": False}
     run = latest
     snapshot = run.snapshot
-    readable = (
-        snapshots.snapshot_list_for_user(user).filter(pk=snapshot.pk).exists() if user.is_authenticated else False
-    )
     rows = ", ".join(f"{fmt} {n}" for fmt, n in (snapshot.row_counts or {}).items())
     stages.append(
         _stage(
@@ -130,7 +127,8 @@ def loop_stages(user: User, policy: RetrainPolicy) -> dict[str, Any]:
             JOB_STATE[JobStatus(snapshot.status)],
             f"#{snapshot.pk} {snapshot.get_status_display().lower()}",
             rows or f"{snapshot.progress_done} / {snapshot.progress_total} items read",
-            reverse("dataset-page", args=[snapshot.pk]) if readable else "",
+            # A run is visible only with its snapshot (workers/selectors.py), so its page is too.
+            reverse("dataset-page", args=[snapshot.pk]),
         )
     )
     run_url = reverse("training-run-page", args=[run.pk])
