@@ -4,6 +4,7 @@ policy's round on it drawn as the loop's stages, which follow the round as it en
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ def test_snapshot_from_the_form_downloaded_and_its_round_on_the_loop_page(
     violations.assert_none("loop page")
     # and each stage links to its page: the snapshot's, the run's, the policy's rounds
     pipeline.locator('[data-stage="gate"] a').click()
-    page.wait_for_url(f"**/policies/{policy.pk}/*")
+    page.wait_for_url(re.compile(rf"/policies/{policy.pk}/#round-{run.pk}$"))
     expect(page.locator(f"#round-{run.pk}")).to_contain_text("rejected")
     screenshot(page, "policies")
     violations.assert_none("policy page")
