@@ -108,7 +108,15 @@ def test_snapshot_from_the_form_downloaded_and_its_round_on_the_loop_page(
     challenger = Model.objects.create(
         name="fam", version=2, role="policy", backend="transformers", path="/nowhere/2", training_run_id=run.pk
     )
-    gate = {"decision": "reject", "wins": 2, "losses": 12, "ties": 2, "e_value": 0.1, "threshold": 20.0}
+    gate = {
+        "decision": "reject",
+        "wins": 2,
+        "losses": 12,
+        "ties": 2,
+        "prompts_judged": 16,
+        "e_value": 0.1,
+        "threshold": 20.0,
+    }
     TrainingRun.objects.filter(pk=run.pk).update(
         status=JobStatus.SUCCEEDED,
         progress_done=8,

@@ -106,7 +106,11 @@ def test_the_policy_page_lists_its_rounds_with_the_gates_figures(loop_round: dic
     text = page.content.decode()
     assert page.status_code == 200
     assert f'id="round-{run.pk}" data-decision="rejected"' in text
-    assert "3 won, 11 lost, 2 tied of 16 prompts" in text and "not better than the champion" in text
+    assert (
+        "3 won, 11 lost, 2 tied of 16 prompts" in text
+        and "1 unreadable verdicts" in text
+        and "not better than the champion" in text
+    )
     assert "held_out_accuracy 0.750 &gt;= 0.5: pass" in text
     assert f"/jobs/training/{run.pk}/" in text and "fam@v2" in text
 
