@@ -65,6 +65,11 @@ CASES = [
     Case("GET", "/api/v1/campaigns/{id}/routing/", "campaign", 404, 200),
     Case("PATCH", "/api/v1/campaigns/{id}/routing/", "campaign", 404, body={"human_budget": 0.5}),
     Case("GET", "/api/v1/campaigns/{id}/judge-report/", "campaign", 404, 200),
+    # the review queue (annotations/api_review.py); the world's one judged item is in no queue: staff unchecked there
+    Case("GET", "/api/v1/campaigns/{id}/review/", "campaign", 404, 200),
+    Case("POST", "/api/v1/campaigns/{id}/review/next/", "campaign", 404),
+    Case("GET", "/api/v1/review/{id}/", "item", 404),
+    Case("POST", "/api/v1/review/{id}/adjudicate/", "item", 404, body={"choice": "tie", "note": "mine"}),
     # items and judgments
     Case("GET", "/api/v1/items/{id}/", "item", 404, 200),
     Case("GET", "/api/v1/items/{id}/judgments/", "item", 404, 200),

@@ -1,8 +1,12 @@
 // The review page's keyboard (annotations/review_views.py renders the form; this only moves the focus and
 // ticks radio buttons). 1 / 2 / 3 / 4: A better, B better, tie, both bad (Shift+1 / Shift+2: slightly);
 // N: type the note; Ctrl+Enter (or Cmd+Enter): save, also while typing. Keys are off in text boxes.
+// On the queue page the "Review the next item" button takes the focus, so Enter claims one.
 (function () {
   "use strict";
+  // The queue page: Enter asks for the next item.
+  const next = document.getElementById("review-next");
+  if (next) next.focus();
   const form = document.getElementById("adjudication-form");
   if (!form) return;
   const note = form.querySelector("textarea[name=note]");
