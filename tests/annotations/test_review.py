@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.test import Client, override_settings
 
 from annotations import review_rules, services, snapshots
@@ -239,6 +243,55 @@ def test_a_reviewer_holds_one_claim_and_never_reviews_their_own_label(api, make_
     assert second != first
     taken = other.post(f"/api/v1/review/{first}/adjudicate/", {"choice": "tie", "note": "mine"}, format="json")
     assert taken.status_code == 409 and "claim" in taken.json()["detail"]
+
+
+def _run_together(n: int, work: Callable[[int], Any]) -> list[Any]:
+    """work(0..n-1) in n threads released at once, each with its own connection (closed at the end)."""
+    barrier = threading.Barrier(n)
+
+    def run(index: int) -> Any:
+        try:
+            barrier.wait(timeout=30)
+            return work(index)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_reviewers_never_hold_the_same_item(make_campaign, people, make_user):
+    # given: one item in the queue and four reviewers
+    campaign = disputed(make_campaign, people, [[CLEAR_A, CLEAR_B]])
+    reviewers = [people["rita"], *(make_user(f"reviewer{n}") for n in range(3))]
+    for reviewer in reviewers[1:]:
+        services.membership_set(campaign=campaign, user=reviewer, role=MemberRole.REVIEWER)
+
+    # when: a row lock held elsewhere (a claim in flight) is skipped, not waited for
+    with transaction.atomic():
+        list(ReviewItem.objects.select_for_update().values_list("pk"))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            skipped = pool.submit(lambda: _claim_and_close(campaign, reviewers[0])).result(timeout=10)
+    assert skipped is None
+
+    # ... and the four claim at the same instant
+    claims = _run_together(
+        len(reviewers), lambda n: services.review_claim_next(campaign=campaign, reviewer=reviewers[n])
+    )
+
+    # then: exactly one holds it
+    held = [claim for claim in claims if claim is not None]
+    assert len(held) == 1
+    review = ReviewItem.objects.get()
+    assert (review.state, review.reviewer_id) == (ReviewState.CLAIMED, held[0].reviewer_id)
+
+
+def _claim_and_close(campaign: Any, reviewer: Any) -> Any:
+    try:
+        return services.review_claim_next(campaign=campaign, reviewer=reviewer)
+    finally:
+        connection.close()
 
 
 # --- permissions ------------------------------------------------------------------------------------------
