@@ -35,6 +35,12 @@ def label(campaign: Any, user: Any, answer: dict[str, Any]) -> Item:
     return item
 
 
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    """Six accounts a test and no one logs in with a password: PBKDF2 would spend seconds hashing them."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def people(make_user: Any) -> dict[str, Any]:
     return {name: make_user(name) for name in ("ann1", "ann2", "ann3", "rita", "outsider")}
