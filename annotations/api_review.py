@@ -34,7 +34,6 @@ class ReviewResponseSerializer(serializers.Serializer):
     position = serializers.IntegerField()
     text = serializers.CharField(allow_blank=True)
     html = serializers.CharField(allow_blank=True, help_text="`text` as Markdown rendered to sanitised HTML.")
-    model = serializers.CharField(allow_blank=True)
 
 
 class ReviewLabelSerializer(serializers.Serializer):

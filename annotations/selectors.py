@@ -198,8 +198,8 @@ def review_payload(review: ReviewItem) -> dict[str, Any]:
             "position": response["position"],
             "text": response["text"],
             "html": rendering.text_to_html(response["text"]),
-            "model": response["model"],
         }
+        # Model names are withheld, as from annotators: they bias the label.
         for response in item_responses(item)
     ]
     judgments = (
