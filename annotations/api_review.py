@@ -82,8 +82,14 @@ class ReviewItemSerializer(serializers.Serializer):
 class AdjudicateInSerializer(serializers.Serializer):
     """The adjudicated label in canonical terms ('a' is the response at position 0), and the note."""
 
-    choice = serializers.ChoiceField(choices=["a", "b", "tie", "both_bad"], required=False, help_text="Pairwise.")
-    strength = serializers.ChoiceField(choices=["slight", "clear"], required=False, allow_blank=True)
+    # Plain strings, checked by the service with the judgments' rules (a 400 naming the field): enum fields
+    # would collide in the schema with the judgment's own "choice" and "strength" enums.
+    choice = serializers.CharField(
+        max_length=12, required=False, help_text="Pairwise: a, b, tie or both_bad ('a' is position 0)."
+    )
+    strength = serializers.CharField(
+        max_length=8, required=False, allow_blank=True, help_text="slight or clear, when choice is a or b."
+    )
     ranking = serializers.ListField(
         child=serializers.ListField(child=serializers.IntegerField(min_value=0)),
         required=False,
