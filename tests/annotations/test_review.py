@@ -16,6 +16,7 @@ from annotations import review_rules, services, snapshots
 from annotations.export import filters_parse, options_parse, stream_jsonl
 from annotations.models import AssignmentSlot, Item, Judgment, JudgmentSource, MemberRole, ReviewItem, ReviewState
 from prefarena.errors import InvalidInput
+from tests.xss_payloads import PAYLOADS
 
 pytestmark = pytest.mark.django_db
 
@@ -424,3 +425,25 @@ def test_ranked_and_rated_exports_follow_the_adjudication(api, make_campaign, pe
         "adjudicated",
         body["note"],
     )
+
+
+def test_the_review_page_keeps_every_payload_inert(make_campaign, people):
+    # given: prompts, responses and rationales made of the XSS payloads, each item disputed
+    rows = [{"prompt": p, "responses": [{"text": p}, {"text": f"plain {n}"}]} for n, p in enumerate(PAYLOADS[:6])]
+    campaign = reviewed_campaign(make_campaign, people, overlap=2, rows=rows)
+    for payload in PAYLOADS[:6]:
+        label(campaign, people["ann1"], {**CLEAR_A, "rationale": payload})
+        label(campaign, people["ann2"], {**CLEAR_B, "rationale": payload})
+    client = Client()
+    client.force_login(people["rita"])
+    # when / then: no element or handler of a payload reaches the page, whatever part of it holds the payload
+    for review in ReviewItem.objects.order_by("id"):
+        client.post(f"/campaigns/{campaign.id}/review/")
+        page = client.get(f"/campaigns/{campaign.id}/review/{review.item_id}/").content.decode()
+        assert "&lt;" in page  # the payload is on the page, as text
+        for marker in ("<img", "<script>window", "<svg", "<iframe", 'href="javascript', "onclick="):
+            assert marker not in page, (review.item_id, marker)
+        client.post(
+            f"/campaigns/{campaign.id}/review/{review.item_id}/", {"choice": "tie", "note": PAYLOADS[0]}, follow=True
+        )
+        assert "<img" not in client.get(f"/campaigns/{campaign.id}/review/{review.item_id}/").content.decode()
