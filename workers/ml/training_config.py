@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 def _documented(default: T, help_text: str) -> T:
     """A TrainingConfig field with its meaning in `metadata["help"]` (as TRL's configs), shown by the run form."""
-    return field(default=default, metadata={"help": help_text})  # type: ignore[no-any-return]
+    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass(frozen=True)
