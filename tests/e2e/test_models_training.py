@@ -55,6 +55,8 @@ def test_a_manager_trains_a_version_from_the_form_then_promotes_it_into_the_aren
     manager.user_permissions.add(*Permission.objects.filter(codename__in=["add_trainingrun", "change_model"]))
     annotation_services.membership_set(campaign=campaign, user=manager, role=MemberRole.MANAGER)
     worker = start_worker()
+    csp_refusals: list[str] = []  # every page of the flow runs under the Content-Security-Policy
+    page.on("console", lambda m: csp_refusals.append(m.text) if "Content Security Policy" in m.text else None)
     log_in(page, manager, "/training/")
     screenshot(page, "training-runs-empty")
 
@@ -122,3 +124,4 @@ def test_a_manager_trains_a_version_from_the_form_then_promotes_it_into_the_aren
     assert (trained.is_current, trained.in_arena) == (True, True)
     assert Model.objects.get(pk=tiny_policy.pk).is_current is False
     screenshot(page, "models-promoted")
+    assert csp_refusals == []
