@@ -170,8 +170,8 @@ def model_promote(*, model: Model) -> Model:
 
 def model_demote(*, model: Model) -> Model:
     """Unmark a promoted champion: the name falls back to its newest version registered by hand
-    (models_hub.selectors.model_champion). Conflict, and nothing changes, when `model` is not the marked
-    champion or would stay the champion by that fallback."""
+    (models_hub.selectors.model_champion; a name with none has no champion until one is promoted). Conflict, and
+    nothing changes, when `model` is not the marked champion or would stay the champion by that fallback."""
     with transaction.atomic():
         # The family's lock of model_champion_set: a promotion and a demotion of one name serialise.
         list(Model.objects.select_for_update().filter(name=model.name).values_list("pk", flat=True))

@@ -98,6 +98,9 @@ def test_a_manager_trains_a_version_from_the_form_then_promotes_it_into_the_aren
     expect(page.locator('[data-run-field="output_model"]')).to_have_text("tiny-policy@v2")
     page.reload()
     screenshot(page, "training-run-done")
+    page.get_by_role("link", name="← Training runs").click()
+    expect(page.locator(f'tr[data-run="{run.pk}"]')).to_contain_text("tiny-policy@v2")
+    screenshot(page, "training-runs")
 
     # when the manager opens the Models page from the navigation
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Models").click()
