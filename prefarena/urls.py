@@ -33,6 +33,7 @@ urlpatterns = [
     path("", include("annotations.urls")),
     path("arena/", include("arena.urls")),
     path("jobs/", include("workers.urls")),
+    path("", include("workers.training.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

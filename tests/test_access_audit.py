@@ -123,6 +123,8 @@ CASES = [
     Case("POST", "/api/v1/models/", "model", 403, body={"name": "x", "role": "policy", "backend": "transformers"}),
     Case("GET", "/api/v1/models/{id}/", "model", 200, 200),
     Case("PATCH", "/api/v1/models/{id}/", "model", 403, body={"in_arena": True}),
+    Case("POST", "/api/v1/models/{id}/promote/", "model", 403),
+    Case("POST", "/api/v1/models/{id}/demote/", "model", 403),
     # training runs and retraining policies
     Case("GET", "/api/v1/training-runs/", "training_run", LEFT_OUT, LISTED),
     Case(
