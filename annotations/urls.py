@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations import dataset_views, routing_views, views
+from annotations import dataset_views, review_views, routing_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -11,4 +11,6 @@ urlpatterns = [
     # "dataset-list" / "dataset-detail" are the API router's names for /api/v1/datasets/: the pages have their own.
     path("datasets/", dataset_views.datasets_page, name="datasets-page"),
     path("datasets/<int:snapshot_id>/", dataset_views.dataset_page, name="dataset-page"),
+    path("campaigns/<int:campaign_id>/review/", review_views.campaign_review, name="campaign-review-page"),
+    path("campaigns/<int:campaign_id>/review/<int:item_id>/", review_views.review_item, name="review-item-page"),
 ]

@@ -128,7 +128,7 @@ def test_the_loop_shows_each_stage_linked_to_its_page(loop_round: dict[str, Any]
     assert stages["preferences"]["url"] == f"/campaigns/{loop_round['campaign'].pk}/"
     assert (stages["snapshot"]["state"], stages["snapshot"]["url"]) == ("done", f"/datasets/{snapshot.pk}/")
     assert (stages["run"]["state"], stages["run"]["url"]) == ("done", f"/jobs/training/{run.pk}/")
-    assert stages["challenger"]["headline"] == "fam@v2"
+    assert stages["challenger"]["headline"] == "fam@v2" and stages["challenger"]["url"].startswith("/models/#model-")
     assert stages["gate"]["state"] == "stopped" and "3 won, 11 lost, 2 tied" in stages["gate"]["detail"]
     assert stages["gate"]["url"] == f"/policies/{policy.pk}/#round-{run.pk}"
     assert stages["champion"]["headline"] == "fam@v1" and item["live"] is False

@@ -109,7 +109,7 @@ def loop_stages(user: User, policy: RetrainPolicy) -> dict[str, Any]:
         DONE if champion is not None else WAITING,
         champion.label if champion is not None else "none yet",
         ("in the arena" if champion.in_arena else "not in the arena") if champion is not None else "",
-        reverse("arena-leaderboard-page") if champion is not None and champion.in_arena else "",
+        reverse("model-list-page") + f"#model-{champion.pk}" if champion is not None else "",
     )
     if latest is None:
         for key, title in (("snapshot", "Snapshot"), ("run", "Training run"), ("challenger", "Challenger")):
@@ -144,7 +144,14 @@ def loop_stages(user: User, policy: RetrainPolicy) -> dict[str, Any]:
     )
     summary = round_summary(run)
     if run.output_model is not None:
-        challenger = _stage("challenger", "Challenger", DONE, run.output_model.label, f"from {summary['trained_from']}")
+        challenger = _stage(
+            "challenger",
+            "Challenger",
+            DONE,
+            run.output_model.label,
+            f"from {summary['trained_from']}",
+            reverse("model-list-page") + f"#model-{run.output_model.pk}",
+        )
     else:
         waiting = run.status in (JobStatus.QUEUED, JobStatus.RUNNING)
         challenger = _stage(
