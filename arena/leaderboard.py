@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from arena import controlled, events, intervals, outcomes, ratings, selectors, style, tally
@@ -58,6 +58,42 @@ def pair_counts(category: str = "") -> tuple[ratings.PairCounts, dict[str, int]]
     return ratings.PairCounts(models=models, wins=wins, ties=ties), labels
 
 
+def pair_counts_weighted(category: str = "") -> tuple[ratings.PairCounts, intervals.WeightedCounts, dict[str, int]]:
+    """PairStats counts as `pair_counts`, and the per-battle fit weights summed per cell (`WeightedCounts`):
+    PairStats' battles weigh 1 (imported files carry no weights) except the applied votes, whose weights come
+    from `selectors.fit_weight_cells`. Both read from one snapshot (REPEATABLE READ on PostgreSQL when not
+    already in a transaction), so a batch of votes applied in between is in both or in neither."""
+    outer = connection.in_atomic_block
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and not outer:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        counts, labels = pair_counts(category)
+        cells = selectors.fit_weight_cells(category)
+    index = {labels[label]: k for k, label in enumerate(counts.models)}
+    sums = [counts.wins.copy(), counts.ties.copy()]
+    squares = [counts.wins.copy(), counts.ties.copy()]
+    for cell in cells:
+        a, b = index.get(cell.model_a), index.get(cell.model_b)
+        if a is None or b is None:
+            continue  # not in PairStats: cannot happen for an applied vote, but a fit must not break on it
+        # The cell's votes are in PairStats as weight 1 each: replace them by their weights.
+        extra, extra_squares = cell.weight_sum - cell.votes, cell.weight_squares - cell.votes
+        if cell.winner in (outcomes.A, outcomes.B):
+            winner, loser = (a, b) if cell.winner == outcomes.A else (b, a)
+            sums[0][winner, loser] += extra
+            squares[0][winner, loser] += extra_squares
+        else:
+            for i, j in ((a, b), (b, a)):
+                sums[1][i, j] += extra
+                squares[1][i, j] += extra_squares
+    weighted = intervals.WeightedCounts(
+        sums=ratings.PairCounts(counts.models, *(np.maximum(m, 0.0) for m in sums)),
+        squares=ratings.PairCounts(counts.models, *(np.maximum(m, 0.0) for m in squares)),
+    )
+    return counts, weighted, labels
+
+
 # --- recompute ------------------------------------------------------------------------------------------
 def provisional_rule() -> intervals.ProvisionalRule:
     """The deployment's provisional rule (ARENA_PROVISIONAL_MIN_BATTLES, ARENA_PROVISIONAL_MAX_CI_WIDTH)."""
@@ -70,12 +106,18 @@ def provisional_rule() -> intervals.ProvisionalRule:
 def leaderboard_recompute(
     category: str = "", *, rounds: int = 100, seed: int = 0, method: str | None = None, reweight: bool | None = None
 ) -> ratings.Leaderboard:
-    """Refit Bradley–Terry ratings with 95% intervals (ARENA_INTERVALS unless `method`) from PairStats and
-    rewrite the category's Rating rows."""
+    """Refit Bradley–Terry ratings with 95% intervals (ARENA_INTERVALS unless `method`) from PairStats, each
+    applied vote weighted by its inverse-propensity × prompt-dedup weight (ARENA_FIT_WEIGHTS), and rewrite the
+    category's Rating rows."""
     tally.votes_apply(wait=True)  # votes stored but not yet counted (write-behind) go in first
-    counts, labels = pair_counts(category)
+    weighted = None
+    if settings.ARENA_FIT_WEIGHTS:
+        counts, weighted, labels = pair_counts_weighted(category)
+    else:
+        counts, labels = pair_counts(category)
     board = intervals.leaderboard_fit(
         counts,
+        weighted=weighted,
         method=method or settings.ARENA_INTERVALS,
         reweight=settings.ARENA_REWEIGHT if reweight is None else reweight,
         rounds=rounds,

@@ -6,12 +6,14 @@ battle, and only to the session that voted (the battle's own session: a vote mus
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Max, Q
 
 from annotations.models import Campaign
@@ -271,6 +273,61 @@ def battles_for_fit(category: str = "") -> list[FitBattle]:
         )
         for pk, model_a, model_b, winner, created_at, propensity, candidates, cluster in rows
     ]
+
+
+@dataclass(frozen=True)
+class WeightCell:
+    """Counted, applied votes of one (side a, side b, outcome) cell: how many, Σ weight and Σ weight² (weight =
+    `FitBattle.weight`, the inverse-propensity × prompt-dedup weight)."""
+
+    model_a: int  # model ids
+    model_b: int
+    winner: str  # a | b | tie | both_bad
+    votes: int
+    weight_sum: float
+    weight_squares: float
+
+
+def fit_weight_cells(category: str = "") -> list[WeightCell]:
+    """The weights of every counted vote already in PairStats (applied), summed per cell in the database: one
+    query whose answer has at most models² × 2 × 4 rows whatever the number of votes.
+
+    The same weights as `battles_for_fit` (its cluster sizes among the category's counted votes, here among the
+    applied ones: a vote still pending is in neither PairStats nor these sums)."""
+    votes, battles = Vote._meta.db_table, Battle._meta.db_table
+    params: list[Any] = []
+    where = "v.counted AND v.applied_at IS NOT NULL"
+    if category:
+        if connection.vendor == "postgresql":
+            where += " AND b.categories @> %s::jsonb"
+            params.append(json.dumps([category]))
+        else:
+            where += " AND EXISTS (SELECT 1 FROM json_each(b.categories) WHERE json_each.value = %s)"
+            params.append(category)
+    cap = settings.ARENA_PROMPT_CLUSTER_CAP
+    sql = f"""
+        WITH fit AS (
+            SELECT b.model_a_id AS model_a, b.model_b_id AS model_b, v.winner AS winner, b.prompt_cluster AS cluster,
+                   CASE WHEN b.pair_propensity > 0 AND b.pair_candidates > 0
+                        THEN 1.0 / (CAST(b.pair_candidates AS DOUBLE PRECISION) * b.pair_propensity)
+                        ELSE 1.0 END AS ipw
+            FROM {votes} v JOIN {battles} b ON b.id = v.battle_id
+            WHERE {where}
+        ), crowded AS (
+            SELECT cluster, COUNT(*) AS n FROM fit WHERE cluster <> '' GROUP BY cluster HAVING COUNT(*) > %s
+        ), weighted AS (
+            SELECT fit.model_a, fit.model_b, fit.winner,
+                   fit.ipw * COALESCE(CAST(%s AS DOUBLE PRECISION) / crowded.n, 1.0) AS weight
+            FROM fit LEFT JOIN crowded ON crowded.cluster = fit.cluster
+        )
+        SELECT model_a, model_b, winner, COUNT(*), SUM(weight), SUM(weight * weight)
+        FROM weighted GROUP BY model_a, model_b, winner
+    """  # noqa: S608 - table names from the models, values as parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, cap, cap])
+        return [
+            WeightCell(a, b, winner, int(n), float(total), float(squares)) for a, b, winner, n, total, squares in cursor
+        ]
 
 
 # --- cost and speed beside the leaderboard ---------------------------------------------------------------------

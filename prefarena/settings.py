@@ -393,6 +393,9 @@ ARENA_PAIRING_REFRESH_SECONDS = env_int("ARENA_PAIRING_REFRESH_SECONDS", 30)
 ARENA_PROMPT_CLUSTER_CAP = env_int("ARENA_PROMPT_CLUSTER_CAP", 20)
 if ARENA_PROMPT_CLUSTER_CAP < 1:
     raise ImproperlyConfigured(f"ARENA_PROMPT_CLUSTER_CAP must be at least 1, got {ARENA_PROMPT_CLUSTER_CAP}")
+# The live leaderboard's fits (plain and controlled) weight each counted vote by its inverse-propensity weight
+# (active pairing) times its prompt-cluster cap; off: every vote weighs 1, as imported battles always do.
+ARENA_FIT_WEIGHTS = env_bool("ARENA_FIT_WEIGHTS", True)
 
 LOGGING = {
     "version": 1,
