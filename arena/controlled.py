@@ -182,7 +182,7 @@ def controlled_fit_compute(category: str, control: str, *, provisional: interval
         for k, m in enumerate(fit.models)
     ]
     for row in board_rows:
-        row.provisional = provisional.applies(row.battles, row.ci_low, row.ci_high)
+        row.provisional = provisional.applies(row.battles, row.ci_low, row.ci_high, row.model)
     ratings.assign_ranks(board_rows)
     board_rows.sort(key=lambda r: (r.provisional, -(r.rating or 0.0), r.model))
     return {

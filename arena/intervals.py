@@ -61,13 +61,15 @@ ELO_PER_LOGIT = SCALE / LN10
 @dataclass(frozen=True)
 class ProvisionalRule:
     """A model is provisional (shown, not ranked) until it has `min_battles` battles and an interval
-    no wider than `max_width` Elo points (upper − lower)."""
+    no wider than `max_width` Elo points (upper − lower); and, whatever its battles, while it is one of `pending`
+    (models newly in the arena without enough battles since they entered: the service knows which)."""
 
     min_battles: int = 0
     max_width: float = math.inf
+    pending: frozenset[str] = frozenset()
 
-    def applies(self, battles: int, low: float | None, high: float | None) -> bool:
-        if battles < self.min_battles:
+    def applies(self, battles: int, low: float | None, high: float | None, model: str = "") -> bool:
+        if model in self.pending or battles < self.min_battles:
             return True
         if math.isfinite(self.max_width):
             return low is None or high is None or high - low > self.max_width
@@ -222,7 +224,7 @@ def leaderboard_fit(
             row.ci_low, row.ci_high = intervals.get(row.model, (None, None))
     rule = provisional or ProvisionalRule()
     for row in board.rows:
-        row.provisional = row.rating is not None and rule.applies(row.battles, row.ci_low, row.ci_high)
+        row.provisional = row.rating is not None and rule.applies(row.battles, row.ci_low, row.ci_high, row.model)
     assign_ranks(board.rows)
     board.rows.sort(key=lambda r: (r.component, r.rating is None, r.provisional, -(r.rating or 0.0), r.model))
     board.method = method

@@ -19,6 +19,7 @@ votes it excludes rather than rebuilding PairStats from Vote rows, which would d
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,11 +31,12 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from arena import controlled, events, intervals, outcomes, ratings, selectors, style, tally
+from arena import controlled, events, intervals, outcomes, ratings, selectors, sources, style, tally
 from arena.models import PairStats, Rating, Vote
 from models_hub.models import Model, ModelBackend, ModelRole
 
 IMPORTED_PATH_PREFIX = "imported:"
+logger = logging.getLogger(__name__)
 
 
 # --- counts -------------------------------------------------------------------------------------------
@@ -95,11 +97,17 @@ def pair_counts_weighted(category: str = "") -> tuple[ratings.PairCounts, interv
 
 
 # --- recompute ------------------------------------------------------------------------------------------
-def provisional_rule() -> intervals.ProvisionalRule:
-    """The deployment's provisional rule (ARENA_PROVISIONAL_MIN_BATTLES, ARENA_PROVISIONAL_MAX_CI_WIDTH)."""
+def provisional_rule(category: str = "") -> intervals.ProvisionalRule:
+    """The deployment's provisional rule (ARENA_PROVISIONAL_MIN_BATTLES, ARENA_PROVISIONAL_MAX_CI_WIDTH), and the
+    models of the arena that entered it (`Model.arena_since`) less than ARENA_PROVISIONAL_FRESH_BATTLES counted
+    battles of the category ago: battles from before they entered do not count."""
     width = settings.ARENA_PROVISIONAL_MAX_CI_WIDTH
+    needed = settings.ARENA_PROVISIONAL_FRESH_BATTLES
+    fresh = selectors.fresh_battles(category) if needed > 0 else {}
     return intervals.ProvisionalRule(
-        min_battles=settings.ARENA_PROVISIONAL_MIN_BATTLES, max_width=float(width) if width > 0 else math.inf
+        min_battles=settings.ARENA_PROVISIONAL_MIN_BATTLES,
+        max_width=float(width) if width > 0 else math.inf,
+        pending=frozenset(label for label, battles in fresh.items() if battles < needed),
     )
 
 
@@ -115,6 +123,7 @@ def leaderboard_recompute(
         counts, weighted, labels = pair_counts_weighted(category)
     else:
         counts, labels = pair_counts(category)
+    rule = provisional_rule(category)
     board = intervals.leaderboard_fit(
         counts,
         weighted=weighted,
@@ -122,12 +131,17 @@ def leaderboard_recompute(
         reweight=settings.ARENA_REWEIGHT if reweight is None else reweight,
         rounds=rounds,
         seed=seed,
-        provisional=provisional_rule(),
+        provisional=rule,
     )
     computed = {labels[row.model]: row for row in board.rows}
     # The controlled fits (ARENA_CONTROLS) are written first, each in its own short transaction; the tick
     # below tells the pages once both are there.
-    controlled.controlled_recompute(category, provisional=provisional_rule())
+    controlled.controlled_recompute(category, provisional=rule)
+    if not category:  # per-source and fused ratings (arena/sources.py): all battles only
+        try:
+            sources.sources_recompute(weighted or intervals.WeightedCounts(counts, counts), provisional=rule)
+        except (ValueError, np.linalg.LinAlgError):
+            logger.exception("per-source ratings not computed")
     now = timezone.now()
     with transaction.atomic():
         # Rows for models new to this category; a concurrent vote may create the same row: ignore it.

@@ -17,12 +17,12 @@ from django.db import connection
 from django.db.models import Max, Q
 
 from annotations.models import Campaign
-from arena import controlled, hygiene, outcomes, pairing
+from arena import controlled, hygiene, outcomes, pairing, sources
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating, Vote
 from models_hub.models import Model
 from prefarena import rendering
-from prefarena.errors import NotFound
+from prefarena.errors import InvalidInput, NotFound
 
 
 def battle_group(battle_id: int) -> str:
@@ -109,13 +109,23 @@ def leaderboard_categories() -> list[str]:
     return ["", *sorted(found - {""})]
 
 
-def leaderboard_get(category: str = "", control: str = "") -> dict[str, Any]:
+def leaderboard_get(category: str = "", control: str = "", source: str = "") -> dict[str, Any]:
     """Rating rows of a category plus win-rate and battle-count matrices (rows and columns in `models` order).
 
     win_rates[i][j] is the share of battles between i and j that i won, ties and both-bad counting ½;
     None where the two never met. With a `control` (arena/controlled.py; InvalidInput if unknown), the rows
-    are the stored controlled fit's, with its covariate coefficients; the matrices stay the raw counts.
+    are the stored controlled fit's, with its covariate coefficients; the matrices stay the raw counts. With a
+    `source` (arena/sources.py: human, llm or fused; arena = the default rows; InvalidInput if unknown), the rows
+    are that source's fit, the coefficients its position terms, and `source_weights` says how each source weighs.
     """
+    view = sources.source_parse(source) if source else ""
+    if view and control:
+        raise InvalidInput("choose a control or a source, not both", fields={"source": ["not with a control"]})
+    if view and category:
+        raise InvalidInput(
+            "per-source and fused ratings are computed for all battles only: leave the category empty",
+            fields={"source": ["all battles only"]},
+        )
     canonical = controlled.control_parse(control) if control else ""
     ratings = list(Rating.objects.filter(category=category).select_related("model"))
     ratings.sort(
@@ -184,6 +194,32 @@ def leaderboard_get(category: str = "", control: str = "") -> dict[str, Any]:
             else []
         )
         computed_at = fit.computed_at if fit else None
+    source_weights: list[dict[str, Any]] = []
+    if view:
+        fit = ControlledFit.objects.filter(category="", control=sources.PREFIX + view).first()
+        elo = {row["model"]: row["elo"] for row in rows}
+        rows = [
+            {
+                **{key: _round(row[key]) if key in ("rating", "ci_low", "ci_high") else row[key] for key in row},
+                "elo": elo.get(row["model"], 1000.0),
+                "component": 0,
+                "ratable": True,
+            }
+            for row in (fit.payload.get("rows", []) if fit else [])
+        ]
+        coefficients = [
+            {k: v if k == "name" else round(v, 4) for k, v in c.items()}
+            for c in (fit.payload.get("coefficients", []) if fit else [])
+        ]
+        source_weights = [
+            {
+                **w,
+                "weight": round(w["weight"], 4),
+                "agreement": None if w["agreement"] is None else round(w["agreement"], 4),
+            }
+            for w in (fit.payload.get("weights", []) if fit else [])
+        ]
+        computed_at = fit.computed_at if fit else None
     return {
         "category": category,
         "categories": leaderboard_categories(),
@@ -192,6 +228,9 @@ def leaderboard_get(category: str = "", control: str = "") -> dict[str, Any]:
         "control": canonical,
         "controls": [controlled.control_parse_stored(c) for c in settings.ARENA_CONTROLS],
         "coefficients": coefficients,
+        "source": view or ("arena" if source else ""),
+        "sources": list(sources.VIEWS),
+        "source_weights": source_weights,
         "rows": rows,
         "models": models,
         "battle_counts": battles,
@@ -328,6 +367,21 @@ def fit_weight_cells(category: str = "") -> list[WeightCell]:
         return [
             WeightCell(a, b, winner, int(n), float(total), float(squares)) for a, b, winner, n, total, squares in cursor
         ]
+
+
+def fresh_battles(category: str = "") -> dict[str, int]:
+    """Per label of an arena model with a recorded entry (`Model.arena_since`): its counted battles (votes) of the
+    category since it entered; battles before do not count (the provisional rule of a newly promoted model)."""
+    entered = list(Model.objects.filter(in_arena=True, arena_since__isnull=False))
+    found: dict[str, int] = {}
+    for model in entered:
+        votes = Vote.objects.filter(counted=True, created_at__gte=model.arena_since).filter(
+            Q(battle__model_a=model) | Q(battle__model_b=model)
+        )
+        if category:
+            votes = votes.filter(battle__categories__contains=[category])
+        found[model.label] = votes.count()
+    return found
 
 
 # --- cost and speed beside the leaderboard ---------------------------------------------------------------------

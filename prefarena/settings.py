@@ -371,6 +371,9 @@ ARENA_REWEIGHT = env_bool("ARENA_REWEIGHT", False)
 # 95% interval no wider than this many Elo points (0: no width condition).
 ARENA_PROVISIONAL_MIN_BATTLES = env_int("ARENA_PROVISIONAL_MIN_BATTLES", 0)
 ARENA_PROVISIONAL_MAX_CI_WIDTH = env_int("ARENA_PROVISIONAL_MAX_CI_WIDTH", 0)
+# A model version that enters the arena (promoted, or put there; `Model.arena_since`) stays provisional until it
+# has this many counted battles since it entered, whatever it played before (0: off).
+ARENA_PROVISIONAL_FRESH_BATTLES = env_int("ARENA_PROVISIONAL_FRESH_BATTLES", 0)
 # Controlled leaderboards (arena/controlled.py) fitted at each recompute and served as ?control=…: covariate
 # groups joined by "+" among style, position and the names of ARENA_BATTLE_FEATURES (numeric features a
 # deployment stores on battles as <name>_a / <name>_b).
@@ -396,6 +399,25 @@ if ARENA_PROMPT_CLUSTER_CAP < 1:
 # The live leaderboard's fits (plain and controlled) weight each counted vote by its inverse-propensity weight
 # (active pairing) times its prompt-cluster cap; off: every vote weighs 1, as imported battles always do.
 ARENA_FIT_WEIGHTS = env_bool("ARENA_FIT_WEIGHTS", True)
+# The fused leaderboard (arena/sources.py): each source's weight, "source=number" or "source=auto" (learned from
+# its agreement with human judgments on shared items; humans themselves weigh 1). A learned weight needs at least
+# ARENA_SOURCE_MIN_SHARED shared decisive items, else the source is left out of the fused fit.
+ARENA_SOURCE_WEIGHTS: dict[str, float | str] = {}
+for _part in env_list("ARENA_SOURCE_WEIGHTS", ["arena=1", "human=1", "llm=auto"]):
+    _source, _, _value = _part.partition("=")
+    if _source.strip() not in ("arena", "human", "llm"):
+        raise ImproperlyConfigured(f"ARENA_SOURCE_WEIGHTS: unknown source {_source.strip()!r} (arena, human, llm)")
+    if _value.strip() == "auto":
+        ARENA_SOURCE_WEIGHTS[_source.strip()] = "auto"
+        continue
+    try:
+        _weight = float(_value)
+    except ValueError:
+        _weight = -1.0
+    if not 0 <= _weight < float("inf"):
+        raise ImproperlyConfigured(f"ARENA_SOURCE_WEIGHTS: {_part!r} needs a number >= 0 or auto")
+    ARENA_SOURCE_WEIGHTS[_source.strip()] = _weight
+ARENA_SOURCE_MIN_SHARED = env_int("ARENA_SOURCE_MIN_SHARED", 20)
 
 LOGGING = {
     "version": 1,
