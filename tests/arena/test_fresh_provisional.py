@@ -64,7 +64,7 @@ def test_a_model_entering_the_arena_is_provisional_until_enough_fresh_battles():
     assert provisional(new) and not provisional(old[0]) and not provisional(old[1])
     row = next(r for r in APIClient().get("/api/v1/arena/leaderboard/").json()["rows"] if r["model"] == "new@v1")
     assert row["provisional"] and row["rank_ub"] is None and row["rating"] is not None and row["battles"] == 36
-    assert "provisional" in APIClient().get("/arena/leaderboard/").content.decode()
+    assert '<span class="muted">provisional</span>' in APIClient().get("/arena/leaderboard/").content.decode()
 
     # four fresh battles: still provisional; the fifth ranks it
     for winner in ("a", "b", "tie", "a"):

@@ -13,10 +13,9 @@ from rest_framework.test import APIClient
 from annotations.models import Item, ItemResponse, ItemState, Judgment, Prompt, Response
 from arena import leaderboard, ratings
 from models_hub.models import Model
-from tests.arena.test_leaderboard import fresh_rate_limits  # noqa: F401 - fixture
 
 BOARD = "/api/v1/arena/leaderboard/"
-STRENGTH = {"m0": 0.3, "m1": 0.1, "m2": -0.1, "m3": -0.3}  # θ: 1 θ = 400 Elo
+STRENGTH = {"m0": 0.6, "m1": 0.2, "m2": -0.2, "m3": -0.6}  # θ: 1 θ = 400 Elo
 
 
 def build(make_campaign: Any, make_user: Any) -> None:
@@ -77,7 +76,7 @@ def test_each_source_alone_and_fused_through_the_api_and_the_page(make_campaign,
     weights = {w["source"]: w for w in fused["source_weights"]}
     assert weights["arena"]["how"] == "operator" and weights["arena"]["weight"] == 1.0
     assert weights["llm"]["how"] == "learned" and weights["llm"]["shared"] == 80
-    assert 0.6 < weights["llm"]["agreement"] < 0.9 and 0 < weights["llm"]["weight"] < 1
+    assert 0.55 < weights["llm"]["agreement"] < 0.9 and 0 < weights["llm"]["weight"] < 1
     assert {c["name"] for c in fused["coefficients"]} == {"position:human", "position:llm"}
     width = {r["model"]: r["ci_high"] - r["ci_low"] for r in fused["rows"]}
     assert all(width[r["model"]] < r["ci_high"] - r["ci_low"] for r in human["rows"])  # more evidence
