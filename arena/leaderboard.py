@@ -67,9 +67,12 @@ def pair_counts_weighted(category: str = "") -> tuple[ratings.PairCounts, interv
     already in a transaction), so a batch of votes applied in between is in both or in neither."""
     outer = connection.in_atomic_block
     with transaction.atomic():
-        if connection.vendor == "postgresql" and not outer:
+        if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if not outer:  # a caller's transaction (a test's) keeps its own isolation
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # JIT would compile the aggregate of millions of votes for longer than it runs (as the exports')
+                cursor.execute("SET LOCAL jit = off")
         counts, labels = pair_counts(category)
         cells = selectors.fit_weight_cells(category)
     index = {labels[label]: k for k, label in enumerate(counts.models)}

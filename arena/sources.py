@@ -105,7 +105,10 @@ def _arena_battles(counts: intervals.WeightedCounts, index: dict[str, int]) -> c
     )
 
 
-def _agreement(rows: list[tuple[int, str, str, str, bool]], humans: list[tuple[int, str, str, str, bool]]):  # noqa: ANN202
+Judged = list[tuple[int, str, str, str, bool]]  # judgment_rows: item, label a, label b, choice, b shown first
+
+
+def _agreement(rows: Judged, humans: Judged) -> tuple[float | None, int]:
     """(agreement with humans over pairs of judgments of one item, number of shared decisive items)."""
     by_item: dict[int, list[float]] = defaultdict(list)
     for item, _, _, choice, _ in humans:
