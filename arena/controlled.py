@@ -96,7 +96,10 @@ def _covariates(groups: list[str], features: list[dict[str, Any]]) -> tuple[list
     for k, name in enumerate(names):  # standardise the style ratios over the usable battles, as style.py
         if name in style.STYLE_FEATURES and usable.any():
             spread = matrix[usable, k].std()
-            matrix[:, k] = (matrix[:, k] - matrix[usable, k].mean()) / (spread if spread > 0 else 1.0)
+            # A ratio equal in every battle is no covariate: exactly 0 (its mean's rounding would leave ~1e-17, a
+            # column the fit cannot identify, and a singular Newton system).
+            centred = matrix[:, k] - matrix[usable, k].mean()
+            matrix[:, k] = centred / spread if spread > 1e-12 else 0.0
     # A covariate that never varies (no battle has a Markdown header yet) is not identified: left out.
     varies = [k for k in range(len(names)) if not usable.any() or np.any(matrix[usable, k] != 0)]
     return [names[k] for k in varies], matrix[:, varies], usable

@@ -125,12 +125,12 @@ def test_with_active_pairing_the_live_ratings_equal_a_direct_weighted_fit():
     pairing_live.pairing_cache_clear()
     rng = random.Random(5)
     outcome_rng = np.random.default_rng(5)
-    for voter in range(160):
+    for voter in range(100):
         choice = pairing_live.pair_choose(arena, arena, rng)
         gap = TRUE_ELO[choice.model_a.name] - TRUE_ELO[choice.model_b.name]
         u = outcome_rng.random()
         winner = "tie" if u < 0.1 else ("a" if outcome_rng.random() < 1 / (1 + 10 ** (-gap / 400)) else "b")
-        cluster = "hi" if voter % 4 == 0 else f"own-{voter}"  # 40 votes on one prompt cluster: each weighs 5/40
+        cluster = "hi" if voter % 4 == 0 else f"own-{voter}"  # 25 votes on one prompt cluster: each weighs 5/25
         play(choice.model_a, choice.model_b, winner, voter, choice.propensity, choice.pairs, cluster)
     pairing_live.pairing_cache_clear()
     fit_battles = selectors.battles_for_fit("")
