@@ -151,7 +151,7 @@ class CoefficientSerializer(serializers.Serializer):
 
 
 class SourceWeightSerializer(serializers.Serializer):
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.source (DRF pops it)
     weight = serializers.FloatField(help_text="Weight of one of its battles against one human judgment")
     how = serializers.CharField(help_text="operator | learned | reference | too few shared items")
     agreement = serializers.FloatField(
@@ -170,7 +170,7 @@ class LeaderboardSerializer(serializers.Serializer):
     coefficients = CoefficientSerializer(
         many=True, help_text="The controlled fit's covariate coefficients (a source view: its position terms)"
     )
-    source = serializers.CharField(
+    source = serializers.CharField(  # type: ignore[assignment]  # a field named like Field.source (DRF pops it)
         allow_blank=True, help_text='The source of these rows: arena, human, llm or fused ("" the live leaderboard)'
     )
     sources = serializers.ListField(child=serializers.CharField(), help_text="Source views ?source= accepts")

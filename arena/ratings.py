@@ -437,7 +437,7 @@ def bootstrap(
     )
     met = cells.sum(axis=1) > 0
     first, second, cells, factor = first[met], second[met], cells[met], factor[met]
-    total = int(cells.sum()) if scale is None else float(cells.sum())
+    total = float(cells.sum())  # an integer count unless scaled (effective counts)
     if total == 0 or rounds <= 0:
         return {}
     if scale is not None:  # the point estimate and the refits' start: the fit of the scaled counts
@@ -473,7 +473,7 @@ def bootstrap(
         if resampling == "poisson":
             draws = rng.poisson(cells.ravel(), size=(size, cells.size))
         else:
-            draws = rng.multinomial(total, probabilities, size=size)
+            draws = rng.multinomial(int(total), probabilities, size=size)
         draws = draws.reshape(size, len(first), 3).astype(float) * factor
         same = ((draws[:, :, 0] + draws[:, :, 2] > 0) == forward).all(axis=1) & (
             (draws[:, :, 1] + draws[:, :, 2] > 0) == backward

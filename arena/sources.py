@@ -77,20 +77,26 @@ def judgment_rows(source: str) -> list[tuple[int, str, str, str, bool]]:
 
 def _battles(rows: list[tuple[int, str, str, str, bool]], index: dict[str, int]) -> composite.SourceBattles:
     """Judgments as battles seen from the side shown first (its position term)."""
-    first, second, outcome = [], [], []
+    first: list[int] = []
+    second: list[int] = []
+    outcome: list[float] = []
     for _, label_a, label_b, choice, b_first in rows:
         score = outcomes.score_a(choice)
-        if b_first:
-            first.append(index[label_b]), second.append(index[label_a]), outcome.append(1.0 - score)
-        else:
-            first.append(index[label_a]), second.append(index[label_b]), outcome.append(score)
+        shown, other = (label_b, label_a) if b_first else (label_a, label_b)
+        first.append(index[shown])
+        second.append(index[other])
+        outcome.append(1.0 - score if b_first else score)
     return composite.SourceBattles(np.array(first, dtype=int), np.array(second, dtype=int), np.array(outcome))
 
 
 def _arena_battles(counts: intervals.WeightedCounts, index: dict[str, int]) -> composite.SourceBattles:
     effective, scale = counts.effective()
     models = effective.models
-    first, second, outcome, count, weight = [], [], [], [], []
+    first: list[int] = []
+    second: list[int] = []
+    outcome: list[float] = []
+    count: list[float] = []
+    weight: list[float] = []
     for i, j in zip(*np.nonzero(np.triu(effective.battles, k=1)), strict=True):
         for value, n, w in (
             (1.0, effective.wins[i, j], scale.wins[i, j]),
@@ -98,8 +104,11 @@ def _arena_battles(counts: intervals.WeightedCounts, index: dict[str, int]) -> c
             (0.5, effective.ties[i, j], scale.ties[i, j]),
         ):
             if n > 0:
-                first.append(index[models[i]]), second.append(index[models[j]])
-                outcome.append(value), count.append(n), weight.append(w)
+                first.append(index[models[i]])
+                second.append(index[models[j]])
+                outcome.append(value)
+                count.append(n)
+                weight.append(w)
     return composite.SourceBattles(
         np.array(first, dtype=int), np.array(second, dtype=int), np.array(outcome), np.array(count), np.array(weight)
     )
@@ -113,12 +122,16 @@ def _agreement(rows: Judged, humans: Judged) -> tuple[float | None, int]:
     by_item: dict[int, list[float]] = defaultdict(list)
     for item, _, _, choice, _ in humans:
         by_item[item].append(outcomes.score_a(choice))
-    reference, other, shared = [], [], set()
+    reference: list[float] = []
+    other: list[float] = []
+    shared: set[int] = set()
     for item, _, _, choice, _ in rows:
         mine = outcomes.score_a(choice)
         for human in by_item.get(item, []):
             if human != 0.5 and mine != 0.5:
-                reference.append(human), other.append(mine), shared.add(item)
+                reference.append(human)
+                other.append(mine)
+                shared.add(item)
     if not reference:
         return None, 0
     return composite.agreement(reference, other), len(shared)
@@ -206,7 +219,7 @@ def view_fit(
     used = {s: battles[s] for s in battles if (s == view or view == "fused") and len(battles[s].first)}
     if view == "fused":
         used = {s: d for s, d in used.items() if weights.get(s, 0.0) > 0}
-    empty = {"rows": [], "coefficients": [], "battles": {}}
+    empty: dict[str, Any] = {"rows": [], "coefficients": [], "battles": {}}
     if not used:
         return empty
     members = _ratable_models(used, models)
