@@ -5,8 +5,8 @@
 
 1. Draw --battles battles among --models models (as benchmarks/arena_ratings.py: ratings ~ N(1000, 150²), 10%
    ties, otherwise Bradley–Terry), each with an inverse-propensity weight 1 / (P·π) (π drawn around 1/P as an
-   active pairing gives it: lognormal, sd 0.7, floor 0.1/P) and a prompt cluster (Zipf-sized clusters; a cluster
-   with n > cap = 20 battles weighs cap/n each).
+   active pairing gives it: lognormal, sd 0.7, floor 0.1/P) and a prompt cluster (90% of prompts unique, 10% drawn
+   from popular ones with Zipf(1.6) popularity; a cluster with n > cap = 20 battles weighs cap/n each).
 2. Time (best of --repeat, one BLAS thread):
    (a) the leaderboard's fit: Σw and Σw² per (pair, outcome) cell by np.bincount, then
        `intervals.leaderboard_fit(counts, weighted=…)` (Newton on the n×n sums, sandwich from Σw²);
@@ -65,7 +65,9 @@ def draw(args: argparse.Namespace) -> dict[str, np.ndarray]:
     pairs = n * (n - 1) // 2
     propensity = np.maximum(np.exp(rng.normal(0.0, 0.7, size)) / pairs, 0.1 / pairs)
     ipw = 1.0 / (pairs * propensity)
-    cluster = rng.zipf(1.6, size) % (size // 3)
+    # Prompts: 90% unique, 10% drawn from popular ones (Zipf: a few "hi"-like prompts take most of them).
+    popular = rng.random(size) < 0.1
+    cluster = np.where(popular, rng.zipf(1.6, size) % 100_000, 100_000 + np.arange(size))
     sizes = np.bincount(cluster)
     dedup = np.minimum(1.0, CAP / sizes[cluster])
     return {"first": first, "second": second, "outcome": outcome, "weight": ipw * dedup, "strength": strength}
@@ -210,7 +212,7 @@ def database(args: argparse.Namespace) -> None:
                 SELECT %s, %s + a, %s + (a + 1 + (g * 7919) %% (%s - 1)) %% %s, 'live', 'voted', '', 's' || g, '',
                     '[]'::jsonb, '', CASE WHEN g %% 5 = 0 THEN 'c' || (g %% 997) ELSE '' END, now(), '{{}}'::jsonb,
                     LEAST(1.0, (0.3 + random() * 1.7) / %s), %s
-                FROM (SELECT g, (g * 104729) %% %s AS a FROM generate_series(1, %s) g) s
+                FROM (SELECT g, (g * 104729) %% %s AS a FROM generate_series(1, CAST(%s AS BIGINT)) g) s
             """, [prompt.pk, low, low, n, n, n * (n - 1) // 2, n * (n - 1) // 2, n, size])  # noqa: S608  # fmt: skip
             cursor.execute(f"""
                 INSERT INTO {votes} (battle_id, winner, counted, exclusion_reason, exclusion_detail, session_hash,
