@@ -42,21 +42,25 @@ logger = logging.getLogger(__name__)
 # --- counts -------------------------------------------------------------------------------------------
 def pair_counts(category: str = "") -> tuple[ratings.PairCounts, dict[str, int]]:
     """PairCounts of a category from PairStats (both-bad counted as ties), and label -> model id."""
-    rows = list(PairStats.objects.filter(category=category).select_related("model_lo", "model_hi"))
-    labels: dict[str, int] = {}
-    for row in rows:
-        labels[row.model_lo.label] = row.model_lo_id
-        labels[row.model_hi.label] = row.model_hi_id
+    # Plain tuples and one query for the labels: model instances per row cost ~1 s for 150 models' 11,175 pairs.
+    rows = list(
+        PairStats.objects.filter(category=category).values_list(
+            "model_lo_id", "model_hi_id", "wins_lo", "wins_hi", "ties", "both_bad"
+        )
+    )
+    ids = {row[0] for row in rows} | {row[1] for row in rows}
+    by_id = {model.pk: model.label for model in Model.objects.filter(pk__in=ids).only("name", "version")}
+    labels = {by_id[pk]: pk for pk in ids}
     models = sorted(labels)
-    index = {label: k for k, label in enumerate(models)}
+    index = {labels[label]: k for k, label in enumerate(models)}
     n = len(models)
     wins, ties = np.zeros((n, n)), np.zeros((n, n))
-    for row in rows:
-        lo, hi = index[row.model_lo.label], index[row.model_hi.label]
-        wins[lo, hi] += row.wins_lo
-        wins[hi, lo] += row.wins_hi
-        ties[lo, hi] += row.ties + row.both_bad
-        ties[hi, lo] += row.ties + row.both_bad
+    for model_lo, model_hi, wins_lo, wins_hi, tied, both_bad in rows:
+        lo, hi = index[model_lo], index[model_hi]
+        wins[lo, hi] += wins_lo
+        wins[hi, lo] += wins_hi
+        ties[lo, hi] += tied + both_bad
+        ties[hi, lo] += tied + both_bad
     return ratings.PairCounts(models=models, wins=wins, ties=ties), labels
 
 
