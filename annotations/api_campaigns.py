@@ -64,6 +64,7 @@ class CampaignSerializer(serializers.ModelSerializer):
             "lease_seconds",
             "max_responses",
             "routing_mode",
+            "review_settings",
             "is_active",
             "created_at",
             "guidelines",
@@ -99,6 +100,11 @@ class CampaignUpdateSerializer(serializers.Serializer):
     lease_seconds = serializers.IntegerField(min_value=10, max_value=7 * 24 * 3600, required=False)
     max_responses = serializers.IntegerField(min_value=2, max_value=32, required=False)
     is_active = serializers.BooleanField(required=False)
+    review_settings = serializers.JSONField(
+        required=False,
+        help_text="Review queue thresholds, merged into the campaign's (annotations/review_rules.py DEFAULTS): "
+        "enabled, pairwise_strength, ranking_min_tau, rating_spread, gold, judge",
+    )
 
 
 class GuidelinesSerializer(serializers.ModelSerializer):
@@ -241,13 +247,22 @@ class CampaignViewSet(
 
     @extend_schema(
         responses=inline_serializer(
-            "CampaignStats", {"progress": serializers.DictField(), "quality": serializers.DictField()}
+            "CampaignStats",
+            {
+                "progress": serializers.DictField(),
+                "quality": serializers.DictField(),
+                "review": serializers.DictField(),
+            },
         )
     )
     @action(detail=True, methods=["get"])
     def stats(self, request: Request, pk: str | None = None) -> Response:
-        """Progress, agreement and gold accuracy (managers see every annotator)."""
+        """Progress, agreement, gold accuracy and the review queue's figures (managers see every annotator)."""
         campaign = self._managed()
         return Response(
-            {"progress": selectors.campaign_progress(campaign.pk), "quality": quality.campaign_quality(campaign)}
+            {
+                "progress": selectors.campaign_progress(campaign.pk),
+                "quality": quality.campaign_quality(campaign),
+                "review": selectors.review_figures(campaign.pk),
+            }
         )

@@ -47,6 +47,7 @@ def default_routing_rules() -> dict[str, Any]:
 class MemberRole(models.TextChoices):
     MANAGER = "manager", "Campaign manager"
     ANNOTATOR = "annotator", "Annotator"
+    REVIEWER = "reviewer", "Reviewer (adjudicates disagreements)"
 
 
 def default_aspects() -> list[dict[str, Any]]:
@@ -76,6 +77,8 @@ class Campaign(models.Model):
     judge_config = models.JSONField(default=dict, blank=True, help_text="workers.ml.judge.JudgeConfig fields")
     judge_templates = models.JSONField(default=dict, blank=True, help_text="Overrides of the default judge prompts")
     router_state = models.JSONField(default=dict, blank=True, help_text="Last router fit (kind, rows, coefficients)")
+    # Review queue thresholds (annotations/review_rules.py `DEFAULTS`); a missing key takes its default.
+    review_settings = models.JSONField(default=dict, blank=True, help_text="Review queue thresholds")
     is_active = models.BooleanField(default=True)
     # The one campaign counted arena votes are filed under (arena/tally.py), marked by this flag and not by
     # its name: anyone who may create campaigns could take a name first.
@@ -372,6 +375,63 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"judgment #{self.pk} on item {self.item_id} ({self.source})"
+
+
+class ReviewState(models.TextChoices):
+    OPEN = "open", "Waiting for a reviewer"
+    CLAIMED = "claimed", "Claimed by a reviewer"
+    ADJUDICATED = "adjudicated", "Adjudicated"
+
+
+class ReviewItem(models.Model):
+    """An item in the review queue (its labels disagree), and once adjudicated the reviewer's label.
+
+    One row per item (OneToOne), so an item enters the queue once whatever the interleaving. A reviewer claims
+    an open row (or one whose claim expired) with SELECT ... FOR UPDATE SKIP LOCKED, as leases take slots: two
+    reviewers never hold the same item. The adjudicated label is stored in canonical terms beside the
+    annotators' judgments, which are never changed; exports use it (label_source "adjudicated").
+    """
+
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="review")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    reasons = models.JSONField(default=list, help_text="Why it entered: humans_disagree, gold_mismatch, ...")
+    state = models.CharField(max_length=12, choices=ReviewState.choices, default=ReviewState.OPEN)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The adjudication, canonical terms as Judgment: "a" is position 0; rankings and ratings by position.
+    choice = models.CharField(max_length=12, choices=PairwiseChoice.choices, blank=True)
+    strength = models.CharField(max_length=8, choices=Strength.choices, blank=True)
+    ranking = models.JSONField(null=True, blank=True)
+    ratings = models.JSONField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    # The human majority label when adjudicated (null: a split without a majority) and whether the
+    # adjudication differs from it (the campaign's overturn rate).
+    majority = models.JSONField(null=True, blank=True)
+    overturned = models.BooleanField(null=True, blank=True)
+    adjudicated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(state="open") | Q(reviewer__isnull=True), name="review_open_has_no_reviewer"
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="adjudicated") | Q(adjudicated_at__isnull=False),
+                name="review_adjudicated_has_time",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "id"], name="review_open_queue", condition=Q(state="open")),
+            models.Index(fields=["campaign", "state"], name="review_campaign_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"review of item {self.item_id} ({self.state})"
 
 
 # --- webhooks (datasets: snapshots, completed items, finished training runs) --------------------------------

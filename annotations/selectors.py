@@ -22,9 +22,12 @@ from annotations.models import (
     Judgment,
     JudgmentSource,
     MemberRole,
+    ReviewItem,
+    ReviewState,
     SlotState,
 )
-from prefarena.errors import NotFound
+from prefarena import rendering
+from prefarena.errors import NotFound, PermissionDeniedError
 
 
 def campaign_list_for_user(user: User) -> QuerySet[Campaign]:
@@ -53,6 +56,35 @@ def campaign_user_can_manage(user: User, campaign: Campaign) -> bool:
 
 def campaign_user_can_annotate(user: User, campaign: Campaign) -> bool:
     return campaign_role_for_user(user, campaign) is not None
+
+
+def campaign_user_can_review(user: User, campaign: Campaign) -> bool:
+    """Reviewers, managers and staff adjudicate; annotators never see others' labels."""
+    return campaign_role_for_user(user, campaign) in (MemberRole.MANAGER, MemberRole.REVIEWER)
+
+
+REVIEW_FORBIDDEN = "Only the campaign's reviewers, managers and staff can review its items"
+
+
+def review_campaign_get_for_user(user: User, campaign_id: Any) -> Campaign:
+    """The campaign whose review queue `user` works on: 404 for outsiders, 403 for its annotators."""
+    campaign = campaign_get_for_user(user, campaign_id)
+    if not campaign_user_can_review(user, campaign):
+        raise PermissionDeniedError(REVIEW_FORBIDDEN)
+    return campaign
+
+
+def review_item_get_for_user(user: User, item_id: Any) -> ReviewItem:
+    """An item of the review queue: 404 when missing or in a campaign `user` cannot see, 403 for annotators."""
+    try:
+        review = ReviewItem.objects.select_related("item__prompt", "campaign", "reviewer").get(item_id=int(item_id))
+    except (ReviewItem.DoesNotExist, TypeError, ValueError) as exc:
+        raise NotFound("Review item not found") from exc
+    if not campaign_list_for_user(user).filter(pk=review.campaign_id).exists():
+        raise NotFound("Review item not found")
+    if not campaign_user_can_review(user, review.campaign):
+        raise PermissionDeniedError(REVIEW_FORBIDDEN)
+    return review
 
 
 def item_list_for_user(user: User) -> QuerySet[Item]:
@@ -132,3 +164,90 @@ def campaign_progress_for_viewer(progress: dict[str, Any], *, username: str, see
     if sees_everyone:
         return progress
     return {**progress, "per_annotator": [row for row in progress["per_annotator"] if row["annotator"] == username]}
+
+
+def review_figures(campaign_id: int) -> dict[str, Any]:
+    """The review queue's counts and the overturn rate: the share of adjudications that differ from the human
+    majority label, among adjudications of items that had one (a split has no majority to overturn)."""
+    reviews = ReviewItem.objects.filter(campaign_id=campaign_id)
+    counts = reviews.aggregate(
+        queued=Count("id"),
+        waiting=Count("id", filter=Q(state=ReviewState.OPEN) | Q(state=ReviewState.CLAIMED)),
+        reviewed=Count("id", filter=Q(state=ReviewState.ADJUDICATED)),
+        with_majority=Count("id", filter=Q(state=ReviewState.ADJUDICATED, overturned__isnull=False)),
+        overturned=Count("id", filter=Q(state=ReviewState.ADJUDICATED, overturned=True)),
+    )
+    with_majority = counts["with_majority"]
+    return {
+        "queued": counts["queued"],
+        "waiting": counts["waiting"],
+        "reviewed": counts["reviewed"],
+        "with_majority": with_majority,
+        "overturned": counts["overturned"],
+        "overturn_rate": counts["overturned"] / with_majority if with_majority else None,
+    }
+
+
+def review_payload(review: ReviewItem) -> dict[str, Any]:
+    """What a reviewer sees: the prompt and responses (canonical order, rendered), every human and LLM label
+    with its rationale, the gold answer of a gold item, why it entered, and the adjudication once made."""
+    item = review.item
+    responses = [
+        {
+            "label": chr(ord("A") + response["position"]),
+            "position": response["position"],
+            "text": response["text"],
+            "html": rendering.text_to_html(response["text"]),
+        }
+        # Model names are withheld, as from annotators: they bias the label.
+        for response in item_responses(item)
+    ]
+    judgments = (
+        Judgment.objects.filter(item=item, source__in=[JudgmentSource.HUMAN, JudgmentSource.LLM])
+        .select_related("annotator")
+        .order_by("id")
+    )
+    labels = [
+        {
+            "source": judgment.source,
+            "annotator": judgment.annotator.get_username() if judgment.annotator else None,
+            "judge_name": judgment.judge_name,
+            "choice": judgment.choice,
+            "strength": judgment.strength,
+            "ranking": judgment.ranking,
+            "cannot_rank": judgment.cannot_rank,
+            "ratings": judgment.ratings,
+            "rationale": judgment.rationale,
+            "confidence": judgment.confidence,
+            "created_at": judgment.created_at,
+        }
+        for judgment in judgments
+    ]
+    adjudication = None
+    if review.state == ReviewState.ADJUDICATED:
+        adjudication = {
+            "choice": review.choice,
+            "strength": review.strength,
+            "ranking": review.ranking,
+            "ratings": review.ratings,
+            "note": review.note,
+            "majority": review.majority,
+            "overturned": review.overturned,
+            "adjudicated_at": review.adjudicated_at,
+        }
+    return {
+        "item": item.pk,
+        "campaign": review.campaign_id,
+        "kind": review.campaign.kind,
+        "aspects": review.campaign.aspects,
+        "state": review.state,
+        "reasons": review.reasons,
+        "reviewer": review.reviewer.get_username() if review.reviewer else None,
+        "claim_expires_at": review.claim_expires_at if review.state == ReviewState.CLAIMED else None,
+        "prompt": item.prompt.content,
+        "prompt_html": rendering.prompt_to_html(item.prompt.content),
+        "responses": responses,
+        "labels": labels,
+        "gold_answer": item.gold_answer if item.is_gold else None,
+        "adjudication": adjudication,
+    }

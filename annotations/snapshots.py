@@ -337,6 +337,8 @@ def dataset_card(
         f"- Judges with a measured reliability: {stats['judges_measured']}"
         f" (mean {figure(stats['mean_judge_reliability'])}), flagged and left out: {stats['judges_flagged']}",
         f"- Pairs left out because chosen and rejected were identical: {stats['dropped_identical_pairs']}",
+        f"- Items with an adjudicated label (a reviewer settled a disagreement; rows marked"
+        f" `label_source: adjudicated` with the reviewer's `adjudication_note`): {stats['adjudicated_items']}",
         "",
         "## Filters",
         "",

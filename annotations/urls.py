@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations import routing_views, views
+from annotations import review_views, routing_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -8,4 +8,6 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign-page"),
     path("campaigns/<int:campaign_id>/annotate/", views.campaign_annotate, name="campaign-annotate"),
     path("campaigns/<int:campaign_id>/judges/", routing_views.campaign_judge_report_page, name="campaign-judges"),
+    path("campaigns/<int:campaign_id>/review/", review_views.campaign_review, name="campaign-review-page"),
+    path("campaigns/<int:campaign_id>/review/<int:item_id>/", review_views.review_item, name="review-item-page"),
 ]

@@ -31,10 +31,14 @@ def home(request: HttpRequest) -> HttpResponse:
 def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = _campaign_or_404(request, campaign_id)
     can_manage = selectors.campaign_user_can_manage(signed_in_user(request), campaign)
+    can_review = selectors.campaign_user_can_review(signed_in_user(request), campaign)
     guidelines = campaign.guidelines_current
     context = {
         "campaign": campaign,
         "can_manage": can_manage,
+        "can_review": can_review,
+        # Counts only (no labels): reviewers and managers.
+        "review": selectors.review_figures(campaign.pk) if can_review else None,
         "guidelines_html": markdown_to_safe_html(guidelines.text) if guidelines else "",
         "guideline_version": guidelines.version if guidelines else None,
         "progress": selectors.campaign_progress_for_viewer(

@@ -109,6 +109,11 @@ def leaderboard_categories() -> list[str]:
     return ["", *sorted(found - {""})]
 
 
+def ratings_by_model(category: str = "") -> dict[int, Rating]:
+    """Each rated model's latest leaderboard row in `category` ("" = all battles), by model id."""
+    return {rating.model_id: rating for rating in Rating.objects.filter(category=category)}
+
+
 def leaderboard_get(category: str = "", control: str = "", source: str = "") -> dict[str, Any]:
     """Rating rows of a category plus win-rate and battle-count matrices (rows and columns in `models` order).
 

@@ -166,7 +166,8 @@ def _vote_store_postgresql(*, battle_id: int, winner: str, identity: VoterIdenti
         connection.ensure_connection()
         # A server-side prepared statement on the (pooled) connection: planning this statement cost ~3x
         # executing it. Django's cursors bind client-side and never prepare; this one bypasses Django's
-        # query log (DEBUG) and execute wrappers.
+        # query log (DEBUG) and execute wrappers. psycopg ignores prepare=True while the connection's
+        # prepare_threshold is None (Django's default): settings set it (DB_PREPARED_STATEMENTS).
         with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(_STORE_SQL, params, prepare=True)
             row = cursor.fetchone()

@@ -17,6 +17,7 @@ from django.core.validators import RegexValidator
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -298,3 +299,40 @@ class ModelViewSet(CreateFromInputMixin, mixins.ListModelMixin, mixins.RetrieveM
         data.is_valid(raise_exception=True)
         model = services.model_update(model=model, **data.validated_data)
         return Response(RegisteredModelSerializer(model, context=self.get_serializer_context()).data)
+
+    def _champion_change(self, request: Request, change: Any) -> Response:
+        model = self.get_object()
+        if not selectors.model_user_can_change(request.user):
+            raise PermissionDeniedError("Promoting and demoting models needs staff or the 'change model' permission")
+        model = change(model=model)
+        return Response(RegisteredModelSerializer(model, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: RegisteredModelSerializer,
+            403: OpenApiResponse(description="Needs staff or the 'change model' permission"),
+            404: OpenApiResponse(description="No such model"),
+            409: OpenApiResponse(description="The version is already its name's champion"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, pk: str | None = None) -> Response:
+        """Make this version its name's champion (what the bare name resolves to); the old champion stays registered."""
+        return self._champion_change(request, services.model_promote)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: RegisteredModelSerializer,
+            403: OpenApiResponse(description="Needs staff or the 'change model' permission"),
+            404: OpenApiResponse(description="No such model"),
+            409: OpenApiResponse(
+                description="Not the champion, or the newest version registered by hand (it would stay champion)"
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def demote(self, request: Request, pk: str | None = None) -> Response:
+        """Unmark the champion: the name falls back to its newest version registered by hand."""
+        return self._champion_change(request, services.model_demote)

@@ -15,6 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
+from models_hub.selectors import model_champion
 from prefarena.errors import Conflict, InvalidInput
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json")
@@ -154,6 +155,36 @@ def model_champion_set(*, model: Model) -> Model:
         list(Model.objects.select_for_update().filter(name=model.name).values_list("pk", flat=True))
         Model.objects.filter(name=model.name, is_current=True).exclude(pk=model.pk).update(is_current=False)
         Model.objects.filter(pk=model.pk).update(is_current=True)
+    model.refresh_from_db(fields=["is_current"])
+    return model
+
+
+def model_promote(*, model: Model) -> Model:
+    """A person's promotion: `model` becomes its name's champion; Conflict when it already is (nothing changes)."""
+    with transaction.atomic():
+        list(Model.objects.select_for_update().filter(name=model.name).values_list("pk", flat=True))
+        champion = model_champion(model.name)
+        if champion is not None and champion.pk == model.pk:
+            raise Conflict(f"{model.label} is already the champion of {model.name}")
+        return model_champion_set(model=model)
+
+
+def model_demote(*, model: Model) -> Model:
+    """Unmark a promoted champion: the name falls back to its newest version registered by hand
+    (models_hub.selectors.model_champion; a name with none has no champion until one is promoted). Conflict, and
+    nothing changes, when `model` is not the marked champion or would stay the champion by that fallback."""
+    with transaction.atomic():
+        # The family's lock of model_champion_set: a promotion and a demotion of one name serialise.
+        list(Model.objects.select_for_update().filter(name=model.name).values_list("pk", flat=True))
+        if not Model.objects.filter(pk=model.pk, is_current=True).exists():
+            raise Conflict(f"{model.label} is not the champion of {model.name}; only the champion can be demoted")
+        fallback = Model.objects.filter(name=model.name, training_run_id__isnull=True).order_by("-version").first()
+        if fallback is not None and fallback.pk == model.pk:
+            raise Conflict(
+                f"{model.label} is the newest version of {model.name} registered by hand, so it would stay the "
+                "champion; promote another version instead"
+            )
+        Model.objects.filter(pk=model.pk).update(is_current=False)
     model.refresh_from_db(fields=["is_current"])
     return model
 

@@ -127,6 +127,12 @@ if DATABASE_URL:
             "max_size": env_int("DB_POOL_MAX_SIZE", 8),
             "timeout": env_int("DB_POOL_TIMEOUT", 30),
         }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
+        # Django leaves psycopg's prepare_threshold at None, which also ignores an explicit prepare=True; the
+        # arena's vote statement (arena/tally.py) is prepared once per connection (planning it cost more than
+        # running it). Django's own queries bind client-side and are never prepared. DB_PREPARED_STATEMENTS=0
+        # behind a pooler that cannot keep them (PgBouncer < 1.21 in transaction mode).
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 else:
     DATABASES = {
         "default": {
@@ -356,8 +362,10 @@ ARENA_BATTLES_PER_MINUTE_SESSION = env_int("ARENA_BATTLES_PER_MINUTE_SESSION", 1
 # live battle is a GPU generation. Limits are sliding windows (arena/ratelimit.py).
 ARENA_BATTLES_PER_MINUTE_IP = env_int("ARENA_BATTLES_PER_MINUTE_IP", 10)
 # Votes are counted write-behind in batches (arena/tally.py): a vote request applies the pending votes
-# when none were applied in the last this-many milliseconds; 0 = every vote applies at once.
-ARENA_VOTE_APPLY_INTERVAL_MS = env_int("ARENA_VOTE_APPLY_INTERVAL_MS", 100)
+# when none were applied in the last this-many milliseconds; 0 = every vote applies at once. Counts and the
+# online Elo lag by at most this much under load; a batch's fixed cost (~10 statements) is then shared by
+# more votes (1000 vs 100: +2-4 points of the ceiling share in benchmarks/votes.py).
+ARENA_VOTE_APPLY_INTERVAL_MS = env_int("ARENA_VOTE_APPLY_INTERVAL_MS", 1000)
 # Campaigns (names) whose prompts anonymous visitors may draw for pre-generated battles; empty: every
 # active campaign. Set it in production: a drawn prompt and its stored answers become public.
 ARENA_POOL_CAMPAIGNS = env_list("ARENA_POOL_CAMPAIGNS", [])

@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from annotations import api_campaigns, api_datasets, api_export, api_items, api_webhooks, routing_api
+from annotations import api_campaigns, api_datasets, api_export, api_items, api_review, api_webhooks, routing_api
 from arena import api as arena_api
 from models_hub import api as models_hub_api
 from workers import api as workers_api
@@ -33,6 +33,7 @@ urlpatterns = [
     path("", include("annotations.urls")),
     path("arena/", include("arena.urls")),
     path("jobs/", include("workers.urls")),
+    path("", include("workers.training.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -51,6 +52,18 @@ urlpatterns = [
         routing_api.CampaignJudgeReportApi.as_view(),
         name="campaign-judge-report",
     ),
+    path(
+        "api/v1/campaigns/<int:campaign_id>/review/",
+        api_review.CampaignReviewApi.as_view(),
+        name="campaign-review-figures",
+    ),
+    path(
+        "api/v1/campaigns/<int:campaign_id>/review/next/",
+        api_review.CampaignReviewNextApi.as_view(),
+        name="campaign-review-next",
+    ),
+    path("api/v1/review/<int:item_id>/", api_review.ReviewItemApi.as_view(), name="review-item"),
+    path("api/v1/review/<int:item_id>/adjudicate/", api_review.ReviewAdjudicateApi.as_view(), name="review-adjudicate"),
     path("api/v1/", include(router.urls)),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

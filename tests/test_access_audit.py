@@ -65,6 +65,11 @@ CASES = [
     Case("GET", "/api/v1/campaigns/{id}/routing/", "campaign", 404, 200),
     Case("PATCH", "/api/v1/campaigns/{id}/routing/", "campaign", 404, body={"human_budget": 0.5}),
     Case("GET", "/api/v1/campaigns/{id}/judge-report/", "campaign", 404, 200),
+    # the review queue (annotations/api_review.py); the world's one judged item is in no queue: staff unchecked there
+    Case("GET", "/api/v1/campaigns/{id}/review/", "campaign", 404, 200),
+    Case("POST", "/api/v1/campaigns/{id}/review/next/", "campaign", 404),
+    Case("GET", "/api/v1/review/{id}/", "item", 404),
+    Case("POST", "/api/v1/review/{id}/adjudicate/", "item", 404, body={"choice": "tie", "note": "mine"}),
     # items and judgments
     Case("GET", "/api/v1/items/{id}/", "item", 404, 200),
     Case("GET", "/api/v1/items/{id}/judgments/", "item", 404, 200),
@@ -118,6 +123,8 @@ CASES = [
     Case("POST", "/api/v1/models/", "model", 403, body={"name": "x", "role": "policy", "backend": "transformers"}),
     Case("GET", "/api/v1/models/{id}/", "model", 200, 200),
     Case("PATCH", "/api/v1/models/{id}/", "model", 403, body={"in_arena": True}),
+    Case("POST", "/api/v1/models/{id}/promote/", "model", 403),
+    Case("POST", "/api/v1/models/{id}/demote/", "model", 403),
     # training runs and retraining policies
     Case("GET", "/api/v1/training-runs/", "training_run", LEFT_OUT, LISTED),
     Case(

@@ -24,6 +24,7 @@ from annotations import snapshots
 from annotations.export import filters_parse
 from annotations.models import Campaign, CampaignMembership, DatasetSnapshot, ItemResponse, MemberRole, Response
 from prefarena.errors import ApplicationError, InvalidInput, NotFound, PermissionDeniedError
+from prefarena.jobs.model import JobStatus
 from workers.models import GenerationJob, Job, JudgeJob, RetrainPolicy, ScoringJob, TrainingRun
 
 MAX_DATABASE_ID = 2**63 - 1
@@ -119,6 +120,11 @@ def job_user_can_create(user: AnyUser, job_class: type[Job]) -> bool:
 def training_user_can_start(user: AnyUser) -> bool:
     """Starting and cancelling runs and writing policies needs staff or the 'add training run' permission."""
     return bool(user.is_staff or user.has_perm("workers.add_trainingrun"))
+
+
+def training_snapshot_list_for_user(user: User) -> QuerySet[DatasetSnapshot]:
+    """Succeeded snapshots `user` may train on (the ones they may read), newest first: the run form's picker."""
+    return snapshots.snapshot_list_for_user(user).filter(status=JobStatus.SUCCEEDED).order_by("-created_at", "-id")
 
 
 def training_snapshot_get_for_user(user: User, snapshot_id: Any) -> DatasetSnapshot:

@@ -10,9 +10,9 @@ from the one list of its columns): byte-identical to the general path's output. 
 have the same text is left out, as `rows_build` leaves it out. String prompts are copied as PostgreSQL writes
 jsonb text, whose escapes are those of Python's JSON encoder (no decode and re-encode).
 
-An item it does not handle (a judgment with a ranking or ratings, or not exactly two responses) goes through the
-general path (`bundles` restricted to that item). tests/datasets/test_export_fast.py checks that both
-paths give the same bytes.
+An item it does not handle (a judgment with a ranking or ratings, not exactly two responses, or an adjudicated
+label from the review queue) goes through the general path (`bundles` restricted to that item).
+tests/datasets/test_export_fast.py checks that both paths give the same bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from annotations.export.filters import ExportFilters, ExportOptions
 from annotations.export.formats import PAIRWISE, prompt_messages, prompt_text, rows_build
 from annotations.export.source import (
     FORMAT_NEEDS,
+    Adjudicated,
     CampaignInfo,
     ItemSummary,
     bundles,
@@ -117,8 +118,10 @@ def pairwise_lines(
     flagged: set[str],
     encode_row: Callable[[Any], str],  # a JSON encoder (rows, prompt values)
     dropped: Counter[str],  # pairs left out because chosen == rejected, counted under "pairwise"
+    adjudications: dict[int, Adjudicated] | None = None,  # reviewers' labels by item (source.py adjudications_for)
 ) -> Iterator[str]:
     """JSONL lines (without newline) of the pairwise format, as the general path writes them."""
+    adjudications = adjudications or {}
     line = PAIRWISE.line
     weights = reliability if options.weighting == "reliability" else None
     majority_only = options.weighting == "majority"
@@ -146,8 +149,10 @@ def pairwise_lines(
             pairs = list(grouped)
             texts = [text for _, text, _ in pairs]
             models = [model for _, _, model in pairs]
-        if pending_item != item_id or len(texts) != 2 or any(j[9] for j in judgments):
-            yield from _general_item(item_id, filters, options, campaigns, reliability, flagged, encode_row, dropped)
+        if pending_item != item_id or len(texts) != 2 or item_id in adjudications or any(j[9] for j in judgments):
+            yield from _general_item(
+                item_id, filters, options, campaigns, reliability, flagged, encode_row, dropped, adjudications
+            )
             continue
         if len(judgments) == 1:
             first = judgments[0]
@@ -239,6 +244,8 @@ def pairwise_lines(
             campaign=name,
             model_chosen=encode_basestring(model_chosen),
             model_rejected=encode_basestring(model_rejected),
+            label_source='"aggregated"',
+            adjudication_note="null",
         )
 
 
@@ -259,10 +266,11 @@ def _general_item(
     flagged: set[str],
     encode_row: Callable[[Any], str],  # a JSON encoder (rows, prompt values)
     dropped: Counter[str],
+    adjudications: dict[int, Adjudicated],
 ) -> Iterator[str]:
     """One item through the general path (bundles -> summarise -> rows_build)."""
     for bundle in bundles(filters, campaigns, FORMAT_NEEDS["pairwise"], item_id=item_id):
-        summary = summarise(bundle, options, reliability, flagged)
+        summary = summarise(bundle, options, reliability, flagged, adjudications)
         if summary is None or not summary_passes(summary, filters):
             continue
         rows, left_out = rows_build("pairwise", bundle, summary, options)

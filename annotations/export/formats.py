@@ -10,6 +10,9 @@ the JSONL and Parquet writers share them, so both files of a format hold the sam
 - ratings   UltraFeedback-like: prompt, completions with per-aspect mean/std/n, rationales
 - arena     Chatbot Arena clean-battle rows, one per pairwise judgment whose responses have model names
 - raw       every judgment, unaggregated (annotators as stable pseudonyms)
+
+The label formats (pairwise, kto, ranking, ratings) carry `label_source`: "aggregated", or "adjudicated" when a
+reviewer settled the item (with `adjudication_note`); arena and raw rows are judgments, which adjudication keeps.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ PAIRWISE = Columns(
     ("campaign", "string"),
     ("model_chosen", "string"),
     ("model_rejected", "string"),
+    ("label_source", "string"),  # "aggregated", or "adjudicated": a reviewer's label (review queue)
+    ("adjudication_note", "string"),  # the reviewer's note; null when aggregated
 )
 
 
@@ -120,6 +125,8 @@ def _pair_row(
         campaign=bundle.campaign.name,
         model_chosen=_model(bundle, chosen),
         model_rejected=_model(bundle, rejected),
+        label_source=summary.label_source,
+        adjudication_note=summary.adjudication_note,
     )
 
 
@@ -188,7 +195,7 @@ def pairwise_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptio
                 options,
                 chosen,
                 rejected,
-                p_chosen=ranking.p_better(chosen, rejected),
+                p_chosen=1.0 if summary.label_source == "adjudicated" else ranking.p_better(chosen, rejected),
                 agreement=above / len(rankings) if rankings else 0.0,
                 n_judgments=ranking.n_judgments,
             )
@@ -206,6 +213,8 @@ def _rated_pair_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOp
     rows = []
     for chosen, rejected in _pairs(grades, bundle, options):
         p_chosen, agreement = raters_prefer(ratings, aspects, chosen, rejected)
+        if summary.label_source == "adjudicated":
+            p_chosen = 1.0  # the reviewer's scores decide; agreement stays the raters' share
         rows.append(
             _pair_row(
                 bundle,
@@ -265,6 +274,8 @@ def kto_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOptions) -
             "item_id": bundle.item_id,
             "campaign": bundle.campaign.name,
             "model": _model(bundle, position),
+            "label_source": summary.label_source,
+            "adjudication_note": summary.adjudication_note,
         }
         for position, desirable in labelled
     ]
@@ -301,6 +312,8 @@ def ranking_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOption
             "source": summary.source,
             "item_id": bundle.item_id,
             "campaign": bundle.campaign.name,
+            "label_source": summary.label_source,
+            "adjudication_note": summary.adjudication_note,
         }
     ]
 
@@ -331,6 +344,8 @@ def ratings_rows(bundle: ItemBundle, summary: ItemSummary, options: ExportOption
             "source": summary.source,
             "item_id": bundle.item_id,
             "campaign": bundle.campaign.name,
+            "label_source": summary.label_source,
+            "adjudication_note": summary.adjudication_note,
         }
     ]
 
@@ -450,6 +465,7 @@ def arrow_schema(fmt: str, options: ExportOptions) -> Any:
     prompt = messages if options.conversational else pa.string()
     completion = messages if options.conversational else pa.string()
     common = [("source", pa.string()), ("item_id", pa.int64()), ("campaign", pa.string())]
+    marking = [("label_source", pa.string()), ("adjudication_note", pa.string())]
     if fmt == "pairwise":
         return pa.schema(PAIRWISE.arrow_fields(prompt))
     if fmt == "kto":
@@ -465,6 +481,7 @@ def arrow_schema(fmt: str, options: ExportOptions) -> Any:
                 ("item_id", pa.int64()),
                 ("campaign", pa.string()),
                 ("model", pa.string()),
+                *marking,
             ]
         )
     if fmt == "ranking":
@@ -478,6 +495,7 @@ def arrow_schema(fmt: str, options: ExportOptions) -> Any:
                 ("n_judgments", pa.int64()),
                 ("agreement", pa.float64()),
                 *common,
+                *marking,
             ]
         )
     if fmt == "ratings":
@@ -492,6 +510,7 @@ def arrow_schema(fmt: str, options: ExportOptions) -> Any:
                 ("rationales", pa.list_(pa.string())),
                 ("n_judgments", pa.int64()),
                 *common,
+                *marking,
             ]
         )
     if fmt == "arena":

@@ -33,6 +33,7 @@ from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, TextFiel
 from django.db.models.fields.json import KeyTextTransform
 
 from annotations.aggregation import (
+    AspectSummary,
     PairwiseResolution,
     RankingResolution,
     Reliability,
@@ -40,10 +41,11 @@ from annotations.aggregation import (
     estimate_reliability,
     pairwise_resolve,
     ranking_resolve,
+    ranking_wins,
     ratings_resolve,
 )
 from annotations.export.filters import ExportFilters, ExportOptions
-from annotations.models import Campaign, ItemResponse, Judgment
+from annotations.models import Campaign, ItemResponse, Judgment, ReviewItem, ReviewState
 
 CHUNK_SIZE = 5000
 
@@ -131,7 +133,11 @@ class ItemBundle:
 
 @dataclass(slots=True)
 class ItemSummary:
-    """The item's resolved labels; `agreement`/`margin` are what the item filters compare (None: n/a)."""
+    """The item's resolved labels; `agreement`/`margin` are what the item filters compare (None: n/a).
+
+    `label_source` is "aggregated" (resolved from the judgments) or "adjudicated" (a reviewer's label, with
+    `adjudication_note`, replaced the resolution: see `summary_adjudicate`).
+    """
 
     pairwise: PairwiseResolution | None = None
     ranking: RankingResolution | None = None
@@ -139,6 +145,18 @@ class ItemSummary:
     source: str = ""
     agreement: float | None = None
     margin: float | None = None
+    label_source: str = "aggregated"
+    adjudication_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Adjudicated:
+    """A reviewer's label of one item (annotations.models.ReviewItem), canonical terms."""
+
+    choice: str
+    ranking: list[list[int]] | None
+    ratings: dict[str, list[int]] | None
+    note: str
 
 
 @contextmanager
@@ -179,6 +197,26 @@ def campaign_infos(filters: ExportFilters) -> dict[int, CampaignInfo]:
     return {
         pk: CampaignInfo(name=name, kind=kind, aspects=tuple(a.get("name", "") for a in (aspects or [])))
         for pk, name, kind, aspects in campaigns.values_list("pk", "name", "kind", "aspects")
+    }
+
+
+def adjudications_for(filters: ExportFilters) -> dict[int, Adjudicated]:
+    """The adjudicated labels of the selected campaigns' items, by item id (read inside the export's transaction).
+
+    Held in memory: one entry per reviewed item, a small share of a campaign (only disagreements are reviewed).
+    An export of judge labels only (`sources` without "human") keeps their resolution: reviewers settle what
+    humans disagreed on.
+    """
+    if filters.sources and "human" not in filters.sources:
+        return {}
+    reviews = ReviewItem.objects.filter(state=ReviewState.ADJUDICATED, item__excluded_reason="")
+    if filters.campaigns:
+        reviews = reviews.filter(campaign_id__in=filters.campaigns)
+    return {
+        item_id: Adjudicated(choice=choice, ranking=ranking, ratings=ratings, note=note)
+        for item_id, choice, ranking, ratings, note in reviews.values_list(
+            "item_id", "choice", "ranking", "ratings", "note"
+        )
     }
 
 
@@ -375,9 +413,15 @@ def bundles(
 
 
 def summarise(
-    bundle: ItemBundle, options: ExportOptions, reliability: Reliability, flagged: set[str]
+    bundle: ItemBundle,
+    options: ExportOptions,
+    reliability: Reliability,
+    flagged: set[str],
+    adjudications: dict[int, Adjudicated] | None = None,
 ) -> ItemSummary | None:
-    """Resolve the item's labels; drops judgments of flagged judges; None when nothing is left."""
+    """Resolve the item's labels; drops judgments of flagged judges; None when nothing is left.
+
+    An item in `adjudications` takes the reviewer's label instead (`summary_adjudicate`)."""
     judgments = bundle.judgments
     # Judge keys only matter when some judge has a measured reliability or is flagged (cheap path otherwise).
     if flagged or reliability.reliability:
@@ -422,10 +466,78 @@ def summarise(
     ratings = [j[J_RATINGS] for j in judgments if j[J_RATINGS]]
     if ratings and n:
         summary.ratings = ratings_resolve(ratings, n, bundle.campaign.aspects or tuple(sorted(ratings[0])))
+    if adjudications:
+        adjudicated = adjudications.get(bundle.item_id)
+        if adjudicated is not None:
+            summary_adjudicate(summary, bundle, adjudicated, votes=[choice for _, choice in votes], rankings=rankings)
     return summary
 
 
+def summary_adjudicate(
+    summary: ItemSummary,
+    bundle: ItemBundle,
+    adjudicated: Adjudicated,
+    *,
+    votes: Sequence[str],
+    rankings: Sequence[Sequence[Sequence[int]]],
+) -> None:
+    """Replace the resolved label by the reviewer's: certain (P(chosen) 1, margin 1), its agreement the share of
+    the judgments that agree with it; the judgments themselves stay in the bundle (raw and arena rows)."""
+    n = len(bundle.responses)
+    summary.label_source, summary.adjudication_note = "adjudicated", adjudicated.note
+    summary.margin = 1.0
+    if adjudicated.choice and n == 2:
+        choice = adjudicated.choice
+        counts = dict(summary.pairwise.counts) if summary.pairwise is not None else {}
+        total = len(votes)
+        p_a = {"a": 1.0, "b": 0.0}.get(choice, 0.5)
+        agreement = sum(1 for vote in votes if vote == choice) / total if total else 0.0
+        summary.pairwise = PairwiseResolution(
+            label=choice,
+            majority=summary.pairwise.majority if summary.pairwise is not None else choice,
+            p_a=p_a,
+            margin=abs(2.0 * p_a - 1.0),
+            agreement=agreement,
+            n_judgments=total,
+            counts=counts,
+        )
+        summary.agreement, summary.margin = agreement, abs(2.0 * p_a - 1.0)
+    elif adjudicated.ranking and n >= 2:
+        groups = [list(group) for group in adjudicated.ranking]
+        rank = {position: g for g, group in enumerate(groups) for position in group}
+        wins = ranking_wins([r for r in rankings if r], n)
+        consistent = total_weight = 0.0
+        for i in range(n):
+            for j in range(n):
+                if i != j and wins[i, j]:
+                    total_weight += wins[i, j]
+                    if rank.get(i, n) < rank.get(j, n):
+                        consistent += wins[i, j]
+                    elif rank.get(i, n) == rank.get(j, n):
+                        consistent += wins[i, j] / 2.0
+        agreement = consistent / total_weight if total_weight else 1.0
+        # Scores by group (the best group highest): the adjudicated order, not a fit.
+        scores = [float(len(groups) - rank.get(position, len(groups))) for position in range(n)]
+        summary.ranking = RankingResolution(
+            groups=groups, scores=scores, agreement=agreement, n_judgments=len([r for r in rankings if r])
+        )
+        summary.agreement = agreement
+    elif adjudicated.ratings and n:
+        summary.ratings = [
+            {
+                aspect: AspectSummary(mean=float(scores[position]), std=0.0, n=1)
+                for aspect, scores in adjudicated.ratings.items()
+                if position < len(scores)
+            }
+            for position in range(n)
+        ]
+
+
 def summary_passes(summary: ItemSummary, filters: ExportFilters) -> bool:
+    """The item filters (min_agreement, min_margin); an adjudicated label passes them: the review queue holds
+    exactly the items annotators disagreed on, and the reviewer's label is what settles them."""
+    if summary.label_source == "adjudicated":
+        return True
     agreement, margin = summary.agreement, summary.margin
     if filters.min_agreement is not None and agreement is not None and agreement < filters.min_agreement:
         return False

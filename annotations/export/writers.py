@@ -16,6 +16,7 @@ from annotations.export.source import (
     J_SOURCE,
     ItemBundle,
     ItemSummary,
+    adjudications_for,
     bundles,
     campaign_infos,
     export_transaction,
@@ -55,6 +56,8 @@ class ExportRun:
         self.margin_sum = 0.0
         self.margin_n = 0
         self.dropped_identical_pairs: Counter[str] = Counter()  # per format: rows whose chosen == rejected
+        self.adjudications = adjudications_for(filters)  # reviewers' labels replace the resolved ones
+        self.items_adjudicated = 0
 
     def rows(self, fmt: str, bundle: ItemBundle, summary: ItemSummary) -> list[Row]:
         """The item's rows of `fmt` (formats.py `rows_build`), counting the pairs left out as identical."""
@@ -70,12 +73,14 @@ class ExportRun:
         needs = frozenset().union(*(FORMAT_NEEDS[fmt] for fmt in formats))
         for bundle in bundles(self.filters, self.campaigns, needs):
             self.items_read += 1
-            summary = summarise(bundle, self.options, self.reliability, self.flagged)
+            summary = summarise(bundle, self.options, self.reliability, self.flagged, self.adjudications)
             if on_item is not None:
                 on_item(self.items_read)
             if summary is None or not summary_passes(summary, self.filters):
                 continue
             self.items_kept += 1
+            if summary.label_source == "adjudicated":
+                self.items_adjudicated += 1
             for judgment in bundle.judgments:
                 self.judgments_by_source[judgment[J_SOURCE]] += 1
             if summary.agreement is not None:
@@ -98,6 +103,7 @@ class ExportRun:
             "mean_judge_reliability": sum(measured.values()) / len(measured) if measured else None,
             "judges_flagged": len(self.flagged),
             "dropped_identical_pairs": sum(self.dropped_identical_pairs.values()),
+            "adjudicated_items": self.items_adjudicated,
         }
 
 
@@ -118,7 +124,14 @@ def stream_jsonl(
         run = ExportRun(filters, options)
         if fast is not False and fast_path_applies(fmt, run.campaigns):
             lines_in = pairwise_lines(
-                filters, options, run.campaigns, run.reliability, run.flagged, encode_row, run.dropped_identical_pairs
+                filters,
+                options,
+                run.campaigns,
+                run.reliability,
+                run.flagged,
+                encode_row,
+                run.dropped_identical_pairs,
+                run.adjudications,
             )
         else:
             lines_in = (

@@ -3,7 +3,8 @@
 - `campaigns.py`: campaigns (validated create and update), guidelines, members;
 - `items.py`: items imported from validated rows or made from generated responses, with their slot rows;
 - `leases.py`: the lease queue (the next item, skips, the reaper of expired leases);
-- `judgments.py`: a person's judgment, and external (LLM, reward-model, arena) judgments in bulk.
+- `judgments.py`: a person's judgment, and external (LLM, reward-model, arena) judgments in bulk;
+- `review.py`: the review queue (items whose labels disagree), reviewers' claims and adjudications.
 
 Concurrency rules (ARCHITECTURE.md): leases take slot rows with SELECT ... FOR UPDATE SKIP LOCKED;
 submissions lock the item row so "item done" is decided by exactly one transaction; constraints,
@@ -25,6 +26,7 @@ from annotations.services.judgments import (
     judgments_record_external,
 )
 from annotations.services.leases import assignment_leases_reap, item_lease_next, item_skip
+from annotations.services.review import review_adjudicate, review_claim_next, review_item_consider
 
 __all__ = [
     "IMPORT_BATCH",
@@ -43,4 +45,7 @@ __all__ = [
     "judgments_record_external",
     "membership_remove",
     "membership_set",
+    "review_adjudicate",
+    "review_claim_next",
+    "review_item_consider",
 ]

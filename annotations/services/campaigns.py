@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
+from annotations import review_rules
 from annotations.models import (
     AssignmentSlot,
     Campaign,
@@ -82,10 +83,25 @@ def campaign_create(
 @transaction.atomic
 def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
     """Change campaign settings. Overlap applies to items imported afterwards."""
-    allowed = {"description", "aspects", "overlap", "gold_ratio", "lease_seconds", "is_active", "max_responses"}
+    allowed = {
+        "description",
+        "aspects",
+        "overlap",
+        "gold_ratio",
+        "lease_seconds",
+        "is_active",
+        "max_responses",
+        "review_settings",
+    }
     unknown = set(changes) - allowed
     if unknown:
         raise InvalidInput(f"Cannot change {', '.join(sorted(unknown))}")
+    if "review_settings" in changes:
+        # Merged: a PATCH names the thresholds it changes; they apply to items labelled afterwards.
+        changes["review_settings"] = {
+            **(campaign.review_settings or {}),
+            **review_rules.review_settings_parse(changes["review_settings"]),
+        }
     if "aspects" in changes and campaign.items.exists() and changes["aspects"] != campaign.aspects:
         raise Conflict("Aspects cannot change once the campaign has items", fields={"aspects": ["campaign has items"]})
     merged = {

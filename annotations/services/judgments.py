@@ -26,6 +26,7 @@ from annotations.models import (
     SlotState,
 )
 from annotations.payloads import answer_canonical
+from annotations.services.review import review_item_consider
 from prefarena import sqlbulk
 from prefarena.errors import Conflict, InvalidInput
 
@@ -116,10 +117,13 @@ def judgment_submit(
             return replay, False
         slot.state = SlotState.SUBMITTED
         slot.save(update_fields=["state"])
-        if not item.slots.exclude(state=SlotState.SUBMITTED).exists():
+        labels_complete = not item.slots.exclude(state=SlotState.SUBMITTED).exists()
+        if labels_complete:
             item.state = ItemState.DONE
             item.save(update_fields=["state"])
             transaction.on_commit(lambda: webhooks.item_completed_emit(item.pk), robust=True)
+        # Under the item lock: the last label's transaction sees every label of the item.
+        review_item_consider(item=item, labels_complete=labels_complete)
         campaign_id = campaign.pk
         transaction.on_commit(lambda: events.campaign_progress_broadcast(campaign_id))
         return judgment, True

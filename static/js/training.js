@@ -95,6 +95,11 @@
     }
     draw("curve-loss", run.series, "loss", null);
     draw("curve-accuracy", run.series, accuracyKey(run.series), [0, 1]);
+    setField("points", run.series.length);
+    const curves = document.getElementById("curves");
+    if (curves) {
+      curves.dataset.points = String(run.series.length);
+    }
     if (TERMINAL.has(run.status) && timer !== null) {
       window.clearInterval(timer);
       timer = null;

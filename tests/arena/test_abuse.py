@@ -230,3 +230,19 @@ def test_a_limit_of_ten_a_minute_never_admits_more_than_ten_in_any_60_seconds(ba
     # and never stricter than it: a refusal only happens with ten admissions in the 60 s before it
     for t in set(times) - set(admitted):
         assert sum(1 for u in admitted if t - 60 < u <= t) == 10
+
+
+@pytest.mark.django_db
+def test_the_rate_limit_script_is_loaded_again_after_redis_forgets_it():
+    """EVALSHA is called directly; a Redis that lost its script cache (restarted, SCRIPT FLUSH) gets EVAL."""
+    from prefarena.cache import redis_client
+
+    client = redis_client()
+    assert client is not None
+    key = f"arena:test:reload:{random.random()}"
+    client.script_flush()
+    assert ratelimit.take([ratelimit.sliding(key, 2, 60)], now=1_796_000_000) is True
+    assert client.script_exists(ratelimit._TAKE_SHA) == [True]  # EVAL cached it: the next call is an EVALSHA
+    assert ratelimit.take([ratelimit.sliding(key, 2, 60)], now=1_796_000_001) is True
+    with pytest.raises(ratelimit.LimitReached):
+        ratelimit.take([ratelimit.sliding(key, 2, 60)], now=1_796_000_002)

@@ -273,3 +273,15 @@ def test_the_arena_campaign_is_marked_by_a_flag_not_taken_by_a_name(make_user):
     assert tally.arena_campaign().pk == arena.pk  # found again by its flag
     pool = set(selectors.pool_campaigns().values_list("pk", flat=True))
     assert theirs.pk in pool and arena.pk not in pool  # the vote store never serves battles
+
+
+@pytest.mark.django_db
+def test_the_vote_statement_is_a_server_side_prepared_statement():
+    """Django leaves psycopg's prepare_threshold at None, which silently ignores prepare=True; the settings set
+    it (DB_PREPARED_STATEMENTS), so the vote statement is planned once per connection, not at every vote."""
+    m1, m2, _ = make_models()
+    for _ in range(2):
+        tally._vote_store_postgresql(battle_id=make_battle(m1, m2).pk, winner="a", identity=ME)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO arena_vote%%'")
+        assert cursor.fetchone()[0] == 1

@@ -13,6 +13,7 @@ from tests.datasets.conftest import PreferenceData
 
 pytestmark = pytest.mark.django_db
 
+MARKING = ("label_source", "adjudication_note")  # the review queue's adjudicated labels (formats.py)
 COLUMNS = {
     "pairwise": {
         "prompt",
@@ -28,6 +29,8 @@ COLUMNS = {
         "campaign",
         "model_chosen",
         "model_rejected",
+        "label_source",
+        "adjudication_note",
     },
     "kto": {
         "prompt",
@@ -40,9 +43,11 @@ COLUMNS = {
         "item_id",
         "campaign",
         "model",
+        "label_source",
+        "adjudication_note",
     },
-    "ranking": {"prompt", "responses", "n_judgments", "agreement", "source", "item_id", "campaign"},
-    "ratings": {"prompt", "completions", "rationales", "n_judgments", "source", "item_id", "campaign"},
+    "ranking": {"prompt", "responses", "n_judgments", "agreement", "source", "item_id", "campaign", *MARKING},
+    "ratings": {"prompt", "completions", "rationales", "n_judgments", "source", "item_id", "campaign", *MARKING},
     "arena": {
         "question_id",
         "model_a",

@@ -160,6 +160,37 @@ def test_a_rank_killed_with_sigkill_fails_the_attempt_and_the_next_resumes_from_
     assert not checkpoint_dir(Path(run.output_dir)).exists()
 
 
+@pytest.mark.timeout(600)
+def test_the_task_time_limit_checkpoints_every_rank_and_the_next_attempt_resumes_there(
+    start_worker: Any, pattern_campaign: Any, build_snapshot: Any, tiny_policy: Model
+) -> None:
+    # given a long 2-process run with no periodic checkpoint in reach, on a worker whose task limit is short
+    snapshot = build_snapshot(pattern_campaign())
+    run = training_services.training_run_create(
+        base_model=tiny_policy,
+        snapshot=snapshot,
+        method="dpo",
+        hyperparameters={**FAST, "max_steps": 100000, "batch_size": 4, "num_processes": 2, "checkpoint_every": 100000},
+        max_attempts=2,
+    )
+    # (the attempt's own deadline: 75 - 50 - 2 = 23 s after the task starts, before Celery's soft limit)
+    worker = start_worker(WORKERS_TASK_TIME_LIMIT="75", WORKERS_TASK_SOFT_MARGIN="50")
+    # when each attempt reaches its deadline
+    assert wait_for(lambda: run_of(run).is_terminal, timeout=500), worker.log.read_text()[-5000:]
+    run = run_of(run)
+    # then each saved a checkpoint before stopping, and the second attempt resumed from the first one's
+    assert run.status == JobStatus.FAILED and run.attempts == 2, run.error
+    first, second = run.logs.split("attempt 2/2", 1)
+    saved = int(re.search(r"the next attempt resumes from step (\d+)", first).group(1))  # type: ignore[union-attr]
+    assert saved > 0 and "every rank saves a checkpoint and stops" in first
+    assert "asking every rank to save a checkpoint and stop" in first  # the attempt's deadline, not a signal
+    assert f"resuming from the checkpoint at step {saved}" in second
+    steps = [int(m) for m in re.findall(r"step (\d+)/100000", second)]
+    assert steps and steps[0] == saved + 1, steps
+    assert "failed after 2 attempt(s): time limit reached" in run.error
+    assert not checkpoint_dir(Path(run.output_dir)).exists()  # no attempt left to resume: removed
+
+
 def test_fsdp_shards_across_two_processes_and_trains_the_same_weights(
     tiny_policy: Model, tmp_path: Path, settings: Any
 ) -> None:

@@ -7,8 +7,8 @@ Pure Python (no Django, no torch): the web process validates with it and the gpu
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 METHODS = ("reward", "dpo", "ipo", "robust", "simpo", "orpo", "kto")
 # Methods that train a policy (causal LM) from preference pairs; `reward` trains a scalar-head model instead.
@@ -35,6 +35,14 @@ class TrainingConfigError(ValueError):
         self.message = message
 
 
+T = TypeVar("T")
+
+
+def _documented(default: T, help_text: str) -> T:
+    """A TrainingConfig field with its meaning in `metadata["help"]` (as TRL's configs), shown by the run form."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """What a run does and how. Defaults suit a 0.5–8B model on one GPU; the tiny test models need larger lr.
@@ -45,45 +53,75 @@ class TrainingConfig:
     `gradient_accumulation_steps` (the same effective batch).
     """
 
-    method: str = "dpo"  # reward | dpo | ipo | robust | simpo | orpo | kto
-    learning_rate: float = 5e-6  # AdamW peak learning rate (DPO papers use 5e-7..5e-6 for full fine-tunes)
-    epochs: float = 1.0  # passes over the training pairs; ignored when max_steps > 0
-    max_steps: int = 0  # optimizer steps to run; 0 means "as many as `epochs` take"
-    batch_size: int = 8  # pairs (or KTO rows) per device per forward pass
-    gradient_accumulation_steps: int = 1  # forward passes per optimizer step (effective batch = product); more of
-    # them with a smaller batch_size needs less activation memory for the same update
-    warmup_ratio: float = 0.1  # fraction of steps with a linear learning-rate warm-up
-    weight_decay: float = 0.0  # AdamW weight decay
-    max_grad_norm: float = 1.0  # gradient clipping norm
-    max_length: int = 1024  # tokens of prompt + completion kept per row (longer rows are truncated)
-    beta: float = 0.1  # DPO family and KTO: strength of the pull toward the reference; SimPO/ORPO: reward scale
-    label_smoothing: float = 0.1  # robust DPO only: assumed probability a preference label is flipped, [0, 0.5)
-    simpo_gamma: float = 0.5  # SimPO only: target reward margin between chosen and rejected
-    kto_desirable_weight: float = 1.0  # KTO only: loss weight of desirable (label true) rows
-    kto_undesirable_weight: float = 1.0  # KTO only: loss weight of undesirable (label false) rows
-    lora: bool = False  # train a LoRA adapter (peft) and save it merged into the weights; else full fine-tune
-    lora_r: int = 16  # LoRA rank
-    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
-    lora_dropout: float = 0.05  # dropout on the LoRA branch
-    eval_fraction: float = 0.1  # share of the snapshot's pairs held out for evaluation (by prompt, never trained on)
-    eval_every: int = 0  # also score the held-out pairs every N steps for the live curves; 0 = only at the end
-    logging_steps: int = 1  # report loss / lr / throughput every N optimizer steps
-    seed: int = 0  # shuffling, held-out split and initialisation of new heads/adapters
-    precision: str = "auto"  # auto | float32 | bf16-mixed | fp16-mixed | bfloat16 (PRECISIONS above says each)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
-    precompute_ref_log_probs: bool = False  # dpo/ipo/robust/kto: reference log-probs computed once before
-    # training, so no reference model is held during it (full fine-tunes; LoRA already uses the adapter-free base)
-    load_in_4bit: bool = False  # QLoRA: the frozen base quantized to 4-bit NF4 (bitsandbytes, CUDA); needs lora
-    # Checkpoints and resume: model, optimizer, scheduler and RNG state saved every N optimizer steps into the
-    # run's checkpoint folder (the newest kept); a new attempt of the run resumes there. 0 = no checkpoints.
-    checkpoint_every: int = 200
-    # Processes to train with: 0 = the worker's setting (PREFARENA_TRAINING_PROCESSES, default one per visible
-    # GPU); 1 = inside the worker process; >= 2 = `accelerate launch` with that many processes on this host.
-    num_processes: int = 0
-    # How several processes share the work: auto (the worker's accelerate config file when it has one, else
-    # ddp) | ddp (a full copy per process) | fsdp (parameters, gradients and optimizer state sharded) |
-    # zero2 / zero3 (DeepSpeed ZeRO stage 2 / 3; needs the `deepspeed` package on the worker).
-    distributed: str = "auto"
+    method: str = _documented("dpo", "reward | dpo | ipo | robust | simpo | orpo | kto")
+    learning_rate: float = _documented(5e-6, "AdamW peak learning rate (DPO papers use 5e-7..5e-6 for full fine-tunes)")
+    epochs: float = _documented(1.0, "Passes over the training pairs; ignored when max_steps > 0")
+    max_steps: int = _documented(0, 'Optimizer steps to run; 0 means "as many as `epochs` take"')
+    batch_size: int = _documented(8, "Pairs (or KTO rows) per device per forward pass")
+    gradient_accumulation_steps: int = _documented(
+        1,
+        "Forward passes per optimizer step (effective batch = product); more of them with a smaller "
+        "batch_size needs less activation memory for the same update",
+    )
+    warmup_ratio: float = _documented(0.1, "Fraction of steps with a linear learning-rate warm-up")
+    weight_decay: float = _documented(0.0, "AdamW weight decay")
+    max_grad_norm: float = _documented(1.0, "Gradient clipping norm")
+    max_length: int = _documented(1024, "Tokens of prompt + completion kept per row (longer rows are truncated)")
+    beta: float = _documented(
+        0.1, "DPO family and KTO: strength of the pull toward the reference; SimPO/ORPO: reward scale"
+    )
+    label_smoothing: float = _documented(
+        0.1, "Robust DPO only: assumed probability a preference label is flipped, [0, 0.5)"
+    )
+    simpo_gamma: float = _documented(0.5, "SimPO only: target reward margin between chosen and rejected")
+    kto_desirable_weight: float = _documented(1.0, "KTO only: loss weight of desirable (label true) rows")
+    kto_undesirable_weight: float = _documented(1.0, "KTO only: loss weight of undesirable (label false) rows")
+    lora: bool = _documented(
+        False, "Train a LoRA adapter (peft) and save it merged into the weights; else full fine-tune"
+    )
+    lora_r: int = _documented(16, "LoRA rank")
+    lora_alpha: int = _documented(32, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = _documented(0.05, "Dropout on the LoRA branch")
+    eval_fraction: float = _documented(
+        0.1, "Share of the snapshot's pairs held out for evaluation (by prompt, never trained on)"
+    )
+    eval_every: int = _documented(
+        0, "Also score the held-out pairs every N steps for the live curves; 0 = only at the end"
+    )
+    logging_steps: int = _documented(1, "Report loss / lr / throughput every N optimizer steps")
+    seed: int = _documented(0, "Shuffling, held-out split and initialisation of new heads/adapters")
+    precision: str = _documented(
+        "auto", "auto | float32 | bf16-mixed | fp16-mixed | bfloat16 (PRECISIONS above says each)"
+    )
+    gradient_checkpointing: bool = _documented(
+        False, "Recompute activations in the backward pass: less memory, ~30% slower"
+    )
+    precompute_ref_log_probs: bool = _documented(
+        False,
+        "dpo/ipo/robust/kto: reference log-probs computed once before training, so no reference model is held "
+        "during it (full fine-tunes; LoRA already uses the adapter-free base)",
+    )
+    load_in_4bit: bool = _documented(
+        False, "QLoRA: the frozen base quantized to 4-bit NF4 (bitsandbytes, CUDA); needs lora"
+    )
+    checkpoint_every: int = _documented(
+        200,
+        "Checkpoints and resume: model, optimizer, scheduler and RNG state saved every N optimizer steps into "
+        "the run's checkpoint folder (the newest kept); a new attempt of the run resumes there; 0 = no "
+        "checkpoints",
+    )
+    num_processes: int = _documented(
+        0,
+        "Processes to train with: 0 = the worker's setting (PREFARENA_TRAINING_PROCESSES, default one per "
+        "visible GPU); 1 = inside the worker process; >= 2 = `accelerate launch` with that many processes on "
+        "this host",
+    )
+    distributed: str = _documented(
+        "auto",
+        "How several processes share the work: auto (the worker's accelerate config file when it has one, "
+        "else ddp) | ddp (a full copy per process) | fsdp (parameters, gradients and optimizer state sharded) "
+        "| zero2 / zero3 (DeepSpeed ZeRO stage 2 / 3; needs the `deepspeed` package on the worker)",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,3 +205,61 @@ def training_config_validate(method: str, hyperparameters: dict[str, Any] | None
             "precompute_ref_log_probs", f"only {', '.join(REFERENCE_METHODS)} use a reference model, not {method}"
         )
     return config
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """How one TrainingConfig field is entered: its type, default, meaning and the values validation accepts."""
+
+    name: str
+    kind: str  # "bool" | "int" | "float" | "choice"
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+    choices: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> str:
+        """The accepted values in words, as training_config_validate's messages write them."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.low is None or self.high is None:
+            return "true or false" if self.kind == "bool" else ""
+        return f"{'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}{']' if self.high_inclusive else ')'}"
+
+
+def training_config_fields() -> list[ConfigField]:
+    """Every hyperparameter but `method`, in declaration order, described from the dataclass and the ranges above
+    (what a form needs to offer them; validation stays `training_config_validate`)."""
+    described = []
+    for item in fields(TrainingConfig):
+        if item.name == "method":
+            continue
+        default = item.default
+        kind = (
+            "bool"
+            if isinstance(default, bool)
+            else "int"
+            if isinstance(default, int)
+            else "float"
+            if isinstance(default, float)
+            else "choice"
+        )
+        low, high = _RANGES.get(item.name, (None, None))
+        described.append(
+            ConfigField(
+                name=item.name,
+                kind=kind,
+                default=default,
+                help=str(item.metadata.get("help", "")),
+                low=low,
+                high=high,
+                low_inclusive=item.name not in _STRICT_LOW,
+                high_inclusive=item.name not in _STRICT_HIGH,
+                choices=CHOICES.get(item.name, ()),
+            )
+        )
+    return described

@@ -187,7 +187,7 @@ def _gate(
         samples.extend(batch)
         state, report = gate_update(state, outcomes)
         progress.log(f"gate after {used} prompts: {report.decision} ({report.reason})")
-        if jobs.job_heartbeat(run) or progress.should_stop():
+        if jobs.job_heartbeat(run) or progress.cancel_requested():
             raise loop.Cancelled
     result: dict[str, Any] = {**asdict(report), "prompts_judged": used, "judge_errors": errors}
     result["config"] = rule.gate.to_dict()

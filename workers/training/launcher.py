@@ -9,8 +9,9 @@
 
 `train_launched` runs the ranks and stays the only process that talks to the database: it turns rank 0's
 events into the run's progress (heartbeat, curves, live page), checks cancellation every POLL_S and asks
-every rank to stop (they agree on the step), asks them to checkpoint and stop when Celery's soft time limit
-ends the attempt (and to stop at once when its lease was lost), and turns a crashed rank (torchrun then stops
+every rank to stop (they agree on the step), asks them to checkpoint and stop when the attempt's deadline
+passes (`should_stop()` answers SAVE_AND_STOP a little before Celery's soft time limit, which stays the
+fallback) and to stop at once when its lease was lost, and turns a crashed rank (torchrun then stops
 the others) into a failed attempt: `LaunchFailed`, retried by the job loop while attempts remain, the next
 attempt resuming from the latest complete checkpoint.
 """
@@ -153,7 +154,7 @@ def train_launched(
     output_dir: Path,
     checkpoint_dir: Path | None,
     on_progress: Callable[[int, int, dict[str, float]], None],
-    should_stop: Callable[[], bool],
+    should_stop: Callable[[], bool | int],
     log: Callable[[str], None],
 ) -> Any:
     """Train through `accelerate launch`; returns workers.ml.training.TrainingResult like `train`.
@@ -203,7 +204,7 @@ def train_launched(
     log(f"accelerate launch: {processes if not config_file or explicit else 'configured'} processes, {strategy}")
     ranks = _Ranks(command, folder)
     outcome: dict[str, Any] = {}
-    cancelled_at: int | None = None
+    requested: int | None = None  # the stop asked of the ranks: ml.STOP (cancel) or ml.SAVE_AND_STOP (deadline)
     step = 0
     try:
         while True:
@@ -222,10 +223,16 @@ def train_launched(
                     outcome = event
             if ranks.process.poll() is not None:
                 break
-            if cancelled_at is None and should_stop():
-                cancelled_at = step
-                log(f"cancel requested at step {step}: stopping every rank after its current step")
-                ranks.request_stop("stop")
+            if requested is None:
+                request = int(should_stop())
+                if request == ml.SAVE_AND_STOP:  # the attempt's deadline (logged by should_stop)
+                    requested = request
+                    log(f"at step {step}: asking every rank to save a checkpoint and stop")
+                    ranks.request_stop("checkpoint")
+                elif request:
+                    requested = request
+                    log(f"cancel requested at step {step}: stopping every rank after its current step")
+                    ranks.request_stop("stop")
             time.sleep(POLL_S)
         for event in ranks.events():  # written between the last read and the exit
             if event["event"] == "progress":

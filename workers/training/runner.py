@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -65,7 +66,11 @@ def training_run_execute(run_id: int) -> float | None:
         TrainingRun.objects.filter(pk=run_id, status=JobStatus.QUEUED).update(enqueued_at=timezone.now())
         return SNAPSHOT_WAIT_S
     was_terminal = run.is_terminal
-    retry_in = loop.job_execute(TrainingRun, run_id, training_run_work)
+    # The attempt's own deadline, a little before Celery's soft time limit: every rank checkpoints and
+    # stops at a step boundary (the soft limit's signal stays the fallback; it is asynchronous, and in
+    # loaded runs it was seen not to arrive at all).
+    deadline = time.monotonic() + max(settings.WORKERS_TASK_TIME_LIMIT - settings.WORKERS_TASK_SOFT_MARGIN - 2, 1)
+    retry_in = loop.job_execute(TrainingRun, run_id, lambda job: training_run_work(job, deadline=deadline))
     run.refresh_from_db()
     if run.is_terminal and not was_terminal:
         _webhook_emit(run)
@@ -121,8 +126,10 @@ def checkpoint_dir(final_dir: Path) -> Path:
 class Progress:
     """Receives the trainer's logs: heartbeat (lease, cancellation), metric series, logs, live broadcast."""
 
-    def __init__(self, run: TrainingRun) -> None:
+    def __init__(self, run: TrainingRun, deadline: float | None = None) -> None:
         self.run = run
+        self.deadline = deadline  # time.monotonic(): from then on, should_stop() asks for a checkpoint and a stop
+        self.time_up = False
         self.series: list[dict[str, Any]] = []
         self.lines: list[str] = list(filter(None, (run.logs or "").splitlines()))
         self.cancelled = False
@@ -161,22 +168,37 @@ class Progress:
             )
         events.job_progress_broadcast(self.run)
 
-    def should_stop(self) -> bool:
-        # Asked after every optimizer step: one indexed read, so a cancel stops the run within one step.
+    def cancel_requested(self) -> bool:
         if not self.cancelled:
             self.cancelled = bool(
                 TrainingRun.objects.filter(pk=self.run.pk).values_list("cancel_requested", flat=True).first()
             )
         return self.cancelled
 
+    def should_stop(self) -> int:
+        """Asked after every optimizer step: one indexed read, so a cancel stops the run within one step.
 
-def training_run_work(run: TrainingRun) -> None:
-    """Train, write atomically, evaluate, register: see the module docstring."""
+        STOP for a cancel; SAVE_AND_STOP once the attempt's deadline passed (checkpoint, then stop); else 0."""
+        from workers.ml.training import SAVE_AND_STOP, STOP
+
+        if self.cancel_requested():
+            return STOP
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            if not self.time_up:
+                self.time_up = True
+                self.log("time limit reached: every rank saves a checkpoint and stops")
+            return SAVE_AND_STOP
+        return 0
+
+
+def training_run_work(run: TrainingRun, deadline: float | None = None) -> None:
+    """Train, write atomically, evaluate, register: see the module docstring. From `deadline` (time.monotonic())
+    on, the attempt checkpoints and ends; the next attempt resumes there."""
     from workers.ml import training as ml
 
     config = TrainingConfig(**run.hyperparameters)
     runtime.model_cache_clear()  # models cached by earlier jobs leave the device: the run's memory check assumes it
-    progress = Progress(run)
+    progress = Progress(run, deadline)
     progress.log(f"attempt {run.attempts}/{run.max_attempts} on {run.worker}: {run.method} from {run.base_model.label}")
     rows = data.rows_load(run.snapshot, run.method)
     train_rows, held_out = ml.held_out_split(rows, config.eval_fraction, config.seed)
