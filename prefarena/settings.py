@@ -6,6 +6,7 @@ in-memory layer and a Celery broker on the local filesystem, so `make demo` need
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,31 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+
+# --- stored images (annotations/images.py) ------------------------------------------------------
+# Images (responses, prompt messages) go through Django's storage API, storage "default": files under
+# PREFARENA_MEDIA_DIR in the embedded default; any storage backend (e.g. django-storages' S3) by naming its class
+# in PREFARENA_STORAGE_BACKEND with its options as a JSON object in PREFARENA_STORAGE_OPTIONS. Images are never
+# served from the storage's own URLs: /images/<sha256> reads them back and checks access.
+MEDIA_ROOT = Path(env_str("PREFARENA_MEDIA_DIR") or VAR_DIR / "media")
+MEDIA_URL = "media/"  # unused: nothing links to the storage directly
+_STORAGE_BACKEND = env_str("PREFARENA_STORAGE_BACKEND") or "django.core.files.storage.FileSystemStorage"
+try:
+    _STORAGE_OPTIONS = json.loads(env_str("PREFARENA_STORAGE_OPTIONS") or "null")
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"PREFARENA_STORAGE_OPTIONS must be a JSON object: {_exc}") from None
+if _STORAGE_OPTIONS is None:
+    _STORAGE_OPTIONS = {"location": str(MEDIA_ROOT)} if _STORAGE_BACKEND.endswith(".FileSystemStorage") else {}
+if not isinstance(_STORAGE_OPTIONS, dict):
+    raise ImproperlyConfigured("PREFARENA_STORAGE_OPTIONS must be a JSON object")
+STORAGES = {
+    "default": {"BACKEND": _STORAGE_BACKEND, "OPTIONS": _STORAGE_OPTIONS},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Largest image accepted (bytes, as sent) and largest decoded size (pixels: width x height); larger ones are
+# refused before they are decoded, so a small file claiming a huge canvas (a decompression bomb) is refused too.
+PREFARENA_IMAGE_MAX_BYTES = env_int("PREFARENA_IMAGE_MAX_BYTES", 10 * 1024 * 1024)
+PREFARENA_IMAGE_MAX_PIXELS = env_int("PREFARENA_IMAGE_MAX_PIXELS", 40_000_000)
 
 # --- PrefArena ----------------------------------------------------------------------------------
 PREFARENA_IMPORT_MAX_ITEMS = env_int("PREFARENA_IMPORT_MAX_ITEMS", 100_000)
