@@ -16,6 +16,7 @@ from annotations.models import (
     Prompt,
     Response,
     Skip,
+    StoredImage,
     Webhook,
     WebhookDelivery,
 )
@@ -68,13 +69,29 @@ class ItemAdmin(admin.ModelAdmin):
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
     list_display = ["id", "__str__", "created_at"]
+    raw_id_fields = ["images"]
 
 
 @admin.register(Response)
 class ResponseAdmin(admin.ModelAdmin):
     list_display = ["id", "model_name", "prompt", "created_at"]
     search_fields = ["model_name"]
-    raw_id_fields = ["prompt"]
+    raw_id_fields = ["prompt", "image"]
+
+
+@admin.register(StoredImage)
+class StoredImageAdmin(admin.ModelAdmin):
+    """Read-only: images are written only by `annotations.services.image_store` (validated, re-encoded)."""
+
+    list_display = ["sha256", "content_type", "width", "height", "size_bytes", "is_public", "created_at"]
+    list_filter = ["content_type", "is_public"]
+    search_fields = ["sha256"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: StoredImage | None = None) -> bool:
+        return False
 
 
 @admin.register(AssignmentSlot)

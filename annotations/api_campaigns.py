@@ -4,6 +4,7 @@ See annotations/api_items.py for items and judgments."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -13,6 +14,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.json import strict_constant
 
 from annotations import quality, selectors, services
 from annotations.api_items import (
@@ -22,7 +24,7 @@ from annotations.api_items import (
     LeaseSerializer,
     lease_payload,
 )
-from annotations.importing import rows_from_list
+from annotations.importing import ImageSource, image_source_data_uri_only, image_source_uploads, rows_from_list
 from annotations.models import (
     AssignmentSlot,
     Campaign,
@@ -31,8 +33,8 @@ from annotations.models import (
     GuidelineVersion,
     MemberRole,
 )
-from prefarena.errors import NotFound, PermissionDeniedError
-from prefarena.parsers import ItemImportJSONParser
+from prefarena.errors import InvalidInput, NotFound, PermissionDeniedError
+from prefarena.parsers import ItemImportJSONParser, ItemImportMultiPartParser, json_depth_exceeds, too_deep_message
 from prefarena.users import signed_in_user
 
 User = get_user_model()
@@ -127,6 +129,18 @@ class MembershipWriteSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=MemberRole.choices, default=MemberRole.ANNOTATOR)
 
 
+def _multipart_items(text: Any) -> Any:
+    """The `items` field of a multipart import: a JSON list, sent as text."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("'items' is missing: a JSON list of items", fields={"items": ["required (a JSON list)"]})
+    if json_depth_exceeds(text):
+        raise InvalidInput(f"'items': {too_deep_message()}", fields={"items": [too_deep_message()]})
+    try:
+        return json.loads(text, parse_constant=strict_constant)
+    except ValueError as exc:
+        raise InvalidInput(f"'items' is not valid JSON ({exc})", fields={"items": ["not valid JSON"]}) from exc
+
+
 class CampaignViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -187,19 +201,34 @@ class CampaignViewSet(
         responses=ItemSerializer(many=True),
     )
     @extend_schema(methods=["POST"], request=ItemImportSerializer, responses={201: ImportResultSerializer})
-    # JSON only, up to DATA_UPLOAD_MAX_MEMORY_SIZE_IMPORT: 10,000 items do not fit the global body limit.
-    @action(detail=True, methods=["get", "post"], filter_backends=[], parser_classes=[ItemImportJSONParser])
+    # JSON, or multipart with image files, up to DATA_UPLOAD_MAX_MEMORY_SIZE_IMPORT: 10,000 items do not fit the
+    # global body limit.
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        filter_backends=[],
+        parser_classes=[ItemImportJSONParser, ItemImportMultiPartParser],
+    )
     def items(self, request: Request, pk: str | None = None) -> Response:
-        """GET: the campaign's items (managers). POST: bulk import of up to 10,000 items, all rows or none."""
+        """GET: the campaign's items (managers). POST: bulk import of up to 10,000 items, all rows or none.
+
+        JSON: `{"items": [...]}`, images as base64 data URIs. Multipart: the field `items` holds that JSON list
+        (as text) and each image is an uploaded file, named in a row by its field name (`"image": "cat1"`)."""
         campaign = self._managed()
         if request.method == "POST":
-            data = ItemImportSerializer(data=request.data)
+            image_source: ImageSource = image_source_data_uri_only
+            body: Any = request.data
+            if request.FILES or (request.content_type or "").startswith("multipart/"):
+                body = {"items": _multipart_items(request.data.get("items"))}
+                image_source = image_source_uploads(request.FILES)
+            data = ItemImportSerializer(data=body)
             data.is_valid(raise_exception=True)
             rows = rows_from_list(
                 data.validated_data["items"],
                 kind=campaign.kind,
                 aspects=campaign.aspects,
                 max_responses=campaign.max_responses,
+                image_source=image_source,
             )
             ids = services.items_import(campaign=campaign, rows=rows)
             return Response({"created": len(ids), "item_ids": ids}, status=status.HTTP_201_CREATED)

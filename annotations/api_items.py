@@ -27,16 +27,27 @@ from prefarena.users import signed_in_user
 User = get_user_model()
 
 
+class ImageOutSerializer(serializers.Serializer):
+    sha256 = serializers.CharField(help_text="sha256 of the stored (re-encoded) bytes; the image's id.")
+    url = serializers.CharField(help_text="Where it is served: /images/<sha256>, access checked like its item.")
+    content_type = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+
+
 class ResponseOutSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     position = serializers.IntegerField(help_text="Canonical position in the item (0 = A).")
-    text = serializers.CharField()
+    text = serializers.CharField(allow_blank=True, help_text="The answer; an image response's caption or ''.")
+    image = ImageOutSerializer(allow_null=True, help_text="An image response's picture; null for text.")
     model = serializers.CharField()
     meta = serializers.DictField()
 
 
 class ItemSerializer(serializers.ModelSerializer):
-    prompt = serializers.JSONField(source="prompt.content")
+    prompt = serializers.SerializerMethodField(
+        help_text="A string, or OpenAI-format messages; an image part's URL is where the image is served."
+    )
     responses = serializers.SerializerMethodField()
     gold_answer = serializers.SerializerMethodField()
 
@@ -54,6 +65,10 @@ class ItemSerializer(serializers.ModelSerializer):
             "meta",
             "created_at",
         ]
+
+    @extend_schema(responses=serializers.JSONField())
+    def get_prompt(self, obj: Item) -> Any:
+        return selectors.prompt_content_out(obj.prompt.content)
 
     @extend_schema(responses=ResponseOutSerializer(many=True))
     def get_responses(self, obj: Item) -> list[dict[str, Any]]:
@@ -81,6 +96,11 @@ class PromptHtmlSerializer(serializers.Serializer):
     html = serializers.CharField(
         allow_blank=True, help_text="The message rendered: sanitised HTML (prefarena.rendering)."
     )
+    images = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,  # absent where a page sends no images (the arena's text battles)
+        help_text="URLs of the message's images (vision prompts), in order.",
+    )
 
 
 class LeaseResponseSerializer(serializers.Serializer):
@@ -89,6 +109,7 @@ class LeaseResponseSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="Presented index (0 = the first shown).")
     text = serializers.CharField(allow_blank=True, help_text="The response exactly as stored.")
     html = serializers.CharField(allow_blank=True, help_text="`text` as Markdown rendered to sanitised HTML.")
+    image = ImageOutSerializer(allow_null=True, help_text="An image response's picture; null for text.")
 
 
 class LeaseSerializer(serializers.Serializer):
@@ -180,6 +201,7 @@ def lease_payload(slot: AssignmentSlot) -> dict[str, Any]:
                 "index": index,
                 "text": response["text"],
                 "html": rendering.text_to_html(response["text"]),
+                "image": response["image"],
             }
         )
     current = item.campaign.guidelines_current
@@ -187,8 +209,8 @@ def lease_payload(slot: AssignmentSlot) -> dict[str, Any]:
         "item_id": item.pk,
         "campaign_id": item.campaign_id,
         "kind": item.campaign.kind,
-        "prompt": item.prompt.content,
-        "prompt_html": rendering.prompt_to_html(item.prompt.content),
+        "prompt": selectors.prompt_content_out(item.prompt.content),
+        "prompt_html": selectors.prompt_html(item.prompt.content),
         "responses": shown,
         "lease_expires_at": slot.lease_expires_at,
         "guideline_version": current.version if current else None,

@@ -1,4 +1,5 @@
-"""Demo content for `manage.py demo`: one campaign of each kind with hand-written responses."""
+"""Demo content for `manage.py demo`: one campaign of each kind with hand-written responses, and a text-to-image
+campaign whose pictures annotations/demo_images.py draws."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from annotations import services
+from annotations.demo_images import demo_image_rows
 from annotations.importing import rows_from_list
 from annotations.models import Campaign, MemberRole
 
@@ -140,6 +142,7 @@ HHH_ASPECTS: list[dict[str, Any]] = [
 ]
 
 
+IMAGE_CAMPAIGN = "Demo · text-to-image"
 GENERATED_CAMPAIGN = "Demo · tiny model pairs (generated)"
 
 
@@ -188,6 +191,7 @@ def demo_seed() -> DemoCredentials:
         ("Demo · pairwise helpfulness", "pairwise", {"gold_ratio": 0.2}),
         ("Demo · ranking", "ranking", {}),
         ("Demo · HHH ratings", "rating", {"aspects": HHH_ASPECTS}),
+        (IMAGE_CAMPAIGN, "pairwise", {"gold_ratio": 0.2}),
     ]
     for name, kind, extra in specs:
         campaign = Campaign.objects.filter(name=name).first()
@@ -197,14 +201,17 @@ def demo_seed() -> DemoCredentials:
                 kind=kind,
                 created_by=admin,
                 guidelines=GUIDELINES,
-                description=f"Demo {kind} campaign with hand-written responses.",
+                description=(
+                    "Demo text-to-image campaign: which picture follows the prompt? (drawn with Pillow)"
+                    if name == IMAGE_CAMPAIGN
+                    else f"Demo {kind} campaign with hand-written responses."
+                ),
                 **extra,
             )
         services.membership_set(campaign=campaign, user=annotator, role=MemberRole.ANNOTATOR)
         if not campaign.items.exists():
-            rows = rows_from_list(
-                _rows(kind), kind=kind, aspects=campaign.aspects, max_responses=campaign.max_responses
-            )
+            raw = demo_image_rows(DEMO_MODELS) if name == IMAGE_CAMPAIGN else _rows(kind)
+            rows = rows_from_list(raw, kind=kind, aspects=campaign.aspects, max_responses=campaign.max_responses)
             services.items_import(campaign=campaign, rows=rows)
     return credentials
 

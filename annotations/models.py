@@ -145,10 +145,43 @@ class GuidelineVersion(models.Model):
         return f"{self.campaign} v{self.version}"
 
 
+class StoredImage(models.Model):
+    """An image stored once by the sha256 of its (re-encoded) bytes, through Django's storage API.
+
+    Written only by `annotations.services.image_store` (validated and re-encoded by `annotations/images.py`),
+    read back by `/images/<sha256>` (`annotations/image_views.py`), which checks access: a public image
+    (arena content) is anyone's; any other is seen by whoever may see an item whose prompt or response holds it.
+    """
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    content_type = models.CharField(max_length=16, help_text="image/png, image/jpeg or image/webp, as decoded")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    storage_name = models.CharField(max_length=300, help_text="The file's name in the default storage")
+    is_public = models.BooleanField(default=False, help_text="Served to anyone (arena content)")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(content_type__in=["image/png", "image/jpeg", "image/webp"]),
+                name="stored_image_accepted_type",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.sha256[:12]} ({self.content_type}, {self.width}x{self.height})"
+
+
 class Prompt(models.Model):
-    """A prompt: plain text (a str) or a conversation in OpenAI message format (a list)."""
+    """A prompt: plain text (a str) or a conversation in OpenAI message format (a list).
+
+    A message's content may be a list of parts: `{"type": "text", "text": ...}` and, for vision prompts,
+    `{"type": "image_url", "image_url": {"url": "sha256:<hex>"}}` naming a StoredImage (listed in `images`)."""
 
     content = models.JSONField()
+    images = models.ManyToManyField(StoredImage, blank=True, related_name="prompts")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -162,12 +195,21 @@ class Prompt(models.Model):
     def as_text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in self.content)
+        return "\n\n".join(f"{m.get('role', '')}: {_content_text(m.get('content', ''))}" for m in self.content)
+
+
+def _content_text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of content parts (images left out)."""
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content)
 
 
 class Response(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
-    text = models.TextField()
+    text = models.TextField(help_text="The answer; for an image response, its caption or ''")
+    # An image response (text-to-image campaigns): the picture is the answer.
+    image = models.ForeignKey(StoredImage, null=True, blank=True, on_delete=models.PROTECT, related_name="responses")
     model_name = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     reward_scores = models.JSONField(default=dict, blank=True)

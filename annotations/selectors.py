@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Avg, Count, Q, QuerySet
+from django.urls import reverse
 
+from annotations import images
 from annotations.models import (
     AssignmentSlot,
     Campaign,
@@ -25,6 +27,7 @@ from annotations.models import (
     ReviewItem,
     ReviewState,
     SlotState,
+    StoredImage,
 )
 from prefarena import rendering
 from prefarena.errors import NotFound, PermissionDeniedError
@@ -105,18 +108,70 @@ def item_get_for_user(user: User, item_id: Any) -> Item:
         raise NotFound("Item not found") from exc
 
 
+def image_url(sha256: str) -> str:
+    """Where a stored image is served (`annotations/image_views.py`)."""
+    return reverse("image-file", args=[sha256])
+
+
+def image_out(image: StoredImage | None) -> dict[str, Any] | None:
+    """A response's image as the API and pages describe it (None for a text response)."""
+    if image is None:
+        return None
+    return {
+        "sha256": image.sha256,
+        "url": image_url(image.sha256),
+        "content_type": image.content_type,
+        "width": image.width,
+        "height": image.height,
+    }
+
+
+def prompt_content_out(content: Any) -> Any:
+    """A stored prompt as sent to people: its images' `sha256:<hex>` references become their serving URLs."""
+    return images.prompt_images_resolve(content, image_url)
+
+
+def prompt_html(content: Any) -> list[dict[str, Any]]:
+    """A stored prompt's messages rendered (`prefarena.rendering.prompt_to_html`: text parts only), each with
+    the URLs of its images."""
+    messages = content if isinstance(content, list) else [content]
+    out: list[dict[str, Any]] = []
+    for entry, message in zip(rendering.prompt_to_html(content), messages, strict=True):
+        parts = images.message_image_parts(message)
+        hashes = [images.reference_hash((part.get("image_url") or {}).get("url")) for part in parts]
+        out.append({**entry, "images": [image_url(digest) for digest in hashes if digest]})
+    return out
+
+
 def item_responses(item: Item) -> list[dict[str, Any]]:
-    """The item's responses in canonical order."""
+    """The item's responses in canonical order; `image` describes an image response (None for text)."""
     return [
         {
             "position": link.position,
             "id": link.response_id,
             "text": link.response.text,
+            "image": image_out(link.response.image),
             "model": link.response.model_name,
             "meta": link.response.metadata,
         }
-        for link in item.item_responses.select_related("response").order_by("position")
+        for link in item.item_responses.select_related("response__image").order_by("position")
     ]
+
+
+def image_get_for_user(user: User | AnonymousUser, sha256: str) -> StoredImage:
+    """A stored image the user may see: a public one (arena content) for anyone; otherwise one held by the
+    prompt or a response of an item the user may see (`item_list_for_user`). Else NotFound."""
+    image = StoredImage.objects.filter(sha256=sha256).first()
+    if image is None:
+        raise NotFound("Image not found")
+    if image.is_public:
+        return image
+    if not user.is_authenticated:
+        raise NotFound("Image not found")
+    items = item_list_for_user(user)
+    if not items.filter(Q(item_responses__response__image=image) | Q(prompt__images=image)).exists():
+        raise NotFound("Image not found")
+    return image
 
 
 def judgment_list_for_user(user: User) -> QuerySet[Judgment]:

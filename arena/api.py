@@ -150,6 +150,16 @@ class CoefficientSerializer(serializers.Serializer):
     elo = serializers.FloatField(help_text="The same effect in Elo points (value × 400/ln10)")
 
 
+class SourceWeightSerializer(serializers.Serializer):
+    source = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.source (DRF pops it)
+    weight = serializers.FloatField(help_text="Weight of one of its battles against one human judgment")
+    how = serializers.CharField(help_text="operator | learned | reference | too few shared items")
+    agreement = serializers.FloatField(
+        allow_null=True, help_text="Agreement with human judgments of the same items (humans: among themselves)"
+    )
+    shared = serializers.IntegerField(help_text="Items judged by this source and by humans, decisive for both")
+
+
 class LeaderboardSerializer(serializers.Serializer):
     category = serializers.CharField(allow_blank=True)
     categories = serializers.ListField(child=serializers.CharField(allow_blank=True))
@@ -157,7 +167,14 @@ class LeaderboardSerializer(serializers.Serializer):
     intervals = serializers.CharField(help_text="How the 95% intervals are computed: sandwich or bootstrap")
     control = serializers.CharField(allow_blank=True, help_text='The control of these rows ("" for none)')
     controls = serializers.ListField(child=serializers.CharField(), help_text="Controls this deployment computes")
-    coefficients = CoefficientSerializer(many=True, help_text="The controlled fit's covariate coefficients")
+    coefficients = CoefficientSerializer(
+        many=True, help_text="The controlled fit's covariate coefficients (a source view: its position terms)"
+    )
+    source = serializers.CharField(  # type: ignore[assignment]  # a field named like Field.source (DRF pops it)
+        allow_blank=True, help_text='The source of these rows: arena, human, llm or fused ("" the live leaderboard)'
+    )
+    sources = serializers.ListField(child=serializers.CharField(), help_text="Source views ?source= accepts")
+    source_weights = SourceWeightSerializer(many=True, help_text="A source view: each source's weight in the fused fit")
     rows = LeaderboardRowSerializer(many=True)
     models = serializers.ListField(child=serializers.CharField(), help_text="Row and column order of the matrices.")
     battle_counts = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
@@ -274,12 +291,18 @@ class LeaderboardViewSet(viewsets.ViewSet):
                 description="Controlled ratings: covariate groups joined by '+' (style, position, deployment "
                 "features), one of `controls`; unknown: 400",
             ),
+            OpenApiParameter(
+                "source",
+                OpenApiTypes.STR,
+                description="Ratings of one source or fused: arena, human, llm or fused (all battles only; not with "
+                "a control); anything else: 400 listing them",
+            ),
         ],
         responses=LeaderboardSerializer,
     )
     def list(self, request: Request) -> Response:
         category = request.query_params.get("category", "")[:64]
         control = request.query_params.get("control", "")[:200]
-        board = selectors.leaderboard_get(category, control)
+        board = selectors.leaderboard_get(category, control, request.query_params.get("source", "")[:200])
         selectors.leaderboard_costs(board["rows"])
         return Response(LeaderboardSerializer(board).data)

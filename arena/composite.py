@@ -19,7 +19,7 @@ agreement h (two humans on the same item), λ = ((2a − 1) / (2h − 1))², cli
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +37,9 @@ class SourceBattles:
     second: np.ndarray
     outcome: np.ndarray
     count: np.ndarray | None = None
+    # Per-battle weights within the source (each of row k's count[k] battles weighs weights[k]; e.g. the arena's
+    # inverse-propensity × dedup weights as effective counts): None, 1 each.
+    weights: np.ndarray | None = None
 
 
 @dataclass
@@ -87,22 +90,26 @@ def fit(
     sources: Mapping[str, SourceBattles],
     weights: Mapping[str, float],
     *,
-    position_terms: bool = True,
+    position_terms: bool | Collection[str] = True,
     start: np.ndarray | None = None,
 ) -> CompositeFit:
-    """The fused rating over `sources` with `weights` (validated); with `position_terms`, one γ_s each."""
+    """The fused rating over `sources` with `weights` (validated); with `position_terms`, one γ_s each (or for
+    the sources named: a source whose sides carry no order, e.g. per-pair counts, gets none)."""
     weights = validate_weights({s: weights.get(s, 0.0) for s in sources})
     used = [s for s in sources if weights[s] > 0 and len(sources[s].first)]
     if not used:
         raise ValueError("no battles in any source with a weight > 0")
-    names = [f"position:{s}" for s in used] if position_terms else []
+    positioned = [s for s in used if (position_terms if isinstance(position_terms, bool) else s in set(position_terms))]
+    names = [f"position:{s}" for s in positioned]
     parts = []
-    for k, source in enumerate(used):
+    for source in used:
         data = sources[source]
         indicator = np.zeros((len(data.first), len(names)))
-        if position_terms:
-            indicator[:, k] = 1.0
-        rows = contextual.aggregate(models, names, data.first, data.second, data.outcome, indicator, data.count)
+        if source in positioned:
+            indicator[:, positioned.index(source)] = 1.0
+        rows = contextual.aggregate(
+            models, names, data.first, data.second, data.outcome, indicator, data.count, weights=data.weights
+        )
         parts.append((source, rows))
     merged = contextual.BattleRows(
         models=list(models),
@@ -112,6 +119,8 @@ def fit(
         outcome=np.concatenate([r.outcome for _, r in parts]),
         features=np.vstack([r.features for _, r in parts]),
         count=np.concatenate([r.count for _, r in parts]),
+        weight_sum=np.concatenate([r.sums[0] for _, r in parts]),
+        weight_squares=np.concatenate([r.sums[1] for _, r in parts]),
     )
     row_weights = np.concatenate([np.full(len(r.count), weights[s]) for s, r in parts])
     result = contextual.fit(merged, row_weights=row_weights, start=start)
@@ -123,9 +132,7 @@ def fit(
         weights={s: weights[s] for s in sources},
         position_bias={
             s: (float(result.coefficients[k]), float(result.coefficient_low[k]), float(result.coefficient_high[k]))
-            for k, s in enumerate(used)
-        }
-        if position_terms
-        else {},
+            for k, s in enumerate(positioned)
+        },
         battles={s: int(r.battles) for s, r in parts},
     )

@@ -16,7 +16,8 @@ first (`aggregate`): with a few discrete covariates millions of battles become t
 and the cost of a Newton step is that of the rows, plus an (n+F)² solve. `start` warm-starts from an
 earlier fit (the previous recompute): a few more votes move the optimum a little, 1–2 steps.
 
-Sandwich covariance (Huber–White): V = H⁻¹ G H⁻¹ / N with H = ∂²L and G = (1/N) Σ c w² (y − p)² z zᵀ
+Sandwich covariance (Huber–White): V = H⁻¹ G H⁻¹ / N with H = ∂²L and G = (1/N) Σ c w² (y − p)² z zᵀ (c w²
+becomes w²·Σb² when the battles of a row carry their own weights b: `BattleRows.weight_squares`)
 minus the outer product of the mean score (reg·β on the β block). The rating block is singular in the
 shift direction; it is pinned like `arena.intervals` (ratings centred at their mean). `ridge=None`
 reproduces arena-rank exactly (1e-5·I on all of H, reg left out of H, G − reg²/N·ββᵀ) for the
@@ -47,10 +48,20 @@ class BattleRows:
     outcome: np.ndarray
     features: np.ndarray
     count: np.ndarray
+    # Per-battle weights (e.g. the live leaderboard's inverse-propensity × prompt-dedup weights): their sum and the
+    # sum of their squares over each row's battles; None: every battle weighs 1 (both equal `count`).
+    weight_sum: np.ndarray | None = None
+    weight_squares: np.ndarray | None = None
 
     @property
     def battles(self) -> int:
         return int(self.count.sum())
+
+    @property
+    def sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Σw, Σw²) per row: `count` twice when the battles carry no weights."""
+        total = self.count if self.weight_sum is None else self.weight_sum
+        return total, self.count if self.weight_squares is None else self.weight_squares
 
 
 def aggregate(
@@ -61,18 +72,26 @@ def aggregate(
     outcome: np.ndarray,
     features: np.ndarray,
     count: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> BattleRows:
-    """Merge identical (first, second, outcome, features) rows, adding their counts."""
+    """Merge identical (first, second, outcome, features) rows, adding their counts; with `weights` (one per
+    input row, each of its `count` battles weighing that much) the merged rows keep Σw and Σw² as well."""
     features = np.asarray(features, dtype=float).reshape(len(first), len(feature_names))
     table = np.column_stack([first, second, outcome, features]).astype(float)
-    weights = np.ones(len(first)) if count is None else np.asarray(count, dtype=float)
+    counts = np.ones(len(first)) if count is None else np.asarray(count, dtype=float)
+    battle_weights = None if weights is None else np.asarray(weights, dtype=float)
     if not len(table):
         empty = np.zeros(0)
+        none = None if battle_weights is None else empty
         return BattleRows(list(models), list(feature_names), empty.astype(int), empty.astype(int), empty,
-                          np.zeros((0, len(feature_names))), empty)  # fmt: skip
+                          np.zeros((0, len(feature_names))), empty, none, none)  # fmt: skip
     index, inverse = _unique_rows(table)
     unique = table[index]
-    merged = np.bincount(inverse, weights=weights, minlength=len(unique))
+    merged = np.bincount(inverse, weights=counts, minlength=len(unique))
+    weight_sum = weight_squares = None
+    if battle_weights is not None:
+        weight_sum = np.bincount(inverse, weights=counts * battle_weights, minlength=len(unique))
+        weight_squares = np.bincount(inverse, weights=counts * battle_weights**2, minlength=len(unique))
     return BattleRows(
         models=list(models),
         features_names=list(feature_names),
@@ -81,6 +100,8 @@ def aggregate(
         outcome=unique[:, 2],
         features=unique[:, 3:],
         count=merged,
+        weight_sum=weight_sum,
+        weight_squares=weight_squares,
     )
 
 
@@ -185,9 +206,13 @@ def fit(
     total = float(rows.battles)
     if n < 2 or total == 0:
         raise ValueError("a contextual fit needs battles between at least two models")
-    weight = rows.count * (inverse_frequency_row_weights(rows) if reweight else np.ones(len(rows.count))) / total
+    # Each row's battles weigh ω (inverse-frequency and `row_weights`) times their own weights b: the objective
+    # takes ω·Σb per row, the sandwich's G ω²·Σb² (Σb = Σb² = count without per-battle weights).
+    sums, squares = rows.sums
+    omega = inverse_frequency_row_weights(rows) if reweight else np.ones(len(rows.count))
     if row_weights is not None:
-        weight = weight * row_weights
+        omega = omega * row_weights
+    weight = sums * omega / total
     values = np.zeros(n + f) if start is None else np.array(start, dtype=float)
     values[:n] -= values[:n].mean()
     pin = np.zeros((n + f, n + f))
@@ -225,7 +250,7 @@ def fit(
             break
     p = expit(_design(rows, values, n)[0])
     curvature = _outer_sum(rows, weight * p * (1 - p), n)
-    scores = _outer_sum(rows, rows.count * (weight / rows.count * total) ** 2 * (rows.outcome - p) ** 2, n) / total
+    scores = _outer_sum(rows, squares * omega**2 * (rows.outcome - p) ** 2, n) / total
     beta = values[n:]
     if ridge is None:  # arena-rank's formula, quirks included
         hess = curvature + 1e-5 * np.eye(n + f)

@@ -16,6 +16,7 @@ Each fit warm-starts from the previous one (same models and covariates): one or 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from arena import contextual, intervals, outcomes, ratings, style
+from arena import contextual, hygiene, intervals, outcomes, pairing, ratings, style
 from arena.models import ControlledFit, Vote
 from models_hub.models import Model
 from prefarena.errors import InvalidInput
@@ -95,7 +96,10 @@ def _covariates(groups: list[str], features: list[dict[str, Any]]) -> tuple[list
     for k, name in enumerate(names):  # standardise the style ratios over the usable battles, as style.py
         if name in style.STYLE_FEATURES and usable.any():
             spread = matrix[usable, k].std()
-            matrix[:, k] = (matrix[:, k] - matrix[usable, k].mean()) / (spread if spread > 0 else 1.0)
+            # A ratio equal in every battle is no covariate: exactly 0 (its mean's rounding would leave ~1e-17, a
+            # column the fit cannot identify, and a singular Newton system).
+            centred = matrix[:, k] - matrix[usable, k].mean()
+            matrix[:, k] = centred / spread if spread > 1e-12 else 0.0
     # A covariate that never varies (no battle has a Markdown header yet) is not identified: left out.
     varies = [k for k in range(len(names)) if not usable.any() or np.any(matrix[usable, k] != 0)]
     return [names[k] for k in varies], matrix[:, varies], usable
@@ -112,11 +116,24 @@ def controlled_rows(category: str, control: str) -> contextual.BattleRows:
     votes = Vote.objects.filter(counted=True)
     if category:
         votes = votes.filter(battle__categories__contains=[category])
-    records = list(votes.values_list("battle__model_a_id", "battle__model_b_id", "winner", "battle__features"))
+    records = list(
+        votes.values_list(
+            "battle__model_a_id",
+            "battle__model_b_id",
+            "winner",
+            "battle__features",
+            "battle__pair_propensity",
+            "battle__pair_candidates",
+            "battle__prompt_cluster",
+        )
+    )
     names, matrix, usable = _covariates(control.split("+"), [r[3] or {} for r in records])
+    weights = _fit_weights(records) if settings.ARENA_FIT_WEIGHTS else None
     labels = {m.pk: m.label for m in Model.objects.filter(pk__in={r[0] for r in records} | {r[1] for r in records})}
     kept = [r for r, ok in zip(records, usable, strict=True) if ok]
     matrix = matrix[usable]
+    if weights is not None:
+        weights = weights[usable]
     battles = [ratings.Battle(labels[r[0]], labels[r[1]], outcomes.FILE_WINNER[r[2]]) for r in kept]
     counts = ratings.PairCounts.from_battles(battles)
     groups = ratings.components(counts)
@@ -127,7 +144,23 @@ def controlled_rows(category: str, control: str) -> contextual.BattleRows:
     first = np.array([index[b.model_a] for b, ok in zip(battles, inside, strict=True) if ok], dtype=int)
     second = np.array([index[b.model_b] for b, ok in zip(battles, inside, strict=True) if ok], dtype=int)
     outcome = np.array([outcomes.score_a(r[2]) for r, ok in zip(kept, inside, strict=True) if ok])
-    return contextual.aggregate(models, names, first, second, outcome, matrix[inside])
+    return contextual.aggregate(
+        models, names, first, second, outcome, matrix[inside], weights=None if weights is None else weights[inside]
+    )
+
+
+def _fit_weights(records: list[tuple]) -> np.ndarray:
+    """Each vote's fit weight, as `arena.selectors.FitBattle.weight`: inverse-propensity × prompt-cluster cap
+    (cluster sizes among these votes: the category's counted votes)."""
+    clusters = Counter(r[6] for r in records if r[6])
+    cap = settings.ARENA_PROMPT_CLUSTER_CAP
+    return np.array(
+        [
+            pairing.ipw_weight(r[4], r[5]) * (hygiene.dedup_weight(clusters[r[6]], cap) if r[6] else 1.0)
+            for r in records
+        ],
+        dtype=float,
+    )
 
 
 def controlled_fit_compute(category: str, control: str, *, provisional: intervals.ProvisionalRule) -> dict[str, Any]:
@@ -152,7 +185,7 @@ def controlled_fit_compute(category: str, control: str, *, provisional: interval
         for k, m in enumerate(fit.models)
     ]
     for row in board_rows:
-        row.provisional = provisional.applies(row.battles, row.ci_low, row.ci_high)
+        row.provisional = provisional.applies(row.battles, row.ci_low, row.ci_high, row.model)
     ratings.assign_ranks(board_rows)
     board_rows.sort(key=lambda r: (r.provisional, -(r.rating or 0.0), r.model))
     return {

@@ -14,6 +14,13 @@ centred at their mean: (H + 11ᵀ/n)⁻¹ gives it exactly. `arena-rank` instead
 battles among many: `ridge` reproduces it for the reference test (tests/arena/test_arena_rank.py);
 the default 0 is the exact constrained sandwich. Interval: rating ± z_{0.975} · (400/ln10) · √V_ii.
 
+Per-battle weights (`WeightedCounts`: the live leaderboard's inverse-propensity × prompt-dedup weights). A
+weighted fit maximises Σ w·loglik; since p depends on the pair only, its sufficient statistics per (pair,
+outcome) cell are Σw (the likelihood and H) and Σw² (G): the fit stays on n×n matrices whatever the number of
+battles, and equals the battle-by-battle weighted fit exactly (`tests/arena/test_weighted_fit.py`). Bootstrap
+with weights redraws each cell as c·Poisson((Σw)²/Σw²) with c = Σw²/Σw (the cell's mean and variance as the
+weighted battles give them: Kish's effective count).
+
 Inverse-frequency reweighting (arena-rank's `reweighted=True`): every battle of the pair (i, j)
 counts w_ij = 1 / max(n_ij, 50) times, so each pair weighs about the same whatever how often the
 sampler drew it (pairs drawn more often, e.g. around new models, otherwise dominate the fit).
@@ -37,6 +44,7 @@ from arena.ratings import (
     Leaderboard,
     PairCounts,
     assign_ranks,
+    bootstrap,
     bt_ratings,
     components,
     leaderboard,
@@ -53,17 +61,46 @@ ELO_PER_LOGIT = SCALE / LN10
 @dataclass(frozen=True)
 class ProvisionalRule:
     """A model is provisional (shown, not ranked) until it has `min_battles` battles and an interval
-    no wider than `max_width` Elo points (upper − lower)."""
+    no wider than `max_width` Elo points (upper − lower); and, whatever its battles, while it is one of `pending`
+    (models newly in the arena without enough battles since they entered: the service knows which)."""
 
     min_battles: int = 0
     max_width: float = math.inf
+    pending: frozenset[str] = frozenset()
 
-    def applies(self, battles: int, low: float | None, high: float | None) -> bool:
-        if battles < self.min_battles:
+    def applies(self, battles: int, low: float | None, high: float | None, model: str = "") -> bool:
+        if model in self.pending or battles < self.min_battles:
             return True
         if math.isfinite(self.max_width):
             return low is None or high is None or high - low > self.max_width
         return False
+
+
+@dataclass(frozen=True)
+class WeightedCounts:
+    """Per-battle weights summed per cell: `sums` holds Σw and `squares` Σw² in the places of a PairCounts'
+    win and tie counts (same models, same order as the battle counts they weigh)."""
+
+    sums: PairCounts
+    squares: PairCounts
+
+    def effective(self) -> tuple[PairCounts, PairCounts]:
+        """(Kish effective counts (Σw)²/Σw², scale Σw²/Σw) per cell: c·Poisson(n_eff) has the cell's mean and
+        variance (the weighted bootstrap's draw)."""
+
+        def split(total: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            positive = squares > 0
+            count = np.divide(total**2, squares, out=np.zeros_like(total), where=positive)
+            scale = np.divide(squares, total, out=np.ones_like(total), where=positive & (total > 0))
+            return count, scale
+
+        wins, wins_scale = split(self.sums.wins, self.squares.wins)
+        ties, ties_scale = split(self.sums.ties, self.squares.ties)
+        models = self.sums.models
+        return PairCounts(models, wins, ties), PairCounts(models, wins_scale, ties_scale)
+
+    def subset(self, keep: Sequence[int]) -> WeightedCounts:
+        return WeightedCounts(self.sums.subset(keep), self.squares.subset(keep))
 
 
 def inverse_frequency_weights(counts: PairCounts, min_pair_count: int = REWEIGHT_MIN_PAIR_COUNT) -> np.ndarray:
@@ -77,8 +114,11 @@ def sandwich_covariance(
     *,
     pair_weights: np.ndarray | None = None,
     ridge: float = 0.0,
+    squares: PairCounts | None = None,
 ) -> np.ndarray:
-    """V = H⁺ G H⁺ (logit units) at `ratings` (Elo scale, one per model of `counts`); see the module doc."""
+    """V = H⁺ G H⁺ (logit units) at `ratings` (Elo scale, one per model of `counts`); see the module doc.
+
+    With per-battle weights, `counts` holds their sums Σw per cell and `squares` their Σw²."""
     n = len(counts.models)
     x = (np.asarray(ratings, dtype=float) - INIT_RATING) / ELO_PER_LOGIT
     w = np.ones((n, n)) if pair_weights is None else pair_weights
@@ -86,7 +126,8 @@ def sandwich_covariance(
     # Pair (i, j) seen from i: wins[i, j] battles with y = 1, wins[j, i] with y = 0, ties with y = ½.
     # Summing over ordered (i, j) counts each battle once from each side, hence the ½ on both matrices.
     curvature = 0.5 * w * counts.battles * p * (1 - p)
-    scores = 0.5 * w**2 * (counts.wins * (1 - p) ** 2 + counts.wins.T * p**2 + counts.ties * (0.5 - p) ** 2)
+    sq = counts if squares is None else squares
+    scores = 0.5 * w**2 * (sq.wins * (1 - p) ** 2 + sq.wins.T * p**2 + sq.ties * (0.5 - p) ** 2)
     curvature, scores = curvature + curvature.T, scores + scores.T  # symmetric; each battle once
 
     def laplacian(values: np.ndarray) -> np.ndarray:
@@ -105,10 +146,12 @@ def sandwich(
     *,
     pair_weights: np.ndarray | None = None,
     ridge: float | None = 0.0,
+    squares: PairCounts | None = None,
 ) -> dict[str, tuple[float, float]]:
     """95% sandwich intervals per ratable model, per ratable part of each component.
 
-    `ridge=None` is arena-rank's choice (1e-5 × the part's battles unweighted, 1e-5 reweighted)."""
+    `ridge=None` is arena-rank's choice (1e-5 × the part's battles unweighted, 1e-5 reweighted). With per-battle
+    weights, `counts` holds their sums and `squares` the sums of their squares (`WeightedCounts`)."""
     result: dict[str, tuple[float, float]] = {}
     for members in components(counts):
         keep, _ = ratable(counts, members)
@@ -119,7 +162,8 @@ def sandwich(
         # arena-rank's ridge: 1e-5 per battle unweighted, 1e-5 in all reweighted
         part_ridge = (1e-5 * (sub.battles.sum() / 2 if weights is None else 1.0)) if ridge is None else ridge
         values = np.array([cast_rating(ratings[m]) for m in sub.models])
-        covariance = sandwich_covariance(sub, values, pair_weights=weights, ridge=part_ridge)
+        sub_squares = None if squares is None else squares.subset(keep)
+        covariance = sandwich_covariance(sub, values, pair_weights=weights, ridge=part_ridge, squares=sub_squares)
         half = Z95 * ELO_PER_LOGIT * np.sqrt(np.maximum(np.diag(covariance), 0.0))
         for name, value, width in zip(sub.models, values, half, strict=True):
             result[name] = (float(value - width), float(value + width))
@@ -142,26 +186,45 @@ def leaderboard_fit(
     seed: int = 0,
     provisional: ProvisionalRule | None = None,
     ridge: float | None = 0.0,
+    weighted: WeightedCounts | None = None,
 ) -> Leaderboard:
     """The leaderboard: BT ratings, 95% intervals (sandwich by default, or bootstrap), Rank(UB) and the
-    rank spread, provisional models marked and left out of the ranking."""
+    rank spread, provisional models marked and left out of the ranking.
+
+    `weighted`: per-battle weights of `counts`' battles summed per cell (same models): the ratings and intervals
+    are the weighted fit's; battle counts (provisional rule, inverse-frequency weights) stay `counts`'."""
     if method not in METHODS:
         raise ValueError(f"intervals must be one of {', '.join(METHODS)}, not {method!r}")
     if reweight and method == "bootstrap":
         raise ValueError("reweighting is available with sandwich intervals only")
-    board = leaderboard(battles, counts=counts, rounds=rounds if method == "bootstrap" else 0, seed=seed)
+    if weighted is not None and weighted.sums.models != counts.models:
+        raise ValueError("weighted counts must have the battle counts' models, in the same order")
+    fit_counts = counts if weighted is None else weighted.sums
+    plain_bootstrap = method == "bootstrap" and weighted is None
+    board = leaderboard(battles, counts=fit_counts, rounds=rounds if plain_bootstrap else 0, seed=seed)
+    if weighted is not None:
+        played = dict(zip(counts.models, counts.battles.sum(axis=1), strict=True))
+        for row in board.rows:
+            row.battles = int(round(played[row.model]))
+    if method == "bootstrap" and weighted is not None:
+        effective, scale = weighted.effective()
+        found = bootstrap(effective, rounds=rounds, seed=seed, scale=scale)
+        for row in board.rows:
+            row.ci_low, row.ci_high = found.get(row.model, (None, None))
     if method == "sandwich":
         weights = inverse_frequency_weights(counts) if reweight else None
         if reweight:
-            fitted = bt_ratings(counts, pair_weights=weights)
+            fitted = bt_ratings(fit_counts, pair_weights=weights)
             for row in board.rows:
                 row.rating = fitted[row.model]
-        intervals = sandwich(counts, {r.model: r.rating for r in board.rows}, pair_weights=weights, ridge=ridge)
+        squares = None if weighted is None else weighted.squares
+        ratings = {r.model: r.rating for r in board.rows}
+        intervals = sandwich(fit_counts, ratings, pair_weights=weights, ridge=ridge, squares=squares)
         for row in board.rows:
             row.ci_low, row.ci_high = intervals.get(row.model, (None, None))
     rule = provisional or ProvisionalRule()
     for row in board.rows:
-        row.provisional = row.rating is not None and rule.applies(row.battles, row.ci_low, row.ci_high)
+        row.provisional = row.rating is not None and rule.applies(row.battles, row.ci_low, row.ci_high, row.model)
     assign_ranks(board.rows)
     board.rows.sort(key=lambda r: (r.component, r.rating is None, r.provisional, -(r.rating or 0.0), r.model))
     board.method = method

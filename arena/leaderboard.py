@@ -19,6 +19,7 @@ votes it excludes rather than rebuilding PairStats from Vote rows, which would d
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,65 +28,127 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from arena import controlled, events, intervals, outcomes, ratings, selectors, style, tally
+from arena import controlled, events, intervals, outcomes, ratings, selectors, sources, style, tally
 from arena.models import PairStats, Rating, Vote
 from models_hub.models import Model, ModelBackend, ModelRole
 
 IMPORTED_PATH_PREFIX = "imported:"
+logger = logging.getLogger(__name__)
 
 
 # --- counts -------------------------------------------------------------------------------------------
 def pair_counts(category: str = "") -> tuple[ratings.PairCounts, dict[str, int]]:
     """PairCounts of a category from PairStats (both-bad counted as ties), and label -> model id."""
-    rows = list(PairStats.objects.filter(category=category).select_related("model_lo", "model_hi"))
-    labels: dict[str, int] = {}
-    for row in rows:
-        labels[row.model_lo.label] = row.model_lo_id
-        labels[row.model_hi.label] = row.model_hi_id
+    # Plain tuples and one query for the labels: model instances per row cost ~1 s for 150 models' 11,175 pairs.
+    rows = list(
+        PairStats.objects.filter(category=category).values_list(
+            "model_lo_id", "model_hi_id", "wins_lo", "wins_hi", "ties", "both_bad"
+        )
+    )
+    ids = {row[0] for row in rows} | {row[1] for row in rows}
+    by_id = {model.pk: model.label for model in Model.objects.filter(pk__in=ids).only("name", "version")}
+    labels = {by_id[pk]: pk for pk in ids}
     models = sorted(labels)
-    index = {label: k for k, label in enumerate(models)}
+    index = {labels[label]: k for k, label in enumerate(models)}
     n = len(models)
     wins, ties = np.zeros((n, n)), np.zeros((n, n))
-    for row in rows:
-        lo, hi = index[row.model_lo.label], index[row.model_hi.label]
-        wins[lo, hi] += row.wins_lo
-        wins[hi, lo] += row.wins_hi
-        ties[lo, hi] += row.ties + row.both_bad
-        ties[hi, lo] += row.ties + row.both_bad
+    for model_lo, model_hi, wins_lo, wins_hi, tied, both_bad in rows:
+        lo, hi = index[model_lo], index[model_hi]
+        wins[lo, hi] += wins_lo
+        wins[hi, lo] += wins_hi
+        ties[lo, hi] += tied + both_bad
+        ties[hi, lo] += tied + both_bad
     return ratings.PairCounts(models=models, wins=wins, ties=ties), labels
 
 
+def pair_counts_weighted(category: str = "") -> tuple[ratings.PairCounts, intervals.WeightedCounts, dict[str, int]]:
+    """PairStats counts as `pair_counts`, and the per-battle fit weights summed per cell (`WeightedCounts`):
+    PairStats' battles weigh 1 (imported files carry no weights) except the applied votes, whose weights come
+    from `selectors.fit_weight_cells`. Both read from one snapshot (REPEATABLE READ on PostgreSQL when not
+    already in a transaction), so a batch of votes applied in between is in both or in neither."""
+    outer = connection.in_atomic_block
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                if not outer:  # a caller's transaction (a test's) keeps its own isolation
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # JIT would compile the aggregate of millions of votes for longer than it runs (as the exports')
+                cursor.execute("SET LOCAL jit = off")
+        counts, labels = pair_counts(category)
+        cells = selectors.fit_weight_cells(category)
+    index = {labels[label]: k for k, label in enumerate(counts.models)}
+    sums = [counts.wins.copy(), counts.ties.copy()]
+    squares = [counts.wins.copy(), counts.ties.copy()]
+    for cell in cells:
+        a, b = index.get(cell.model_a), index.get(cell.model_b)
+        if a is None or b is None:
+            continue  # not in PairStats: cannot happen for an applied vote, but a fit must not break on it
+        # The cell's votes are in PairStats as weight 1 each: replace them by their weights.
+        extra, extra_squares = cell.weight_sum - cell.votes, cell.weight_squares - cell.votes
+        if cell.winner in (outcomes.A, outcomes.B):
+            winner, loser = (a, b) if cell.winner == outcomes.A else (b, a)
+            sums[0][winner, loser] += extra
+            squares[0][winner, loser] += extra_squares
+        else:
+            for i, j in ((a, b), (b, a)):
+                sums[1][i, j] += extra
+                squares[1][i, j] += extra_squares
+    weighted = intervals.WeightedCounts(
+        sums=ratings.PairCounts(counts.models, *(np.maximum(m, 0.0) for m in sums)),
+        squares=ratings.PairCounts(counts.models, *(np.maximum(m, 0.0) for m in squares)),
+    )
+    return counts, weighted, labels
+
+
 # --- recompute ------------------------------------------------------------------------------------------
-def provisional_rule() -> intervals.ProvisionalRule:
-    """The deployment's provisional rule (ARENA_PROVISIONAL_MIN_BATTLES, ARENA_PROVISIONAL_MAX_CI_WIDTH)."""
+def provisional_rule(category: str = "") -> intervals.ProvisionalRule:
+    """The deployment's provisional rule (ARENA_PROVISIONAL_MIN_BATTLES, ARENA_PROVISIONAL_MAX_CI_WIDTH), and the
+    models of the arena that entered it (`Model.arena_since`) less than ARENA_PROVISIONAL_FRESH_BATTLES counted
+    battles of the category ago: battles from before they entered do not count."""
     width = settings.ARENA_PROVISIONAL_MAX_CI_WIDTH
+    needed = settings.ARENA_PROVISIONAL_FRESH_BATTLES
+    fresh = selectors.fresh_battles(category) if needed > 0 else {}
     return intervals.ProvisionalRule(
-        min_battles=settings.ARENA_PROVISIONAL_MIN_BATTLES, max_width=float(width) if width > 0 else math.inf
+        min_battles=settings.ARENA_PROVISIONAL_MIN_BATTLES,
+        max_width=float(width) if width > 0 else math.inf,
+        pending=frozenset(label for label, battles in fresh.items() if battles < needed),
     )
 
 
 def leaderboard_recompute(
     category: str = "", *, rounds: int = 100, seed: int = 0, method: str | None = None, reweight: bool | None = None
 ) -> ratings.Leaderboard:
-    """Refit Bradley–Terry ratings with 95% intervals (ARENA_INTERVALS unless `method`) from PairStats and
-    rewrite the category's Rating rows."""
+    """Refit Bradley–Terry ratings with 95% intervals (ARENA_INTERVALS unless `method`) from PairStats, each
+    applied vote weighted by its inverse-propensity × prompt-dedup weight (ARENA_FIT_WEIGHTS), and rewrite the
+    category's Rating rows."""
     tally.votes_apply(wait=True)  # votes stored but not yet counted (write-behind) go in first
-    counts, labels = pair_counts(category)
+    weighted = None
+    if settings.ARENA_FIT_WEIGHTS:
+        counts, weighted, labels = pair_counts_weighted(category)
+    else:
+        counts, labels = pair_counts(category)
+    rule = provisional_rule(category)
     board = intervals.leaderboard_fit(
         counts,
+        weighted=weighted,
         method=method or settings.ARENA_INTERVALS,
         reweight=settings.ARENA_REWEIGHT if reweight is None else reweight,
         rounds=rounds,
         seed=seed,
-        provisional=provisional_rule(),
+        provisional=rule,
     )
     computed = {labels[row.model]: row for row in board.rows}
     # The controlled fits (ARENA_CONTROLS) are written first, each in its own short transaction; the tick
     # below tells the pages once both are there.
-    controlled.controlled_recompute(category, provisional=provisional_rule())
+    controlled.controlled_recompute(category, provisional=rule)
+    if not category:  # per-source and fused ratings (arena/sources.py): all battles only
+        try:
+            sources.sources_recompute(weighted or intervals.WeightedCounts(counts, counts), provisional=rule)
+        except (ValueError, np.linalg.LinAlgError):
+            logger.exception("per-source ratings not computed")
     now = timezone.now()
     with transaction.atomic():
         # Rows for models new to this category; a concurrent vote may create the same row: ignore it.

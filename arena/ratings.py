@@ -402,6 +402,7 @@ def bootstrap(
     anchor: tuple[str, float] | None = None,
     resampling: str = "poisson",
     tol: float = 1e-8,
+    scale: PairCounts | None = None,
 ) -> dict[str, tuple[float, float]]:
     """95% percentile intervals from `rounds` refits on resampled battles.
 
@@ -415,20 +416,32 @@ def bootstrap(
       of resampling battle rows with replacement (FastChat's `compute_bootstrap_bt`).
     Each resample is refitted to a relative gradient tolerance `tol` (1e-8: ~1e-5 Elo, far below the
     Monte Carlo error of the percentiles; the point fit uses 1e-11).
+    `scale` (Poisson only): each cell's draw is multiplied by its entry (wins and ties in the places of `counts`'):
+    weighted battles resampled by their effective counts (`arena.intervals.WeightedCounts.effective`); the point
+    estimate is then the fit of counts × scale.
     """
     if resampling not in RESAMPLING:
         raise ValueError(f"resampling must be one of {', '.join(RESAMPLING)}")
+    if scale is not None and resampling != "poisson":
+        raise ValueError("a cell scale needs Poisson resampling")
     rng = np.random.default_rng(seed)
     n = len(counts.models)
     first, second = np.triu_indices(n, k=1)
     # Cells, pair-major: (first beat second, second beat first, tie) for each pair; pairs that never
     # met cannot appear in a resample and are left out.
     cells = np.stack([counts.wins[first, second], counts.wins[second, first], counts.ties[first, second]], axis=1)
+    factor = (
+        np.ones_like(cells)
+        if scale is None
+        else np.stack([scale.wins[first, second], scale.wins[second, first], scale.ties[first, second]], axis=1)
+    )
     met = cells.sum(axis=1) > 0
-    first, second, cells = first[met], second[met], cells[met]
-    total = int(cells.sum())
+    first, second, cells, factor = first[met], second[met], cells[met], factor[met]
+    total = float(cells.sum())  # an integer count unless scaled (effective counts)
     if total == 0 or rounds <= 0:
         return {}
+    if scale is not None:  # the point estimate and the refits' start: the fit of the scaled counts
+        counts = PairCounts(counts.models, counts.wins * scale.wins, counts.ties * scale.ties)
     probabilities = (cells / total).ravel()
     tie_weight = 1.0 if l2_c else 0.5  # see _weights: FastChat's recipe doubles wins, a tie is 1 each
     win_weight = 2.0 if l2_c else 1.0
@@ -460,8 +473,8 @@ def bootstrap(
         if resampling == "poisson":
             draws = rng.poisson(cells.ravel(), size=(size, cells.size))
         else:
-            draws = rng.multinomial(total, probabilities, size=size)
-        draws = draws.reshape(size, len(first), 3).astype(float)
+            draws = rng.multinomial(int(total), probabilities, size=size)
+        draws = draws.reshape(size, len(first), 3).astype(float) * factor
         same = ((draws[:, :, 0] + draws[:, :, 2] > 0) == forward).all(axis=1) & (
             (draws[:, :, 1] + draws[:, :, 2] > 0) == backward
         ).all(axis=1)

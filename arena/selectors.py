@@ -6,21 +6,23 @@ battle, and only to the session that voted (the battle's own session: a vote mus
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Max, Q
 
 from annotations.models import Campaign
-from arena import controlled, hygiene, outcomes, pairing
+from arena import controlled, hygiene, outcomes, pairing, sources
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating, Vote
 from models_hub.models import Model
 from prefarena import rendering
-from prefarena.errors import NotFound
+from prefarena.errors import InvalidInput, NotFound
 
 
 def battle_group(battle_id: int) -> str:
@@ -112,13 +114,23 @@ def ratings_by_model(category: str = "") -> dict[int, Rating]:
     return {rating.model_id: rating for rating in Rating.objects.filter(category=category)}
 
 
-def leaderboard_get(category: str = "", control: str = "") -> dict[str, Any]:
+def leaderboard_get(category: str = "", control: str = "", source: str = "") -> dict[str, Any]:
     """Rating rows of a category plus win-rate and battle-count matrices (rows and columns in `models` order).
 
     win_rates[i][j] is the share of battles between i and j that i won, ties and both-bad counting ½;
     None where the two never met. With a `control` (arena/controlled.py; InvalidInput if unknown), the rows
-    are the stored controlled fit's, with its covariate coefficients; the matrices stay the raw counts.
+    are the stored controlled fit's, with its covariate coefficients; the matrices stay the raw counts. With a
+    `source` (arena/sources.py: human, llm or fused; arena = the default rows; InvalidInput if unknown), the rows
+    are that source's fit, the coefficients its position terms, and `source_weights` says how each source weighs.
     """
+    view = sources.source_parse(source) if source else ""
+    if view and control:
+        raise InvalidInput("choose a control or a source, not both", fields={"source": ["not with a control"]})
+    if view and category:
+        raise InvalidInput(
+            "per-source and fused ratings are computed for all battles only: leave the category empty",
+            fields={"source": ["all battles only"]},
+        )
     canonical = controlled.control_parse(control) if control else ""
     ratings = list(Rating.objects.filter(category=category).select_related("model"))
     ratings.sort(
@@ -187,6 +199,32 @@ def leaderboard_get(category: str = "", control: str = "") -> dict[str, Any]:
             else []
         )
         computed_at = fit.computed_at if fit else None
+    source_weights: list[dict[str, Any]] = []
+    if view:
+        fit = ControlledFit.objects.filter(category="", control=sources.PREFIX + view).first()
+        elo = {row["model"]: row["elo"] for row in rows}
+        rows = [
+            {
+                **{key: _round(row[key]) if key in ("rating", "ci_low", "ci_high") else row[key] for key in row},
+                "elo": elo.get(row["model"], 1000.0),
+                "component": 0,
+                "ratable": True,
+            }
+            for row in (fit.payload.get("rows", []) if fit else [])
+        ]
+        coefficients = [
+            {k: v if k == "name" else round(v, 4) for k, v in c.items()}
+            for c in (fit.payload.get("coefficients", []) if fit else [])
+        ]
+        source_weights = [
+            {
+                **w,
+                "weight": round(w["weight"], 4),
+                "agreement": None if w["agreement"] is None else round(w["agreement"], 4),
+            }
+            for w in (fit.payload.get("weights", []) if fit else [])
+        ]
+        computed_at = fit.computed_at if fit else None
     return {
         "category": category,
         "categories": leaderboard_categories(),
@@ -195,6 +233,9 @@ def leaderboard_get(category: str = "", control: str = "") -> dict[str, Any]:
         "control": canonical,
         "controls": [controlled.control_parse_stored(c) for c in settings.ARENA_CONTROLS],
         "coefficients": coefficients,
+        "source": view or ("arena" if source else ""),
+        "sources": list(sources.VIEWS),
+        "source_weights": source_weights,
         "rows": rows,
         "models": models,
         "battle_counts": battles,
@@ -276,6 +317,76 @@ def battles_for_fit(category: str = "") -> list[FitBattle]:
         )
         for pk, model_a, model_b, winner, created_at, propensity, candidates, cluster in rows
     ]
+
+
+@dataclass(frozen=True)
+class WeightCell:
+    """Counted, applied votes of one (side a, side b, outcome) cell: how many, Σ weight and Σ weight² (weight =
+    `FitBattle.weight`, the inverse-propensity × prompt-dedup weight)."""
+
+    model_a: int  # model ids
+    model_b: int
+    winner: str  # a | b | tie | both_bad
+    votes: int
+    weight_sum: float
+    weight_squares: float
+
+
+def fit_weight_cells(category: str = "") -> list[WeightCell]:
+    """The weights of every counted vote already in PairStats (applied), summed per cell in the database: one
+    query whose answer has at most models² × 2 × 4 rows whatever the number of votes.
+
+    The same weights as `battles_for_fit` (its cluster sizes among the category's counted votes, here among the
+    applied ones: a vote still pending is in neither PairStats nor these sums)."""
+    votes, battles = Vote._meta.db_table, Battle._meta.db_table
+    params: list[Any] = []
+    where = "v.counted AND v.applied_at IS NOT NULL"
+    if category:
+        if connection.vendor == "postgresql":
+            where += " AND b.categories @> %s::jsonb"
+            params.append(json.dumps([category]))
+        else:
+            where += " AND EXISTS (SELECT 1 FROM json_each(b.categories) WHERE json_each.value = %s)"
+            params.append(category)
+    cap = settings.ARENA_PROMPT_CLUSTER_CAP
+    sql = f"""
+        WITH fit AS (
+            SELECT b.model_a_id AS model_a, b.model_b_id AS model_b, v.winner AS winner, b.prompt_cluster AS cluster,
+                   CASE WHEN b.pair_propensity > 0 AND b.pair_candidates > 0
+                        THEN 1.0 / (CAST(b.pair_candidates AS DOUBLE PRECISION) * b.pair_propensity)
+                        ELSE 1.0 END AS ipw
+            FROM {votes} v JOIN {battles} b ON b.id = v.battle_id
+            WHERE {where}
+        ), crowded AS (
+            SELECT cluster, COUNT(*) AS n FROM fit WHERE cluster <> '' GROUP BY cluster HAVING COUNT(*) > %s
+        ), weighted AS (
+            SELECT fit.model_a, fit.model_b, fit.winner,
+                   fit.ipw * COALESCE(CAST(%s AS DOUBLE PRECISION) / crowded.n, 1.0) AS weight
+            FROM fit LEFT JOIN crowded ON crowded.cluster = fit.cluster
+        )
+        SELECT model_a, model_b, winner, COUNT(*), SUM(weight), SUM(weight * weight)
+        FROM weighted GROUP BY model_a, model_b, winner
+    """  # noqa: S608 - table names from the models, values as parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, cap, cap])
+        return [
+            WeightCell(a, b, winner, int(n), float(total), float(squares)) for a, b, winner, n, total, squares in cursor
+        ]
+
+
+def fresh_battles(category: str = "") -> dict[str, int]:
+    """Per label of an arena model with a recorded entry (`Model.arena_since`): its counted battles (votes) of the
+    category since it entered; battles before do not count (the provisional rule of a newly promoted model)."""
+    entered = list(Model.objects.filter(in_arena=True, arena_since__isnull=False))
+    found: dict[str, int] = {}
+    for model in entered:
+        votes = Vote.objects.filter(counted=True, created_at__gte=model.arena_since).filter(
+            Q(battle__model_a=model) | Q(battle__model_b=model)
+        )
+        if category:
+            votes = votes.filter(battle__categories__contains=[category])
+        found[model.label] = votes.count()
+    return found
 
 
 # --- cost and speed beside the leaderboard ---------------------------------------------------------------------

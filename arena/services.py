@@ -296,3 +296,30 @@ def battle_vote_record(*, battle_id: int, token: str, winner: str, identity: Vot
     if stored.counted and apply_now:
         tally.votes_apply()
     return stored
+
+
+def battle_features_backfill(*, batch: int = 1000, dry_run: bool = False) -> int:
+    """Store the style features (`style.battle_features`) of battles that have both responses but were stored before
+    their features were (the controlled fits leave such battles out); a deployment's own features are kept.
+    Batches by id, each in its own transaction; returns how many battles were (or, dry, would be) filled."""
+    filled, after = 0, 0
+    while True:
+        rows = list(
+            Battle.objects.filter(pk__gt=after, response_a__isnull=False, response_b__isnull=False)
+            .exclude(features__has_key="length_a")
+            .select_related("response_a", "response_b")
+            .order_by("pk")[:batch]
+        )
+        if not rows:
+            return filled
+        after = rows[-1].pk
+        for battle in rows:
+            assert battle.response_a is not None and battle.response_b is not None  # filtered above
+            battle.features = {
+                **style.battle_features(battle.response_a.text, battle.response_b.text),
+                **(battle.features or {}),
+            }
+        filled += len(rows)
+        if not dry_run:
+            with transaction.atomic():
+                Battle.objects.bulk_update(rows, ["features"])

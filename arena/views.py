@@ -36,7 +36,9 @@ def arena_page(request: HttpRequest) -> HttpResponse:
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
     category = request.GET.get("category", "")[:64]
     try:
-        board = selectors.leaderboard_get(category, request.GET.get("control", "")[:200])
+        board = selectors.leaderboard_get(
+            category, request.GET.get("control", "")[:200], request.GET.get("source", "")[:200]
+        )
     except InvalidInput as exc:
         return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
     board["rows"] = ci_bars(selectors.leaderboard_costs(board["rows"]))
@@ -44,6 +46,7 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
         "api_url": reverse("arena-leaderboard-list"),
         "category": category,
         "control": board["control"],
+        "source": board["source"],
         "websocket": "/ws/arena/leaderboard/",
     }
     return render(request, "arena/leaderboard.html", {"board": board, "config": config})

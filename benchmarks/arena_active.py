@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--batch", type=_positive_int, default=200, help="votes between refits")
     parser.add_argument("--max-votes", type=_positive_int, default=400_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fixed-votes", type=int, default=0, help="stop every arm at this many votes instead of the interval rule"
+    )
     args = parser.parse_args()
     if not 0 < args.floor <= 1:
         parser.error("--floor must be in (0, 1]")
@@ -68,6 +71,16 @@ def main() -> None:
     stop = pairing_sim.top_k_half_width_stop(args.top_k, args.half_width)
     votes = {"uniform": [], "active": []}
     errors = {"uniform": [], "active": [], "active unweighted": []}
+    shown = min(args.models, args.top_k + 3)
+    # The same errors with both θ̂ and θ centred on the shown (true top) ranks' mean instead of all models': a bias
+    # of the poorly measured bottom models moves every centred rating by its share of the mean.
+    errors_top = {"uniform": [], "active": [], "active unweighted": []}
+
+    def record(name: str, fitted: np.ndarray, truth: np.ndarray) -> None:
+        errors[name].append(400.0 * (fitted - truth))
+        top_fit, top_truth = fitted[:shown] - fitted[:shown].mean(), truth[:shown] - truth[:shown].mean()
+        errors_top[name].append(400.0 * (top_fit - top_truth))
+
     sandwich = []
     unfinished = 0
     started = time.perf_counter()
@@ -79,14 +92,15 @@ def main() -> None:
         for arm, arm_config in (("uniform", None), ("active", config)):
             result = pairing_sim.simulate(
                 win, np.random.default_rng([args.seed, arena, 1]), config=arm_config,
-                max_votes=args.max_votes, batch=args.batch, stop=stop,
+                max_votes=args.fixed_votes or args.max_votes, batch=args.batch,
+                stop=None if args.fixed_votes else stop,
             )  # fmt: skip
-            unfinished += not result.stopped
+            unfinished += not result.stopped and not args.fixed_votes
             votes[arm].append(result.votes)
             fitted = _centred_fit(result.ipw_wins if arm == "active" else result.wins)
-            errors[arm].append(400.0 * (fitted - truth))
+            record(arm, fitted, truth)
             if arm == "active":
-                errors["active unweighted"].append(400.0 * (_centred_fit(result.wins) - truth))
+                record("active unweighted", _centred_fit(result.wins), truth)
                 top = np.argsort(-fitted)[: args.top_k]
                 sd = pairing_sim.sandwich_sd(fitted, result.ipw_wins, result.ipw_squares)
                 sandwich.append(float(np.max(1.96 * 400.0 * sd[top])))
@@ -109,14 +123,22 @@ def main() -> None:
         f"  IPW-weighted fit at the stop: max top-{args.top_k} 95% sandwich half-width, median "
         f"{np.median(sandwich):.1f} Elo (the stop rule's Fisher intervals: ±{args.half_width:g})"
     )
-    shown = min(args.models, args.top_k + 3)
-    print(f"  bias by true rank 1..{shown}, mean (estimate − truth) over arenas ± its standard error, Elo:")
-    for name, rows in errors.items():
-        matrix = np.array(rows)[:, :shown]
-        mean = matrix.mean(axis=0)
-        se = matrix.std(axis=0, ddof=1) / np.sqrt(len(matrix))
-        cells = "  ".join(f"{m:+5.1f}±{s:3.1f}" for m, s in zip(mean, se, strict=True))
-        print(f"    {name:18s} {cells}   max |t| {np.max(np.abs(mean / se)):.1f}")
+    for title, table in (
+        ("centred on all models (the leaderboard's centring)", errors),
+        (f"centred on the true top {shown} (differences among them only)", errors_top),
+    ):
+        print(f"  bias by true rank 1..{shown}, {title}: mean (estimate − truth) over arenas ± its se, Elo:")
+        for name, rows in table.items():
+            matrix = np.array(rows)[:, :shown]
+            mean = matrix.mean(axis=0)
+            se = matrix.std(axis=0, ddof=1) / np.sqrt(len(matrix))
+            cells = "  ".join(f"{m:+5.1f}±{s:3.1f}" for m, s in zip(mean, se, strict=True))
+            print(f"    {name:18s} {cells}   max |t| {np.max(np.abs(mean / se)):.1f}")
+    if shown < args.models:
+        print(f"  mean bias of true ranks {shown + 1}..{args.models} (centred on all models), Elo ± se:")
+        for name, rows in errors.items():
+            bottom = np.array(rows)[:, shown:].mean(axis=1)
+            print(f"    {name:18s} {bottom.mean():+5.1f}±{bottom.std(ddof=1) / np.sqrt(len(bottom)):3.1f}")
     print(f"  {elapsed:.1f} s")
 
 

@@ -6,9 +6,12 @@ a new row whose `parent` points at the one it came from.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class ModelRole(models.TextChoices):
@@ -68,6 +71,12 @@ class Model(models.Model):
     is_current = models.BooleanField(default=False, help_text="Promoted: the current version of its family")
     in_arena = models.BooleanField(default=False)
     arena_weight = models.FloatField(default=1.0, help_text="Relative chance of being drawn for an arena battle")
+    arena_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When this version last entered the arena (null: before this was recorded); the leaderboard "
+        "keeps it provisional until ARENA_PROVISIONAL_FRESH_BATTLES counted battles since then",
+    )
     # Optional list prices in US dollars per million tokens, shown on the arena leaderboard (null: not given).
     price_input_per_million = models.DecimalField(
         max_digits=12, decimal_places=4, null=True, blank=True, help_text="USD per million prompt tokens"
@@ -113,6 +122,19 @@ class Model(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Created in the arena, or put there by a form: it enters now. Queryset updates that put a model in the
+        # arena set arena_since themselves (models_hub.services, workers.training.services).
+        entering = self.arena_since is None if self._state.adding else self._arena_was_out()
+        if self.in_arena and entering:
+            self.arena_since = timezone.now()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "arena_since"}
+        super().save(*args, **kwargs)
+
+    def _arena_was_out(self) -> bool:
+        return not Model.objects.filter(pk=self.pk, in_arena=True).exists()
 
     @property
     def label(self) -> str:

@@ -12,6 +12,7 @@ import httpx
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
 from models_hub.selectors import model_champion
@@ -237,6 +238,9 @@ def model_update(*, model: Model, **changes: Any) -> Model:
     if changes.get("in_arena") and model.role != ModelRole.POLICY:
         raise _bad("in_arena", f"only policy models enter the arena; {model.label} is a {model.role} model")
     if changes:
+        entering = bool(changes.get("in_arena")) and not model.in_arena
+        if entering:  # fresh battles count from here (the leaderboard's provisional rule)
+            changes = {**changes, "arena_since": timezone.now()}
         # One UPDATE of the named columns: a concurrent change of other settings is not overwritten.
         Model.objects.filter(pk=model.pk).update(**changes)
         model.refresh_from_db(fields=list(changes))
@@ -248,4 +252,4 @@ def models_arena_set(*, model_ids: list[int], in_arena: bool) -> int:
     rows = Model.objects.filter(pk__in=model_ids).exclude(in_arena=in_arena)
     if in_arena:
         rows = rows.filter(role=ModelRole.POLICY)  # reward models and judges never battle
-    return rows.update(in_arena=in_arena)
+    return rows.update(in_arena=True, arena_since=timezone.now()) if in_arena else rows.update(in_arena=False)

@@ -27,7 +27,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils.decorators import sync_and_async_middleware
 
-from prefarena.parsers import LargeJSONParser, json_depth_exceeds, too_deep_message, too_large_message
+from prefarena.parsers import json_depth_exceeds, too_deep_message, too_large_message
 
 API_PREFIX = "/api/"
 
@@ -45,7 +45,8 @@ def _is_json(request: HttpRequest) -> bool:
 
 
 def view_body_limit(request: HttpRequest) -> int | None:
-    """The larger body limit the view of this request declares through a LargeJSONParser, if any."""
+    """The larger body limit the view of this request declares through its parsers' `max_body_bytes` (a
+    LargeJSONParser, an ItemImportMultiPartParser), if any."""
     try:
         match = resolve(request.path_info)
     except Resolver404:
@@ -57,7 +58,7 @@ def view_body_limit(request: HttpRequest) -> int | None:
     action_name = (getattr(match.func, "actions", None) or {}).get(request.method.lower() if request.method else "")
     action = getattr(view_class, action_name, None) if action_name else None
     parser_classes = getattr(action, "kwargs", {}).get("parser_classes", parser_classes)
-    limits = [parser.max_body_bytes() for parser in parser_classes if issubclass(parser, LargeJSONParser)]
+    limits = [parser.max_body_bytes() for parser in parser_classes if hasattr(parser, "max_body_bytes")]
     return max(limits) if limits else None
 
 

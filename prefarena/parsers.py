@@ -262,3 +262,14 @@ class StrictMultiPartParser(MultiPartParser):
         if _form_contains_nul(parsed.data) or any("\x00" in name for name in parsed.files):
             raise ParseError("The request contains a NUL character (\\u0000), which cannot be stored.")
         return parsed
+
+
+class ItemImportMultiPartParser(StrictMultiPartParser):
+    """Bulk item imports with image files (multipart): up to DATA_UPLOAD_MAX_MEMORY_SIZE_IMPORT bytes in all.
+
+    Uploaded files are streamed to disk by Django past FILE_UPLOAD_MAX_MEMORY_SIZE; `prefarena.body_limits` finds
+    `max_body_bytes` here, as on a LargeJSONParser, and refuses a larger Content-Length up front."""
+
+    @classmethod
+    def max_body_bytes(cls) -> int:
+        return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE_IMPORT)

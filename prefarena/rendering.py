@@ -82,7 +82,12 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(str(part.get("text", part)) if isinstance(part, dict) else str(part) for part in content)
+        # Image parts are not text: the pages show them beside it (annotations.selectors.prompt_html).
+        return "\n".join(
+            str(part.get("text", "")) if isinstance(part, dict) else str(part)
+            for part in content
+            if not (isinstance(part, dict) and part.get("type") == "image_url")
+        )
     return "" if content is None else str(content)
 
 

@@ -6,6 +6,7 @@ in-memory layer and a Celery broker on the local filesystem, so `make demo` need
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,31 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 
+# --- stored images (annotations/images.py) ------------------------------------------------------
+# Images (responses, prompt messages) go through Django's storage API, storage "default": files under
+# PREFARENA_MEDIA_DIR in the embedded default; any storage backend (e.g. django-storages' S3) by naming its class
+# in PREFARENA_STORAGE_BACKEND with its options as a JSON object in PREFARENA_STORAGE_OPTIONS. Images are never
+# served from the storage's own URLs: /images/<sha256> reads them back and checks access.
+MEDIA_ROOT = Path(env_str("PREFARENA_MEDIA_DIR") or VAR_DIR / "media")
+MEDIA_URL = "media/"  # unused: nothing links to the storage directly
+_STORAGE_BACKEND = env_str("PREFARENA_STORAGE_BACKEND") or "django.core.files.storage.FileSystemStorage"
+try:
+    _STORAGE_OPTIONS = json.loads(env_str("PREFARENA_STORAGE_OPTIONS") or "null")
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"PREFARENA_STORAGE_OPTIONS must be a JSON object: {_exc}") from None
+if _STORAGE_OPTIONS is None:
+    _STORAGE_OPTIONS = {"location": str(MEDIA_ROOT)} if _STORAGE_BACKEND.endswith(".FileSystemStorage") else {}
+if not isinstance(_STORAGE_OPTIONS, dict):
+    raise ImproperlyConfigured("PREFARENA_STORAGE_OPTIONS must be a JSON object")
+STORAGES = {
+    "default": {"BACKEND": _STORAGE_BACKEND, "OPTIONS": _STORAGE_OPTIONS},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Largest image accepted (bytes, as sent) and largest decoded size (pixels: width x height); larger ones are
+# refused before they are decoded, so a small file claiming a huge canvas (a decompression bomb) is refused too.
+PREFARENA_IMAGE_MAX_BYTES = env_int("PREFARENA_IMAGE_MAX_BYTES", 10 * 1024 * 1024)
+PREFARENA_IMAGE_MAX_PIXELS = env_int("PREFARENA_IMAGE_MAX_PIXELS", 40_000_000)
+
 # --- PrefArena ----------------------------------------------------------------------------------
 PREFARENA_IMPORT_MAX_ITEMS = env_int("PREFARENA_IMPORT_MAX_ITEMS", 100_000)
 # Training runs write into <PREFARENA_TRAINING_DIR>/run-<id> (a folder fixed by the run id).
@@ -379,6 +405,9 @@ ARENA_REWEIGHT = env_bool("ARENA_REWEIGHT", False)
 # 95% interval no wider than this many Elo points (0: no width condition).
 ARENA_PROVISIONAL_MIN_BATTLES = env_int("ARENA_PROVISIONAL_MIN_BATTLES", 0)
 ARENA_PROVISIONAL_MAX_CI_WIDTH = env_int("ARENA_PROVISIONAL_MAX_CI_WIDTH", 0)
+# A model version that enters the arena (promoted, or put there; `Model.arena_since`) stays provisional until it
+# has this many counted battles since it entered, whatever it played before (0: off).
+ARENA_PROVISIONAL_FRESH_BATTLES = env_int("ARENA_PROVISIONAL_FRESH_BATTLES", 0)
 # Controlled leaderboards (arena/controlled.py) fitted at each recompute and served as ?control=…: covariate
 # groups joined by "+" among style, position and the names of ARENA_BATTLE_FEATURES (numeric features a
 # deployment stores on battles as <name>_a / <name>_b).
@@ -401,6 +430,28 @@ ARENA_PAIRING_REFRESH_SECONDS = env_int("ARENA_PAIRING_REFRESH_SECONDS", 30)
 ARENA_PROMPT_CLUSTER_CAP = env_int("ARENA_PROMPT_CLUSTER_CAP", 20)
 if ARENA_PROMPT_CLUSTER_CAP < 1:
     raise ImproperlyConfigured(f"ARENA_PROMPT_CLUSTER_CAP must be at least 1, got {ARENA_PROMPT_CLUSTER_CAP}")
+# The live leaderboard's fits (plain and controlled) weight each counted vote by its inverse-propensity weight
+# (active pairing) times its prompt-cluster cap; off: every vote weighs 1, as imported battles always do.
+ARENA_FIT_WEIGHTS = env_bool("ARENA_FIT_WEIGHTS", True)
+# The fused leaderboard (arena/sources.py): each source's weight, "source=number" or "source=auto" (learned from
+# its agreement with human judgments on shared items; humans themselves weigh 1). A learned weight needs at least
+# ARENA_SOURCE_MIN_SHARED shared decisive items, else the source is left out of the fused fit.
+ARENA_SOURCE_WEIGHTS: dict[str, float | str] = {}
+for _part in env_list("ARENA_SOURCE_WEIGHTS", ["arena=1", "human=1", "llm=auto"]):
+    _source, _, _value = _part.partition("=")
+    if _source.strip() not in ("arena", "human", "llm"):
+        raise ImproperlyConfigured(f"ARENA_SOURCE_WEIGHTS: unknown source {_source.strip()!r} (arena, human, llm)")
+    if _value.strip() == "auto":
+        ARENA_SOURCE_WEIGHTS[_source.strip()] = "auto"
+        continue
+    try:
+        _weight = float(_value)
+    except ValueError:
+        _weight = -1.0
+    if not 0 <= _weight < float("inf"):
+        raise ImproperlyConfigured(f"ARENA_SOURCE_WEIGHTS: {_part!r} needs a number >= 0 or auto")
+    ARENA_SOURCE_WEIGHTS[_source.strip()] = _weight
+ARENA_SOURCE_MIN_SHARED = env_int("ARENA_SOURCE_MIN_SHARED", 20)
 
 LOGGING = {
     "version": 1,

@@ -95,7 +95,15 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
             "select count(*) from annotations_item i join annotations_campaign c on c.id = i.campaign_id"
             " where c.name like '%generated%'"
         ).fetchone()[0]
+        # The text-to-image campaign: six pairs of pictures drawn with Pillow, stored under var/media/.
+        image_responses = database.execute(
+            "select count(*) from annotations_response r join annotations_itemresponse ir on ir.response_id = r.id"
+            " join annotations_item i on i.id = ir.item_id join annotations_campaign c on c.id = i.campaign_id"
+            " where c.name = 'Demo · text-to-image' and r.image_id is not null"
+        ).fetchone()[0]
         assert items > 0
+        assert image_responses == 12
+        assert len(list((tmp_path / "var" / "media" / "images").rglob("*.png"))) == 12
         # The demo's one retraining round ran on the same worker, through the policy code: its snapshot was
         # built, the challenger trained, registered and met the champion at the gate, and the decision stored.
         assert "retrain tiny-lm-small' fired" in text and f"{port}/loop/" in text

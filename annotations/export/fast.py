@@ -42,6 +42,7 @@ from annotations.export.source import (
     judge_key,
     judgments_queryset,
     raw_rows,
+    response_text,
     summarise,
     summary_passes,
 )
@@ -87,7 +88,7 @@ def pairwise_querysets(filters: ExportFilters) -> tuple[QuerySet[Any], QuerySet[
     responses = (
         ItemResponse.objects.filter(item_id__in=judgments.values("item_id"))
         .order_by("item_id", "position")
-        .values_list("item_id", "response__text", "response__model_name")
+        .values_list("item_id", response_text(), "response__model_name")
     )
     return rows, responses
 

@@ -70,16 +70,30 @@ PAIRWISE = Columns(
 
 
 # --- text or messages ---------------------------------------------------------------------------------
+def content_text(content: Any) -> str:
+    """A message's content as text: a string as it is; OpenAI content parts joined, an image part written as its
+    reference `<image sha256:<hex>>` (the image_pairs format exports the images themselves)."""
+    if not isinstance(content, list):
+        return str(content)
+    texts = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            texts.append(f"<image {(part.get('image_url') or {}).get('url', '')}>")
+        elif isinstance(part, dict):
+            texts.append(str(part.get("text", "")))
+    return "\n".join(texts)
+
+
 def prompt_text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in content or [])
+    return "\n\n".join(f"{m.get('role', '')}: {content_text(m.get('content', ''))}" for m in content or [])
 
 
 def prompt_messages(content: Any) -> list[dict[str, str]]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
-    return [{"role": str(m.get("role", "")), "content": str(m.get("content", ""))} for m in content or []]
+    return [{"role": str(m.get("role", "")), "content": content_text(m.get("content", ""))} for m in content or []]
 
 
 def _prompt(bundle: ItemBundle, options: ExportOptions) -> Any:

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, TextField, Value, When, Window
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Concat
 
 from annotations.aggregation import (
     AspectSummary,
@@ -45,6 +46,7 @@ from annotations.aggregation import (
     ratings_resolve,
 )
 from annotations.export.filters import ExportFilters, ExportOptions
+from annotations.images import REFERENCE_PREFIX
 from annotations.models import Campaign, ItemResponse, Judgment, ReviewItem, ReviewState
 
 CHUNK_SIZE = 5000
@@ -96,6 +98,19 @@ JUDGMENT_COLUMNS = (
     J_META,
     J_IS_GOLD,
 ) = range(len(JUDGMENT_COLUMNS))
+
+
+def response_text() -> Case:
+    """A response as text formats export it: its text, or `sha256:<hex>` for an image response (the image's
+    reference, annotations/images.py): two different images are never "identical", the same image is."""
+    return Case(
+        When(
+            response__image__isnull=False,
+            then=Concat(Value(REFERENCE_PREFIX), F("response__image__sha256"), output_field=TextField()),
+        ),
+        default=F("response__text"),
+        output_field=TextField(),
+    )
 
 
 def judge_key(source: str, annotator_id: int | None, judge_name: str) -> str:
@@ -382,7 +397,7 @@ def bundles(
     responses = (
         ItemResponse.objects.filter(item_id__in=judgments.values("item_id"))
         .order_by("item_id", "position")
-        .values_list("item_id", "response__text", "response__model_name")
+        .values_list("item_id", response_text(), "response__model_name")
     )
     ahead = item_id is None  # a whole export: overlap PostgreSQL's FETCHes with Python's work
     response_groups = groupby(raw_rows(responses, fetch_ahead=ahead), key=itemgetter(0))

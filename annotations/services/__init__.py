@@ -5,6 +5,7 @@
 - `leases.py`: the lease queue (the next item, skips, the reaper of expired leases);
 - `judgments.py`: a person's judgment, and external (LLM, reward-model, arena) judgments in bulk;
 - `review.py`: the review queue (items whose labels disagree), reviewers' claims and adjudications.
+- `images.py`: images stored once by their hash (validated by annotations/images.py).
 
 Concurrency rules (ARCHITECTURE.md): leases take slot rows with SELECT ... FOR UPDATE SKIP LOCKED;
 submissions lock the item row so "item done" is decided by exactly one transaction; constraints,
@@ -18,6 +19,7 @@ from annotations.services.campaigns import (
     membership_remove,
     membership_set,
 )
+from annotations.services.images import image_store, image_store_decoded
 from annotations.services.items import IMPORT_BATCH, items_create_from_responses, items_exclude, items_import
 from annotations.services.judgments import (
     ExternalJudgment,
@@ -35,6 +37,8 @@ __all__ = [
     "campaign_create",
     "campaign_update",
     "guidelines_publish",
+    "image_store",
+    "image_store_decoded",
     "item_lease_next",
     "item_skip",
     "items_create_from_responses",

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
+from annotations.images import prompt_image_hashes
 from annotations.importing import ItemRow
 from annotations.models import (
     AssignmentSlot,
@@ -20,6 +21,7 @@ from annotations.models import (
     Response,
     RoutingMode,
 )
+from annotations.services.images import image_store_decoded
 from prefarena.errors import InvalidInput
 
 IMPORT_BATCH = 2000
@@ -59,10 +61,26 @@ def items_import(*, campaign: Campaign, rows: Sequence[ItemRow]) -> list[int]:
     ids: list[int] = []
     for start in range(0, len(rows), IMPORT_BATCH):
         batch = rows[start : start + IMPORT_BATCH]
+        # Every image was accepted by validation already: files and their rows first, then what names them.
+        decoded = {digest: image for row in batch for digest, image in row.images.items()}
+        stored = {digest: image_store_decoded(image) for digest, image in decoded.items()}
         prompts = Prompt.objects.bulk_create([Prompt(content=row.prompt) for row in batch])
+        Prompt.images.through.objects.bulk_create(
+            [
+                Prompt.images.through(prompt_id=prompt.pk, storedimage_id=stored[digest].pk)
+                for prompt, row in zip(prompts, batch, strict=True)
+                for digest in prompt_image_hashes(row.prompt)
+            ]
+        )
         responses = Response.objects.bulk_create(
             [
-                Response(prompt=prompt, text=r["text"], model_name=r["model"], metadata=r["meta"])
+                Response(
+                    prompt=prompt,
+                    text=r["text"],
+                    image=stored[r["image"]] if r.get("image") else None,
+                    model_name=r["model"],
+                    metadata=r["meta"],
+                )
                 for prompt, row in zip(prompts, batch, strict=True)
                 for r in row.responses
             ]

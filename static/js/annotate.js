@@ -27,6 +27,7 @@
     checkAgain: byId("check-again"),
     viewRaw: byId("view-raw"), viewSync: byId("view-sync"), viewDiff: byId("view-diff"),
     viewDiffLabel: byId("view-diff-label"), diffNote: byId("diff-note"),
+    viewActual: byId("view-actual"), viewActualLabel: byId("view-actual-label"),
   };
 
   const MAX_TIME_MS = 24 * 3600 * 1000; // the API's upper bound for time_spent_ms
@@ -237,6 +238,7 @@
         role: isMessage ? String(message.role || "") : null,
         text: contentText(isMessage ? message.content : message),
         html: typeof html === "string" ? html : null,
+        images: rendered[number] && Array.isArray(rendered[number].images) ? rendered[number].images : [],
       };
     });
   }
@@ -245,20 +247,29 @@
     el.prompt.replaceChildren(...promptMessages(lease).map((message) => {
       const text = h("div", { class: "text" });
       text.prefText = message;
-      if (message.role === null) return text;
+      // A message's images (vision prompts): the server's URLs (their sizes are not in the lease).
+      const pictures = message.images.length ? h("div", { class: "prompt-images" }, message.images.map((url, n) =>
+        window.PrefImage.figure({ url }, `Prompt image ${n + 1}`, "prompt-image"))) : "";
+      if (message.role === null) return pictures ? h("div", null, [text, pictures]) : text;
       return h("div", { class: `message role-${message.role.replace(/[^a-z]/gi, "")}` }, [
-        h("div", { class: "role", text: message.role || "message" }), text,
+        h("div", { class: "role", text: message.role || "message" }), text, pictures,
       ]);
     }));
   }
 
   function renderResponses(responses) {
-    el.responses.className = `responses responses-${state.lease.kind} count-${responses.length}`;
+    const pictures = responses.some((r) => r.image);
+    el.responses.className = `responses responses-${state.lease.kind} count-${responses.length}`
+      + `${pictures ? " has-images" : ""}${pictures && el.viewActual.checked ? " actual-size" : ""}`;
+    el.viewActualLabel.hidden = !pictures;
     el.responses.replaceChildren(...responses.map((r) => {
       const text = h("div", { class: "text" });
       text.prefText = { text: String(r.text), html: typeof r.html === "string" ? r.html : null };
+      // An image response's text is its caption: no pane when it has none.
+      text.hidden = Boolean(r.image) && !String(r.text).trim();
       return h("article", { class: "card response", "data-index": r.index, "aria-label": `Response ${r.label}` }, [
         h("h2", { class: "response-label" }, [h("span", { class: "chip", text: r.label }), ` Response ${r.label}`]),
+        r.image ? window.PrefImage.figure(r.image, `Response ${r.label}`) : "",
         text,
       ]);
     }));
@@ -269,7 +280,7 @@
   function paintTexts() {
     const raw = el.viewRaw.checked;
     const panes = Array.from(el.responses.querySelectorAll(".response .text"));
-    const canDiff = panes.length === 2;
+    const canDiff = panes.length === 2 && !state.lease.responses.some((r) => r.image);
     el.viewDiffLabel.hidden = !canDiff;
     let diff = null;
     if (canDiff && el.viewDiff.checked) {
@@ -300,9 +311,10 @@
   function viewChanged() {
     try {
       window.localStorage.setItem("prefarena.view", JSON.stringify({
-        raw: el.viewRaw.checked, sync: el.viewSync.checked, diff: el.viewDiff.checked,
+        raw: el.viewRaw.checked, sync: el.viewSync.checked, diff: el.viewDiff.checked, actual: el.viewActual.checked,
       }));
     } catch (_error) { /* storage disabled: the choice lasts for this page */ }
+    el.responses.classList.toggle("actual-size", el.viewActual.checked && el.responses.classList.contains("has-images"));
     if (state.lease) paintTexts();
   }
 
@@ -311,9 +323,11 @@
     if (typeof saved.raw === "boolean") el.viewRaw.checked = saved.raw;
     if (typeof saved.sync === "boolean") el.viewSync.checked = saved.sync;
     if (typeof saved.diff === "boolean") el.viewDiff.checked = saved.diff;
+    if (typeof saved.actual === "boolean") el.viewActual.checked = saved.actual;
   } catch (_error) { /* defaults: rendered, synchronized scrolling, no diff */ }
-  for (const box of [el.viewRaw, el.viewSync, el.viewDiff]) box.addEventListener("change", viewChanged);
+  for (const box of [el.viewRaw, el.viewSync, el.viewDiff, el.viewActual]) box.addEventListener("change", viewChanged);
   window.PrefText.syncScroll(el.responses, ".response .text", () => el.viewSync.checked);
+  window.PrefText.syncScroll(el.responses, ".response .image-pane", () => el.viewSync.checked);
 
   function renderEditFrom(responses) {
     el.editFrom.replaceChildren("Start from: ", ...responses.map((r) =>
@@ -457,6 +471,7 @@
         h("span", { class: "grip", "aria-hidden": "true", text: "⋮⋮" }),
         h("span", { class: "place", text: isTied ? `=${place}` : String(place) }),
         h("span", { class: "chip", text: response.label }),
+        response.image ? window.PrefImage.figure(response.image, `Response ${response.label}`, "rank-thumb") : "",
         h("span", { class: "snippet", text: snippet(response.text, 120) }),
         h("span", { class: "row-buttons" }, [
           h("button", { type: "button", class: "small", text: "↑", disabled: position === 0,
@@ -724,7 +739,7 @@
   }
 
   document.addEventListener("keydown", (event) => {
-    if (event.defaultPrevented || event.isComposing || el.skipDialog.open) return;
+    if (event.defaultPrevented || event.isComposing || el.skipDialog.open || window.PrefImage.isZoomOpen()) return;
     // Ctrl+Enter (Cmd+Enter) submits from anywhere, text boxes included.
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && state.lease && el.help.hidden) {
       event.preventDefault();
@@ -765,6 +780,11 @@
     if ((event.key === "d" || event.key === "D") && !el.viewDiffLabel.hidden) {
       event.preventDefault();
       toggleView(el.viewDiff);
+      return;
+    }
+    if ((event.key === "z" || event.key === "Z") && !el.viewActualLabel.hidden) {
+      event.preventDefault();
+      toggleView(el.viewActual);
       return;
     }
     const handled = state.lease.kind === "pairwise" ? pairwiseKey(event)

@@ -159,7 +159,9 @@
         "?category=" +
         encodeURIComponent(config.category) +
         "&control=" +
-        encodeURIComponent(config.control || "");
+        encodeURIComponent(config.control || "") +
+        "&source=" +
+        encodeURIComponent(config.source || "");
       const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (response.ok) {
         render(await response.json());
@@ -209,6 +211,10 @@
   }
   if (select) {
     select.addEventListener("change", () => select.form.submit());
+  }
+  const sourceSelect = document.getElementById("source");
+  if (sourceSelect) {
+    sourceSelect.addEventListener("change", () => sourceSelect.form.submit());
   }
   render(JSON.parse(dataElement.textContent));
   connect();

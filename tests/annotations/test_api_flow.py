@@ -66,8 +66,8 @@ def test_lease_carries_prompt_and_responses_rendered_and_sanitised(api, make_use
     assert '<div class="codehilite"><pre><span></span><code><span class="kd">let</span>' in html[markdown]
     assert html[injected] == "<p>&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;bold&lt;/b&gt;</p>"
     assert body["prompt_html"] == [
-        {"role": "system", "html": "<p>&lt;script&gt;window.pwned = 1&lt;/script&gt;</p>"},
-        {"role": "user", "html": "<p><em>hi</em></p>"},
+        {"role": "system", "html": "<p>&lt;script&gt;window.pwned = 1&lt;/script&gt;</p>", "images": []},
+        {"role": "user", "html": "<p><em>hi</em></p>", "images": []},
     ]
 
 

@@ -122,18 +122,22 @@ def test_add_annotators_all_or_nothing(make_user, make_campaign):
     assert campaign.memberships.get(user__username="bea").role == "manager"
 
 
-def test_demo_seed_only_creates_one_campaign_of_each_kind(db, capsys):
+def test_demo_seed_only_creates_one_campaign_of_each_kind_and_a_text_to_image_one(db, capsys, settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}},
+    }
     call_command("demo", "--seed-only", "--no-models")
     out = capsys.readouterr().out
     assert "admin     / " in out and "annotator / " in out
     from annotations.models import Campaign
 
     kinds = sorted(Campaign.objects.values_list("kind", flat=True))
-    assert kinds == ["pairwise", "ranking", "rating"]
+    assert kinds == ["pairwise", "pairwise", "ranking", "rating"]  # text pairs and text-to-image pairs
     assert all(c.items.count() > 0 for c in Campaign.objects.all())
     # Running again keeps the data and only refreshes passwords.
     call_command("demo", "--seed-only", "--no-models")
-    assert Campaign.objects.count() == 3
+    assert Campaign.objects.count() == 4
 
 
 @pytest.mark.parametrize("choice", ["a", "b", "tie", "both_bad"])

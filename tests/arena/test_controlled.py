@@ -46,7 +46,8 @@ def test_style_control_is_served_with_its_coefficients_and_unknown_controls_are_
 
     # when the leaderboard is recomputed
     leaderboard.leaderboard_recompute("")
-    assert set(ControlledFit.objects.values_list("control", flat=True)) == {"style", "position", "style+position"}
+    controls = ControlledFit.objects.exclude(control__startswith="source:").values_list("control", flat=True)
+    assert set(controls) == {"style", "position", "style+position"}  # (source:… rows: arena/sources.py)
 
     # then ?control=style serves the controlled rows and a positive length coefficient with its interval
     body = APIClient().get("/api/v1/arena/leaderboard/?control=style").json()
@@ -89,3 +90,35 @@ def test_a_deployment_feature_is_a_control_and_battles_without_it_are_left_out()
     # a known group that this deployment does not compute is refused too
     response = APIClient().get("/api/v1/arena/leaderboard/?control=style")
     assert response.status_code == 400 and "not computed" in str(response.json())
+
+
+@pytest.mark.django_db
+@override_settings(**NO_LIMITS)
+def test_backfill_fills_older_battles_features_and_keeps_a_deployments_own():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    models = make_models()
+    older = [
+        play(models[voter % 2], models[1 - voter % 2], "ab"[voter // 3], voter, text_a=LONG, text_b=SHORT)
+        for voter in range(6)
+    ]
+    Battle.objects.filter(pk=older[0].pk).update(features={})  # voted before features were stored
+    Battle.objects.filter(pk=older[1].pk).update(features={"latency_a": 3.0, "latency_b": 1.0})
+    assert controlled.controlled_rows("", "style").battles == 4
+
+    out = StringIO()
+    call_command("arena_backfill_features", "--dry-run", stdout=out)
+    assert "would fill the style features of 2 battle(s)" in out.getvalue()
+    assert Battle.objects.get(pk=older[0].pk).features == {}
+    call_command("arena_backfill_features", "--batch", "1", stdout=out)
+
+    kept = Battle.objects.get(pk=older[1].pk).features
+    assert kept["latency_a"] == 3.0 and kept["length_a"] > kept["length_b"] > 0
+    assert Battle.objects.get(pk=older[0].pk).features == Battle.objects.get(pk=older[2].pk).features
+    assert controlled.controlled_rows("", "style").battles == 6
+    assert ControlledFit.objects.filter(control="style").exists()  # refitted
+    again = StringIO()
+    call_command("arena_backfill_features", stdout=again)
+    assert "filled the style features of 0 battle(s)" in again.getvalue()

@@ -194,7 +194,8 @@ def challenger_promote(*, model: Model, enter_arena: bool) -> Model:
     with transaction.atomic():
         model_champion_set(model=model)
         if enter_arena and model.role == ModelRole.POLICY:
-            Model.objects.filter(pk=model.pk).update(in_arena=True)
+            # arena_since: it enters now, so the leaderboard counts its fresh battles from here
+            Model.objects.filter(pk=model.pk, in_arena=False).update(in_arena=True, arena_since=timezone.now())
     model.refresh_from_db(fields=["is_current", "in_arena"])
     return model
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotations import services
-from annotations.importing import rows_from_jsonl
+from annotations.importing import image_source_files, rows_from_jsonl
 from annotations.models import Campaign
 from prefarena.errors import ApplicationError
 
@@ -18,12 +18,17 @@ class Command(BaseCommand):
     help = (
         "Import items into a campaign from a JSONL file, one object per line: "
         '{"prompt": str | [messages], "responses": [{"text": str, "model": str?}], "gold": {...}?, "meta": {}?}. '
+        'A response may be an image ({"image": PATH or data URI}) and a message\'s content a list of OpenAI parts '
+        "with image_url parts; PATH is relative to --base-dir (default: the file's folder). "
         "Every line is validated first: a bad line is reported with its number and nothing is stored."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--campaign", required=True, help="Campaign name")
         parser.add_argument("file", type=Path, help="JSONL file ('-' is not supported: give a path)")
+        parser.add_argument(
+            "--base-dir", type=Path, default=None, help="Folder image paths are relative to (default: the file's)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         campaign = Campaign.objects.filter(name=options["campaign"]).first()
@@ -32,11 +37,18 @@ class Command(BaseCommand):
         path: Path = options["file"]
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
+        base_dir: Path = options["base_dir"] or path.parent
+        if not base_dir.is_dir():
+            raise CommandError(f"{base_dir}: no such folder (--base-dir)")
         limit = settings.PREFARENA_IMPORT_MAX_ITEMS
         try:
             with path.open("rb") as handle:
                 rows = rows_from_jsonl(
-                    handle, kind=campaign.kind, aspects=campaign.aspects, max_responses=campaign.max_responses
+                    handle,
+                    kind=campaign.kind,
+                    aspects=campaign.aspects,
+                    max_responses=campaign.max_responses,
+                    image_source=image_source_files(base_dir),
                 )
             if len(rows) > limit:
                 raise CommandError(f"{path}: {len(rows)} items; at most {limit} per file (PREFARENA_IMPORT_MAX_ITEMS)")
