@@ -133,7 +133,11 @@ def test_users_who_manage_nothing_are_refused(manager: Any, make_user: Any) -> N
         assert client.get("/datasets/").status_code == 403
         assert client.post("/datasets/", form()).status_code == 403
         assert client.get("/datasets/1/").status_code == 403
+        home = client.get("/").content.decode()  # and the top bar does not lead them there
+        assert 'href="/datasets/"' not in home and 'href="/loop/"' not in home and 'href="/policies/"' not in home
     assert DatasetSnapshot.objects.count() == 0
+    home = client_for(manager).get("/").content.decode()
+    assert 'href="/datasets/"' in home and 'href="/loop/"' in home and 'href="/policies/"' in home
     assert Client().get("/datasets/").status_code == 302  # signed out: to the login page
 
 
