@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
+from models_hub.models import GenerationEngine, Model, ModelBackend, ModelKind, ModelRole
 from prefarena.errors import Conflict, InvalidInput
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json")
@@ -115,7 +115,22 @@ def model_register(
         raise _bad("backend", f"backend must be one of {', '.join(ModelBackend.values)}")
     engine_check(backend, fields.get("engine", GenerationEngine.DEFAULT))
     prices_check(fields)
-    if backend == ModelBackend.TRANSFORMERS:
+    kind = fields.get("kind", ModelKind.TEXT)
+    if kind not in ModelKind.values:
+        raise _bad("kind", f"kind must be one of {', '.join(ModelKind.values)}")
+    if kind == ModelKind.IMAGE and role != ModelRole.POLICY:
+        raise _bad("kind", "only policy models generate images")
+    if backend == ModelBackend.DIFFUSERS:
+        if kind != ModelKind.IMAGE:
+            raise _bad("kind", "the diffusers backend generates images: kind must be image")
+        if not fields.get("path"):
+            raise _bad("path", "the diffusers backend needs a pipeline folder")
+        fields["path"] = str(Path(fields["path"]).resolve())
+        if check and not (Path(fields["path"]) / "model_index.json").is_file():
+            raise _bad("path", f"{fields['path']} is not a diffusers pipeline folder (no model_index.json)")
+    elif backend == ModelBackend.TRANSFORMERS:
+        if kind == ModelKind.IMAGE:
+            raise _bad("kind", "image models are an images endpoint (openai) or a diffusers pipeline")
         if not fields.get("path"):
             raise _bad("path", "the transformers backend needs a checkpoint path")
         fields["path"] = str(Path(fields["path"]).resolve())

@@ -369,6 +369,8 @@ PREFARENA_ACCELERATE_CONFIG = env_str("PREFARENA_ACCELERATE_CONFIG") or ""
 # Engine of local checkpoints whose registered `engine` is "default" (workers/ml/vllm_engine.py): auto (vLLM when
 # installed and a GPU is present, else transformers), hf, or vllm (falls back to transformers, with a warning).
 PREFARENA_GENERATION_ENGINE = env_choice("PREFARENA_GENERATION_ENGINE", "auto", ("auto", "hf", "vllm"))
+# Denoising steps of a local diffusers pipeline (image arena models, backend "diffusers").
+PREFARENA_DIFFUSERS_STEPS = env_int("PREFARENA_DIFFUSERS_STEPS", 25)
 
 # Arena (anonymous battles). Voter IPs are read from X-Forwarded-For only behind these proxies.
 ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])
