@@ -56,7 +56,7 @@ class BattleCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(
         choices=ModelKind.choices,
         default=ModelKind.TEXT,
-        help_text="Live mode: 'image' pairs two image models on a text prompt (what to draw).",
+        help_text="'image' pairs two image models: live on a text prompt (what to draw), or pre-generated images.",
     )
     prompt = serializers.JSONField(
         required=False,
@@ -235,7 +235,9 @@ class BattleViewSet(viewsets.ViewSet):
                 campaign = selectors.pool_campaigns().filter(pk=data.validated_data["campaign"]).first()
                 if campaign is None:
                     raise NotFound("Campaign not found")
-            battle = services.battle_create_pregenerated(identity=identity, campaign=campaign)
+            battle = services.battle_create_pregenerated(
+                identity=identity, campaign=campaign, kind=data.validated_data["kind"]
+            )
         identity = voter_identity(request)  # a first visitor's session was created with the battle
         battle = selectors.battle_get_for_identity(identity, battle.pk)
         payload = selectors.battle_payload(battle, token=services.battle_token(battle))

@@ -170,10 +170,14 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity, kind: str
     return battle
 
 
-def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | None = None) -> Battle:
-    """A battle from stored responses of two arena models to the same prompt."""
+def battle_create_pregenerated(
+    *, identity: VoterIdentity, campaign: Campaign | None = None, kind: str = ModelKind.TEXT
+) -> Battle:
+    """A battle from stored responses of two arena models (of one kind: text, or image) to the same prompt."""
+    if kind not in ModelKind.values:
+        raise InvalidInput(f"kind must be one of {', '.join(ModelKind.values)}", fields={"kind": ["invalid choice"]})
     _battle_limit(identity)
-    arena = arena_models()
+    arena = arena_models(kind)
     by_label = {m.label: m for m in arena}
     # The pool is campaign prompts only. Live battles store the visitor's own prompt and responses under
     # arena model labels, and counted votes file them as items of the arena campaign: without these
@@ -183,6 +187,8 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
         campaigns = campaigns.filter(pk=campaign.pk)
     pool = Prompt.objects.filter(items__campaign__in=campaigns).exclude(battles__mode=BattleMode.LIVE).values("pk")
     responses = Response.objects.filter(model_name__in=list(by_label), prompt_id__in=pool)
+    if kind == ModelKind.IMAGE:
+        responses = responses.filter(image__isnull=False).select_related("image")
     prompt_ids = list(
         responses.values("prompt_id")
         .annotate(n=Count("model_name", distinct=True))
@@ -208,6 +214,12 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     leak = identity_leak_in([model_a.name, model_b.name], [response_a.text, response_b.text])
     identity = _with_session(identity)
     digest, cluster = prompt_cluster_assign(prompt.content)
+    categories = prompt_categories(prompt.content)
+    features = style.battle_features(response_a.text, response_b.text)
+    image_a, image_b = response_a.image, response_b.image
+    if kind == ModelKind.IMAGE and image_a is not None and image_b is not None:
+        categories = [IMAGE_CATEGORY, *categories]
+        features = image_features(image_a.width, image_a.height, image_b.width, image_b.height)
     return Battle.objects.create(
         prompt=prompt,
         prompt_hash=digest,
@@ -222,11 +234,11 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
         status=BattleStatus.READY,
         ready_at=timezone.now(),
         leak=leak,
-        features=style.battle_features(response_a.text, response_b.text),
+        features=features,
         session_hash=identity.session_hash,
         ip_hash=identity.ip_hash,
         user_id=identity.user_id,
-        categories=prompt_categories(prompt.content),
+        categories=categories,
     )
 
 
