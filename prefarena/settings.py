@@ -291,6 +291,8 @@ SPECTACULAR_SETTINGS = {
     # Two models have a `role` field with different choices: name their enums apart.
     "ENUM_NAME_OVERRIDES": {
         "ModelRoleEnum": "models_hub.models.ModelRole",
+        "ModelKindEnum": "models_hub.models.ModelKind",
+        "CampaignKindEnum": "annotations.models.CampaignKind",
         "MemberRoleEnum": "annotations.models.MemberRole",
         "WebhookEventEnum": "annotations.models.WebhookEvent",
         "WebhookDeliveryStatusEnum": "annotations.models.WebhookDeliveryStatus",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from PIL import Image
 from rest_framework.test import APIClient
@@ -259,4 +260,21 @@ def test_image_models_are_registered_with_a_kind_that_fits_their_backend(tmp_pat
         model_register(name="x", role="policy", backend="diffusers", path=str(tmp_path), check=False)
     with pytest.raises(InvalidInput, match="only policy models"):
         model_register(name="x", role="judge", kind="image", backend="openai", base_url="http://x/v1", remote_model="m")
-    assert not Model.objects.exists()
+    with pytest.raises(CommandError, match="model_index.json"):
+        call_command(
+            "register_model",
+            "x",
+            "--role",
+            "policy",
+            "--backend",
+            "diffusers",
+            "--kind",
+            "image",
+            "--path",
+            str(tmp_path),
+        )
+    (tmp_path / "model_index.json").write_text("{}")
+    call_command(
+        "register_model", "x", "--role", "policy", "--backend", "diffusers", "--kind", "image", "--path", str(tmp_path)
+    )
+    assert Model.objects.get().kind == "image"

@@ -550,7 +550,7 @@ def _judge_call(
 # --- public entry points --------------------------------------------------------------------------------------
 def _pairwise_messages(prompt: Prompt, first: Answer, second: Answer, config: JudgeConfig) -> list[dict[str, Any]]:
     system = config.template("pairwise_system_5" if config.scale == 5 else "pairwise_system_3")
-    if not has_images(first, second):
+    if isinstance(first, str) and isinstance(second, str):
         user = render_template(
             config.template("pairwise_user"), question=_question_text(prompt), answer_a=first, answer_b=second
         )
