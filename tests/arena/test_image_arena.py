@@ -21,7 +21,7 @@ from django.test import override_settings
 from PIL import Image
 from rest_framework.test import APIClient
 
-from arena import leaderboard
+from arena import controlled, leaderboard
 from arena.models import Battle, BattleStatus, PairStats
 from models_hub.models import Model
 from models_hub.services import model_register
@@ -129,6 +129,13 @@ def test_image_battle_on_an_images_endpoint_is_generated_shown_voted_and_rated()
     assert stored.features["megapixels_a"] == round(wa * ha / 1e6, 4)
     assert stored.features["megapixels_b"] == round(wb * hb / 1e6, 4)
     assert {stored.features["aspect_a"], stored.features["aspect_b"]} == {0.0, round(math.log(2), 4)}
+    # ... which the `image` control reads; a text battle (style counts only) is left out of it
+    names, matrix, usable = controlled._covariates(["image"], [stored.features, {"length_a": 9, "length_b": 3}])
+    assert names == ["megapixels", "aspect"] and usable.tolist() == [True, False]
+    assert matrix[0].tolist() == [
+        stored.features["megapixels_a"] - stored.features["megapixels_b"],
+        stored.features["aspect_a"] - stored.features["aspect_b"],
+    ]
 
     # when the visitor votes for side a, the names are revealed
     voted = vote(client, battle, "a")
