@@ -87,6 +87,24 @@ def api_key_from_env(env_name: str) -> str | None:
     return value
 
 
+def kind_check(kind: str, role: str, backend: str) -> None:
+    """An image model is a policy behind an images endpoint (openai) or a diffusers pipeline; diffusers is images."""
+    if kind not in ModelKind.values:
+        raise _bad("kind", f"kind must be one of {', '.join(ModelKind.values)}")
+    if kind == ModelKind.IMAGE and role != ModelRole.POLICY:
+        raise _bad("kind", "only policy models generate images")
+    if backend == ModelBackend.DIFFUSERS and kind != ModelKind.IMAGE:
+        raise _bad("kind", "the diffusers backend generates images: kind must be image")
+    if backend == ModelBackend.TRANSFORMERS and kind == ModelKind.IMAGE:
+        raise _bad("kind", "image models are an images endpoint (openai) or a diffusers pipeline")
+
+
+def pipeline_check(path: str) -> None:
+    """A diffusers pipeline folder holds `model_index.json` (what `DiffusionPipeline.from_pretrained` reads)."""
+    if not (Path(path) / "model_index.json").is_file():
+        raise _bad("path", f"{path} is not a diffusers pipeline folder (no model_index.json)")
+
+
 def engine_check(backend: str, engine: str) -> None:
     """An engine other than the worker's default is a choice for local checkpoints only."""
     if engine not in GenerationEngine.values:
@@ -115,22 +133,14 @@ def model_register(
         raise _bad("backend", f"backend must be one of {', '.join(ModelBackend.values)}")
     engine_check(backend, fields.get("engine", GenerationEngine.DEFAULT))
     prices_check(fields)
-    kind = fields.get("kind", ModelKind.TEXT)
-    if kind not in ModelKind.values:
-        raise _bad("kind", f"kind must be one of {', '.join(ModelKind.values)}")
-    if kind == ModelKind.IMAGE and role != ModelRole.POLICY:
-        raise _bad("kind", "only policy models generate images")
+    kind_check(fields.get("kind", ModelKind.TEXT), role, backend)
     if backend == ModelBackend.DIFFUSERS:
-        if kind != ModelKind.IMAGE:
-            raise _bad("kind", "the diffusers backend generates images: kind must be image")
         if not fields.get("path"):
             raise _bad("path", "the diffusers backend needs a pipeline folder")
         fields["path"] = str(Path(fields["path"]).resolve())
-        if check and not (Path(fields["path"]) / "model_index.json").is_file():
-            raise _bad("path", f"{fields['path']} is not a diffusers pipeline folder (no model_index.json)")
+        if check:
+            pipeline_check(fields["path"])
     elif backend == ModelBackend.TRANSFORMERS:
-        if kind == ModelKind.IMAGE:
-            raise _bad("kind", "image models are an images endpoint (openai) or a diffusers pipeline")
         if not fields.get("path"):
             raise _bad("path", "the transformers backend needs a checkpoint path")
         fields["path"] = str(Path(fields["path"]).resolve())
