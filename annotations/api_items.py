@@ -97,7 +97,9 @@ class PromptHtmlSerializer(serializers.Serializer):
         allow_blank=True, help_text="The message rendered: sanitised HTML (prefarena.rendering)."
     )
     images = serializers.ListField(
-        child=serializers.CharField(), help_text="URLs of the message's images (vision prompts), in order."
+        child=serializers.CharField(),
+        required=False,  # absent where a page sends no images (the arena's text battles)
+        help_text="URLs of the message's images (vision prompts), in order.",
     )
 
 
