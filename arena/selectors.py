@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db.models import Max, Q
 
 from annotations.models import Campaign
-from annotations.selectors import image_out, prompt_html
+from annotations.selectors import image_out
 from arena import controlled, hygiene, outcomes, pairing
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating, Vote
@@ -95,7 +95,7 @@ def battle_payload(battle: Battle, *, token: str) -> dict[str, Any]:
         "responses": {"a": a, "b": b},
         "responses_html": responses_html(a, b),
         "images": battle_images(battle),
-        "prompt_html": prompt_html(battle.prompt.content),
+        "prompt_html": rendering.prompt_to_html(battle.prompt.content),
         # The stored error can quote a model label or a checkpoint path: never shown before the vote.
         "error": "Generation failed; your vote on this battle will not count." if battle.error else "",
         "vote": None,

@@ -179,7 +179,7 @@ def test_battle_carries_its_texts_rendered_and_sanitised(make_campaign):
         assert html[injected] == rendering.text_to_html(injected)
         assert html[injected].startswith("<p>&lt;img src=x onerror=") and "<script" not in html[injected]
         assert payload["prompt_html"] == [
-            {"role": "user", "html": "<p><strong>Why?</strong> &lt;script&gt;x&lt;/script&gt;</p>", "images": []}
+            {"role": "user", "html": "<p><strong>Why?</strong> &lt;script&gt;x&lt;/script&gt;</p>"}
         ]
 
 
