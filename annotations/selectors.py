@@ -8,9 +8,11 @@ other campaigns leak nothing.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.files.storage import storages
 from django.db.models import Avg, Count, Q, QuerySet
 from django.urls import reverse
 
@@ -111,6 +113,13 @@ def item_get_for_user(user: User, item_id: Any) -> Item:
 def image_url(sha256: str) -> str:
     """Where a stored image is served (`annotations/image_views.py`)."""
     return reverse("image-file", args=[sha256])
+
+
+def image_data_uri(image: StoredImage) -> str:
+    """A stored image as a `data:` URI (what a model that reads images is sent), read through the storage."""
+    with storages["default"].open(image.storage_name, "rb") as handle:
+        data = handle.read()
+    return f"data:{image.content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def image_out(image: StoredImage | None) -> dict[str, Any] | None:

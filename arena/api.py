@@ -24,6 +24,7 @@ from annotations.api_items import PromptHtmlSerializer
 from arena import selectors, services
 from arena.identity import voter_identity
 from arena.models import Winner
+from models_hub.models import ModelKind
 from prefarena.errors import InvalidInput, NotFound
 from prefarena.schema import AutoSchema
 
@@ -52,6 +53,11 @@ BATTLE_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, desc
 
 class BattleCreateSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=["live", "pregenerated"], default="live")
+    kind = serializers.ChoiceField(
+        choices=ModelKind.choices,
+        default=ModelKind.TEXT,
+        help_text="'image' pairs two image models: live on a text prompt (what to draw), or pre-generated images.",
+    )
     prompt = serializers.JSONField(
         required=False,
         help_text="Live mode: the prompt, a string or a list of {role, content} messages.",
@@ -78,6 +84,23 @@ class BattleResponsesHtmlSerializer(serializers.Serializer):
     b = serializers.CharField(allow_null=True, help_text="Side b's text as Markdown rendered to sanitised HTML.")
 
 
+class BattleImageSerializer(serializers.Serializer):
+    sha256 = serializers.CharField()
+    url = serializers.CharField(help_text="Where the image is served (public: arena content).")
+    content_type = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+
+
+class BattleImagesSerializer(serializers.Serializer):
+    a = BattleImageSerializer(
+        allow_null=True, help_text="Side a's image; null for a text battle or before it is ready."
+    )
+    b = BattleImageSerializer(
+        allow_null=True, help_text="Side b's image; null for a text battle or before it is ready."
+    )
+
+
 class BattleVoteOutSerializer(serializers.Serializer):
     winner = serializers.CharField(help_text=WINNER_HELP)
     counted = serializers.BooleanField()
@@ -95,6 +118,7 @@ class BattleSerializer(serializers.Serializer):
     websocket = serializers.CharField(help_text="Path of the websocket streaming both responses (side a/b, text).")
     responses = BattleResponsesSerializer()
     responses_html = BattleResponsesHtmlSerializer()
+    images = BattleImagesSerializer()
     prompt_html = PromptHtmlSerializer(many=True, help_text="The prompt's messages rendered (one for a string prompt).")
     error = serializers.CharField(allow_blank=True)
     vote = BattleVoteOutSerializer(allow_null=True)
@@ -219,14 +243,18 @@ class BattleViewSet(viewsets.ViewSet):
         data.is_valid(raise_exception=True)
         identity = voter_identity(request)
         if data.validated_data["mode"] == "live":
-            battle = services.battle_create_live(prompt=data.validated_data["prompt"], identity=identity)
+            battle = services.battle_create_live(
+                prompt=data.validated_data["prompt"], identity=identity, kind=data.validated_data["kind"]
+            )
         else:
             campaign = None
             if data.validated_data.get("campaign") is not None:
                 campaign = selectors.pool_campaigns().filter(pk=data.validated_data["campaign"]).first()
                 if campaign is None:
                     raise NotFound("Campaign not found")
-            battle = services.battle_create_pregenerated(identity=identity, campaign=campaign)
+            battle = services.battle_create_pregenerated(
+                identity=identity, campaign=campaign, kind=data.validated_data["kind"]
+            )
         identity = voter_identity(request)  # a first visitor's session was created with the battle
         battle = selectors.battle_get_for_identity(identity, battle.pk)
         payload = selectors.battle_payload(battle, token=services.battle_token(battle))

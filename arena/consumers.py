@@ -74,15 +74,16 @@ class BattleStreamConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(message)
 
     async def battle_status(self, event: dict[str, Any]) -> None:
-        await self.send_json(
-            {
-                "type": "battle.status",
-                "status": event["status"],
-                "a": event.get("a"),
-                "b": event.get("b"),
-                "html": event.get("html") or {"a": None, "b": None},
-            }
-        )
+        message = {
+            "type": "battle.status",
+            "status": event["status"],
+            "a": event.get("a"),
+            "b": event.get("b"),
+            "html": event.get("html") or {"a": None, "b": None},
+        }
+        if event.get("images"):  # an image battle: each side's image URL and size (arena.selectors.battle_images)
+            message["images"] = event["images"]
+        await self.send_json(message)
 
 
 class LeaderboardConsumer(AsyncJsonWebsocketConsumer):

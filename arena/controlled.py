@@ -4,6 +4,8 @@ covariates stored on each voted battle (`Battle.features`), one `ControlledFit` 
 A control is one or more covariate groups joined by "+" (`?control=style`, `?control=style+position`):
 - `style`: length, headers, lists, bold — each side's count, as (a − b) / (a + b) rounded to 0.01 (so
   that identical rows merge: millions of battles become far fewer rows), standardised over the battles;
+- `image`: image battles' megapixels and distance from square (|ln(width / height)|) of each side
+  (`arena.services.image_features`), raw differences a − b; text battles have none and are left out of it;
 - `position`: 1 for every battle — side a is shown first, so its coefficient is the first answer's edge;
 - any name in ARENA_BATTLE_FEATURES: a numeric feature a deployment stores as `<name>_a` / `<name>_b` in
   `Battle.features`; its covariate is the raw difference a − b.
@@ -31,11 +33,13 @@ from prefarena.errors import InvalidInput
 
 POSITION = "position"
 STYLE = "style"
+IMAGE = "image"
+IMAGE_FEATURES = ("megapixels", "aspect")
 
 
 def control_groups() -> list[str]:
     """Every covariate group a control may name, in canonical order."""
-    return [STYLE, POSITION, *settings.ARENA_BATTLE_FEATURES]
+    return [STYLE, IMAGE, POSITION, *settings.ARENA_BATTLE_FEATURES]
 
 
 def control_parse(text: str) -> str:
@@ -81,7 +85,8 @@ def _covariates(groups: list[str], features: list[dict[str, Any]]) -> tuple[list
             names.append(POSITION)
             columns.append(np.ones(len(features)))
             continue
-        for key in style.STYLE_FEATURES if group == STYLE else [group]:
+        keys = style.STYLE_FEATURES if group == STYLE else IMAGE_FEATURES if group == IMAGE else [group]
+        for key in keys:
             a, b = side_values(key)
             usable &= np.isfinite(a) & np.isfinite(b)
             if group == STYLE:

@@ -30,6 +30,7 @@ Pair = tuple[int, int]  # model ids, lower first
 
 _lock = threading.Lock()
 _cache: dict[tuple, tuple[float, dict[Pair, float]]] = {}
+CACHE_KEYS = 4
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,10 @@ def pair_distribution(models: list[Model], *, now: float | None = None) -> dict[
     # Computed outside the lock: two requests may both compute after an expiry; either result is valid.
     computed = _compute(models)
     with _lock:
-        _cache.clear()  # one arena: an older key (other models or weights) is never needed again
+        # Two arenas (text and image models) keep a key each; a key of other models or weights is dropped once
+        # stale (a model's weight changed), and a few at most are kept.
+        for stale in [k for k, (expires, _) in _cache.items() if expires <= now or len(_cache) >= CACHE_KEYS]:
+            del _cache[stale]
         _cache[key] = (now + settings.ARENA_PAIRING_REFRESH_SECONDS, computed)
     return computed
 

@@ -17,6 +17,7 @@ from django.db import connection
 from django.db.models import Max, Q
 
 from annotations.models import Campaign
+from annotations.selectors import image_out
 from arena import controlled, hygiene, outcomes, pairing, sources
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating, Vote
@@ -41,7 +42,7 @@ def battle_get_for_identity(identity: VoterIdentity, battle_id: Any) -> Battle:
     except (TypeError, ValueError) as exc:
         raise NotFound("Battle not found") from exc
     battle = (
-        Battle.objects.select_related("prompt", "response_a", "response_b", "model_a", "model_b")
+        Battle.objects.select_related("prompt", "response_a__image", "response_b__image", "model_a", "model_b")
         .filter(pk=number, session_hash=identity.session_hash)
         .first()
     )
@@ -57,10 +58,22 @@ def battle_session_owns(session_hash: str, battle_id: int) -> bool:
 
 def battle_texts(battle_id: int) -> dict[str, Any]:
     """Status and stored texts of a battle, by side only (what the socket sends on connect)."""
-    battle = Battle.objects.select_related("response_a", "response_b").get(pk=battle_id)
+    battle = Battle.objects.select_related("response_a__image", "response_b__image").get(pk=battle_id)
     a = battle.response_a.text if battle.response_a else None
     b = battle.response_b.text if battle.response_b else None
-    return {"status": battle.status, "a": a, "b": b, "html": responses_html(a, b)}
+    texts: dict[str, Any] = {"status": battle.status, "a": a, "b": b, "html": responses_html(a, b)}
+    images = battle_images(battle)
+    if images["a"] or images["b"]:  # an image battle: its images, by side (never a model's name)
+        texts["images"] = images
+    return texts
+
+
+def battle_images(battle: Battle) -> dict[str, dict[str, Any] | None]:
+    """Each side's image (`annotations.selectors.image_out`: URL, size), None for a text or missing response."""
+    return {
+        side: image_out(response.image if response is not None else None)
+        for side, response in (("a", battle.response_a), ("b", battle.response_b))
+    }
 
 
 def responses_html(a: str | None, b: str | None) -> dict[str, str | None]:
@@ -83,6 +96,7 @@ def battle_payload(battle: Battle, *, token: str) -> dict[str, Any]:
         "websocket": battle_websocket_path(battle.pk),
         "responses": {"a": a, "b": b},
         "responses_html": responses_html(a, b),
+        "images": battle_images(battle),
         "prompt_html": rendering.prompt_to_html(battle.prompt.content),
         # The stored error can quote a model label or a checkpoint path: never shown before the vote.
         "error": "Generation failed; your vote on this battle will not count." if battle.error else "",

@@ -6,6 +6,7 @@ no vote. A vote must come with the battle's signed token, bound to the voter's s
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,11 +20,12 @@ from django.utils import timezone
 
 from annotations.importing import prompt_check
 from annotations.models import Campaign, Prompt, Response
+from annotations.services import image_store
 from arena import events, hygiene, pairing_live, ratelimit, selectors, style, tally
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleMode, BattleStatus, PromptBand, Winner
 from arena.tally import ARENA_CAMPAIGN, identity_leak, identity_leak_in  # noqa: F401 - re-exported
-from models_hub.models import Model, ModelRole
+from models_hub.models import Model, ModelKind, ModelRole
 from prefarena import enqueue
 from prefarena.errors import ApplicationError, Conflict, InvalidInput, PermissionDeniedError
 from prefarena.text import comparable, storable
@@ -99,8 +101,14 @@ def _with_session(identity: VoterIdentity) -> VoterIdentity:
 
 
 # --- battles ----------------------------------------------------------------------------------------------
-def arena_models() -> list[Model]:
-    return list(Model.objects.filter(in_arena=True, role=ModelRole.POLICY, arena_weight__gt=0).order_by("id"))
+def arena_models(kind: str = ModelKind.TEXT) -> list[Model]:
+    """The arena's models of one kind: text models battle text models, image models image models."""
+    return list(
+        Model.objects.filter(in_arena=True, role=ModelRole.POLICY, kind=kind, arena_weight__gt=0).order_by("id")
+    )
+
+
+IMAGE_CATEGORY = "image"  # every image battle's category: the image models' leaderboard (?category=image)
 
 
 def prompt_cluster_assign(content: str | list) -> tuple[str, str]:
@@ -116,8 +124,16 @@ def prompt_cluster_assign(content: str | list) -> tuple[str, str]:
     return digest, cluster
 
 
-def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle:
-    """A battle on a visitor's prompt; both responses are generated on the gpu queue."""
+def battle_create_live(*, prompt: str | list, identity: VoterIdentity, kind: str = ModelKind.TEXT) -> Battle:
+    """A battle on a visitor's prompt; both responses are generated on the gpu queue.
+
+    kind "image": two image models draw the (text) prompt; the battle's categories are "image" and the
+    prompt's own, so image models have their own leaderboard and never share a pair with a text model."""
+    if kind not in ModelKind.values:
+        raise InvalidInput(f"kind must be one of {', '.join(ModelKind.values)}", fields={"kind": ["invalid choice"]})
+    if kind == ModelKind.IMAGE and not isinstance(prompt, str):
+        message = "An image battle's prompt is one text (what to draw)"
+        raise InvalidInput(message, fields={"prompt": [message]})
     try:
         content = prompt_check(prompt)
     except ValueError as exc:
@@ -127,9 +143,12 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
         message = f"The prompt is {length} characters long; the limit is {settings.ARENA_MAX_PROMPT_CHARS}"
         raise InvalidInput(message, fields={"prompt": [message]})
     _battle_limit(identity)
-    arena = arena_models()
+    arena = arena_models(kind)
     choice = pairing_live.pair_choose(arena, arena)
     identity = _with_session(identity)
+    categories = prompt_categories(content)
+    if kind == ModelKind.IMAGE:
+        categories = [IMAGE_CATEGORY, *categories]
     with transaction.atomic():
         digest, cluster = prompt_cluster_assign(content)
         battle = Battle.objects.create(
@@ -144,17 +163,21 @@ def battle_create_live(*, prompt: str | list, identity: VoterIdentity) -> Battle
             session_hash=identity.session_hash,
             ip_hash=identity.ip_hash,
             user_id=identity.user_id,
-            categories=prompt_categories(content),
+            categories=categories,
         )
         battle_id = battle.pk
         enqueue.enqueue_on_commit(enqueue.BATTLE_GENERATE, battle_id)
     return battle
 
 
-def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | None = None) -> Battle:
-    """A battle from stored responses of two arena models to the same prompt."""
+def battle_create_pregenerated(
+    *, identity: VoterIdentity, campaign: Campaign | None = None, kind: str = ModelKind.TEXT
+) -> Battle:
+    """A battle from stored responses of two arena models (of one kind: text, or image) to the same prompt."""
+    if kind not in ModelKind.values:
+        raise InvalidInput(f"kind must be one of {', '.join(ModelKind.values)}", fields={"kind": ["invalid choice"]})
     _battle_limit(identity)
-    arena = arena_models()
+    arena = arena_models(kind)
     by_label = {m.label: m for m in arena}
     # The pool is campaign prompts only. Live battles store the visitor's own prompt and responses under
     # arena model labels, and counted votes file them as items of the arena campaign: without these
@@ -164,6 +187,8 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
         campaigns = campaigns.filter(pk=campaign.pk)
     pool = Prompt.objects.filter(items__campaign__in=campaigns).exclude(battles__mode=BattleMode.LIVE).values("pk")
     responses = Response.objects.filter(model_name__in=list(by_label), prompt_id__in=pool)
+    if kind == ModelKind.IMAGE:
+        responses = responses.filter(image__isnull=False).select_related("image")
     prompt_ids = list(
         responses.values("prompt_id")
         .annotate(n=Count("model_name", distinct=True))
@@ -189,6 +214,12 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
     leak = identity_leak_in([model_a.name, model_b.name], [response_a.text, response_b.text])
     identity = _with_session(identity)
     digest, cluster = prompt_cluster_assign(prompt.content)
+    categories = prompt_categories(prompt.content)
+    features = style.battle_features(response_a.text, response_b.text)
+    image_a, image_b = response_a.image, response_b.image
+    if kind == ModelKind.IMAGE and image_a is not None and image_b is not None:
+        categories = [IMAGE_CATEGORY, *categories]
+        features = image_features(image_a.width, image_a.height, image_b.width, image_b.height)
     return Battle.objects.create(
         prompt=prompt,
         prompt_hash=digest,
@@ -203,11 +234,11 @@ def battle_create_pregenerated(*, identity: VoterIdentity, campaign: Campaign | 
         status=BattleStatus.READY,
         ready_at=timezone.now(),
         leak=leak,
-        features=style.battle_features(response_a.text, response_b.text),
+        features=features,
         session_hash=identity.session_hash,
         ip_hash=identity.ip_hash,
         user_id=identity.user_id,
-        categories=prompt_categories(prompt.content),
+        categories=categories,
     )
 
 
@@ -276,6 +307,55 @@ def battle_responses_store(
     battle.status, battle.ready_at = BattleStatus.READY, timezone.now()
     battle.leak = identity_leak(battle)  # checked once here, not at every vote
     battle.features = style.battle_features(text_a, text_b)  # stored once: controlled fits read no text
+    battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak", "features", *timed])
+    return battle
+
+
+def image_features(width_a: int, height_a: int, width_b: int, height_b: int) -> dict[str, float]:
+    """An image battle's covariates for the `image` control (arena/controlled.py): megapixels and how far
+    from square each side is (|ln(width / height)|, 0 for a square)."""
+    features: dict[str, float] = {}
+    for side, (width, height) in (("a", (width_a, height_a)), ("b", (width_b, height_b))):
+        features[f"megapixels_{side}"] = round(width * height / 1e6, 4)
+        features[f"aspect_{side}"] = round(abs(math.log(width / height)), 4)
+    return features
+
+
+@transaction.atomic
+def battle_images_store(
+    *, battle_id: int, image_a: bytes | None, image_b: bytes | None, error: str = "", speed: dict | None = None
+) -> Battle:
+    """The image arena's `battle_responses_store`: both generated images are validated and stored (public:
+    arena content, `annotations.services.image_store`) as image responses; an image the validator refuses
+    ends the battle as an error, as a failed side does."""
+    battle = Battle.objects.select_for_update().get(pk=battle_id)
+    if battle.status != BattleStatus.GENERATING:
+        return battle  # a duplicate delivery
+    timed = _speed_fields(battle, speed or {})
+    stored = {}
+    if not error:
+        for side, data in (("a", image_a), ("b", image_b)):
+            try:
+                if data is None:
+                    raise InvalidInput("no image")
+                stored[side] = image_store(data, public=True)
+            except InvalidInput as exc:
+                error = f"{side}: the generated image was refused: {exc}"
+                break
+    if error:
+        battle.status, battle.error, battle.leak = BattleStatus.ERROR, storable(error[:2000]), ""
+        battle.save(update_fields=["status", "error", "leak", *timed])
+        return battle
+    battle.response_a = Response.objects.create(
+        prompt=battle.prompt, text="", image=stored["a"], model_name=battle.model_a.label
+    )
+    battle.response_b = Response.objects.create(
+        prompt=battle.prompt, text="", image=stored["b"], model_name=battle.model_b.label
+    )
+    battle.status, battle.ready_at = BattleStatus.READY, timezone.now()
+    battle.leak = ""  # an image carries no text to search for a model's name
+    a, b = stored["a"], stored["b"]
+    battle.features = image_features(a.width, a.height, b.width, b.height)
     battle.save(update_fields=["response_a", "response_b", "status", "ready_at", "leak", "features", *timed])
     return battle
 

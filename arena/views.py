@@ -15,20 +15,29 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from arena import selectors
+from models_hub.models import ModelKind
 from prefarena.errors import InvalidInput
 
 
 @require_GET
 @ensure_csrf_cookie  # the page's script sends the csrftoken cookie back as X-CSRFToken
-def arena_page(request: HttpRequest) -> HttpResponse:
+def arena_page(request: HttpRequest, kind: str = ModelKind.TEXT) -> HttpResponse:
     # No session here: the first battle a visitor starts creates it (arena/identity.py), before the page
     # opens that battle's socket. A page view must not write a session row per cookie-less GET.
     config = {
         "battles_url": reverse("arena-battle-list"),
         "leaderboard_page": reverse("arena-leaderboard-page"),
         "campaigns": [{"id": c.pk, "name": c.name} for c in selectors.pool_campaigns()[:200]],
+        "kind": kind,
     }
-    return render(request, "arena/arena.html", {"config": config})
+    return render(request, "arena/arena.html", {"config": config, "image": kind == ModelKind.IMAGE})
+
+
+@require_GET
+@ensure_csrf_cookie
+def image_arena_page(request: HttpRequest) -> HttpResponse:
+    """The image arena: the same page and API, for two image models drawing one text prompt."""
+    return arena_page(request, ModelKind.IMAGE)
 
 
 @require_GET

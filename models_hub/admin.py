@@ -31,6 +31,7 @@ IDENTITY_FIELDS = [
     "version",
     "role",
     "backend",
+    "kind",
     "path",
     "dtype",
     "base_url",
@@ -89,7 +90,14 @@ class ModelAdminForm(forms.ModelForm):
     def _check_new_version(self, cleaned: dict[str, Any]) -> None:
         """The registration checks of model_register, reported on the form's fields."""
         try:
-            if cleaned["backend"] == ModelBackend.TRANSFORMERS:
+            services.kind_check(cleaned.get("kind") or "text", cleaned["role"], cleaned["backend"])
+            if cleaned["backend"] == ModelBackend.DIFFUSERS:
+                if not cleaned.get("path"):
+                    self.add_error("path", "The diffusers backend needs a pipeline folder.")
+                    return
+                cleaned["path"] = str(Path(cleaned["path"]).resolve())
+                services.pipeline_check(cleaned["path"])
+            elif cleaned["backend"] == ModelBackend.TRANSFORMERS:
                 if not cleaned.get("path"):
                     self.add_error("path", "The transformers backend needs a checkpoint path.")
                     return
@@ -111,8 +119,8 @@ class ModelAdminForm(forms.ModelForm):
 @admin.register(Model)
 class ModelAdmin(admin.ModelAdmin):
     form = ModelAdminForm
-    list_display = ["name", "version", "role", "backend", "in_arena", "parent", "created_at"]
-    list_filter = ["role", "backend", "in_arena"]
+    list_display = ["name", "version", "role", "backend", "kind", "in_arena", "parent", "created_at"]
+    list_filter = ["role", "backend", "kind", "in_arena"]
     search_fields = ["name", "remote_model", "description"]
     raw_id_fields = ["parent"]
     actions = ["put_in_arena", "take_out_of_arena", "start_retraining"]

@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from models_hub import selectors, services
-from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
+from models_hub.models import GenerationEngine, Model, ModelBackend, ModelKind, ModelRole
 from prefarena.errors import NotFound, PermissionDeniedError
 from prefarena.users import signed_in_user
 from prefarena.viewsets import CreateFromInputMixin
@@ -110,6 +110,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
             "label",
             "role",
             "backend",
+            "kind",
             "path",
             "dtype",
             "engine",
@@ -164,6 +165,11 @@ class ModelRegisterSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, validators=[MODEL_NAME_VALIDATOR])
     role = serializers.ChoiceField(choices=ModelRole.choices)
     backend = serializers.ChoiceField(choices=ModelBackend.choices)
+    kind = serializers.ChoiceField(
+        choices=ModelKind.choices,
+        default=ModelKind.TEXT,
+        help_text="image: a text-to-image model (openai: /v1/images/generations; diffusers: a pipeline folder)",
+    )
     version = serializers.IntegerField(
         min_value=1, max_value=2**31 - 1, required=False, help_text="Default: one more than the newest version."
     )

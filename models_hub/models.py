@@ -23,6 +23,14 @@ class ModelRole(models.TextChoices):
 class ModelBackend(models.TextChoices):
     TRANSFORMERS = "transformers", "Local transformers checkpoint"
     OPENAI = "openai", "OpenAI-compatible HTTP endpoint"
+    DIFFUSERS = "diffusers", "Local diffusers pipeline folder (image models; the optional `diffusers` extra)"
+
+
+class ModelKind(models.TextChoices):
+    """What a policy model generates: text (chat completions, transformers) or images (the image arena)."""
+
+    TEXT = "text", "Text"
+    IMAGE = "image", "Image (text-to-image)"
 
 
 class GenerationEngine(models.TextChoices):
@@ -39,8 +47,15 @@ class Model(models.Model):
     version = models.PositiveIntegerField(default=1)
     role = models.CharField(max_length=12, choices=ModelRole.choices)
     backend = models.CharField(max_length=16, choices=ModelBackend.choices)
-    # transformers backend
-    path = models.CharField(max_length=1000, blank=True, help_text="Local checkpoint directory")
+    kind = models.CharField(
+        max_length=8,
+        choices=ModelKind.choices,
+        default=ModelKind.TEXT,
+        help_text="text, or image: an image model answers /v1/images/generations (openai backend) or is a local "
+        "diffusers pipeline, and battles image models only",
+    )
+    # transformers and diffusers backends
+    path = models.CharField(max_length=1000, blank=True, help_text="Local checkpoint (or pipeline) directory")
     dtype = models.CharField(
         max_length=12, default="auto", help_text="auto (bf16 on GPUs that support it, else fp32), float32, bfloat16"
     )
@@ -97,6 +112,10 @@ class Model(models.Model):
             models.UniqueConstraint(fields=["name"], condition=Q(is_current=True), name="model_one_current_per_name"),
             models.CheckConstraint(
                 condition=~Q(backend="transformers") | ~Q(path=""), name="model_transformers_has_path"
+            ),
+            models.CheckConstraint(condition=~Q(backend="diffusers") | ~Q(path=""), name="model_diffusers_has_path"),
+            models.CheckConstraint(
+                condition=~Q(backend="diffusers") | Q(kind="image"), name="model_diffusers_is_image"
             ),
             models.CheckConstraint(
                 condition=~Q(backend="openai") | (~Q(base_url="") & ~Q(remote_model="")),

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
+from models_hub.models import GenerationEngine, Model, ModelBackend, ModelKind, ModelRole
 from models_hub.selectors import model_champion
 from prefarena.errors import Conflict, InvalidInput
 
@@ -89,6 +89,24 @@ def api_key_from_env(env_name: str) -> str | None:
     return value
 
 
+def kind_check(kind: str, role: str, backend: str) -> None:
+    """An image model is a policy behind an images endpoint (openai) or a diffusers pipeline; diffusers is images."""
+    if kind not in ModelKind.values:
+        raise _bad("kind", f"kind must be one of {', '.join(ModelKind.values)}")
+    if kind == ModelKind.IMAGE and role != ModelRole.POLICY:
+        raise _bad("kind", "only policy models generate images")
+    if backend == ModelBackend.DIFFUSERS and kind != ModelKind.IMAGE:
+        raise _bad("kind", "the diffusers backend generates images: kind must be image")
+    if backend == ModelBackend.TRANSFORMERS and kind == ModelKind.IMAGE:
+        raise _bad("kind", "image models are an images endpoint (openai) or a diffusers pipeline")
+
+
+def pipeline_check(path: str) -> None:
+    """A diffusers pipeline folder holds `model_index.json` (what `DiffusionPipeline.from_pretrained` reads)."""
+    if not (Path(path) / "model_index.json").is_file():
+        raise _bad("path", f"{path} is not a diffusers pipeline folder (no model_index.json)")
+
+
 def engine_check(backend: str, engine: str) -> None:
     """An engine other than the worker's default is a choice for local checkpoints only."""
     if engine not in GenerationEngine.values:
@@ -117,7 +135,14 @@ def model_register(
         raise _bad("backend", f"backend must be one of {', '.join(ModelBackend.values)}")
     engine_check(backend, fields.get("engine", GenerationEngine.DEFAULT))
     prices_check(fields)
-    if backend == ModelBackend.TRANSFORMERS:
+    kind_check(fields.get("kind", ModelKind.TEXT), role, backend)
+    if backend == ModelBackend.DIFFUSERS:
+        if not fields.get("path"):
+            raise _bad("path", "the diffusers backend needs a pipeline folder")
+        fields["path"] = str(Path(fields["path"]).resolve())
+        if check:
+            pipeline_check(fields["path"])
+    elif backend == ModelBackend.TRANSFORMERS:
         if not fields.get("path"):
             raise _bad("path", "the transformers backend needs a checkpoint path")
         fields["path"] = str(Path(fields["path"]).resolve())

@@ -298,6 +298,8 @@ SPECTACULAR_SETTINGS = {
     # Two models have a `role` field with different choices: name their enums apart.
     "ENUM_NAME_OVERRIDES": {
         "ModelRoleEnum": "models_hub.models.ModelRole",
+        "ModelKindEnum": "models_hub.models.ModelKind",
+        "CampaignKindEnum": "annotations.models.CampaignKind",
         "MemberRoleEnum": "annotations.models.MemberRole",
         "WebhookEventEnum": "annotations.models.WebhookEvent",
         "WebhookDeliveryStatusEnum": "annotations.models.WebhookDeliveryStatus",
@@ -376,6 +378,8 @@ PREFARENA_ACCELERATE_CONFIG = env_str("PREFARENA_ACCELERATE_CONFIG") or ""
 # Engine of local checkpoints whose registered `engine` is "default" (workers/ml/vllm_engine.py): auto (vLLM when
 # installed and a GPU is present, else transformers), hf, or vllm (falls back to transformers, with a warning).
 PREFARENA_GENERATION_ENGINE = env_choice("PREFARENA_GENERATION_ENGINE", "auto", ("auto", "hf", "vllm"))
+# Denoising steps of a local diffusers pipeline (image arena models, backend "diffusers").
+PREFARENA_DIFFUSERS_STEPS = env_int("PREFARENA_DIFFUSERS_STEPS", 25)
 
 # Arena (anonymous battles). Voter IPs are read from X-Forwarded-For only behind these proxies.
 ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])

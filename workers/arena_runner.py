@@ -38,11 +38,11 @@ from channels.layers import get_channel_layer
 
 from arena import selectors
 from arena.models import Battle, BattleStatus
-from arena.services import SideSpeed, battle_responses_store
-from models_hub.models import Model, ModelBackend
+from arena.services import SideSpeed, battle_images_store, battle_responses_store
+from models_hub.models import Model, ModelBackend, ModelKind
 from prefarena import rendering
 from prefarena.text import comparable
-from workers.runtime import generator_for, sampling_params
+from workers.runtime import generator_for, image_generator_for, sampling_params
 
 logger = logging.getLogger(__name__)
 SEND_INTERVAL_S = 0.05  # at most ~20 messages per second per battle; text in between is coalesced
@@ -186,6 +186,8 @@ def battle_generate_run(battle_id: int) -> Battle | None:
     if battle is None or battle.status != BattleStatus.GENERATING:
         return battle
     sides = {"a": battle.model_a, "b": battle.model_b}
+    if any(model.kind == ModelKind.IMAGE for model in sides.values()):
+        return images_generate_run(battle, sides)
     results = {side: SideResult() for side in sides}
     try:
         # Loaded here, one after the other: the runtime's model cache is not thread-safe. Local models stream
@@ -267,5 +269,61 @@ def battle_generate_run(battle_id: int) -> Battle | None:
                     "html_chars": len(text),
                 },
             )
+        _send(battle_id, {"type": "battle.status", **texts})
+    return stored
+
+
+def _image_side(side: str, model: Model, generator: Any, prompt: str, seed: int, out: dict[str, Any]) -> None:
+    started = time.perf_counter()
+    try:
+        out[side] = generator.generate(prompt, seed)
+        out[f"ms_{side}"] = 1000.0 * (time.perf_counter() - started)
+    except Exception as exc:
+        out[f"error_{side}"] = f"{model.label}: {type(exc).__name__}: {exc}"
+        logger.warning("arena image battle side %s (%s) failed", side, model.label, exc_info=True)
+    finally:
+        generator.close()
+
+
+def images_generate_run(battle: Battle, sides: dict[str, Model]) -> Battle:
+    """An image battle: both images generated (two endpoints at once; local pipelines one after the other,
+    they share the device), validated and stored (`arena.services.battle_images_store`); the page hears the
+    status with both image URLs. No partial images are streamed: each side arrives whole, at the end."""
+    battle_id = battle.pk
+    prompt = battle.prompt.content if isinstance(battle.prompt.content, str) else ""
+    out: dict[str, Any] = {}
+    try:
+        generators = {side: image_generator_for(model) for side, model in sides.items()}
+    except Exception as exc:
+        logger.warning("arena battle %s: cannot load an image model", battle_id, exc_info=True)
+        stored = battle_images_store(
+            battle_id=battle_id, image_a=None, image_b=None, error=f"{type(exc).__name__}: {exc}"
+        )
+        _send(battle_id, {"type": "battle.status", "status": stored.status, "a": None, "b": None})
+        return stored
+    jobs = [
+        (side, model, generators[side], prompt, battle_seed(battle_id, side, model), out)
+        for side, model in sides.items()
+    ]
+    if all(model.backend == ModelBackend.OPENAI for model in sides.values()):
+        threads = [threading.Thread(target=_image_side, args=job, name=f"arena-{battle_id}-{job[0]}") for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+        for job in jobs:
+            _image_side(*job)
+    error = "; ".join(f"{side}: {out[f'error_{side}']}" for side in sides if f"error_{side}" in out)
+    speed = {
+        side: SideSpeed(out[f"ms_{side}"], None, None) if f"ms_{side}" in out else None for side in sides
+    }  # an image's first (and only) output is its whole image
+    stored = battle_images_store(
+        battle_id=battle_id, image_a=out.get("a"), image_b=out.get("b"), error=error, speed=speed
+    )
+    texts = selectors.battle_texts(battle_id)
+    if texts["status"] == BattleStatus.ERROR:
+        _send(battle_id, {"type": "battle.status", "status": "error", "a": None, "b": None})
+    else:
         _send(battle_id, {"type": "battle.status", **texts})
     return stored

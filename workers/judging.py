@@ -18,8 +18,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotations import routing
+from annotations import images, routing
 from annotations.models import Campaign, CampaignKind, Item, ItemState, Judgment, JudgmentSource
+from annotations.selectors import image_data_uri
 from models_hub.models import Model, ModelBackend, ModelRole
 from prefarena import enqueue
 from prefarena.errors import InvalidInput
@@ -115,8 +116,21 @@ def _config(job: JudgeJob) -> Any:
     return JudgeConfig(**{k: v for k, v in fields.items() if k in JudgeConfig.__dataclass_fields__})
 
 
-def _responses(item: Item) -> list[str]:
-    return [link.response.text for link in sorted(item.item_responses.all(), key=lambda link: link.position)]
+def _responses(item: Item) -> list[Any]:
+    """The item's responses in canonical order: texts, and image responses as `ImageAnswer`s (data URIs)."""
+    from workers.ml.judge import ImageAnswer
+
+    answers: list[Any] = []
+    for link in sorted(item.item_responses.all(), key=lambda link: link.position):
+        image = link.response.image
+        if image is None:
+            answers.append(link.response.text)
+        else:
+            uri = image_data_uri(image)
+            answers.append(
+                ImageAnswer(data_uri=uri, reference=images.reference(image.sha256), caption=link.response.text)
+            )
+    return answers
 
 
 def _judge_item(backend: Any, item: Item, config: Any) -> tuple[dict[str, Any] | None, list[Any], list[list[int]]]:
@@ -126,6 +140,10 @@ def _judge_item(backend: Any, item: Item, config: Any) -> tuple[dict[str, Any] |
     kind = item.campaign.kind
     prompt = item.prompt.content
     texts = _responses(item)
+    if kind != CampaignKind.PAIRWISE and any(not isinstance(text, str) for text in texts):
+        from workers.ml.errors import PermanentBackendError
+
+        raise PermanentBackendError("LLM judges compare image responses in pairwise campaigns only")
     if kind == CampaignKind.PAIRWISE:
         verdict = judge_pairwise(backend, prompt, texts[0], texts[1], config)
         positions = [[0, 1], [1, 0]]
@@ -254,7 +272,7 @@ def judge_job_work(job: JudgeJob) -> None:
     todo = list(
         job.items.exclude(pk__in=judged)
         .select_related("campaign", "prompt")
-        .prefetch_related("item_responses__response")
+        .prefetch_related("item_responses__response__image")
         .order_by("pk")
     )
     done = job.progress_total - len(todo)

@@ -198,6 +198,32 @@ def generator_for(model: Model, *, engine: str | None = None) -> Any:
     return _cached(("causal", model.pk, model.path, chosen), build, model.path)
 
 
+def image_generator_for(model: Model) -> Any:
+    """An image model's generator (`workers/ml/image_generation.py`): `generate(prompt, seed) -> bytes`.
+
+    An endpoint (openai backend) answers /v1/images/generations; a diffusers pipeline folder is loaded once
+    into the model cache (on the GPU when there is one; the optional `diffusers` extra)."""
+    if model.backend == ModelBackend.OPENAI:
+        from workers.ml.image_generation import OpenAIImages
+
+        return OpenAIImages(
+            base_url=model.base_url, model=model.remote_model, api_key=_api_key(model), timeout_s=model.timeout_s
+        )
+
+    def build() -> Any:
+        from workers.ml.errors import PermanentBackendError
+        from workers.ml.image_generation import DiffusersImages
+
+        try:
+            return DiffusersImages(model.path, steps=settings.PREFARENA_DIFFUSERS_STEPS, dtype=model.dtype)
+        except PermanentBackendError:
+            raise
+        except Exception as exc:
+            raise PermanentBackendError(f"{model.label}: cannot load the pipeline {model.path}: {exc}") from exc
+
+    return _cached(("diffusers", model.pk, model.path), build, model.path)
+
+
 def reward_for(model: Model) -> Any:
     """An object with `score(pairs, batch_size=...) -> list[float]` for this reward model."""
 

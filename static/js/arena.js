@@ -56,6 +56,7 @@
   let pollTimer = null;
   let complete = { a: false, b: false };
   let voting = false;
+  const imageArena = config.kind === "image";
 
   function csrfToken() {
     const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -110,7 +111,7 @@
 
   // --- rendering ---------------------------------------------------------------------------------------
   function emptySide() {
-    return { text: "", html: null, htmlChars: 0 };
+    return { text: "", html: null, htmlChars: 0, image: null };
   }
 
   /** A side's new text; `html` (with `htmlChars`, the length of text it renders) when the server sent one. */
@@ -154,7 +155,10 @@
     ["a", "b"].forEach((side) => {
       const node = sides[side].querySelector("[data-text]");
       const current = shown[side] || emptySide();
-      if (diff) {
+      if (current.image) {
+        // an image battle: the side's picture (the server's /images/<sha256> URL), fitted; a click enlarges it
+        node.replaceChildren(window.PrefImage.figure(current.image, "Model " + side.toUpperCase() + "'s image"));
+      } else if (diff) {
         window.PrefText.showDiff(node, diff[side]);
       } else if (view.raw.checked || current.html === null) {
         window.PrefText.showText(node, current.text);
@@ -219,7 +223,7 @@
     promptBox.replaceChildren();
     Object.values(sides).forEach((card) => {
       card.querySelector("[data-text]").textContent = "";
-      card.querySelector("[data-side-status]").textContent = "waiting…";
+      card.querySelector("[data-side-status]").textContent = imageArena ? "drawing…" : "waiting…";
       const name = card.querySelector("[data-model-name]");
       name.textContent = "";
       name.hidden = true;
@@ -231,8 +235,9 @@
     updateVoteButtons();
   }
 
-  /** `html`: {a, b}, the sides' final texts rendered (null where a side has no text). */
-  function applyStatus(status, a, b, html) {
+  /** `html`: {a, b}, the sides' final texts rendered (null where a side has no text); `images`: {a, b}, each
+   * side's image ({url, width, height}) in an image battle. */
+  function applyStatus(status, a, b, html, images) {
     if (!battle) {
       return;
     }
@@ -241,6 +246,14 @@
     if (status === "ready" || status === "voted") {
       setSide("a", a, true, final(a, "a"));
       setSide("b", b, true, final(b, "b"));
+      if (images && (images.a || images.b)) {
+        ["a", "b"].forEach((side) => {
+          shown[side] = shown[side] || emptySide();
+          shown[side].image = images[side] || null;
+          sides[side].querySelector("[data-side-status]").textContent = images[side] ? "complete" : "no image";
+        });
+        paintSides();
+      }
     } else if (status === "error") {
       complete = { a: true, b: true };
       setSide("a", a, true, final(a, "a"));
@@ -263,7 +276,7 @@
       openSocket(payload.websocket);
       pollTimer = window.setInterval(poll, POLL_MS);
     } else {
-      applyStatus(payload.status, payload.responses.a, payload.responses.b, payload.responses_html);
+      applyStatus(payload.status, payload.responses.a, payload.responses.b, payload.responses_html, payload.images);
     }
   }
 
@@ -285,7 +298,7 @@
       if (data.type === "battle.text" && (data.side === "a" || data.side === "b") && !complete[data.side]) {
         setSide(data.side, String(data.text || ""), Boolean(data.done), data.html, data.html_chars);
       } else if (data.type === "battle.status" && data.status !== "generating") {
-        applyStatus(data.status, data.a, data.b, data.html);
+        applyStatus(data.status, data.a, data.b, data.html, data.images);
       }
     });
   }
@@ -309,7 +322,8 @@
     try {
       const answer = await api("GET", battleUrl());
       if (answer.ok && battle === current && answer.data.status !== "generating") {
-        applyStatus(answer.data.status, answer.data.responses.a, answer.data.responses.b, answer.data.responses_html);
+        const data = answer.data;
+        applyStatus(data.status, data.responses.a, data.responses.b, data.responses_html, data.images);
       }
     } catch (ignored) {
       // the next poll retries
@@ -394,7 +408,7 @@
       input.focus();
       return;
     }
-    start({ mode: "live", prompt: prompt });
+    start({ mode: "live", kind: config.kind || "text", prompt: prompt });
   });
   const poolSelect = document.getElementById("pool-select");
   (config.campaigns || []).forEach((campaign) => {
@@ -404,13 +418,30 @@
     poolSelect.appendChild(option);
   });
   drawButton.addEventListener("click", () => {
-    const body = { mode: "pregenerated" };
+    const body = { mode: "pregenerated", kind: config.kind || "text" };
     if (poolSelect.value) {
       body.campaign = Number(poolSelect.value);
     }
     start(body);
   });
   voteButtons.forEach((button) => button.addEventListener("click", () => vote(button.dataset.winner)));
+  // Keys 1–4 vote (A, B, tie, both bad) once both sides are complete; never while typing in a field.
+  const KEY_WINNERS = { 1: "a", 2: "b", 3: "tie", 4: "both_bad" };
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (event.ctrlKey || event.metaKey || event.altKey || (window.PrefImage && window.PrefImage.isZoomOpen())) {
+      return;
+    }
+    if (target instanceof HTMLElement && target.closest("input, textarea, select, [contenteditable]")) {
+      return;
+    }
+    const winner = KEY_WINNERS[event.key];
+    const button = winner && voteButtons.find((b) => b.dataset.winner === winner);
+    if (button && !button.disabled) {
+      event.preventDefault();
+      vote(winner);
+    }
+  });
   [view.raw, view.diff].forEach((box) => box.addEventListener("change", paintSides));
   window.PrefText.syncScroll(battleSection, ".response [data-text]", () => view.sync.checked);
   newRound.addEventListener("click", () => {

@@ -27,6 +27,7 @@ def add_form(**fields: object) -> dict[str, object]:
         "version": 1,
         "role": "policy",
         "backend": "transformers",
+        "kind": "text",
         "dtype": "auto",
         "engine": "default",
         "timeout_s": 60,
@@ -48,6 +49,24 @@ def test_adding_a_checkpoint_runs_the_registration_checks(admin_client_for_staff
     assert added.status_code == 302, added.context["adminform"].form.errors if added.context else added
     model = Model.objects.get()
     assert model.created_by == staff and model.path == str(tiny_models["tiny-lm-small"].resolve())
+
+
+def test_an_image_model_is_a_diffusers_pipeline_folder_or_an_endpoint(admin_client_for_staff, tmp_path):
+    for fields, field, message in [
+        ({"backend": "diffusers", "kind": "image", "path": str(tmp_path)}, "path", "no model_index.json"),
+        ({"backend": "diffusers", "path": str(tmp_path)}, "kind", "kind must be image"),
+        ({"kind": "image", "path": str(tmp_path)}, "kind", "an images endpoint (openai) or a diffusers pipeline"),
+    ]:
+        refused = admin_client_for_staff.post(f"{CHANGELIST}add/", add_form(**fields))
+        assert refused.status_code == 200
+        assert message in refused.context["adminform"].form.errors[field][0]
+    assert Model.objects.count() == 0
+    (tmp_path / "model_index.json").write_text("{}")
+    added = admin_client_for_staff.post(
+        f"{CHANGELIST}add/", add_form(backend="diffusers", kind="image", path=str(tmp_path), in_arena="on")
+    )
+    assert added.status_code == 302
+    assert Model.objects.get().kind == "image"
 
 
 def test_an_engine_is_refused_for_an_endpoint_and_editable_for_a_checkpoint(admin_client_for_staff):

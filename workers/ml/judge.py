@@ -153,7 +153,7 @@ class JudgeCall:
     kind: str  # "pairwise" | "rating"
     order: str  # pairwise: "ab" (canonical order) or "ba" (swapped); rating: the aspect name
     prompt_hash: str  # sha256 of the rendered messages (JSON), so identical prompts are recognisable
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     raw_output: str
     parsed: str  # pairwise: label in presented order ("A", "A>B", …) or "error"; rating: "1".."5" or "error"
     distribution: dict[str, float]  # label → probability (presented order)
@@ -212,10 +212,46 @@ def render_template(template: str, **values: str) -> str:
     return _FIELD.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
 
 
-def prompt_hash(messages: list[dict[str, str]]) -> str:
+def prompt_hash(messages: list[dict[str, Any]]) -> str:
     import json
 
     return hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageAnswer:
+    """An image response for a judge that sees images (a VLM behind an OpenAI-compatible endpoint): sent as an
+    `image_url` part holding its data URI; audited (`JudgeCall.messages`) by its reference `sha256:<hex>`."""
+
+    data_uri: str
+    reference: str
+    caption: str = ""
+
+
+Answer = str | ImageAnswer
+
+
+def has_images(*answers: Answer) -> bool:
+    return any(isinstance(answer, ImageAnswer) for answer in answers)
+
+
+def messages_for_audit(messages: list[dict[str, Any]], answers: Sequence[Answer]) -> list[dict[str, Any]]:
+    """The messages with each image's data URI replaced by its `sha256:` reference (no megabytes per call row)."""
+    by_uri = {a.data_uri: a.reference for a in answers if isinstance(a, ImageAnswer)}
+    if not by_uri:
+        return messages
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [
+                {"type": "image_url", "image_url": {"url": by_uri.get(part["image_url"]["url"], "data:…")}}
+                if part.get("type") == "image_url"
+                else part
+                for part in content
+            ]
+        out.append({**message, "content": content})
+    return out
 
 
 def _question_text(prompt: Prompt) -> str:
@@ -369,7 +405,7 @@ def _local_generate(backend: Any, messages: list[dict[str, str]], config: JudgeC
 
 
 def _openai_request(
-    backend: Any, messages: list[dict[str, str]], config: JudgeConfig, seed: int, logprobs: bool
+    backend: Any, messages: list[dict[str, Any]], config: JudgeConfig, seed: int, logprobs: bool
 ) -> tuple[str, int, int, list[dict[str, Any]] | None]:
     """One chat completion with the client's pool and error mapping; (text, prompt/completion tokens, logprobs)."""
     temperature = config.temperature if config.samples <= 1 or config.temperature > 0 else 0.7
@@ -437,7 +473,7 @@ def _openai_verdict_distribution(
 
 def _judge_call(
     backend: Any,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     config: JudgeConfig,
     *,
     kind: str,
@@ -446,14 +482,17 @@ def _judge_call(
     to_string: Any,
     parse: Any,
     seed: int,
+    audit: list[dict[str, Any]] | None = None,
 ) -> JudgeCall:
-    """One logical judge call: a label distribution from log-probabilities, samples, or one answer."""
+    """One logical judge call: a label distribution from log-probabilities, samples, or one answer.
+    `audit`: the messages as recorded (images by reference) when they differ from those sent."""
     started = time.perf_counter()
+    recorded = messages if audit is None else audit
     call = JudgeCall(
         kind=kind,
         order=order,
-        prompt_hash=prompt_hash(messages),
-        messages=messages,
+        prompt_hash=prompt_hash(recorded),
+        messages=recorded,
         raw_output="",
         parsed="error",
         distribution={},
@@ -509,28 +548,55 @@ def _judge_call(
 
 
 # --- public entry points --------------------------------------------------------------------------------------
-def _pairwise_messages(prompt: Prompt, first: str, second: str, config: JudgeConfig) -> list[dict[str, str]]:
+def _pairwise_messages(prompt: Prompt, first: Answer, second: Answer, config: JudgeConfig) -> list[dict[str, Any]]:
     system = config.template("pairwise_system_5" if config.scale == 5 else "pairwise_system_3")
-    user = render_template(
-        config.template("pairwise_user"), question=_question_text(prompt), answer_a=first, answer_b=second
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    if isinstance(first, str) and isinstance(second, str):
+        user = render_template(
+            config.template("pairwise_user"), question=_question_text(prompt), answer_a=first, answer_b=second
+        )
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    # Images: the same template, each answer named in its place and sent after the text as an image_url part
+    # (OpenAI's vision message format), in the presented order.
+    placeholders = {
+        "answer_a": "(the image labelled Assistant A below)",
+        "answer_b": "(the image labelled Assistant B below)",
+    }
+    parts: list[dict[str, Any]] = [
+        {
+            "type": "text",
+            "text": render_template(config.template("pairwise_user"), question=_question_text(prompt), **placeholders),
+        }
+    ]
+    for label, answer in (("A", first), ("B", second)):
+        if isinstance(answer, ImageAnswer):
+            caption = f" (caption: {answer.caption})" if answer.caption else ""
+            parts.append({"type": "text", "text": f"Assistant {label}'s image{caption}:"})
+            parts.append({"type": "image_url", "image_url": {"url": answer.data_uri}})
+        else:
+            parts.append({"type": "text", "text": f"Assistant {label}'s answer:\n{answer}"})
+    return [{"role": "system", "content": system}, {"role": "user", "content": parts}]
 
 
 def judge_pairwise(
-    backend: Any, prompt: Prompt, response_a: str, response_b: str, config: JudgeConfig | None = None
+    backend: Any, prompt: Prompt, response_a: Answer, response_b: Answer, config: JudgeConfig | None = None
 ) -> PairwiseVerdict:
     """Judge (A, B) and (B, A); combine into a position-debiased verdict. Backend errors propagate
-    (TransientBackendError / PermanentBackendError); unparseable answers give verdict "error"."""
+    (TransientBackendError / PermanentBackendError); unparseable answers give verdict "error".
+
+    Image answers (`ImageAnswer`) need an OpenAI-compatible endpoint that accepts image content."""
     config = config or JudgeConfig()
+    if has_images(response_a, response_b) and not _is_endpoint(backend):
+        raise PermanentBackendError("image responses need a judge behind an endpoint that accepts images")
     labels = list(_labels(config.scale))
     calls = []
     for order, (first, second) in (("ab", (response_a, response_b)), ("ba", (response_b, response_a))):
+        messages = _pairwise_messages(prompt, first, second, config)
         calls.append(
             _judge_call(
                 backend,
-                _pairwise_messages(prompt, first, second, config),
+                messages,
                 config,
+                audit=messages_for_audit(messages, [first, second]),
                 kind="pairwise",
                 order=order,
                 labels=labels,

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from models_hub import services
-from models_hub.models import GenerationEngine, ModelBackend, ModelRole
+from models_hub.models import GenerationEngine, ModelBackend, ModelKind, ModelRole
 from prefarena.argtypes import non_negative_float, non_negative_int, positive_int, unit_interval
 from prefarena.errors import ApplicationError
 from workers.management import command_error, model_from_label
@@ -36,8 +36,15 @@ class Command(BaseCommand):
         parser.add_argument("name", help="Model name (no spaces, no '@'); versions are NAME@v1, NAME@v2, ...")
         parser.add_argument("--role", required=True, choices=ModelRole.values, help="What the model does")
         parser.add_argument("--backend", required=True, choices=ModelBackend.values, help="Where it runs")
-        local = parser.add_argument_group("transformers backend")
-        local.add_argument("--path", help="Checkpoint directory (save_pretrained output)")
+        parser.add_argument(
+            "--kind",
+            choices=ModelKind.values,
+            default=ModelKind.TEXT,
+            help="text (default) or image: a text-to-image model for the image arena (openai: an endpoint serving "
+            "/v1/images/generations; diffusers: a pipeline folder)",
+        )
+        local = parser.add_argument_group("transformers and diffusers backends")
+        local.add_argument("--path", help="Checkpoint directory (save_pretrained output; diffusers: the pipeline's)")
         local.add_argument("--dtype", choices=DTYPES, default="auto", help="Weights dtype on load (default: auto)")
         local.add_argument(
             "--engine",
@@ -83,6 +90,7 @@ class Command(BaseCommand):
             "description": options["description"],
             "timeout_s": options["timeout_s"],
             "max_concurrency": options["max_concurrency"],
+            "kind": options["kind"],
         }
         for option, field in (("price_input", "price_input_per_million"), ("price_output", "price_output_per_million")):
             if options.get(option) is not None:
@@ -91,7 +99,11 @@ class Command(BaseCommand):
             raise CommandError("--timeout-s must be positive")
         if options["parent"]:
             fields["parent"] = model_from_label(options["parent"], option="--parent")
-        if backend == ModelBackend.TRANSFORMERS:
+        if backend == ModelBackend.DIFFUSERS:
+            if not options["path"]:
+                raise CommandError("--path is required with --backend diffusers")
+            fields.update(path=options["path"], dtype=options["dtype"])
+        elif backend == ModelBackend.TRANSFORMERS:
             if not options["path"]:
                 raise CommandError("--path is required with --backend transformers")
             fields.update(path=options["path"], dtype=options["dtype"], engine=options["engine"])
@@ -108,7 +120,10 @@ class Command(BaseCommand):
             fields.update(
                 base_url=options["base_url"], remote_model=options["remote_model"], api_key_env=options["api_key_env"]
             )
-        if not options["no_load_check"]:
+        if options["kind"] == ModelKind.IMAGE:
+            # No generation here: the registry checks the pipeline folder or that the endpoint answers /models.
+            self.stdout.write("Load check: image models are checked by the registry (folder or endpoint)")
+        elif not options["no_load_check"]:
             self.stdout.write(f"Load check: loading {name} ({role}, {backend}) ...")
             self.stdout.write(f"Load check passed: {self._load_check(role, backend, fields)}")
         try:
