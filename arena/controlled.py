@@ -179,34 +179,8 @@ def controlled_fit_compute(category: str, control: str, *, provisional: interval
     played = np.bincount(rows.first, rows.count, len(rows.models)) + np.bincount(
         rows.second, rows.count, len(rows.models)
     )
-    board_rows = [
-        ratings.RatingRow(
-            model=m,
-            rating=float(fit.ratings[k]),
-            ci_low=float(fit.ci_low[k]),
-            ci_high=float(fit.ci_high[k]),
-            battles=int(played[k]),
-        )  # fmt: skip
-        for k, m in enumerate(fit.models)
-    ]
-    for row in board_rows:
-        row.provisional = provisional.applies(row.battles, row.ci_low, row.ci_high, row.model)
-    ratings.assign_ranks(board_rows)
-    board_rows.sort(key=lambda r: (r.provisional, -(r.rating or 0.0), r.model))
     return {
-        "rows": [
-            {
-                "model": r.model,
-                "rating": r.rating,
-                "ci_low": r.ci_low,
-                "ci_high": r.ci_high,
-                "rank_ub": r.rank_ub,
-                "rank_lb": r.rank_lb,
-                "provisional": r.provisional,
-                "battles": r.battles,
-            }  # fmt: skip
-            for r in board_rows
-        ],
+        "rows": intervals.board_rows(fit, played, provisional),
         "coefficients": [
             {
                 "name": name,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import expit
@@ -43,6 +44,7 @@ from arena.ratings import (
     Battle,
     Leaderboard,
     PairCounts,
+    RatingRow,
     assign_ranks,
     bootstrap,
     bt_ratings,
@@ -229,3 +231,24 @@ def leaderboard_fit(
     board.rows.sort(key=lambda r: (r.component, r.rating is None, r.provisional, -(r.rating or 0.0), r.model))
     board.method = method
     return board
+
+
+def board_rows(fit: Any, played: np.ndarray, rule: ProvisionalRule) -> list[dict[str, Any]]:
+    """A fit's stored leaderboard rows (controlled and per-source fits: `fit.models`, `.ratings`, `.ci_low`,
+    `.ci_high`), each with its battles played: provisional marked, ranked, provisional last, best first."""
+    rows = [
+        RatingRow(
+            model=m,
+            rating=float(fit.ratings[k]),
+            ci_low=float(fit.ci_low[k]),
+            ci_high=float(fit.ci_high[k]),
+            battles=int(round(played[k])),
+        )  # fmt: skip
+        for k, m in enumerate(fit.models)
+    ]
+    for row in rows:
+        row.provisional = rule.applies(row.battles, row.ci_low, row.ci_high, row.model)
+    assign_ranks(rows)
+    rows.sort(key=lambda r: (r.provisional, -(r.rating or 0.0), r.model))
+    keys = ("model", "rating", "ci_low", "ci_high", "rank_ub", "rank_lb", "provisional", "battles")
+    return [{key: getattr(r, key) for key in keys} for r in rows]

@@ -239,34 +239,8 @@ def view_fit(
     for d in data.values():
         count = np.ones(len(d.first)) if d.count is None else d.count * (1.0 if d.weights is None else d.weights)
         played += np.bincount(d.first, count, len(names)) + np.bincount(d.second, count, len(names))
-    rows = [
-        ratings.RatingRow(
-            model=m,
-            rating=float(fit.ratings[k]),
-            ci_low=float(fit.ci_low[k]),
-            ci_high=float(fit.ci_high[k]),
-            battles=int(round(played[k])),
-        )  # fmt: skip
-        for k, m in enumerate(fit.models)
-    ]
-    for row in rows:
-        row.provisional = provisional.applies(row.battles, row.ci_low, row.ci_high, row.model)
-    ratings.assign_ranks(rows)
-    rows.sort(key=lambda r: (r.provisional, -(r.rating or 0.0), r.model))
     return {
-        "rows": [
-            {
-                "model": r.model,
-                "rating": r.rating,
-                "ci_low": r.ci_low,
-                "ci_high": r.ci_high,
-                "rank_ub": r.rank_ub,
-                "rank_lb": r.rank_lb,
-                "provisional": r.provisional,
-                "battles": r.battles,
-            }  # fmt: skip
-            for r in rows
-        ],
+        "rows": intervals.board_rows(fit, played, provisional),
         "coefficients": [
             {"name": f"position:{s}", "value": v, "ci_low": lo, "ci_high": hi, "elo": v * intervals.ELO_PER_LOGIT}
             for s, (v, lo, hi) in fit.position_bias.items()
