@@ -189,6 +189,10 @@ class LeaderboardSerializer(serializers.Serializer):
     categories = serializers.ListField(child=serializers.CharField(allow_blank=True))
     computed_at = serializers.DateTimeField(allow_null=True)
     intervals = serializers.CharField(help_text="How the 95% intervals are computed: sandwich or bootstrap")
+    bias_corrected = serializers.BooleanField(
+        help_text="Ratings are the fit less its first-order (small-sample) bias (ARENA_BIAS_CORRECTION); "
+        "false: the plain maximum-likelihood ratings"
+    )
     control = serializers.CharField(allow_blank=True, help_text='The control of these rows ("" for none)')
     controls = serializers.ListField(child=serializers.CharField(), help_text="Controls this deployment computes")
     coefficients = CoefficientSerializer(

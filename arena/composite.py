@@ -92,6 +92,7 @@ def fit(
     *,
     position_terms: bool | Collection[str] = True,
     start: np.ndarray | None = None,
+    bias_correct: bool = False,
 ) -> CompositeFit:
     """The fused rating over `sources` with `weights` (validated); with `position_terms`, one γ_s each (or for
     the sources named: a source whose sides carry no order, e.g. per-pair counts, gets none)."""
@@ -123,7 +124,7 @@ def fit(
         weight_squares=np.concatenate([r.sums[1] for _, r in parts]),
     )
     row_weights = np.concatenate([np.full(len(r.count), weights[s]) for s, r in parts])
-    result = contextual.fit(merged, row_weights=row_weights, start=start)
+    result = contextual.fit(merged, row_weights=row_weights, start=start, bias_correct=bias_correct)
     return CompositeFit(
         models=result.models,
         ratings=result.ratings,

@@ -169,6 +169,24 @@ def _design(rows: BattleRows, values: np.ndarray, n: int) -> tuple[np.ndarray, n
     return x[rows.first] - x[rows.second] + rows.features @ beta, beta
 
 
+def _bias_shift(
+    rows: BattleRows, values: np.ndarray, weight: np.ndarray, inverse: np.ndarray, covariance: np.ndarray, n: int
+) -> np.ndarray:
+    """½ H⁻¹ Σ_k weight_k p(1−p)(1−2p)(d_kᵀ V d_k) d_k: what to add to the estimate to remove its first-order bias
+    (`weight` is the objective's per-row weight, `inverse` H⁻¹ of the objective, V the estimate's covariance)."""
+    a, b = rows.first, rows.second
+    cross = covariance[:n, n:]
+    spread = (
+        covariance[a, a] + covariance[b, b] - 2 * covariance[a, b]
+        + 2 * np.einsum("kf,kf->k", rows.features, cross[a] - cross[b])
+        + np.einsum("kf,fg,kg->k", rows.features, covariance[n:, n:], rows.features)
+    )  # fmt: skip
+    p = expit(_design(rows, values, n)[0])
+    c = weight * p * (1 - p) * (1 - 2 * p) * spread
+    g = np.concatenate([np.bincount(a, c, n) - np.bincount(b, c, n), rows.features.T @ c])
+    return 0.5 * inverse @ g
+
+
 def _outer_sum(rows: BattleRows, values: np.ndarray, n: int) -> np.ndarray:
     """Σ_k values_k · d_k d_kᵀ with d_k = (e_first − e_second, f_k): sparse assembly by bincount."""
     f = rows.features.shape[1]
@@ -197,8 +215,13 @@ def fit(
     row_weights: np.ndarray | None = None,
     tol: float = 1e-10,
     max_iter: int = 100,
+    bias_correct: bool = False,
 ) -> ContextualFit:
     """Ratings, covariate coefficients and their 95% sandwich intervals (see the module doc).
+
+    `bias_correct`: ratings and coefficients less their first-order bias (`arena.intervals`' module doc: here
+    −½ H⁻¹ Σ_rows ω·Σb·p(1−p)(1−2p)·(dᵀVd)·d over the rows), intervals moved with them; `logits` stay the
+    maximum-likelihood values (the next fit's start).
 
     `row_weights` (one per row, e.g. a source's weight in arena/composite.py) multiply each battle's
     weight, as inverse-frequency reweighting does; the sandwich accounts for them the same way."""
@@ -261,9 +284,11 @@ def fit(
         mean_score = np.concatenate([np.zeros(n), reg * beta])
         spread = scores - np.outer(mean_score, mean_score)
     inverse = np.linalg.inv(hess)
-    variance = np.maximum(np.diag(inverse @ spread @ inverse) / total, 0.0)
-    half = Z95 * np.sqrt(variance)
-    ratings = ELO_PER_LOGIT * values[:n] + INIT_RATING
+    covariance = inverse @ spread @ inverse / total
+    half = Z95 * np.sqrt(np.maximum(np.diag(covariance), 0.0))
+    estimate = values + (_bias_shift(rows, values, weight, inverse, covariance, n) if bias_correct else 0.0)
+    beta = estimate[n:]
+    ratings = ELO_PER_LOGIT * estimate[:n] + INIT_RATING
     return ContextualFit(
         models=list(rows.models),
         features=list(rows.features_names),

@@ -175,7 +175,9 @@ def controlled_fit_compute(category: str, control: str, *, provisional: interval
         return {"rows": [], "coefficients": [], "battles": 0, "start": {}}
     previous = ControlledFit.objects.filter(category=category, control=control).values_list("payload", flat=True)
     start = _start((previous.first() or {}).get("start", {}), rows)
-    fit = contextual.fit(rows, reweight=settings.ARENA_REWEIGHT, start=start)
+    fit = contextual.fit(
+        rows, reweight=settings.ARENA_REWEIGHT, start=start, bias_correct=settings.ARENA_BIAS_CORRECTION
+    )
     played = np.bincount(rows.first, rows.count, len(rows.models)) + np.bincount(
         rows.second, rows.count, len(rows.models)
     )

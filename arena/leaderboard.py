@@ -139,6 +139,7 @@ def leaderboard_recompute(
         rounds=rounds,
         seed=seed,
         provisional=rule,
+        bias_correct=settings.ARENA_BIAS_CORRECTION,
     )
     computed = {labels[row.model]: row for row in board.rows}
     # The controlled fits (ARENA_CONTROLS) are written first, each in its own short transaction; the tick

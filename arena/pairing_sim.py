@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from arena import pairing
-from arena.ratings import LN10, bt_fit_weights
+from arena import intervals, pairing
+from arena.ratings import INIT_RATING, LN10, PairCounts, bt_fit_weights
 
 MAP_L2_C = 1.0 / pairing.PRIOR_PRECISION  # the pairing's weak prior, so θ exists before every model lost once
 
@@ -106,3 +106,18 @@ def sandwich_sd(theta: np.ndarray, ipw_wins: np.ndarray, ipw_squares: np.ndarray
     ones = np.ones((n, n)) / n
     bread = np.linalg.inv(hessian + ones) - ones
     return np.sqrt(np.clip(np.diag(bread @ meat @ bread), 0, None))
+
+
+def bias_corrected(theta: np.ndarray, wins: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """θ less its first-order bias, by the live leaderboard's own function (`arena.intervals.sandwich_fit`; Σw per
+    (winner, loser) in `wins`, Σw² in `squares`, no ties), centred."""
+    models = [str(k) for k in range(len(theta))]
+    none = np.zeros_like(wins)
+    found = intervals.sandwich_fit(
+        PairCounts(models, wins, none),
+        {m: INIT_RATING + 400.0 * t for m, t in zip(models, theta, strict=True)},
+        squares=PairCounts(models, squares, none),
+        bias_correct=True,
+    )
+    corrected = np.array([(found[m][0] - INIT_RATING) / 400.0 for m in models])
+    return corrected - corrected.mean()

@@ -244,6 +244,7 @@ def leaderboard_get(category: str = "", control: str = "", source: str = "") -> 
         "categories": leaderboard_categories(),
         "computed_at": computed_at,
         "intervals": settings.ARENA_INTERVALS,
+        "bias_corrected": settings.ARENA_BIAS_CORRECTION,
         "control": canonical,
         "controls": [controlled.control_parse_stored(c) for c in settings.ARENA_CONTROLS],
         "coefficients": coefficients,

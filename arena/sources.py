@@ -234,6 +234,7 @@ def view_fit(
         data,
         {s: (1.0 if view != "fused" else weights[s]) for s in data},
         position_terms=[s for s in data if s != "arena"],
+        bias_correct=settings.ARENA_BIAS_CORRECTION,
     )
     played = np.zeros(len(names))
     for d in data.values():

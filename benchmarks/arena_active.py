@@ -5,8 +5,10 @@ No database: each arena draws true ratings (normal, `--spread` Elo sd), votes fr
 pairs either uniformly or by `arena.pairing` (`arena/pairing_sim.py`), refitting every `--batch` votes as the
 server's cached pair probabilities are. Both arms of an arena share its true ratings. The stop rule: every
 current top-k model's 95% Fisher interval within ±`--half-width` Elo, checked after every batch. At the stop, the
-active arm's ratings are fitted with the inverse-propensity weights (what the leaderboard is to use) and the
-uniform arm's without; the bias is the mean over arenas of (estimate − truth) per true rank, both centred.
+active arm's ratings are fitted with the inverse-propensity weights and the uniform arm's without, each as the
+maximum-likelihood fit and less its first-order bias (`arena.intervals.sandwich_fit(bias_correct=True)`: what the
+live leaderboard shows, ARENA_BIAS_CORRECTION); the bias is the mean over arenas of (estimate − truth) per true
+rank, both centred.
 
     .venv/bin/python benchmarks/arena_active.py [--arenas 200] [--models 20] [--top-k 5] [--half-width 30]
 """
@@ -47,6 +49,12 @@ def _centred_fit(wins: np.ndarray) -> np.ndarray:
     return theta - theta.mean()
 
 
+def _max_t(errors: np.ndarray) -> float:
+    """Largest |mean / se| over the columns (ranks) of arenas × ranks errors."""
+    se = errors.std(axis=0, ddof=1) / np.sqrt(len(errors))
+    return float(np.max(np.abs(errors.mean(axis=0) / se)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arenas", type=_positive_int, default=200)
@@ -70,11 +78,12 @@ def main() -> None:
     config = pairing.PairingConfig(top_k=args.top_k, floor=args.floor)
     stop = pairing_sim.top_k_half_width_stop(args.top_k, args.half_width)
     votes = {"uniform": [], "active": []}
-    errors = {"uniform": [], "active": [], "active unweighted": []}
+    arms = ("uniform", "uniform, corrected", "active", "active, corrected", "active unweighted")
+    errors: dict[str, list[np.ndarray]] = {arm: [] for arm in arms}
     shown = min(args.models, args.top_k + 3)
     # The same errors with both θ̂ and θ centred on the shown (true top) ranks' mean instead of all models': a bias
     # of the poorly measured bottom models moves every centred rating by its share of the mean.
-    errors_top = {"uniform": [], "active": [], "active unweighted": []}
+    errors_top: dict[str, list[np.ndarray]] = {arm: [] for arm in arms}
 
     def record(name: str, fitted: np.ndarray, truth: np.ndarray) -> None:
         errors[name].append(400.0 * (fitted - truth))
@@ -100,10 +109,15 @@ def main() -> None:
             fitted = _centred_fit(result.ipw_wins if arm == "active" else result.wins)
             record(arm, fitted, truth)
             if arm == "active":
+                record(
+                    "active, corrected", pairing_sim.bias_corrected(fitted, result.ipw_wins, result.ipw_squares), truth
+                )
                 record("active unweighted", _centred_fit(result.wins), truth)
                 top = np.argsort(-fitted)[: args.top_k]
                 sd = pairing_sim.sandwich_sd(fitted, result.ipw_wins, result.ipw_squares)
                 sandwich.append(float(np.max(1.96 * 400.0 * sd[top])))
+            else:
+                record("uniform, corrected", pairing_sim.bias_corrected(fitted, result.wins, result.wins), truth)
     elapsed = time.perf_counter() - started
 
     uniform, active = np.array(votes["uniform"]), np.array(votes["active"])
@@ -134,6 +148,9 @@ def main() -> None:
             se = matrix.std(axis=0, ddof=1) / np.sqrt(len(matrix))
             cells = "  ".join(f"{m:+5.1f}±{s:3.1f}" for m, s in zip(mean, se, strict=True))
             print(f"    {name:18s} {cells}   max |t| {np.max(np.abs(mean / se)):.1f}")
+        if table is errors:
+            every = "  ".join(f"{name} {_max_t(np.array(rows)):.1f}" for name, rows in table.items())
+            print(f"  max |t| over all ranks 1..{args.models}: {every}")
     if shown < args.models:
         print(f"  mean bias of true ranks {shown + 1}..{args.models} (centred on all models), Elo ± se:")
         for name, rows in errors.items():

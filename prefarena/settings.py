@@ -438,6 +438,9 @@ if ARENA_PROMPT_CLUSTER_CAP < 1:
 # The live leaderboard's fits (plain and controlled) weight each counted vote by its inverse-propensity weight
 # (active pairing) times its prompt-cluster cap; off: every vote weighs 1, as imported battles always do.
 ARENA_FIT_WEIGHTS = env_bool("ARENA_FIT_WEIGHTS", True)
+# Live ratings (plain, controlled, per source) less the maximum-likelihood fit's first-order bias (Cox–Snell; what
+# active pairing's weighted battles otherwise carry: arena/intervals.py). Off: the plain MLE, as arena-rank's.
+ARENA_BIAS_CORRECTION = env_bool("ARENA_BIAS_CORRECTION", True)
 # The fused leaderboard (arena/sources.py): each source's weight, "source=number" or "source=auto" (learned from
 # its agreement with human judgments on shared items; humans themselves weigh 1). A learned weight needs at least
 # ARENA_SOURCE_MIN_SHARED shared decisive items, else the source is left out of the fused fit.

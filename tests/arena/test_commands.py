@@ -97,9 +97,15 @@ def test_import_then_rate_the_database_reproduces_the_reference(battles_file):
     for model, value in ONLINE_ELO.items():
         assert Rating.objects.get(category="", model__name=PREFIX + model).elo == pytest.approx(value, abs=1e-4)
 
-    # ... and the leaderboard was recomputed from the imported counts
-    for model, value in UNREGULARISED.items():
-        assert Rating.objects.get(category="", model__name=PREFIX + model).rating == pytest.approx(value, abs=0.01)
+    # ... and the leaderboard was recomputed from the imported counts: the bias-corrected fit of the same battles
+    # (ARENA_BIAS_CORRECTION, on by default), as the file's own `--bias-correct` rating gives it
+    corrected = json.loads(
+        run("arena_ratings", "--input", str(battles_file), "--anony-only", "--format", "json", "--bias-correct")
+    )
+    for row in corrected:
+        stored = Rating.objects.get(category="", model__name=row["model"])
+        assert stored.rating == pytest.approx(row["rating"], abs=0.01)
+        assert (stored.ci_low, stored.ci_high) == (pytest.approx(row["ci_low"]), pytest.approx(row["ci_high"]))
 
     # when: the database is rated through the command
     rows = json.loads(run("arena_ratings", "--format", "json", "--bootstrap", "20"))
@@ -169,6 +175,10 @@ def test_missing_file_and_bad_options_are_command_errors(tmp_path):
         call_command("arena_ratings", "--input", str(tmp_path / "x.json"), "--l2", "-1", stdout=StringIO())
     with pytest.raises(CommandError, match="--save"):
         call_command("arena_ratings", "--input", str(tmp_path / "x.json"), "--save", stdout=StringIO())
+    with pytest.raises(CommandError, match="--bias-correct applies to the unregularised fit"):
+        call_command("arena_ratings", "--input", str(BATTLES), "--l2", "1", "--bias-correct", stdout=StringIO())
+    with pytest.raises(CommandError, match="ARENA_BIAS_CORRECTION"):
+        call_command("arena_ratings", "--save", "--bias-correct", stdout=StringIO())
 
 
 @pytest.mark.django_db

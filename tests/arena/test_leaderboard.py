@@ -17,7 +17,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from annotations.models import Prompt
-from arena import leaderboard, ratings, services, tasks
+from arena import intervals, leaderboard, ratings, services, tasks
 from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, PairStats, Rating
 from models_hub.models import Model
@@ -107,8 +107,11 @@ def test_recompute_from_votes_writes_the_exact_fit_with_intervals_and_keeps_the_
     # when
     board = leaderboard.leaderboard_recompute("", rounds=50, seed=3)
 
-    # then: the rows are the engine's fit on the same battles (both-bad as ties), within 1e-6
-    expected = ratings.bt_ratings(ratings.PairCounts.from_battles(played))
+    # then: the rows are the engine's fit on the same battles (both-bad as ties), less its first-order bias
+    # (ARENA_BIAS_CORRECTION), within 1e-6
+    counts = ratings.PairCounts.from_battles(played)
+    fit = intervals.sandwich_fit(counts, ratings.bt_ratings(counts), bias_correct=True)
+    expected = {label: rating for label, (rating, _, _) in fit.items()}
     rows = {r.model.label: r for r in Rating.objects.filter(category="").select_related("model")}
     assert rows.keys() == expected.keys()
     for label, value in expected.items():
@@ -172,7 +175,7 @@ def test_leaderboard_api_serves_rows_and_matrices_to_anyone():
         *speed_and_prices,
     }
     assert first["ratable"] is True and first["rank_ub"] == 1 and first["provisional"] is False
-    assert body["intervals"] == "sandwich"  # the live default
+    assert body["intervals"] == "sandwich" and body["bias_corrected"] is True  # the live defaults
     # strong vs middle: 6 wins for strong, 2 for middle, 1 tie -> 9 battles
     assert body["battle_counts"][0][1] == body["battle_counts"][1][0] == 9
     assert body["win_rates"][0][1] == pytest.approx((6 + 0.5) / 9, abs=1e-4)

@@ -99,6 +99,39 @@ def test_ipw_weighted_fit_of_an_actively_paired_intransitive_arena_recovers_the_
     assert abs(unweighted_bias[3]) > 15.0, unweighted_bias
 
 
+def test_bias_corrected_weighted_fit_of_actively_paired_arenas_is_unbiased_within_noise():
+    """Active pairing leaves the bottom models few, heavily weighted battles: the weighted MLE spreads them
+    outward (its O(1/n) bias), and through the mean-centring lifts the rest. The live leaderboard's correction
+    (ARENA_BIAS_CORRECTION) removes that to within the noise of 400 simulated arenas; without it the bias shows."""
+    config = pairing.PairingConfig(top_k=5, floor=0.1)
+    plain, corrected = [], []
+    for arena in range(400):
+        rng = np.random.default_rng([7, arena])
+        truth = np.sort(rng.normal(0.0, 150 / 400, 20))[::-1]  # index = true rank
+        truth -= truth.mean()
+        result = pairing_sim.simulate(
+            pairing_sim.bt_win_matrix(truth), np.random.default_rng([7, arena, 1]), config=config, max_votes=4000,
+            batch=200,
+        )  # fmt: skip
+        theta = bt_fit_weights(result.ipw_wins, l2_c=pairing_sim.MAP_L2_C)
+        theta -= theta.mean()
+        plain.append(400 * (theta - truth))
+        corrected.append(400 * (pairing_sim.bias_corrected(theta, result.ipw_wins, result.ipw_squares) - truth))
+
+    def t_values(errors: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        """(t of the bottom 12's mean error, t of each rank's mean error) over the arenas."""
+        matrix = np.array(errors)
+        bottom = matrix[:, 8:].mean(axis=1)
+        t_bottom = bottom.mean() / (bottom.std(ddof=1) / np.sqrt(len(bottom)))
+        return float(t_bottom), matrix.mean(axis=0) / (matrix.std(axis=0, ddof=1) / np.sqrt(len(matrix)))
+
+    t_plain_bottom, _ = t_values(plain)
+    t_bottom, t_ranks = t_values(corrected)
+    assert t_plain_bottom < -3.0  # the uncorrected bias is there, and this many arenas see it
+    assert abs(t_bottom) < 2.5, t_bottom
+    assert np.max(np.abs(t_ranks)) < 3.3, t_ranks  # 20 ranks: |t| of pure noise rarely exceeds 3
+
+
 def test_active_pairing_reaches_the_top_k_width_with_fewer_votes_than_uniform():
     stop = pairing_sim.top_k_half_width_stop(3, 40.0)
     truth = pairing_sim.bt_win_matrix(np.linspace(0.5, -0.5, 12))

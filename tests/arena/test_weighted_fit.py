@@ -75,6 +75,16 @@ def test_weighted_cells_give_the_battle_by_battle_weighted_fit_and_a_weighted_bo
         assert by_model[m].ci_low == pytest.approx(direct.ci_low[k], abs=1e-6)
         assert by_model[m].ci_high == pytest.approx(direct.ci_high[k], abs=1e-6)
         assert by_model[m].battles == int(counts.battles[k].sum())
+    # the bias-corrected fits agree too: the n×n sums' correction (arena/intervals.py) and the rows' (contextual.py)
+    corrected = {r.model: r for r in intervals.leaderboard_fit(counts, weighted=weighted, bias_correct=True).rows}
+    direct_corrected = contextual.fit(rows, row_weights=weights, bias_correct=True)
+    for k, m in enumerate(models):
+        assert corrected[m].rating == pytest.approx(direct_corrected.ratings[k], abs=1e-6)
+        assert corrected[m].ci_high - corrected[m].rating == pytest.approx(by_model[m].ci_high - by_model[m].rating)
+    shifts = [corrected[m].rating - by_model[m].rating for m in models]
+    assert sum(shifts) == pytest.approx(0.0, abs=1e-6) and 0.01 < max(map(abs, shifts)) < 5  # centred, small
+    # it pulls the extremes in: the MLE spreads ratings outward
+    assert shifts[0] < 0 < shifts[-1]
     # unweighted, the intervals are narrower: weights that vary cost variance
     plain = {r.model: r for r in intervals.leaderboard_fit(counts).rows}
     assert all(plain[m].ci_high - plain[m].ci_low < by_model[m].ci_high - by_model[m].ci_low for m in models)
@@ -140,13 +150,15 @@ def test_with_active_pairing_the_live_ratings_equal_a_direct_weighted_fit():
     # when the leaderboard is recomputed
     leaderboard.leaderboard_recompute("")
 
-    # then its ratings and intervals are the battle-by-battle weighted fit's (imported battles weigh 1)
+    # then its ratings and intervals are the battle-by-battle weighted fit's (imported battles weigh 1), less its
+    # first-order bias (ARENA_BIAS_CORRECTION, on by default)
     names = sorted(m.label for m in arena)
     score = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5}
     battles = [(b.model_a, b.model_b, score[b.winner], b.weight) for b in fit_battles]
     battles += [(f"{b.model_a}@v1", f"{b.model_b}@v1", score[b.winner], 1.0) for b in imported * 3]
     rows, row_weights = direct_rows(names, battles, position=False)
-    direct = contextual.fit(rows, row_weights=row_weights)
+    direct = contextual.fit(rows, row_weights=row_weights, bias_correct=True)
+    assert not np.allclose(direct.ratings, contextual.fit(rows, row_weights=row_weights).ratings, atol=0.01)
     stored = {r.model.label: r for r in Rating.objects.filter(category="").select_related("model")}
     for k, label in enumerate(names):
         assert stored[label].rating == pytest.approx(direct.ratings[k], abs=1e-6)
@@ -155,7 +167,7 @@ def test_with_active_pairing_the_live_ratings_equal_a_direct_weighted_fit():
     # and the controlled fit (position) is the weighted fit of the votes with the position covariate
     votes_only = [(b.model_a, b.model_b, score[b.winner], b.weight) for b in fit_battles]
     rows, row_weights = direct_rows(names, votes_only, position=True)
-    direct = contextual.fit(rows, row_weights=row_weights)
+    direct = contextual.fit(rows, row_weights=row_weights, bias_correct=True)
     payload = ControlledFit.objects.get(category="", control="position").payload
     served = {row["model"]: row for row in payload["rows"]}
     for k, label in enumerate(names):
@@ -166,9 +178,17 @@ def test_with_active_pairing_the_live_ratings_equal_a_direct_weighted_fit():
     # with ARENA_FIT_WEIGHTS off, every vote weighs 1 again (the PairStats fit)
     with override_settings(ARENA_FIT_WEIGHTS=False):
         leaderboard.leaderboard_recompute("")
-    plain = intervals.leaderboard_fit(leaderboard.pair_counts("")[0])
+    plain = intervals.leaderboard_fit(leaderboard.pair_counts("")[0], bias_correct=True)
     unweighted = {r.model: r.rating for r in plain.rows}
     assert all(
         r.rating == pytest.approx(unweighted[r.model.label], abs=1e-6)
+        for r in Rating.objects.filter(category="").select_related("model")
+    )
+    # and with ARENA_BIAS_CORRECTION off too, the plain maximum-likelihood fit
+    with override_settings(ARENA_FIT_WEIGHTS=False, ARENA_BIAS_CORRECTION=False):
+        leaderboard.leaderboard_recompute("")
+    mle = {r.model: r.rating for r in intervals.leaderboard_fit(leaderboard.pair_counts("")[0]).rows}
+    assert all(
+        r.rating == pytest.approx(mle[r.model.label], abs=1e-6)
         for r in Rating.objects.filter(category="").select_related("model")
     )

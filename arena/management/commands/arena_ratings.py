@@ -51,6 +51,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=non_negative_int, default=0, help="Bootstrap seed (default 0)")
         parser.add_argument(
+            "--bias-correct",
+            action="store_true",
+            help="Ratings less the fit's first-order bias (the live leaderboard's ARENA_BIAS_CORRECTION); "
+            "default: the plain maximum-likelihood ratings, as arena-rank and FastChat publish them",
+        )
+        parser.add_argument(
             "--l2", type=positive_float, default=None, help="L2 strength C (FastChat: 1.0); default: none"
         )
         parser.add_argument("--category", default="", help="Without --input: the category to rate (default: all)")
@@ -71,6 +77,8 @@ class Command(BaseCommand):
         method = options["intervals"] or ("bootstrap" if l2_c is not None else "sandwich")
         if l2_c is not None and (method == "sandwich" or options["reweight"]):
             raise CommandError("--l2 (the FastChat recipe) comes with bootstrap intervals only; drop --l2")
+        if l2_c is not None and options["bias_correct"]:
+            raise CommandError("--bias-correct applies to the unregularised fit; drop --l2")
         if options["reweight"] and method == "bootstrap":
             raise CommandError("--reweight needs --intervals sandwich")
         if options["input"] is not None:
@@ -89,6 +97,11 @@ class Command(BaseCommand):
                 raise CommandError("--anony-only applies to --input files (the database keeps no anony flag)")
             category = options["category"]
             if options["save"]:
+                if options["bias_correct"]:
+                    raise CommandError(
+                        "--save writes the live leaderboard, corrected or not as ARENA_BIAS_CORRECTION says; "
+                        "drop --bias-correct"
+                    )
                 if l2_c is not None:
                     raise CommandError("--save writes the unregularised fit; drop --l2")
                 board = leaderboard.leaderboard_recompute(
@@ -124,6 +137,7 @@ class Command(BaseCommand):
             reweight=options["reweight"],
             rounds=options["bootstrap"],
             seed=options["seed"],
+            bias_correct=options["bias_correct"],
         )
 
     def _style_control(self, options: dict[str, Any]) -> None:
