@@ -96,6 +96,18 @@ def test_weighted_cells_give_the_battle_by_battle_weighted_fit_and_a_weighted_bo
         assert boot[m].rating == pytest.approx(by_model[m].rating, abs=1e-6)
         width, sandwich_width = boot[m].ci_high - boot[m].ci_low, by_model[m].ci_high - by_model[m].ci_low
         assert 0.75 < width / sandwich_width < 1.3
+    # bias-corrected, the bootstrap interval moves with the rating and keeps its width
+    boot_corrected = {
+        r.model: r
+        for r in intervals.leaderboard_fit(
+            counts, weighted=weighted, method="bootstrap", rounds=200, bias_correct=True
+        ).rows
+    }
+    for m in models:
+        assert boot_corrected[m].rating == pytest.approx(corrected[m].rating, abs=1e-6)
+        shift = corrected[m].rating - by_model[m].rating
+        assert boot_corrected[m].ci_low == pytest.approx(boot[m].ci_low + shift, abs=1e-6)
+        assert boot_corrected[m].ci_high == pytest.approx(boot[m].ci_high + shift, abs=1e-6)
 
 
 def play(model_a, model_b, winner: str, voter: int, propensity: float, pairs: int, cluster: str) -> Battle:
