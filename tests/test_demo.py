@@ -104,6 +104,42 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
         assert items > 0
         assert image_responses == 12
         assert len(list((tmp_path / "var" / "media" / "images").rglob("*.png"))) == 12
+        # The image arena: two tiny random-weight pipelines in the arena; a visitor's image battle is drawn by the
+        # demo's worker (64×64 PNGs stored under var/media/).
+        assert "Image arena: http://" in text
+        image_models = database.execute(
+            "select count(*) from models_hub_model where kind = 'image' and backend = 'diffusers' and in_arena"
+        ).fetchone()[0]
+        assert image_models == 2
+        create = (
+            "import django; django.setup(); from arena import services; from arena.identity import VoterIdentity; "
+            "print(services.battle_create_live(prompt='a red circle', kind='image', "
+            "identity=VoterIdentity(session_hash='d' * 64, ip_hash='e' * 64, user_id=None)).pk)"
+        )
+        battle_id = int(
+            subprocess.run(
+                [sys.executable, "-c", create],
+                cwd=ROOT,
+                env={**env, "DJANGO_SETTINGS_MODULE": "prefarena.settings"},
+                check=True,
+                timeout=60,
+                capture_output=True,
+                text=True,
+            ).stdout.split()[-1]
+        )
+        deadline = time.monotonic() + 120
+        query = "select status, error from arena_battle where id = ?"
+        while (battle := database.execute(query, (battle_id,)).fetchone())[0] == "generating":
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(1)
+        assert battle == ("ready", ""), (battle, log.read_text())
+        sizes = database.execute(
+            "select i.width, i.height from annotations_storedimage i join annotations_response r on r.image_id = i.id"
+            " join arena_battle b on r.id in (b.response_a_id, b.response_b_id) where b.id = ?",
+            (battle_id,),
+        ).fetchall()
+        assert sizes == [(64, 64), (64, 64)]
+        assert len(list((tmp_path / "var" / "media" / "images").rglob("*.png"))) == 14  # and its two pictures
         # The demo's one retraining round ran on the same worker, through the policy code: its snapshot was
         # built, the challenger trained, registered and met the champion at the gate, and the decision stored.
         assert "retrain tiny-lm-small' fired" in text and f"{port}/loop/" in text

@@ -21,7 +21,8 @@ from django.test import override_settings
 from PIL import Image
 from rest_framework.test import APIClient
 
-from arena import controlled, leaderboard
+from arena import controlled, leaderboard, services
+from arena.identity import VoterIdentity
 from arena.models import Battle, BattleStatus, PairStats
 from models_hub.models import Model
 from models_hub.services import model_register
@@ -156,76 +157,13 @@ def test_image_battle_on_an_images_endpoint_is_generated_shown_voted_and_rated()
     assert refused.status_code == 400 and "one text" in refused.json()["detail"]
 
 
-def tiny_pipeline(folder: Path, seed: int) -> Path:
-    """A random-weight Stable Diffusion pipeline a few kB large, built from configs (no download): 16×16 images."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8,
-        norm_num_groups=2,
-        attention_head_dim=2,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=16,
-    )
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    vocab.update({f"{c}</w>": k + 2 for k, c in enumerate("abcdefghijklmnopqrstuvwxyz")})
-    source = folder / "tokenizer-source"
-    source.mkdir(parents=True)
-    (source / "vocab.json").write_text(json.dumps(vocab))
-    (source / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(source / "vocab.json"), str(source / "merges.txt"), model_max_length=32)
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=8,
-            intermediate_size=16,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            vocab_size=len(vocab),
-            max_position_embeddings=32,
-            projection_dim=8,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=DDIMScheduler(clip_sample=False, steps_offset=1),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(folder / "pipeline")
-    return folder / "pipeline"
-
-
 @pytest.mark.django_db
 @override_settings(PREFARENA_DIFFUSERS_STEPS=2)
 def test_image_battle_between_two_local_diffusers_pipelines(tmp_path: Path):
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
     from workers.arena_runner import battle_generate_run
+    from workers.ml.tiny import tiny_diffusion_build
     from workers.runtime import model_cache_clear
 
     # given two tiny random-weight pipelines registered as image models, and a battle between them
@@ -233,7 +171,7 @@ def test_image_battle_between_two_local_diffusers_pipelines(tmp_path: Path):
         image_model(
             f"tiny-diffusion-{k}",
             backend="diffusers",
-            path=str(tiny_pipeline(tmp_path / str(k), seed=k)),
+            path=str(tiny_diffusion_build(tmp_path / str(k), seed=k)),
             dtype="float32",  # random weights in float16 (the GPU's "auto") may overflow to one black picture
         )
         for k in range(2)
@@ -261,6 +199,51 @@ def test_image_battle_between_two_local_diffusers_pipelines(tmp_path: Path):
     assert (a.width, a.height, a.content_type) == (16, 16, "image/png") == (b.width, b.height, b.content_type)
     assert a.sha256 != b.sha256 and a.is_public and b.is_public
     assert stored.features == {"megapixels_a": 0.0003, "aspect_a": 0.0, "megapixels_b": 0.0003, "aspect_b": 0.0}
+
+
+@pytest.mark.django_db
+def test_build_tiny_models_registers_the_demos_image_models_once(tmp_path: Path):
+    pytest.importorskip("diffusers")
+    from workers.runtime import model_cache_clear
+
+    # when the demo's command builds the tiny models with --image-models, twice
+    out = io.StringIO()
+    args = ("build_tiny_models", "--out", str(tmp_path), "--steps", "1", "--register", "--image-models")
+    call_command(*args, stdout=out)
+    call_command(*args, stdout=out)
+
+    # then two image models are in the arena, registered once each, with pipelines that load
+    models = list(Model.objects.filter(kind="image").order_by("name"))
+    assert [(m.name, m.backend, m.in_arena, m.dtype) for m in models] == [
+        ("tiny-diffusion-a", "diffusers", True, "float32"),
+        ("tiny-diffusion-b", "diffusers", True, "float32"),
+    ]
+    assert "tiny-diffusion-a: already registered" in out.getvalue()
+    # ... and a visitor's image battle pairs them and is drawn as two 64×64 pictures
+    from workers.arena_runner import battle_generate_run
+
+    battle = services.battle_create_live(
+        prompt="a red circle", kind="image", identity=VoterIdentity(session_hash="s" * 64, ip_hash="i", user_id=None)
+    )
+    assert {battle.model_a.name, battle.model_b.name} == {"tiny-diffusion-a", "tiny-diffusion-b"}
+    try:
+        with override_settings(PREFARENA_DIFFUSERS_STEPS=2):
+            stored = battle_generate_run(battle.pk)
+    finally:
+        model_cache_clear()
+    assert stored is not None and stored.status == BattleStatus.READY, stored and stored.error
+    stored = Battle.objects.select_related("response_a__image", "response_b__image").get(pk=battle.pk)
+    assert (stored.response_a.image.width, stored.response_b.image.height) == (64, 64)
+
+
+def test_image_models_need_the_diffusers_extra_or_the_command_says_so(monkeypatch, tmp_path: Path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "diffusers" else real(name, *a))
+    with pytest.raises(CommandError, match="needs the diffusers extra"):
+        call_command("build_tiny_models", "--out", str(tmp_path), "--image-models", stdout=io.StringIO())
+    assert list(tmp_path.iterdir()) == []  # nothing built
 
 
 @pytest.mark.django_db

@@ -1,4 +1,5 @@
-"""Tiny models built locally: a byte-level BPE tokenizer, two causal LMs and a reward model.
+"""Tiny models built locally: a byte-level BPE tokenizer, two causal LMs and a reward model (and, with the
+diffusers extra, random-weight image pipelines).
 
 Tests and the demo load them through `from_pretrained`, the same path a real checkpoint takes, so no
 test downloads anything. The corpus (`data/corpus.txt`) is written for this project, CC0.
@@ -6,6 +7,7 @@ test downloads anything. The corpus (`data/corpus.txt`) is written for this proj
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -252,6 +254,71 @@ def collapsed_model_build(
     ]
     causal_lm_train(model, tokenizer, texts, steps=steps, seed=seed, lr=3e-3)
     return _save(model, tokenizer, Path(out_dir))
+
+
+def tiny_diffusion_build(folder: Path, *, seed: int = 0, sample_size: int = 8) -> Path:
+    """A random-weight Stable Diffusion pipeline a few kB large, built from configs (no download), saved in
+    `folder`/pipeline: (2·sample_size)² pixel images of noise shaped by the prompt (needs the diffusers extra).
+    Tests and the demo's image arena use it: it exercises the diffusers path, it draws nothing recognisable."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        norm_num_groups=2,
+        attention_head_dim=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=2 * sample_size,
+    )
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocab.update({f"{c}</w>": k + 2 for k, c in enumerate("abcdefghijklmnopqrstuvwxyz")})
+    source = folder / "tokenizer-source"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "vocab.json").write_text(json.dumps(vocab))
+    (source / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(source / "vocab.json"), str(source / "merges.txt"), model_max_length=32)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=8,
+            intermediate_size=16,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            vocab_size=len(vocab),
+            max_position_embeddings=32,
+            projection_dim=8,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(clip_sample=False, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(folder / "pipeline")
+    return folder / "pipeline"
 
 
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> Path:

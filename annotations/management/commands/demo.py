@@ -5,6 +5,7 @@ Ctrl-C stops the web server and the worker it started.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -22,6 +23,8 @@ from annotations.models import Campaign
 from models_hub.models import Model
 
 DEMO_MODELS = ("tiny-lm-small", "tiny-lm-large", "tiny-reward")
+# Two random-weight image pipelines for the image arena, where the diffusers extra is installed (`make install`).
+DEMO_IMAGE_MODELS = ("tiny-diffusion-a", "tiny-diffusion-b")
 DEMO_BATTLES = Path(settings.BASE_DIR) / "arena" / "fixtures" / "genai_arena" / "genai_clean_battle_20240220.json"
 
 
@@ -51,6 +54,10 @@ class Command(BaseCommand):
             + f"\n  Open http://{host}/ — API docs at http://{host}/api/docs/"
             + f"\n  Leaderboard (imported GenAI-Arena battles): http://{host}/arena/leaderboard/"
         )
+        if not options["no_models"] and _image_models():
+            self.stdout.write(
+                f"  Image arena: http://{host}/arena/images/ (two tiny random-weight pipelines: they draw noise)"
+            )
         if not options["no_models"]:
             self.stdout.write(
                 "  The retraining round runs on the demo's worker (well under a minute); as admin, watch it at"
@@ -66,11 +73,16 @@ class Command(BaseCommand):
         """Tiny local models (built once, ~a minute on 2 cores) and a first generation job whose items
         land in a campaign of their own, so the worker has real work to show."""
         models_dir = settings.VAR_DIR / "models"
-        built = all((models_dir / name / "config.json").is_file() for name in DEMO_MODELS)
-        if not built or Model.objects.filter(name__in=DEMO_MODELS).count() < len(DEMO_MODELS):
+        names = DEMO_MODELS + (DEMO_IMAGE_MODELS if _image_models() else ())
+        built = all((models_dir / name / "config.json").is_file() for name in DEMO_MODELS) and all(
+            (models_dir / name / "pipeline" / "model_index.json").is_file() for name in names[len(DEMO_MODELS) :]
+        )
+        if not built or Model.objects.filter(name__in=names).count() < len(names):
+            images = ["--image-models"] if _image_models() else []
             call_command(
-                "build_tiny_models", "--out", str(models_dir), "--steps", "150", "--register", stdout=self.stdout
-            )
+                "build_tiny_models", "--out", str(models_dir), "--steps", "150", "--register", *images,
+                stdout=self.stdout,
+            )  # fmt: skip
         if not Campaign.objects.filter(name=GENERATED_CAMPAIGN).exists():
             generated_campaign_create()
             call_command(
@@ -147,3 +159,8 @@ class Command(BaseCommand):
                     child.kill()
                     child.wait()
         self.stdout.write("Stopped.")
+
+
+def _image_models() -> bool:
+    """The demo's image arena needs the diffusers extra (installed by `make install`)."""
+    return importlib.util.find_spec("diffusers") is not None

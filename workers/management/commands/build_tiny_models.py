@@ -1,19 +1,22 @@
-"""python manage.py build_tiny_models --out DIR [--steps N] [--seed S] [--register]"""
+"""python manage.py build_tiny_models --out DIR [--steps N] [--seed S] [--register] [--image-models]"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from models_hub import services
-from models_hub.models import Model, ModelBackend, ModelRole
+from models_hub.models import Model, ModelBackend, ModelKind, ModelRole
 from prefarena.argtypes import non_negative_int, positive_int
 from prefarena.errors import ApplicationError
 from workers.management import command_error
 
 ROLES = {"tiny-lm-small": ModelRole.POLICY, "tiny-lm-large": ModelRole.POLICY, "tiny-reward": ModelRole.REWARD}
+IMAGE_MODELS = ("tiny-diffusion-a", "tiny-diffusion-b")
+IMAGE_SAMPLE_SIZE = 32  # latents of 32² → 64×64-pixel pictures, each drawn in well under a second on a CPU
 
 
 class Command(BaseCommand):
@@ -21,7 +24,9 @@ class Command(BaseCommand):
         "Build the tiny test models (two causal LMs and a reward model, a few MB each, trained for a few "
         "seconds on the shipped corpus) into DIR/tiny-lm-small, DIR/tiny-lm-large and DIR/tiny-reward. "
         "With --register, register the LMs as policy models in the arena and tiny-reward as a reward model; "
-        "a model already registered with the same path is not registered again."
+        "a model already registered with the same path is not registered again. --image-models also builds two "
+        "random-weight Stable Diffusion pipelines (tiny-diffusion-a, -b; the diffusers extra) for the image arena "
+        "(they draw noise: they show the arena's mechanics)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -29,6 +34,9 @@ class Command(BaseCommand):
         parser.add_argument("--steps", type=positive_int, default=300, help="Training steps per LM (default 300)")
         parser.add_argument("--seed", type=non_negative_int, default=0, help="Random seed (default 0)")
         parser.add_argument("--register", action="store_true", help="Register the built models")
+        parser.add_argument(
+            "--image-models", action="store_true", help="Also build (and register) two tiny image pipelines"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         out: Path = options["out"].resolve()
@@ -38,6 +46,8 @@ class Command(BaseCommand):
         # (this command, a gpu worker), never by the web process that may import this module.
         from workers.ml.tiny import tiny_models_build
 
+        if options["image_models"] and importlib.util.find_spec("diffusers") is None:
+            raise CommandError("--image-models needs the diffusers extra: pip install -e '.[diffusers]'")
         self.stdout.write(f"Building tiny models in {out} ({options['steps']} steps, seed {options['seed']}) ...")
         try:
             paths = tiny_models_build(out, steps=options["steps"], seed=options["seed"])
@@ -48,6 +58,40 @@ class Command(BaseCommand):
         if options["register"]:
             for name, path in paths.items():
                 self._register(name, Path(path).resolve(), options)
+        if options["image_models"]:
+            self._image_models(out, options)
+
+    def _image_models(self, out: Path, options: dict[str, Any]) -> None:
+        from workers.ml.tiny import tiny_diffusion_build
+
+        for k, name in enumerate(IMAGE_MODELS):
+            try:
+                path = tiny_diffusion_build(out / name, seed=options["seed"] + k, sample_size=IMAGE_SAMPLE_SIZE)
+            except OSError as exc:
+                raise CommandError(f"--out {out}: cannot write {name}: {exc}") from exc
+            self.stdout.write(f"{name}: {path}")
+            if not options["register"]:
+                continue
+            path = path.resolve()
+            existing = Model.objects.filter(name=name, backend=ModelBackend.DIFFUSERS, path=str(path)).first()
+            if existing is not None:
+                self.stdout.write(f"{name}: already registered as {existing.label} with this path")
+                continue
+            try:
+                model = services.model_register(
+                    name=name,
+                    role=ModelRole.POLICY,
+                    kind=ModelKind.IMAGE,
+                    backend=ModelBackend.DIFFUSERS,
+                    path=str(path),
+                    dtype="float32",  # random weights in float16 may overflow to a black picture
+                    in_arena=True,
+                    description=f"Tiny random-weight image pipeline (build_tiny_models, seed {options['seed'] + k}): "
+                    "it draws noise, to show the image arena's mechanics",
+                )
+            except ApplicationError as exc:
+                raise command_error(exc) from exc
+            self.stdout.write(self.style.SUCCESS(f"{name}: registered as {model.label} (image, in the arena)"))
 
     def _register(self, name: str, path: Path, options: dict[str, Any]) -> None:
         role = ROLES[name]
