@@ -39,15 +39,21 @@ from prefarena.text import storable
 LABEL_FIELDS = ("choice", "strength", "ranking", "cannot_rank", "ratings")
 
 
-def item_labels(item: Item) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+Labels = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (human labels, LLM-judge labels)
+
+
+def _labels_by_item(item_ids: list[int]) -> dict[int, Labels]:
+    rows = Judgment.objects.filter(item_id__in=item_ids, source__in=[JudgmentSource.HUMAN, JudgmentSource.LLM])
+    labels: dict[int, Labels] = {item_id: ([], []) for item_id in item_ids}
+    for item_id, source, *values in rows.order_by("id").values_list("item_id", "source", *LABEL_FIELDS):
+        humans, judges = labels[item_id]
+        (humans if source == JudgmentSource.HUMAN else judges).append(dict(zip(LABEL_FIELDS, values, strict=True)))
+    return labels
+
+
+def item_labels(item: Item) -> Labels:
     """The item's human labels and LLM-judge labels, as dicts of the Judgment label fields."""
-    rows = Judgment.objects.filter(item=item, source__in=[JudgmentSource.HUMAN, JudgmentSource.LLM]).order_by("id")
-    humans: list[dict[str, Any]] = []
-    judges: list[dict[str, Any]] = []
-    for source, *values in rows.values_list("source", *LABEL_FIELDS):
-        label = dict(zip(LABEL_FIELDS, values, strict=True))
-        (humans if source == JudgmentSource.HUMAN else judges).append(label)
-    return humans, judges
+    return _labels_by_item([item.pk])[item.pk]
 
 
 # What considering an item did to the queue (in a dry run: would do).
@@ -66,7 +72,7 @@ class ReviewEntry:
     new_reasons: tuple[str, ...] = ()
 
 
-def _entry_reasons(item: Item, *, labels_complete: bool) -> list[str]:
+def _entry_reasons(item: Item, *, labels_complete: bool, labels: Labels | None = None) -> list[str]:
     """Why the item belongs in the queue now, by the campaign's current settings (empty: it does not)."""
     if not labels_complete and not item.is_gold:
         return []
@@ -74,7 +80,7 @@ def _entry_reasons(item: Item, *, labels_complete: bool) -> list[str]:
     settings = review_rules.review_settings_of(campaign.review_settings)
     if not settings["enabled"]:
         return []
-    humans, judges = item_labels(item)
+    humans, judges = labels if labels is not None else item_labels(item)
     reasons = review_rules.disagreement_reasons(
         campaign.kind,
         humans,
@@ -101,7 +107,7 @@ def _entry_outcome(existing: ReviewItem | None, reasons: list[str]) -> ReviewEnt
     return ReviewEntry(ENTRY_REASONS_ADDED, new)
 
 
-def review_item_consider(*, item: Item, labels_complete: bool, dry_run: bool = False) -> ReviewEntry:
+def review_item_consider(*, item: Item, labels_complete: bool) -> ReviewEntry:
     """Put the item in the review queue when its labels disagree; call in the transaction that stored a label,
     with the item row locked (the label that completes the item and a judge's label then see each other).
 
@@ -112,8 +118,8 @@ def review_item_consider(*, item: Item, labels_complete: bool, dry_run: bool = F
     judge's label landing after the adjudication, a lower threshold) neither re-queues it nor changes its row.
     """
     reasons = _entry_reasons(item, labels_complete=labels_complete)
-    if not reasons or dry_run:
-        return _entry_outcome(ReviewItem.objects.filter(item_id=item.pk).first() if reasons else None, reasons)
+    if not reasons:
+        return ReviewEntry(ENTRY_NONE)
     with transaction.atomic():
         review, created = ReviewItem.objects.get_or_create(
             item_id=item.pk, defaults={"campaign_id": item.campaign_id, "reasons": reasons}
@@ -129,14 +135,13 @@ def review_item_consider(*, item: Item, labels_complete: bool, dry_run: bool = F
         return entry
 
 
-def review_item_recheck(*, item_id: int, dry_run: bool = False) -> ReviewEntry:
+def review_item_recheck(*, item_id: int) -> ReviewEntry:
     """Apply the review rules to an item after a label was stored outside the human queue (an LLM judge's) or
     when re-scanning: the item row is locked first, so a human label completing the item at the same moment
     either sees this label or is seen by it (each reads after the other's commit)."""
     with transaction.atomic():
-        items = Item.objects.select_related("campaign")
-        item = (items if dry_run else items.select_for_update(of=("self",))).get(pk=item_id)
-        return review_item_consider(item=item, labels_complete=item.state == ItemState.DONE, dry_run=dry_run)
+        item = Item.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=item_id)
+        return review_item_consider(item=item, labels_complete=item.state == ItemState.DONE)
 
 
 @dataclass
@@ -153,17 +158,34 @@ class ReviewScanCounts:
         self.reasons.setdefault(entry.outcome, Counter()).update(entry.new_reasons)
 
 
+SCAN_BATCH = 500
+
+
 def review_scan(*, campaign: Campaign, dry_run: bool = False) -> ReviewScanCounts:
     """Apply the review rules to every complete item of the campaign (and every gold item, for gold misses):
-    after a change of thresholds, or for items labelled before the queue existed. Idempotent: each item goes
-    through `review_item_recheck` in its own short transaction, so labels keep flowing while it runs."""
+    after a change of thresholds, or for items labelled before the queue existed. Idempotent.
+
+    Items are read in batches without locks; only an item the rules would change goes through
+    `review_item_recheck` (its row locked, the rules applied again to what is committed then), in its own short
+    transaction, so labels keep flowing while it runs. An item a batch read saw as unchanged needs no lock: a
+    label stored since runs the rules itself.
+    """
     counts = ReviewScanCounts()
     candidates = Item.objects.filter(campaign=campaign).filter(Q(state=ItemState.DONE) | Q(is_gold=True))
     if not review_rules.review_settings_of(campaign.review_settings)["enabled"]:
         counts.items = counts.outcomes[ENTRY_NONE] = candidates.count()  # no item may enter: none read
         return counts
-    for item_id in list(candidates.order_by("pk").values_list("pk", flat=True)):
-        counts.add(review_item_recheck(item_id=item_id, dry_run=dry_run))
+    item_ids = list(candidates.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(item_ids), SCAN_BATCH):
+        batch = item_ids[start : start + SCAN_BATCH]
+        labels = _labels_by_item(batch)
+        reviews = {review.item_id: review for review in ReviewItem.objects.filter(item_id__in=batch)}
+        for item in Item.objects.select_related("campaign").filter(pk__in=batch).order_by("pk"):
+            reasons = _entry_reasons(item, labels_complete=item.state == ItemState.DONE, labels=labels[item.pk])
+            entry = _entry_outcome(reviews.get(item.pk), reasons)
+            if not dry_run and entry.outcome in (ENTRY_QUEUED, ENTRY_REASONS_ADDED):
+                entry = review_item_recheck(item_id=item.pk)
+            counts.add(entry)
     return counts
 
 
