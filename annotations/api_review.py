@@ -1,4 +1,5 @@
-"""REST of the review queue: its figures, the next item to review (a claim), an item's labels, the adjudication.
+"""REST of the review queue: its figures, the next item to review (a claim), an item's labels, giving a claim back
+(release), the adjudication.
 
 Access (selectors `review_campaign_get_for_user`, `review_item_get_for_user`): reviewers, managers and staff;
 a campaign's annotators get 403, outsiders 404, as on the review pages.
@@ -147,5 +148,17 @@ class ReviewAdjudicateApi(APIView):
         answer: dict[str, Any] = dict(data.validated_data)
         note = answer.pop("note")
         services.review_adjudicate(item=review.item, reviewer=user, data=answer, note=note)
+        review = selectors.review_item_get_for_user(user, item_id)
+        return Response(ReviewItemSerializer(selectors.review_payload(review)).data)
+
+
+class ReviewReleaseApi(APIView):
+    @extend_schema(request=None, responses={200: ReviewItemSerializer})
+    def post(self, request: Request, item_id: int) -> Response:
+        """Give your claim on an item back at once: it is open again and the next reviewer to ask gets it (you get
+        it again only after every other item). 409 when you hold no claim on it or it was adjudicated."""
+        user = signed_in_user(request)
+        review = selectors.review_item_get_for_user(user, item_id)
+        services.review_release(item=review.item, reviewer=user)
         review = selectors.review_item_get_for_user(user, item_id)
         return Response(ReviewItemSerializer(selectors.review_payload(review)).data)

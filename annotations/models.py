@@ -430,8 +430,9 @@ class ReviewItem(models.Model):
 
     One row per item (OneToOne), so an item enters the queue once whatever the interleaving. A reviewer claims
     an open row (or one whose claim expired) with SELECT ... FOR UPDATE SKIP LOCKED, as leases take slots: two
-    reviewers never hold the same item. The adjudicated label is stored in canonical terms beside the
-    annotators' judgments, which are never changed; exports use it (label_source "adjudicated").
+    reviewers never hold the same item; a reviewer may give a claim back at once (release). The adjudicated label
+    is stored in canonical terms beside the annotators' judgments, which are never changed; exports use it
+    (label_source "adjudicated").
     """
 
     item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="review")
@@ -474,6 +475,21 @@ class ReviewItem(models.Model):
 
     def __str__(self) -> str:
         return f"review of item {self.item_id} ({self.state})"
+
+
+class ReviewRelease(models.Model):
+    """A reviewer gave their claim on a review item back (annotations.services.review_release): the queue then
+    serves them that item only after every other one. One row per reviewer and item; the time of the last."""
+
+    review = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="releases")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    released_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["review", "reviewer"], name="review_release_once_per_reviewer")]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer_id} gave back {self.review_id}"
 
 
 # --- webhooks (datasets: snapshots, completed items, finished training runs) --------------------------------

@@ -1,5 +1,6 @@
 """The review pages: the campaign's queue (figures, "review the next item") and one item with every label, its
-rationale and the adjudication form. Server-rendered forms; static/js/review.js adds the keyboard.
+rationale, the adjudication form and "give back" (release the claim). Server-rendered forms; static/js/review.js
+adds the keyboard.
 
 Access as the review REST (annotations/api_review.py): reviewers, managers and staff; annotators 403, outsiders 404.
 """
@@ -15,7 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from annotations import selectors, services
 from annotations.models import Campaign, CampaignKind, ReviewItem, ReviewState
@@ -122,12 +123,13 @@ def campaign_review(request: HttpRequest, campaign_id: int) -> HttpResponse:
         if review is not None:
             return redirect("review-item-page", campaign_id=campaign.pk, item_id=review.item_id)
         nothing_left = True
-    saved = request.GET.get("saved", "")
+    saved, released = request.GET.get("saved", ""), request.GET.get("released", "")
     context = {
         "campaign": campaign,
         "figures": selectors.review_figures(campaign.pk),
         "nothing_left": nothing_left,
         "saved": saved if saved.isdigit() else "",
+        "released": released if released.isdigit() else "",
     }
     return render(request, "annotations/review_queue.html", context)
 
@@ -180,6 +182,27 @@ def review_item(request: HttpRequest, campaign_id: int, item_id: int) -> HttpRes
         else:
             status = 400
         review = _review_item(request, campaign, item_id)
+    return _item_page(request, campaign, review, form, message=message, status=status)
+
+
+@login_required
+@require_POST
+def review_item_release(request: HttpRequest, campaign_id: int, item_id: int) -> HttpResponse:
+    """Give the claim back ("Give back", key R): to the queue with a message; refused (409) on the item's page."""
+    campaign = _review_campaign(request, campaign_id)
+    review = _review_item(request, campaign, item_id)
+    try:
+        services.review_release(item=review.item, reviewer=signed_in_user(request))
+    except Conflict as exc:
+        form = AdjudicationForm(kind=campaign.kind, response_count=review.item.response_count, aspects=campaign.aspects)
+        return _item_page(request, campaign, review, form, message=exc.message, status=409)
+    return redirect(f"{reverse('campaign-review-page', args=[campaign.pk])}?released={review.item_id}")
+
+
+def _item_page(
+    request: HttpRequest, campaign: Campaign, review: ReviewItem, form: AdjudicationForm, *, message: str, status: int
+) -> HttpResponse:
+    user = signed_in_user(request)
     payload = selectors.review_payload(review)
     holds = (
         review.state == ReviewState.CLAIMED

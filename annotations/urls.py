@@ -14,4 +14,9 @@ urlpatterns = [
     path("datasets/<int:snapshot_id>/", dataset_views.dataset_page, name="dataset-page"),
     path("campaigns/<int:campaign_id>/review/", review_views.campaign_review, name="campaign-review-page"),
     path("campaigns/<int:campaign_id>/review/<int:item_id>/", review_views.review_item, name="review-item-page"),
+    path(
+        "campaigns/<int:campaign_id>/review/<int:item_id>/release/",
+        review_views.review_item_release,
+        name="review-release-page",
+    ),
 ]

@@ -70,6 +70,7 @@ urlpatterns = [
     ),
     path("api/v1/review/<int:item_id>/", api_review.ReviewItemApi.as_view(), name="review-item"),
     path("api/v1/review/<int:item_id>/adjudicate/", api_review.ReviewAdjudicateApi.as_view(), name="review-adjudicate"),
+    path("api/v1/review/<int:item_id>/release/", api_review.ReviewReleaseApi.as_view(), name="review-release"),
     path("api/v1/", include(router.urls)),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

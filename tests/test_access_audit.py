@@ -70,6 +70,7 @@ CASES = [
     Case("POST", "/api/v1/campaigns/{id}/review/next/", "campaign", 404),
     Case("GET", "/api/v1/review/{id}/", "item", 404),
     Case("POST", "/api/v1/review/{id}/adjudicate/", "item", 404, body={"choice": "tie", "note": "mine"}),
+    Case("POST", "/api/v1/review/{id}/release/", "item", 404),
     # items and judgments
     Case("GET", "/api/v1/items/{id}/", "item", 404, 200),
     Case("GET", "/api/v1/items/{id}/judgments/", "item", 404, 200),

@@ -4,7 +4,8 @@ A judge job follows the generation job's rules (prefarena/jobs/protocol.py): cla
 heartbeat lease, keyed results, transient errors requeue with back-off, permanent ones fail the job.
 Local checkpoints run on the `gpu` queue, HTTP endpoints on `default` (the queue is chosen per job and
 passed explicitly when enqueuing). Per item, the JudgeCall rows and the item's `Judgment(source=llm)`
-are written in one transaction; a re-run skips items that have calls for this job.
+are written in one transaction, which also applies the review queue's rules to the item (its "judge disagrees"
+rule, for items people completed before the verdict); a re-run skips items that have calls for this job.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotations import images, routing
+from annotations import services as annotation_services
 from annotations.models import Campaign, CampaignKind, Item, ItemState, Judgment, JudgmentSource
 from annotations.selectors import image_data_uri
 from models_hub.models import Model, ModelBackend, ModelRole
@@ -261,6 +263,9 @@ def _store(job: JudgeJob, item: Item, fields: dict[str, Any] | None, calls: list
                 meta=meta,
                 **{**fields, "rationale": storable((fields.get("rationale") or "")[:RATIONALE_CHARS])},
             )
+            # A verdict on an item people already finished (a judge job over done items) is checked against
+            # their majority here: the submit that completed the item ran the rules before this label existed.
+            annotation_services.review_item_recheck(item_id=item.pk)
             JudgeJob.objects.filter(pk=job.pk).update(items_judged=F("items_judged") + 1)
     except IntegrityError as exc:
         raise jobs.LeaseLost(f"{job}: item {item.pk} already judged by another attempt") from exc

@@ -216,6 +216,7 @@ class TrainingMethod(models.TextChoices):
 class TrainingTrigger(models.TextChoices):
     ADMIN = "admin", "Admin"
     API = "api", "API"
+    WEB = "web", "Web form"
     COMMAND = "command", "Management command"
     POLICY = "policy", "Retraining policy"
 

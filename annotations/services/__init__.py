@@ -28,11 +28,22 @@ from annotations.services.judgments import (
     judgments_record_external,
 )
 from annotations.services.leases import assignment_leases_reap, item_lease_next, item_skip
-from annotations.services.review import review_adjudicate, review_claim_next, review_item_consider
+from annotations.services.review import (
+    ReviewEntry,
+    ReviewScanCounts,
+    review_adjudicate,
+    review_claim_next,
+    review_item_consider,
+    review_item_recheck,
+    review_release,
+    review_scan,
+)
 
 __all__ = [
     "IMPORT_BATCH",
     "ExternalJudgment",
+    "ReviewEntry",
+    "ReviewScanCounts",
     "assignment_leases_reap",
     "campaign_create",
     "campaign_update",
@@ -52,4 +63,7 @@ __all__ = [
     "review_adjudicate",
     "review_claim_next",
     "review_item_consider",
+    "review_item_recheck",
+    "review_release",
+    "review_scan",
 ]

@@ -1,12 +1,16 @@
 """The review queue: items whose labels disagree enter it, reviewers claim them one at a time (SELECT ... FOR
-UPDATE SKIP LOCKED, as leases take slots) and record an adjudicated label with a note.
+UPDATE SKIP LOCKED, as leases take slots), give a claim back or record an adjudicated label with a note.
 
 An adjudication writes only its `ReviewItem` row: annotators' judgments are never changed or deleted.
-Rules (what disagreement is, the majority, an overturn) are annotations/review_rules.py.
+Rules (what disagreement is, the majority, an overturn) are annotations/review_rules.py; every path that
+stores a label (a person's submit, an LLM judge's verdict) and the re-scan (`review_scan`) apply them through
+`review_item_consider`, so the three never differ.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +21,17 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotations import review_rules
-from annotations.models import Campaign, CampaignKind, Item, Judgment, JudgmentSource, ReviewItem, ReviewState
+from annotations.models import (
+    Campaign,
+    CampaignKind,
+    Item,
+    ItemState,
+    Judgment,
+    JudgmentSource,
+    ReviewItem,
+    ReviewRelease,
+    ReviewState,
+)
 from annotations.payloads import answer_canonical
 from prefarena.errors import Conflict, InvalidInput
 from prefarena.text import storable
@@ -25,31 +39,48 @@ from prefarena.text import storable
 LABEL_FIELDS = ("choice", "strength", "ranking", "cannot_rank", "ratings")
 
 
-def item_labels(item: Item) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+Labels = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (human labels, LLM-judge labels)
+
+
+def _labels_by_item(item_ids: list[int]) -> dict[int, Labels]:
+    rows = Judgment.objects.filter(item_id__in=item_ids, source__in=[JudgmentSource.HUMAN, JudgmentSource.LLM])
+    labels: dict[int, Labels] = {item_id: ([], []) for item_id in item_ids}
+    for item_id, source, *values in rows.order_by("id").values_list("item_id", "source", *LABEL_FIELDS):
+        humans, judges = labels[item_id]
+        (humans if source == JudgmentSource.HUMAN else judges).append(dict(zip(LABEL_FIELDS, values, strict=True)))
+    return labels
+
+
+def item_labels(item: Item) -> Labels:
     """The item's human labels and LLM-judge labels, as dicts of the Judgment label fields."""
-    rows = Judgment.objects.filter(item=item, source__in=[JudgmentSource.HUMAN, JudgmentSource.LLM]).order_by("id")
-    humans: list[dict[str, Any]] = []
-    judges: list[dict[str, Any]] = []
-    for source, *values in rows.values_list("source", *LABEL_FIELDS):
-        label = dict(zip(LABEL_FIELDS, values, strict=True))
-        (humans if source == JudgmentSource.HUMAN else judges).append(label)
-    return humans, judges
+    return _labels_by_item([item.pk])[item.pk]
 
 
-def review_item_consider(*, item: Item, labels_complete: bool) -> ReviewItem | None:
-    """Put the item in the review queue when its labels disagree; call in the transaction that stored a label.
+# What considering an item did to the queue (in a dry run: would do).
+ENTRY_NONE = "none"  # the rules give no reason
+ENTRY_QUEUED = "queued"  # it entered the queue
+ENTRY_REASONS_ADDED = "reasons_added"  # it was waiting (open or claimed); the new reasons were added to it
+ENTRY_UNCHANGED = "unchanged"  # it is in the queue with these reasons already
+ENTRY_KEPT_ADJUDICATED = "kept_adjudicated"  # adjudicated before a new reason appeared: final, not re-queued
 
-    Labels are compared once they are complete (the item is done); a gold item is also compared after each
-    label, so a miss of the gold answer enters at once. Entering twice is impossible: one row per item,
-    inserted with ON CONFLICT DO NOTHING.
-    """
+
+@dataclass(frozen=True)
+class ReviewEntry:
+    """The outcome of considering one item, and the reasons new to it (all of them when it entered)."""
+
+    outcome: str
+    new_reasons: tuple[str, ...] = ()
+
+
+def _entry_reasons(item: Item, *, labels_complete: bool, labels: Labels | None = None) -> list[str]:
+    """Why the item belongs in the queue now, by the campaign's current settings (empty: it does not)."""
     if not labels_complete and not item.is_gold:
-        return None
+        return []
     campaign = item.campaign
     settings = review_rules.review_settings_of(campaign.review_settings)
     if not settings["enabled"]:
-        return None
-    humans, judges = item_labels(item)
+        return []
+    humans, judges = labels if labels is not None else item_labels(item)
     reasons = review_rules.disagreement_reasons(
         campaign.kind,
         humans,
@@ -60,12 +91,102 @@ def review_item_consider(*, item: Item, labels_complete: bool) -> ReviewItem | N
     )
     if not labels_complete:  # a gold item still being labelled enters for a gold miss only
         reasons = [reason for reason in reasons if reason == review_rules.REASON_GOLD]
+    return reasons
+
+
+def _entry_outcome(existing: ReviewItem | None, reasons: list[str]) -> ReviewEntry:
     if not reasons:
-        return None
-    ReviewItem.objects.bulk_create(
-        [ReviewItem(item=item, campaign_id=item.campaign_id, reasons=reasons)], ignore_conflicts=True
-    )
-    return ReviewItem.objects.filter(item=item).first()
+        return ReviewEntry(ENTRY_NONE)
+    if existing is None:
+        return ReviewEntry(ENTRY_QUEUED, tuple(reasons))
+    new = tuple(reason for reason in reasons if reason not in existing.reasons)
+    if not new:
+        return ReviewEntry(ENTRY_UNCHANGED)
+    if existing.state == ReviewState.ADJUDICATED:
+        return ReviewEntry(ENTRY_KEPT_ADJUDICATED, new)
+    return ReviewEntry(ENTRY_REASONS_ADDED, new)
+
+
+def review_item_consider(*, item: Item, labels_complete: bool) -> ReviewEntry:
+    """Put the item in the review queue when its labels disagree; call in the transaction that stored a label,
+    with the item row locked (the label that completes the item and a judge's label then see each other).
+
+    Labels are compared once they are complete (the item is done); a gold item is also compared after each
+    label, so a miss of the gold answer enters at once. An item enters once (one row per item; a concurrent
+    insert loses on the unique key and merges instead). A waiting item (open or claimed) gains the reasons it
+    lacked, so its reviewer sees them. An adjudicated item is final: a reason that appears later (an LLM
+    judge's label landing after the adjudication, a lower threshold) neither re-queues it nor changes its row.
+    """
+    reasons = _entry_reasons(item, labels_complete=labels_complete)
+    if not reasons:
+        return ReviewEntry(ENTRY_NONE)
+    with transaction.atomic():
+        review, created = ReviewItem.objects.get_or_create(
+            item_id=item.pk, defaults={"campaign_id": item.campaign_id, "reasons": reasons}
+        )
+        if created:
+            return ReviewEntry(ENTRY_QUEUED, tuple(reasons))
+        # Locked: an adjudication or a release in flight finishes first, and two merges never lose a reason.
+        review = ReviewItem.objects.select_for_update(of=("self",)).get(pk=review.pk)
+        entry = _entry_outcome(review, reasons)
+        if entry.outcome == ENTRY_REASONS_ADDED:
+            review.reasons = [*review.reasons, *entry.new_reasons]
+            review.save(update_fields=["reasons"])
+        return entry
+
+
+def review_item_recheck(*, item_id: int) -> ReviewEntry:
+    """Apply the review rules to an item after a label was stored outside the human queue (an LLM judge's) or
+    when re-scanning: the item row is locked first, so a human label completing the item at the same moment
+    either sees this label or is seen by it (each reads after the other's commit)."""
+    with transaction.atomic():
+        item = Item.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=item_id)
+        return review_item_consider(item=item, labels_complete=item.state == ItemState.DONE)
+
+
+@dataclass
+class ReviewScanCounts:
+    """What `review_scan` did (or would do) to a campaign's queue: items per outcome, reasons per outcome."""
+
+    items: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add(self, entry: ReviewEntry) -> None:
+        self.items += 1
+        self.outcomes[entry.outcome] += 1
+        self.reasons.setdefault(entry.outcome, Counter()).update(entry.new_reasons)
+
+
+SCAN_BATCH = 500
+
+
+def review_scan(*, campaign: Campaign, dry_run: bool = False) -> ReviewScanCounts:
+    """Apply the review rules to every complete item of the campaign (and every gold item, for gold misses):
+    after a change of thresholds, or for items labelled before the queue existed. Idempotent.
+
+    Items are read in batches without locks; only an item the rules would change goes through
+    `review_item_recheck` (its row locked, the rules applied again to what is committed then), in its own short
+    transaction, so labels keep flowing while it runs. An item a batch read saw as unchanged needs no lock: a
+    label stored since runs the rules itself.
+    """
+    counts = ReviewScanCounts()
+    candidates = Item.objects.filter(campaign=campaign).filter(Q(state=ItemState.DONE) | Q(is_gold=True))
+    if not review_rules.review_settings_of(campaign.review_settings)["enabled"]:
+        counts.items = counts.outcomes[ENTRY_NONE] = candidates.count()  # no item may enter: none read
+        return counts
+    item_ids = list(candidates.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(item_ids), SCAN_BATCH):
+        batch = item_ids[start : start + SCAN_BATCH]
+        labels = _labels_by_item(batch)
+        reviews = {review.item_id: review for review in ReviewItem.objects.filter(item_id__in=batch)}
+        for item in Item.objects.select_related("campaign").filter(pk__in=batch).order_by("pk"):
+            reasons = _entry_reasons(item, labels_complete=item.state == ItemState.DONE, labels=labels[item.pk])
+            entry = _entry_outcome(reviews.get(item.pk), reasons)
+            if not dry_run and entry.outcome in (ENTRY_QUEUED, ENTRY_REASONS_ADDED):
+                entry = review_item_recheck(item_id=item.pk)
+            counts.add(entry)
+    return counts
 
 
 def _reviewer_serialise(reviewer: User) -> None:
@@ -77,7 +198,9 @@ def review_claim_next(*, campaign: Campaign, reviewer: User) -> ReviewItem | Non
     """Claim the next item to review for `reviewer` (or return their live claim); None when none is left.
 
     Open rows, or rows whose claim expired, in queue order, except items the reviewer labelled themselves:
-    nobody adjudicates their own judgment. SKIP LOCKED passes over rows another reviewer is claiming.
+    nobody adjudicates their own judgment. Items the reviewer gave back come after every other one, so asking
+    again after a release serves something else while there is anything else. SKIP LOCKED passes over rows
+    another reviewer is claiming.
     """
     with transaction.atomic():
         _reviewer_serialise(reviewer)
@@ -94,7 +217,8 @@ def review_claim_next(*, campaign: Campaign, reviewer: User) -> ReviewItem | Non
             ReviewItem.objects.filter(campaign=campaign)
             .filter(Q(state=ReviewState.OPEN) | Q(state=ReviewState.CLAIMED, claim_expires_at__lte=now))
             .filter(~Exists(own_label))
-            .order_by("id")
+            .alias(gave_back=Exists(ReviewRelease.objects.filter(review_id=OuterRef("pk"), reviewer=reviewer)))
+            .order_by("gave_back", "id")
             .select_for_update(skip_locked=True, of=("self",))
             .first()
         )
@@ -105,6 +229,32 @@ def review_claim_next(*, campaign: Campaign, reviewer: User) -> ReviewItem | Non
         review.claimed_at = now
         review.claim_expires_at = now + timedelta(seconds=campaign.lease_seconds)
         review.save(update_fields=["state", "reviewer", "claimed_at", "claim_expires_at"])
+        return review
+
+
+def review_release(*, item: Item, reviewer: User) -> ReviewItem:
+    """Give the reviewer's claim on the item back at once: the item is open again and the next reviewer to ask
+    gets it (this reviewer only after every other item). Someone else's claim, an unclaimed item and an
+    adjudicated one are refused (409) and left as they are; an expired claim of one's own may be given back."""
+    with transaction.atomic():
+        review = ReviewItem.objects.select_for_update(of=("self",)).filter(item_id=item.pk).first()
+        if review is None:
+            raise Conflict("This item is not in the review queue")
+        if review.state == ReviewState.ADJUDICATED:
+            raise Conflict("This item was already adjudicated; there is no claim to give back")
+        if review.state != ReviewState.CLAIMED or review.reviewer_id != reviewer.pk:
+            raise Conflict(
+                "You hold no claim on this item"
+                + (" (another reviewer has it)" if review.state == ReviewState.CLAIMED else " (nobody has claimed it)")
+                + "; only the reviewer holding a claim may give it back"
+            )
+        now = timezone.now()
+        review.state = ReviewState.OPEN
+        review.reviewer = None
+        review.claimed_at = None
+        review.claim_expires_at = None
+        review.save(update_fields=["state", "reviewer", "claimed_at", "claim_expires_at"])
+        ReviewRelease.objects.update_or_create(review=review, reviewer=reviewer, defaults={"released_at": now})
         return review
 
 

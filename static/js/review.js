@@ -1,6 +1,7 @@
 // The review page's keyboard (annotations/review_views.py renders the form; this only moves the focus and
 // ticks radio buttons). 1 / 2 / 3 / 4: A better, B better, tie, both bad (Shift+1 / Shift+2: slightly);
-// N: type the note; Ctrl+Enter (or Cmd+Enter): save, also while typing. Keys are off in text boxes.
+// N: type the note; R: give the claim back (another reviewer gets the item); Ctrl+Enter (or Cmd+Enter): save,
+// also while typing. Keys are off in text boxes.
 // On the queue page the "Review the next item" button takes the focus, so Enter claims one.
 (function () {
   "use strict";
@@ -10,6 +11,7 @@
   const form = document.getElementById("adjudication-form");
   if (!form) return;
   const note = form.querySelector("textarea[name=note]");
+  const release = document.getElementById("release-form");
   const choices = { "1": "a", "2": "b", "3": "tie", "4": "both_bad" };
   // Shift+1 arrives as "!" and Shift+2 as "@" on US layouts: read the physical key instead.
   const digitOf = (event) => (/^Digit[1-4]$/.test(event.code) ? event.code.slice(5) : event.key);
@@ -44,6 +46,11 @@
     if ((event.key === "n" || event.key === "N") && note) {
       event.preventDefault();
       note.focus();
+      return;
+    }
+    if ((event.key === "r" || event.key === "R") && release) {
+      event.preventDefault();
+      release.requestSubmit();
     }
   });
 })();

@@ -1,5 +1,6 @@
 """The review queue in a real browser: a reviewer opens it, sees the disagreeing labels and their rationales,
-adjudicates with the keyboard, and the export then carries the adjudicated label."""
+adjudicates with the keyboard, and the export then carries the adjudicated label; a reviewer who cannot decide
+gives the claim back with R and another reviewer gets the item at once."""
 
 from __future__ import annotations
 
@@ -65,3 +66,49 @@ def test_a_reviewer_adjudicates_a_disagreement_with_the_keyboard(page, log_in, m
     (row,) = [json.loads(line) for line in b"".join(stream_jsonl("pairwise", filters, options_parse({}))).splitlines()]
     assert (row["chosen"], row["rejected"]) == ("answer 0 two", "answer 0 one")
     assert (row["label_source"], row["adjudication_note"]) == ("adjudicated", "B warns about the risk; A does not")
+
+
+def test_a_reviewer_gives_a_claim_back_with_r_and_another_reviewer_gets_it(
+    page, browser, live_server, log_in, make_user, make_campaign
+):
+    # given: one disputed item; rita and victor review
+    ann1, ann2, rita, victor = (make_user(name) for name in ("ann1", "ann2", "rita", "victor"))
+    campaign = make_campaign(items=1, annotators=[ann1, ann2], overlap=2, name="Hard call")
+    for reviewer in (rita, victor):
+        services.membership_set(campaign=campaign, user=reviewer, role=MemberRole.REVIEWER)
+    for user, choice in [(ann1, "a"), (ann2, "b")]:
+        slot = services.item_lease_next(campaign=campaign, annotator=user)
+        AssignmentSlot.objects.filter(pk=slot.pk).update(presented_order=[0, 1])
+        item = Item.objects.get(pk=slot.item_id)
+        services.judgment_submit(item=item, annotator=user, data={"choice": choice, "strength": "clear"})
+    assert ReviewItem.objects.filter(item=item).exists()
+
+    # when: rita claims it, cannot decide, and presses R (the key is shown on the button)
+    log_in(page, rita, f"/campaigns/{campaign.id}/review/")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/campaigns/{campaign.id}/review/{item.pk}/")
+    expect(page.locator("#review-release")).to_contain_text("Give back R")
+    page.keyboard.press("r")
+
+    # then: back on the queue, told so; the item waits for anyone
+    expect(page.locator("#review-message")).to_contain_text(f"You gave item {item.pk} back")
+    expect(page.locator("[data-review=waiting]")).to_have_text("1")
+    assert ReviewItem.objects.get(item=item).state == "open"
+
+    # when: victor, in his own browser, asks for the next item at once (no waiting for the claim to expire)
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    try:
+        other = context.new_page()
+        log_in(other, victor, f"/campaigns/{campaign.id}/review/")
+        other.keyboard.press("Enter")
+        # then: he holds it and may adjudicate it
+        other.wait_for_url(f"**/campaigns/{campaign.id}/review/{item.pk}/")
+        expect(other.locator("#adjudication-form")).to_be_visible()
+    finally:
+        context.close()
+    review = ReviewItem.objects.get(item=item)
+    assert (review.state, review.reviewer_id) == ("claimed", victor.pk)
+
+    # and rita, asking again, gets nothing: the one item is victor's
+    page.locator("#review-next").click()
+    expect(page.locator("#review-message")).to_contain_text("Nothing is left for you to review")

@@ -136,6 +136,32 @@ def test_a_valid_form_queues_the_run_the_api_would(manager: Any, base: Model, sn
     assert f'data-run="{run.pk}"' in listed and "Start a run" in listed
 
 
+def test_a_run_started_from_the_form_is_recorded_as_web_not_api(
+    manager: Any, base: Model, snapshot: DatasetSnapshot, api: Any
+) -> None:
+    # given: one run started from the web form, one through the REST API
+    assert client_for(manager).post("/training/new/", run_form(base, snapshot, max_steps=5)).status_code == 302
+    body = {"base_model": base.pk, "snapshot": snapshot.pk, "method": "dpo", "hyperparameters": {"max_steps": 5}}
+    created = api(fresh(manager)).post("/api/v1/training-runs/", body, format="json")
+    assert created.status_code == 201, created.content
+    web, rest = TrainingRun.objects.order_by("pk")
+    # then: each says how it started, in the rows, the REST API (and its filter) and the pages
+    assert (web.trigger, rest.trigger) == ("web", "api")
+    client = api(fresh(manager))
+    assert client.get(f"/api/v1/training-runs/{web.pk}/").json()["trigger"] == "web"
+    listed = client.get("/api/v1/training-runs/?trigger=web").json()
+    assert [run["id"] for run in listed["results"]] == [web.pk]
+    assert [r["id"] for r in client.get("/api/v1/training-runs/?trigger=api").json()["results"]] == [rest.pk]
+    bad = client.get("/api/v1/training-runs/?trigger=browser")
+    assert bad.status_code == 400 and "trigger" in bad.json()
+    rows = client_for(manager).get("/training/").content.decode()
+    web_row = re.search(rf'data-run="{web.pk}">(.*?)</tr>', rows, re.S)
+    rest_row = re.search(rf'data-run="{rest.pk}">(.*?)</tr>', rows, re.S)
+    assert web_row and "<td>Web form</td>" in web_row.group(1)
+    assert rest_row and "<td>API</td>" in rest_row.group(1)
+    assert "<dd>Web form</dd>" in client_for(manager).get(f"/jobs/training/{web.pk}/").content.decode()
+
+
 def test_a_user_without_rights_is_refused_like_by_the_api(
     make_user: Any, manager: Any, base: Model, snapshot: DatasetSnapshot, api: Any
 ) -> None:

@@ -119,7 +119,7 @@ class TrainingRunFilter(django_filters.FilterSet):
 
     class Meta:
         model = TrainingRun
-        fields = ["status", "method", "base_model", "policy"]
+        fields = ["status", "method", "base_model", "policy", "trigger"]
 
 
 @extend_schema_view(
@@ -137,7 +137,7 @@ class TrainingRunFilter(django_filters.FilterSet):
     )
 )
 class TrainingRunViewSet(TrainingViewSetBase):
-    """Training runs: start one, follow it, cancel it. Filters: status, method, base_model, policy."""
+    """Training runs: start one, follow it, cancel it. Filters: status, method, base_model, policy, trigger."""
 
     serializer_class = TrainingRunSerializer
     create_input_serializer_class = TrainingRunCreateSerializer

@@ -104,7 +104,7 @@ class TrainingRunForm(forms.Form):
                 method=values["method"],
                 hyperparameters={name: values[name] for name in self.hyperparameter_names},
                 max_attempts=values["max_attempts"],
-                trigger=TrainingTrigger.API,
+                trigger=TrainingTrigger.WEB,
                 created_by=self.user,
             )
         except ApplicationError as exc:
