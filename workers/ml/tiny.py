@@ -317,7 +317,7 @@ def tiny_diffusion_build(folder: Path, *, seed: int = 0, sample_size: int = 8) -
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipeline.save_pretrained(folder / "pipeline")
+    pipeline.save_pretrained(folder / "pipeline")  # type: ignore[attr-defined]  # diffusers: a lazy-module export
     return folder / "pipeline"
 
 
