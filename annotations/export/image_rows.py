@@ -169,7 +169,6 @@ class ImagePairsSink:
         self.rows_per_group = rows_per_group
         self.batch: list[Row] = []
         self.batch_bytes = 0
-        self.groups = 0
 
     def add(self, rows: list[Row]) -> None:
         for row in rows:
@@ -189,12 +188,10 @@ class ImagePairsSink:
         if self.batch:
             self.writer.write_table(pa.Table.from_pylist(self.batch, schema=self.schema))
             self.batch, self.batch_bytes = [], 0
-            self.groups += 1
 
     def close(self) -> None:
-        import pyarrow as pa
-
+        # An empty export is a file with the schema (and its features) and no row group, as every format's:
+        # pyarrow and pandas read zero rows; `datasets.load_dataset` 5.2 refuses any Parquet file without rows
+        # ("corresponds to no data"; an empty row group fails worse, "BatchSize must be greater than 0").
         self.flush()
-        if not self.groups:  # an empty export: one empty row group, which `datasets` loads as zero rows
-            self.writer.write_table(pa.Table.from_pylist([], schema=self.schema))
         self.writer.close()
