@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,8 @@ def test_image_pairs_snapshots_hash_the_same_data_the_same(image_campaign: Any, 
     assert set(first.files) == {"image_pairs.parquet", "README.md"}
     assert first.content_hash == second.content_hash
     assert first.files["image_pairs.parquet"]["sha256"] == second.files["image_pairs.parquet"]["sha256"]
+    written = Path(first.directory) / "image_pairs.parquet"  # published read-only, as every snapshot file
+    assert not written.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
     # a judgment more, another label: another hash
     item = Item.objects.filter(campaign=image_campaign).latest("id")
     for n in range(2):
@@ -386,3 +389,20 @@ def test_bad_image_snapshots_are_400_and_store_nothing(
         good = {**payload, "options": {"layout": "parquet"}}
         created = api(image_manager).post("/api/v1/datasets/", good, format="json")
         assert created.status_code == 201 and "layout" not in created.json()["options"]
+
+
+def test_the_image_stream_sends_a_row_group_per_32_mib_of_images(image_campaign: Any, monkeypatch: Any) -> None:
+    import pyarrow.parquet as pq
+
+    from annotations.export import filters_parse, image_rows, options_parse, stream_parquet
+
+    # given a byte budget of a row group smaller than one image (the real one is 32 MiB)
+    monkeypatch.setattr(image_rows, "IMAGE_GROUP_BYTES", 1)
+    filters = filters_parse({"campaigns": [image_campaign.pk]})
+    # when the live stream is read chunk by chunk
+    chunks = list(stream_parquet("image_pairs", filters, options_parse({"include_ties": True})))
+    # then each pair went out as its own row group as soon as it was read, before the footer
+    assert chunks[0] == b"PAR1"
+    metadata = pq.ParquetFile(io.BytesIO(b"".join(chunks))).metadata
+    assert [metadata.row_group(n).num_rows for n in range(metadata.num_row_groups)] == [1, 1, 1]
+    assert len(chunks) in (4, 5)  # the magic bytes, a chunk per row group, the footer (alone or with the last)
