@@ -187,7 +187,7 @@ class PreferenceParquetExportView(APIView):
     )
     def get(self, request: Request, fmt: str) -> StreamingHttpResponse:
         """A Parquet file with the format's fixed schema (as in snapshots), streamed in row groups of 5,000 rows
-        (image_pairs: 64 pairs or 32 MiB of images); constant memory on the server. A transfer cut short lacks the
+        (image_pairs: 64 pairs or 16 MiB of images); constant memory on the server. A transfer cut short lacks the
         footer, so readers refuse it."""
         filters, options = export_request(request, fmt, "parquet")
         response = streamed(request, stream_parquet(fmt, filters, options), PARQUET_CONTENT_TYPE)

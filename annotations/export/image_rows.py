@@ -29,11 +29,13 @@ from annotations.models import StoredImage
 
 SIDES = ("image_0", "image_1")
 IMAGES_FOLDER = "images"
-# A row group holds at most this many pairs, or this many bytes of images, whichever comes first: a live stream
-# keeps one row group in memory (images of up to PREFARENA_IMAGE_MAX_BYTES each), a text format's 5,000 rows
-# would be gigabytes.
+# A row group holds at most this many pairs, or this many bytes of images, whichever comes first (the group is
+# written once it passes the budget): a live stream keeps one row group in memory (images of up to
+# PREFARENA_IMAGE_MAX_BYTES each), a text format's 5,000 rows would be gigabytes. Measured (benchmarks/README.md,
+# "Live image_pairs export"): 16 MiB groups peak at ~140 MB above the process's baseline, 32 MiB ones at ~260 MB,
+# flat from 150 to 450 MiB of images.
 IMAGE_GROUP_ROWS = 64
-IMAGE_GROUP_BYTES = 32 * 1024 * 1024
+IMAGE_GROUP_BYTES = 16 * 1024 * 1024
 # Columns besides the two images, in order, with their `datasets` Value dtype.
 SCALAR_COLUMNS = (
     ("caption", "string"),
@@ -163,8 +165,16 @@ class ImagePairsSink:
         import pyarrow.parquet as pq
 
         self.schema = arrow_schema()
+        # The images' bytes are PNG, JPEG or WebP already: zstd and a dictionary gain nothing on them and cost a
+        # copy and CPU (measured: writing 30 MiB of PNGs took 5x longer, for the same size); the other columns
+        # are compressed as every format's.
+        images = [f"{side}.bytes" for side in SIDES]
+        others = [name for name in self.schema.names if name not in SIDES] + [f"{side}.path" for side in SIDES]
         self.writer = pq.ParquetWriter(
-            str(where) if isinstance(where, Path) else where, self.schema, compression="zstd"
+            str(where) if isinstance(where, Path) else where,
+            self.schema,
+            compression={**dict.fromkeys(images, "none"), **dict.fromkeys(others, "zstd")},
+            use_dictionary=others,
         )
         self.rows_per_group = rows_per_group
         self.batch: list[Row] = []

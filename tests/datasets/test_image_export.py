@@ -391,12 +391,12 @@ def test_bad_image_snapshots_are_400_and_store_nothing(
         assert created.status_code == 201 and "layout" not in created.json()["options"]
 
 
-def test_the_image_stream_sends_a_row_group_per_32_mib_of_images(image_campaign: Any, monkeypatch: Any) -> None:
+def test_the_image_stream_sends_a_row_group_per_16_mib_of_images(image_campaign: Any, monkeypatch: Any) -> None:
     import pyarrow.parquet as pq
 
     from annotations.export import filters_parse, image_rows, options_parse, stream_parquet
 
-    # given a byte budget of a row group smaller than one image (the real one is 32 MiB)
+    # given a byte budget of a row group smaller than one image (the real one is 16 MiB)
     monkeypatch.setattr(image_rows, "IMAGE_GROUP_BYTES", 1)
     filters = filters_parse({"campaigns": [image_campaign.pk]})
     # when the live stream is read chunk by chunk
