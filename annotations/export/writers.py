@@ -133,6 +133,8 @@ def stream_jsonl(
     `fast` None picks the fast pairwise path (export/fast.py) where it applies; False forces the general
     path (items -> summaries -> row dicts -> encoder); True asks for the fast path where it applies.
     """
+    if fmt == IMAGE_PAIRS:  # callers check first (filters.py `format_extension_check`): a 400, not this
+        raise ValueError(f"{IMAGE_PAIRS} is written as Parquet only")
     with export_transaction():
         run = ExportRun(filters, options)
         if fast is not False and fast_path_applies(fmt, run.campaigns):
