@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations import snapshots
-from annotations.export import FORMATS
+from annotations.export import EXPORT_FORMATS, IMAGE_PAIRS
 from annotations.models import DatasetSnapshot
 from prefarena.errors import Conflict, NotFound
 from prefarena.jobs.model import JobStatus
@@ -52,7 +52,10 @@ class SnapshotCreateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     license = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     formats = serializers.ListField(
-        child=serializers.CharField(), help_text=f"Any of: {', '.join(FORMATS)}", allow_empty=False
+        child=serializers.CharField(),
+        help_text=f"Any of: {', '.join(EXPORT_FORMATS)} (each as JSONL and Parquet; {IMAGE_PAIRS}: one Parquet file "
+        "with the images embedded)",
+        allow_empty=False,
     )
     filters = serializers.DictField(
         required=False,
@@ -65,7 +68,8 @@ class SnapshotCreateSerializer(serializers.Serializer):
         default=dict,
         help_text="conversational, include_ties (bools), pair_mode (all | best_vs_each | best_vs_random: rankings "
         "and ratings to pairs), pair_margin (number >= 0: ranks or overall score points), pair_seed (int), "
-        "weighting (reliability | majority), flag_threshold (0-1), flag_min_evidence (int)",
+        "weighting (reliability | majority), flag_threshold (0-1), flag_min_evidence (int); layout (image_pairs: "
+        "parquet, the only layout a snapshot holds; checked, not stored)",
     )
 
 
@@ -153,7 +157,8 @@ class DatasetSnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
 
 
 class SnapshotFileView(APIView):
-    """Files of a succeeded snapshot: /api/v1/datasets/{id}/files/{format}.{jsonl|parquet} and README.md."""
+    """Files of a succeeded snapshot: /api/v1/datasets/{id}/files/{format}.{jsonl|parquet} (image_pairs.parquet with
+    the images embedded) and README.md."""
 
     renderer_classes = [JSONRenderer, PassthroughRenderer]
 
@@ -165,7 +170,7 @@ class SnapshotFileView(APIView):
                 "filename",
                 str,
                 OpenApiParameter.PATH,
-                description="README.md, or <format>.<jsonl|parquet>, e.g. pairwise.parquet",
+                description="README.md, or <format>.<jsonl|parquet>, e.g. pairwise.parquet; image_pairs.parquet",
             ),
         ],
         responses={

@@ -1,10 +1,11 @@
 """REST API of the live export: /api/v1/export/{format}.jsonl and /api/v1/export/{format}.parquet.
 
 Both stream one format from one REPEATABLE READ transaction with constant memory on the server, take the same
-query parameters (filters and options of annotations/export/filters.py) and check access the same way:
-exports hold every judgment of a campaign, so exporting needs the campaign's manager role (or staff): a
-campaign you cannot see is 404, one you only annotate is 403 (annotations/snapshots.py
-`export_campaigns_for_user`).
+query parameters (filters and options of annotations/export/filters.py) and check access the same way. The
+image format, `image_pairs`, is Parquet only (the images embedded; its `layout` parameter may say `parquet`);
+asked for as JSONL, or in the folder layout `files`, it is a 400 saying what to ask for instead. Exports hold
+every judgment of a campaign, so exporting needs the campaign's manager role (or staff): a campaign you cannot
+see is 404, one you only annotate is 403 (annotations/snapshots.py `export_campaigns_for_user`).
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from rest_framework.views import APIView
 from annotations import snapshots
 from annotations.api_datasets import PassthroughRenderer
 from annotations.export import (
+    EXPORT_FORMATS,
     FORMATS,
+    IMAGE_PAIRS,
     ExportFilters,
     ExportOptions,
     filters_parse,
-    format_check,
+    format_extension_check,
+    layout_parse,
     options_parse,
     stream_jsonl,
     stream_parquet,
 )
-from annotations.export.filters import FILTER_FIELDS, OPTION_FIELDS, WEIGHTINGS
+from annotations.export.filters import FILTER_FIELDS, IMAGE_LAYOUTS, OPTION_FIELDS, WEIGHTINGS
 from annotations.export.pairs import PAIR_MODES
 from prefarena.errors import InvalidInput
 from prefarena.users import signed_in_user
@@ -47,7 +51,7 @@ def export_arguments(query: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     filters: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key in query:
-        if key == "format":  # DRF's format override; harmless
+        if key in ("format", "layout"):  # DRF's format override (harmless); the layout: `export_request`
             continue
         name = QUERY_ALIASES.get(key, key)
         values = query.getlist(key)
@@ -60,9 +64,10 @@ def export_arguments(query: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return filters, options
 
 
-def export_request(request: Request, fmt: str) -> tuple[ExportFilters, ExportOptions]:
-    """The format, filters and options of an export request, validated (400), then access (404/403)."""
-    format_check(fmt)
+def export_request(request: Request, fmt: str, ext: str) -> tuple[ExportFilters, ExportOptions]:
+    """The format as an `ext` file, its layout, filters and options, validated (400), then access (404/403)."""
+    format_extension_check(fmt, ext)
+    layout_parse(request.query_params.get("layout"), (fmt,))
     raw_filters, raw_options = export_arguments(request.query_params)
     parsed = filters_parse(raw_filters)
     options = options_parse(raw_options)
@@ -95,8 +100,7 @@ def streamed(request: Request, chunks: Generator[bytes, None, None], content_typ
     return response
 
 
-EXPORT_PARAMETERS = [
-    OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=list(FORMATS), description="Export format"),
+FILTER_PARAMETERS = [
     OpenApiParameter("campaign", int, many=True, description="Campaign id (repeat or comma-separate)"),
     OpenApiParameter("source", str, many=True, description="human, llm, reward_model, arena"),
     OpenApiParameter("created_after", OpenApiTypes.DATETIME),
@@ -123,8 +127,33 @@ EXPORT_PARAMETERS = [
     OpenApiParameter("pair_seed", int, description="Seed of best_vs_random's draws (with the item id); default 0"),
     OpenApiParameter("weighting", str, enum=list(WEIGHTINGS)),
 ]
+JSONL_PARAMETERS = [
+    OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=list(FORMATS), description="Export format"),
+    *FILTER_PARAMETERS,
+]
+PARQUET_PARAMETERS = [
+    OpenApiParameter(
+        "fmt",
+        str,
+        OpenApiParameter.PATH,
+        enum=list(EXPORT_FORMATS),
+        description=f"Export format; {IMAGE_PAIRS}: pairwise image preferences with the images embedded (the "
+        "`datasets` Image feature)",
+    ),
+    *FILTER_PARAMETERS,
+    OpenApiParameter(
+        "layout",
+        str,
+        enum=list(IMAGE_LAYOUTS),
+        description=f"{IMAGE_PAIRS} only: `parquet` (the default, and the only layout one file holds); `files` "
+        "(JSONL plus image files, a folder) is a 400: `manage.py export_preferences --layout files` writes it",
+    ),
+]
 EXPORT_ERRORS = {
-    400: OpenApiResponse(description="Unknown format, filter or option, or a bad value (named in the body)"),
+    400: OpenApiResponse(
+        description="Unknown format, filter or option, a bad value (named in the body), or image_pairs asked for "
+        "as JSONL or in the files layout"
+    ),
     403: OpenApiResponse(description="You only annotate a campaign asked for"),
     404: OpenApiResponse(description="A campaign you cannot see"),
 }
@@ -135,12 +164,12 @@ class PreferenceExportView(APIView):
 
     @extend_schema(
         operation_id="export_jsonl",
-        parameters=EXPORT_PARAMETERS,
+        parameters=JSONL_PARAMETERS,
         responses={(200, "application/x-ndjson"): OpenApiTypes.STR, **EXPORT_ERRORS},
     )
     def get(self, request: Request, fmt: str) -> StreamingHttpResponse:
         """One JSON object per line; rows of an item are written together. Constant memory on the server."""
-        filters, options = export_request(request, fmt)
+        filters, options = export_request(request, fmt, "jsonl")
         response = streamed(request, stream_jsonl(fmt, filters, options), "application/x-ndjson")
         response["Content-Disposition"] = f'inline; filename="{fmt}.jsonl"'
         return response
@@ -153,13 +182,14 @@ class PreferenceParquetExportView(APIView):
 
     @extend_schema(
         operation_id="export_parquet",
-        parameters=EXPORT_PARAMETERS,
+        parameters=PARQUET_PARAMETERS,
         responses={(200, PARQUET_CONTENT_TYPE): OpenApiTypes.BINARY, **EXPORT_ERRORS},
     )
     def get(self, request: Request, fmt: str) -> StreamingHttpResponse:
-        """A Parquet file with the format's fixed schema (as in snapshots), streamed in row groups of 5,000 rows;
-        constant memory on the server. A transfer cut short lacks the footer, so readers refuse it."""
-        filters, options = export_request(request, fmt)
+        """A Parquet file with the format's fixed schema (as in snapshots), streamed in row groups of 5,000 rows
+        (image_pairs: 64 pairs or 16 MiB of images); constant memory on the server. A transfer cut short lacks the
+        footer, so readers refuse it."""
+        filters, options = export_request(request, fmt, "parquet")
         response = streamed(request, stream_parquet(fmt, filters, options), PARQUET_CONTENT_TYPE)
         response["Content-Disposition"] = f'attachment; filename="{fmt}.parquet"'
         return response

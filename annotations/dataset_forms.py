@@ -11,12 +11,13 @@ from typing import Any
 
 from django import forms
 
-from annotations.export import FORMATS
+from annotations.export import EXPORT_FORMATS, IMAGE_PAIRS
 from annotations.export.pairs import PAIR_MODES
 from annotations.models import Campaign, JudgmentSource
 from prefarena.errors import ApplicationError
 
 FILTER_TEXT_FIELDS = ("created_after", "created_before", "min_agreement", "min_margin")
+FORMAT_LABELS = {IMAGE_PAIRS: f"{IMAGE_PAIRS} (image preferences: Parquet with the images embedded)"}
 
 
 class SnapshotForm(forms.Form):
@@ -30,7 +31,9 @@ class SnapshotForm(forms.Form):
         help_text="None ticked: every campaign you may export",
     )
     formats = forms.MultipleChoiceField(
-        choices=[(fmt, fmt) for fmt in FORMATS], widget=forms.CheckboxSelectMultiple, initial=["pairwise"]
+        choices=[(fmt, FORMAT_LABELS.get(fmt, fmt)) for fmt in EXPORT_FORMATS],
+        widget=forms.CheckboxSelectMultiple,
+        initial=["pairwise"],
     )
     sources = forms.MultipleChoiceField(
         choices=JudgmentSource.choices,

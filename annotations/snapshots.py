@@ -4,11 +4,12 @@ Protocol (ARCHITECTURE.md, "Dataset snapshots"):
 - `snapshot_create` validates filters/formats/options, stores a queued `DatasetSnapshot` and enqueues
   `annotations.tasks.snapshot_build` on commit.
 - `snapshot_build` runs in the job loop every job runs (prefarena/jobs/loop.py: the claim, a lease kept by
-  a LeaseKeeper thread, the end state of any failure), writes every format as JSONL and Parquet plus a
-  README.md card into a temporary folder beside the final one, makes the files read-only, publishes the
-  folder as `<PREFARENA_SNAPSHOT_DIR>/<id>` (prefarena/publish.py: fsync, hash, one rename) and records
-  files, row counts and the content hash in the transaction that marks the job succeeded. A re-delivered
-  or re-run task finds the job terminal and does nothing.
+  a LeaseKeeper thread, the end state of any failure), writes every format as JSONL and Parquet (image_pairs:
+  one Parquet file with the images embedded, `image_pairs.parquet`) plus a README.md card into a temporary
+  folder beside the final one, makes the files read-only, publishes the folder as
+  `<PREFARENA_SNAPSHOT_DIR>/<id>` (prefarena/publish.py: fsync, hash, one rename) and records files, row
+  counts and the content hash in the transaction that marks the job succeeded. A re-delivered or re-run task
+  finds the job terminal and does nothing.
 - Once succeeded a snapshot is immutable: `snapshot_update` refuses every change (409).
 
 The export reads inside one REPEATABLE READ transaction, so progress is written by a separate thread
@@ -33,12 +34,14 @@ from django.utils import timezone
 
 from annotations import selectors, webhooks
 from annotations.export import (
-    FILE_EXTENSIONS,
+    IMAGE_PAIRS,
     ExportFilters,
     ExportRun,
     export_files,
     filters_parse,
+    format_extensions,
     formats_parse,
+    layout_parse,
     options_parse,
 )
 from annotations.export.source import items_estimate
@@ -65,8 +68,8 @@ def snapshot_file_path(snapshot: DatasetSnapshot, fmt: str, ext: str = "jsonl") 
     """Path of one written file of a snapshot, e.g. (snap, "pairwise", "parquet") -> .../<id>/pairwise.parquet."""
     if fmt not in (snapshot.formats or []):
         raise NotFound(f"Snapshot {snapshot.pk} has no {fmt!r} export (formats: {', '.join(snapshot.formats)})")
-    if ext not in FILE_EXTENSIONS:
-        raise NotFound(f"Unknown file type {ext!r} (known: {', '.join(FILE_EXTENSIONS)})")
+    if ext not in format_extensions(fmt):
+        raise NotFound(f"Unknown file type {ext!r} of {fmt} (known: {', '.join(format_extensions(fmt))})")
     return snapshot_dir(snapshot) / f"{fmt}.{ext}"
 
 
@@ -154,12 +157,17 @@ def snapshot_create(
     created_by: User | None = None,
     description: str = "",
 ) -> DatasetSnapshot:
-    """Validate and store a queued snapshot; its build is enqueued when the transaction commits."""
+    """Validate and store a queued snapshot; its build is enqueued when the transaction commits.
+
+    `options` may name image_pairs' `layout`: only `parquet` (one file, images embedded) is a snapshot's; it
+    is checked, not stored (the files layout is a folder: `export_preferences --layout files`)."""
     if not name or not name.strip():
         raise InvalidInput("name: give the snapshot a name", fields={"name": ["required"]})
     parsed_filters = filters_parse(filters)
-    parsed_options = options_parse(options)
     parsed_formats = formats_parse(formats)
+    options = dict(options)
+    layout_parse(options.pop("layout", None), parsed_formats)
+    parsed_options = options_parse(options)
     known = set(Campaign.objects.filter(pk__in=parsed_filters.campaigns).values_list("pk", flat=True))
     missing = sorted(set(parsed_filters.campaigns) - known)
     if missing:
@@ -274,7 +282,7 @@ def _snapshot_write(snapshot: DatasetSnapshot) -> None:
         options = options_parse(snapshot.options)
         formats = formats_parse(snapshot.formats)
         scratch.mkdir(parents=True)
-        outputs = {fmt: [scratch / f"{fmt}.{ext}" for ext in FILE_EXTENSIONS] for fmt in formats}
+        outputs = {fmt: [scratch / f"{fmt}.{ext}" for ext in format_extensions(fmt)] for fmt in formats}
 
         def on_item(read: int) -> None:
             reporter.done = read
@@ -327,6 +335,25 @@ def _snapshot_write(snapshot: DatasetSnapshot) -> None:
         reporter.stop()
 
 
+def _file_names(fmt: str) -> str:
+    return ", ".join(f"`{fmt}.{ext}`" for ext in format_extensions(fmt))
+
+
+IMAGE_PAIRS_CARD = [
+    f"`{IMAGE_PAIRS}.parquet` holds pairwise image preferences (Pick-a-Pic / HPS columns: `caption`, `image_0`,",
+    "`image_1`, `label_0`, `label_1`, `preference`, `p_0`, `image_0_uid`, `image_1_uid`, the models and provenance)",
+    "with the images embedded as the `datasets` Image feature; pairs whose two sides are not both images are left",
+    "out. Loading it:",
+    "",
+    "```python",
+    "from datasets import load_dataset",
+    f'ds = load_dataset("parquet", data_files="{IMAGE_PAIRS}.parquet", split="train")',
+    'ds[0]["image_0"]  # a PIL image',
+    "```",
+    "",
+]
+
+
 def dataset_card(
     snapshot: DatasetSnapshot, filters: ExportFilters, rows: dict[str, int], run: ExportRun, digest: str
 ) -> str:
@@ -352,8 +379,9 @@ def dataset_card(
         "",
         "| format | rows | files |",
         "|---|---|---|",
-        *(f"| {fmt} | {n} | `{fmt}.jsonl`, `{fmt}.parquet` |" for fmt, n in rows.items()),
+        *(f"| {fmt} | {n} | {_file_names(fmt)} |" for fmt, n in rows.items()),
         "",
+        *(IMAGE_PAIRS_CARD if IMAGE_PAIRS in rows else []),
         "## Judgments by source",
         "",
         "| source | judgments |",

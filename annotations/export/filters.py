@@ -18,8 +18,15 @@ from annotations.export.pairs import PAIR_MODES
 from annotations.models import JudgmentSource
 from prefarena.errors import InvalidInput
 
+# The text formats: each is written as JSONL and as Parquet, with the same rows.
 FORMATS: tuple[str, ...] = ("pairwise", "kto", "ranking", "ratings", "arena", "raw")
 FILE_EXTENSIONS: tuple[str, ...] = ("jsonl", "parquet")
+# The image format (export/images.py): the pairwise pairs of image responses with the images embedded, so only
+# as Parquet (the `datasets` Image feature). Its other layout, JSONL plus image files, is a folder:
+# `export_preferences --layout files` writes it; the API and snapshots hand out single files.
+IMAGE_PAIRS = "image_pairs"
+IMAGE_LAYOUTS: tuple[str, ...] = ("parquet", "files")
+EXPORT_FORMATS: tuple[str, ...] = (*FORMATS, IMAGE_PAIRS)  # every format a snapshot or the live export takes
 WEIGHTINGS = ("reliability", "majority")
 
 
@@ -248,9 +255,44 @@ def options_parse(data: dict[str, Any] | None) -> ExportOptions:
 
 
 def format_check(fmt: str, field: str = "format") -> str:
-    if fmt not in FORMATS:
-        raise _error(field, f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    if fmt not in EXPORT_FORMATS:
+        raise _error(field, f"unknown format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
     return fmt
+
+
+def format_extensions(fmt: str) -> tuple[str, ...]:
+    """The file types a format is written as: JSONL and Parquet, or Parquet alone for image_pairs."""
+    return ("parquet",) if fmt == IMAGE_PAIRS else FILE_EXTENSIONS
+
+
+def format_extension_check(fmt: str, ext: str) -> str:
+    """`fmt` (checked) as a file of type `ext`; image_pairs as JSONL is refused, naming what to ask for."""
+    format_check(fmt)
+    if ext not in format_extensions(fmt):
+        raise _error(
+            "format",
+            f"{fmt} is exported as Parquet only, with the images embedded (ask for {fmt}.parquet); "
+            "its JSONL-plus-image-files layout is a folder: manage.py export_preferences --layout files",
+        )
+    return fmt
+
+
+def layout_parse(value: Any, formats: tuple[str, ...]) -> str | None:
+    """An image_pairs `layout` for a single-file export (the live export, a snapshot): `parquet`, or None when not
+    given; `files` (a folder), an unknown layout, or a layout without image_pairs among `formats` is a 400."""
+    if value is None or value == "":
+        return None
+    if value not in IMAGE_LAYOUTS:
+        raise _error("layout", f"unknown layout {value!r} (known: {', '.join(IMAGE_LAYOUTS)})")
+    if IMAGE_PAIRS not in formats:
+        raise _error("layout", f"a layout applies to the {IMAGE_PAIRS} format only")
+    if value != "parquet":
+        raise _error(
+            "layout",
+            f"the {value} layout is a folder (metadata.jsonl and the image files); this export is one file, "
+            "the parquet layout (images embedded). The folder: manage.py export_preferences --layout files",
+        )
+    return "parquet"
 
 
 def formats_parse(value: Any) -> tuple[str, ...]:
@@ -259,6 +301,6 @@ def formats_parse(value: Any) -> tuple[str, ...]:
         raise _error("formats", "give at least one format")
     for fmt in formats:
         if not isinstance(fmt, str):
-            raise _error("formats", f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+            raise _error("formats", f"unknown format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
         format_check(fmt, "formats")
     return tuple(dict.fromkeys(formats))

@@ -369,6 +369,7 @@ FORMAT_NEEDS: dict[str, frozenset[str]] = {
     "ratings": frozenset({"ratings", "rationales"}),
     "arena": frozenset({"created"}),
     "raw": frozenset({"ratings", "rationales", "created", "details"}),
+    "image_pairs": frozenset({"ratings"}),  # the pairwise pairs of image responses (export/image_rows.py)
 }
 
 

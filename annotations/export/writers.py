@@ -1,4 +1,5 @@
-"""Running an export: one pass over item bundles feeding JSONL and Parquet streams, JSONL files and Parquet files."""
+"""Running an export: one pass over item bundles feeding JSONL and Parquet streams, JSONL files and Parquet files
+(image_pairs: Parquet with the images embedded, export/image_rows.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from annotations.export.fast import fast_path_applies, pairwise_lines
-from annotations.export.filters import ExportFilters, ExportOptions
+from annotations.export.filters import IMAGE_PAIRS, ExportFilters, ExportOptions
 from annotations.export.formats import Row, arrow_schema, rows_build
+from annotations.export.image_rows import IMAGE_GROUP_ROWS, ImagePairs, ImagePairsSink
 from annotations.export.source import (
     FORMAT_NEEDS,
     J_SOURCE,
@@ -58,12 +60,23 @@ class ExportRun:
         self.dropped_identical_pairs: Counter[str] = Counter()  # per format: rows whose chosen == rejected
         self.adjudications = adjudications_for(filters)  # reviewers' labels replace the resolved ones
         self.items_adjudicated = 0
+        self.image_pairs = ImagePairs()
+        # The last item's pairwise rows: image_pairs is made from them, so a pass writing both formats builds
+        # (and counts the identical pairs of) each item's pairs once.
+        self.last_pairwise: tuple[ItemBundle, list[Row]] | None = None
 
     def rows(self, fmt: str, bundle: ItemBundle, summary: ItemSummary) -> list[Row]:
-        """The item's rows of `fmt` (formats.py `rows_build`), counting the pairs left out as identical."""
+        """The item's rows of `fmt` (formats.py `rows_build`; image_pairs: image_rows.py from the pairwise rows),
+        counting the pairs left out as identical."""
+        if fmt == IMAGE_PAIRS:
+            return self.image_pairs.rows(bundle, self.rows("pairwise", bundle, summary))
+        if fmt == "pairwise" and self.last_pairwise is not None and self.last_pairwise[0] is bundle:
+            return self.last_pairwise[1]
         rows, dropped = rows_build(fmt, bundle, summary, self.options)
         if dropped:
             self.dropped_identical_pairs[fmt] += dropped
+        if fmt == "pairwise":
+            self.last_pairwise = (bundle, rows)
         return rows
 
     def items(
@@ -120,6 +133,8 @@ def stream_jsonl(
     `fast` None picks the fast pairwise path (export/fast.py) where it applies; False forces the general
     path (items -> summaries -> row dicts -> encoder); True asks for the fast path where it applies.
     """
+    if fmt == IMAGE_PAIRS:  # callers check first (filters.py `format_extension_check`): a 400, not this
+        raise ValueError(f"{IMAGE_PAIRS} is written as Parquet only")
     with export_transaction():
         run = ExportRun(filters, options)
         if fast is not False and fast_path_applies(fmt, run.campaigns):
@@ -157,18 +172,21 @@ class ParquetSink:
     `where` is a path, or the live stream's `ChunkBuffer`.
     """
 
-    def __init__(self, where: Path | ChunkBuffer, fmt: str, options: ExportOptions) -> None:
+    def __init__(
+        self, where: Path | ChunkBuffer, fmt: str, options: ExportOptions, *, rows_per_group: int = PARQUET_BATCH_ROWS
+    ) -> None:
         import pyarrow.parquet as pq
 
         self.schema = arrow_schema(fmt, options)
         self.writer = pq.ParquetWriter(
             str(where) if isinstance(where, Path) else where, self.schema, compression="zstd"
         )
+        self.rows_per_group = rows_per_group
         self.batch: list[Row] = []
 
     def add(self, rows: list[Row]) -> None:
         self.batch.extend(rows)
-        if len(self.batch) >= PARQUET_BATCH_ROWS:
+        if len(self.batch) >= self.rows_per_group:
             self.flush()
 
     def flush(self) -> None:
@@ -217,6 +235,16 @@ class ChunkBuffer:
         return data
 
 
+def parquet_sink(
+    where: Path | ChunkBuffer, fmt: str, options: ExportOptions, *, rows_per_group: int = PARQUET_BATCH_ROWS
+) -> ParquetSink | ImagePairsSink:
+    """The Parquet writer of a format: its fixed schema, or image_pairs' with the images embedded (whose row
+    groups are smaller: IMAGE_GROUP_ROWS pairs at most, image_rows.py)."""
+    if fmt == IMAGE_PAIRS:
+        return ImagePairsSink(where, rows_per_group=min(rows_per_group, IMAGE_GROUP_ROWS))
+    return ParquetSink(where, fmt, options, rows_per_group=rows_per_group)
+
+
 def stream_parquet(
     fmt: str, filters: ExportFilters, options: ExportOptions, *, rows_per_group: int = PARQUET_BATCH_ROWS
 ) -> Generator[bytes, None, None]:
@@ -225,16 +253,15 @@ def stream_parquet(
     buffer = ChunkBuffer()
     with export_transaction():
         run = ExportRun(filters, options)
-        sink = ParquetSink(buffer, fmt, options)
+        sink = parquet_sink(buffer, fmt, options, rows_per_group=rows_per_group)
         try:
             yield buffer.take()  # the magic bytes: the response starts before the first row group is read
             for bundle, summary in run.items([fmt]):
                 rows = run.rows(fmt, bundle, summary)
                 if not rows:
                     continue
-                sink.batch.extend(rows)
-                if len(sink.batch) >= rows_per_group:
-                    sink.flush()
+                sink.add(rows)  # writes a row group when the batch is full
+                if buffer.parts:
                     yield buffer.take()
         finally:
             sink.close()  # on an early close too: the writer's native resources are released
@@ -261,13 +288,16 @@ def export_files(
     *,
     on_item: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, int], ExportRun]:
-    """Write every format of `outputs` ({format: [paths ending .jsonl or .parquet]}) in one pass.
+    """Write every format of `outputs` ({format: [paths ending .jsonl or .parquet]}; image_pairs: .parquet only)
+    in one pass.
 
     Returns rows per format and the run (statistics). Paths are created or truncated.
     """
+    if any(p.suffix != ".parquet" for p in outputs.get(IMAGE_PAIRS, [])):
+        raise ValueError(f"{IMAGE_PAIRS} is written as Parquet only, not {[p.name for p in outputs[IMAGE_PAIRS]]}")
     sinks: dict[str, list[Any]] = {}
     for fmt, paths in outputs.items():
-        sinks[fmt] = [ParquetSink(p, fmt, options) if p.suffix == ".parquet" else JsonlSink(p) for p in paths]
+        sinks[fmt] = [parquet_sink(p, fmt, options) if p.suffix == ".parquet" else JsonlSink(p) for p in paths]
     rows: Counter[str] = Counter({fmt: 0 for fmt in outputs})
     try:
         with export_transaction():

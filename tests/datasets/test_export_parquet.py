@@ -141,8 +141,16 @@ def test_the_schema_documents_the_parquet_export_and_its_refusals(client: Any) -
             "$ref": "#/components/schemas/Error"
         }
     # the same filters and options (the download also takes DRF's ?format=file, as snapshot files do)
-    assert [p for p in operation["parameters"] if p["name"] != "format"] == jsonl["parameters"]
+    own = ("format", "fmt", "layout")
+    assert [p for p in operation["parameters"] if p["name"] not in own] == [
+        p for p in jsonl["parameters"] if p["name"] != "fmt"
+    ]
     parameters = {p["name"]: p for p in operation["parameters"]}
+    # and one more format, image_pairs (Parquet only), with its layout
+    jsonl_formats = next(p for p in jsonl["parameters"] if p["name"] == "fmt")["schema"]["enum"]
+    assert set(parameters["fmt"]["schema"]["enum"]) == {*jsonl_formats, "image_pairs"}
+    assert "image_pairs" not in jsonl_formats
+    assert parameters["layout"]["schema"]["enum"] == ["files", "parquet"]
     assert parameters["pair_mode"]["schema"]["enum"] == ["all", "best_vs_each", "best_vs_random"]
     assert parameters["pair_margin"]["schema"]["type"] == "number"
     assert parameters["pair_seed"]["schema"]["type"] == "integer"

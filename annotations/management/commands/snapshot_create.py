@@ -15,7 +15,8 @@ from prefarena.jobs.model import JobStatus
 
 class Command(BaseCommand):
     help = (
-        "Create an immutable dataset snapshot (JSONL + Parquet per format and a README.md card). By default the "
+        "Create an immutable dataset snapshot (JSONL + Parquet per format, image_pairs as one Parquet file with the "
+        "images embedded, and a README.md card). By default the "
         "build is queued for a `default` worker; --now builds it in this process."
     )
 
