@@ -18,7 +18,7 @@ from annotations.models import AssignmentSlot, Item, Judgment, JudgmentSource, M
 from prefarena.errors import InvalidInput
 from tests.xss_payloads import PAYLOADS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
 CLEAR_A = {"choice": "a", "strength": "clear"}
 CLEAR_B = {"choice": "b", "strength": "clear"}
@@ -34,17 +34,6 @@ def label(campaign: Any, user: Any, answer: dict[str, Any]) -> Item:
     AssignmentSlot.objects.filter(pk=slot.pk).update(presented_order=list(range(item.response_count)))
     services.judgment_submit(item=item, annotator=user, data=answer)
     return item
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    """Six accounts a test and no one logs in with a password: PBKDF2 would spend seconds hashing them."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def people(make_user: Any) -> dict[str, Any]:
-    return {name: make_user(name) for name in ("ann1", "ann2", "ann3", "rita", "outsider")}
 
 
 def reviewed_campaign(make_campaign: Any, people: dict[str, Any], **settings: Any) -> Any:

@@ -31,17 +31,7 @@ from tests.judges.judge_server import ScriptedJudgeServer, shown_answers
 from workers import judging
 from workers.models import JobStatus, JudgeJob
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def people(make_user: Any) -> dict[str, Any]:
-    return {name: make_user(name) for name in ("ann1", "ann2", "ann3", "rita", "outsider")}
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
 
 def label_all(campaign: Any, people: dict[str, Any], answers: list[list[dict[str, Any]]]) -> list[Item]:

@@ -57,7 +57,14 @@ class Command(BaseCommand):
             self.stdout.write(f"{name}: {path}")
         if options["register"]:
             for name, path in paths.items():
-                self._register(name, Path(path).resolve(), options)
+                self._register(
+                    name,
+                    Path(path).resolve(),
+                    role=ROLES[name],
+                    backend=ModelBackend.TRANSFORMERS,
+                    description=f"Tiny test model (build_tiny_models, {options['steps']} steps, "
+                    f"seed {options['seed']})",
+                )
         if options["image_models"]:
             self._image_models(out, options)
 
@@ -72,30 +79,19 @@ class Command(BaseCommand):
             self.stdout.write(f"{name}: {path}")
             if not options["register"]:
                 continue
-            path = path.resolve()
-            existing = Model.objects.filter(name=name, backend=ModelBackend.DIFFUSERS, path=str(path)).first()
-            if existing is not None:
-                self.stdout.write(f"{name}: already registered as {existing.label} with this path")
-                continue
-            try:
-                model = services.model_register(
-                    name=name,
-                    role=ModelRole.POLICY,
-                    kind=ModelKind.IMAGE,
-                    backend=ModelBackend.DIFFUSERS,
-                    path=str(path),
-                    dtype="float32",  # random weights in float16 may overflow to a black picture
-                    in_arena=True,
-                    description=f"Tiny random-weight image pipeline (build_tiny_models, seed {options['seed'] + k}): "
-                    "it draws noise, to show the image arena's mechanics",
-                )
-            except ApplicationError as exc:
-                raise command_error(exc) from exc
-            self.stdout.write(self.style.SUCCESS(f"{name}: registered as {model.label} (image, in the arena)"))
+            self._register(
+                name,
+                path.resolve(),
+                role=ModelRole.POLICY,
+                backend=ModelBackend.DIFFUSERS,
+                kind=ModelKind.IMAGE,
+                dtype="float32",  # random weights in float16 may overflow to a black picture
+                description=f"Tiny random-weight image pipeline (build_tiny_models, seed {options['seed'] + k}): "
+                "it draws noise, to show the image arena's mechanics",
+            )
 
-    def _register(self, name: str, path: Path, options: dict[str, Any]) -> None:
-        role = ROLES[name]
-        existing = Model.objects.filter(name=name, backend=ModelBackend.TRANSFORMERS, path=str(path)).first()
+    def _register(self, name: str, path: Path, *, role: str, backend: str, description: str, **fields: Any) -> None:
+        existing = Model.objects.filter(name=name, backend=backend, path=str(path)).first()
         if existing is not None:
             # Its files were just rebuilt in place (same steps and seed give the same weights).
             self.stdout.write(f"{name}: already registered as {existing.label} with this path; not registered again")
@@ -104,12 +100,14 @@ class Command(BaseCommand):
             model = services.model_register(
                 name=name,
                 role=role,
-                backend=ModelBackend.TRANSFORMERS,
+                backend=backend,
                 path=str(path),
                 in_arena=role == ModelRole.POLICY,
-                description=f"Tiny test model (build_tiny_models, {options['steps']} steps, seed {options['seed']})",
+                description=description,
+                **fields,
             )
         except ApplicationError as exc:
             raise command_error(exc) from exc
         arena = ", in the arena" if model.in_arena else ""
-        self.stdout.write(self.style.SUCCESS(f"{name}: registered as {model.label} ({role}{arena})"))
+        kind = "image, " if model.kind == ModelKind.IMAGE else ""
+        self.stdout.write(self.style.SUCCESS(f"{name}: registered as {model.label} ({kind}{role}{arena})"))
