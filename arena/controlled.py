@@ -14,6 +14,17 @@ only read the stored result, so they stay instant whatever the number of votes. 
 covariate (voted before its features were stored) is left out of that control's fit; a covariate that is 0
 in every battle (no answer has a Markdown header yet) is not identified and is left out of the fit.
 Each fit warm-starts from the previous one (same models and covariates): one or two Newton steps.
+
+How the rows are read (`controlled_rows`): on PostgreSQL by one aggregate query per (category, control)
+(`controlled_rows_sql`): counted votes joined to their battles, each side's feature taken from the JSON only when
+it is a number, the covariates before standardisation computed in double precision exactly as numpy does here
+(style ratios ×100, rint, /100), the per-vote weights of `_fit_weights` (inverse propensity × min(1, cap/n) for
+clusters crowded among the same votes), grouped by (side a, side b, outcome, covariate values) with COUNT, Σw and
+Σw²: at most one row per distinct cell, whatever the number of votes. The style ratios are then standardised over
+those rows' counts (the votes' mean and standard deviation) and the rows of the largest ratable part built as from
+single votes. On SQLite, or when a stored value is beyond double precision (the query fails; Python reads it as
+not a number), every vote is read into Python (`controlled_rows_python`): the same rows
+(`tests/arena/test_controlled_sql.py`; timings in benchmarks/README.md, "Weighted live fit").
 """
 
 from __future__ import annotations
@@ -179,11 +190,12 @@ def controlled_rows_python(category: str, control: str) -> contextual.BattleRows
         weights = _fit_weights(records)[usable]
         sums = (weights, weights * weights)
     kept = [r for r, ok in zip(records, usable, strict=True) if ok]
+    score = {winner: outcomes.score_a(winner) for winner in outcomes.OUTCOMES}  # KeyError: a winner not known
     return _component_rows(
         names,
         np.array([r[0] for r in kept], dtype=np.int64),
         np.array([r[1] for r in kept], dtype=np.int64),
-        np.array([r[2] for r in kept], dtype=str),
+        np.array([score[r[2]] for r in kept], dtype=float),
         matrix[usable],
         np.ones(len(kept)),
         sums,
@@ -191,7 +203,7 @@ def controlled_rows_python(category: str, control: str) -> contextual.BattleRows
 
 
 def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
-    """`controlled_rows` from one PostgreSQL aggregate: votes grouped by (side a, side b, winner, covariate values)
+    """`controlled_rows` from one PostgreSQL aggregate: votes grouped by (side a, side b, outcome, covariate values)
     with their count, Σw and Σw² (the weights of `_fit_weights`), at most one row per distinct cell whatever the
     number of votes. The covariates are those of `_covariates` before standardisation (rounded style ratios, raw
     differences), a vote lacking one (or holding a non-number: a boolean, a string) left out; the style ratios are
@@ -221,10 +233,14 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
     cap = settings.ARENA_PROMPT_CLUSTER_CAP
     present = " AND ".join(f"{column.rsplit(' AS ', 1)[1]} IS NOT NULL" for column in sides) or "TRUE"
     cells = ", ".join(f"c{k}" for k, name in enumerate(names) if name != POSITION)
-    group_by = f"model_a, model_b, winner{', ' + cells if cells else ''}"
+    group_by = f"model_a, model_b, outcome{', ' + cells if cells else ''}"
+    # Side a's score ×2 (a tie and both bad are the same ½ in the fit: one row); a winner the fit does not know is
+    # NULL, refused below as the Python reading refuses it.
+    doubled = " ".join(f"WHEN '{w}' THEN {int(2 * outcomes.score_a(w))}" for w in outcomes.OUTCOMES)
     sql = f"""
         WITH voted AS (
-            SELECT b.model_a_id AS model_a, b.model_b_id AS model_b, v.winner AS winner, b.prompt_cluster AS cluster,
+            SELECT b.model_a_id AS model_a, b.model_b_id AS model_b, CASE v.winner {doubled} END AS outcome,
+                   b.prompt_cluster AS cluster,
                    CASE WHEN b.pair_propensity > 0 AND b.pair_candidates > 0
                         THEN 1.0 / (CAST(b.pair_candidates AS DOUBLE PRECISION) * b.pair_propensity)
                         ELSE 1.0 END AS ipw{"".join(", " + column for column in sides)}
@@ -233,7 +249,7 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
         ), crowded AS (
             SELECT cluster, COUNT(*) AS n FROM voted WHERE cluster <> '' GROUP BY cluster HAVING COUNT(*) > %s
         ), usable AS (
-            SELECT voted.model_a, voted.model_b, voted.winner,
+            SELECT voted.model_a, voted.model_b, voted.outcome,
                    voted.ipw * COALESCE(CAST(%s AS DOUBLE PRECISION) / crowded.n, 1.0) AS weight
                    {"".join(", " + column for column in covariates)}
             FROM voted LEFT JOIN crowded ON crowded.cluster = voted.cluster
@@ -245,22 +261,20 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
         cursor.execute(sql, [*params, cap, cap])
         found = cursor.fetchall()
     values = len(covariates)
-    raw = np.array([row[3 : 3 + values] for row in found], dtype=float).reshape(len(found), values)
+    # (model a, model b, outcome ×2, covariates…, count, Σw, Σw²): every one a number (ids < 2⁵³); NULL → NaN.
+    table = np.array(found, dtype=float).reshape(len(found), 6 + values)
     matrix = np.ones((len(found), len(names)))  # position: 1 in every row
-    matrix[:, [k for k, name in enumerate(names) if name != POSITION]] = raw
-    count = np.array([row[-3] for row in found], dtype=float)
+    matrix[:, [k for k, name in enumerate(names) if name != POSITION]] = table[:, 3 : 3 + values]
+    count = table[:, -3]
     kept, matrix = _standardise(names, matrix, np.ones(len(found), dtype=bool), count)
-    sums = None
-    if settings.ARENA_FIT_WEIGHTS:
-        sums = (np.array([row[-2] for row in found], dtype=float), np.array([row[-1] for row in found], dtype=float))
     return _component_rows(
         kept,
-        np.array([row[0] for row in found], dtype=np.int64),
-        np.array([row[1] for row in found], dtype=np.int64),
-        np.array([row[2] for row in found], dtype=str),
+        table[:, 0].astype(np.int64),
+        table[:, 1].astype(np.int64),
+        table[:, 2] / 2,
         matrix,
         count,
-        sums,
+        (table[:, -2], table[:, -1]) if settings.ARENA_FIT_WEIGHTS else None,
     )
 
 
@@ -276,17 +290,17 @@ def _component_rows(
     names: list[str],
     model_a: np.ndarray,
     model_b: np.ndarray,
-    winner: np.ndarray,
+    outcome: np.ndarray,
     matrix: np.ndarray,
     count: np.ndarray,
     sums: tuple[np.ndarray, np.ndarray] | None,
 ) -> contextual.BattleRows:
-    """Rows of usable votes (row k: count[k] votes of model ids model_a[k] vs model_b[k] with `winner[k]` and
-    covariates matrix[k]; their Σw, Σw² in `sums`, None without weights) as contextual rows of the largest ratable
-    part of their comparison graph, identical rows merged. One row per vote or per cell: the same rows."""
-    unknown = set(winner.tolist()) - set(outcomes.OUTCOMES)
-    if unknown:
-        raise ValueError(f"unknown winner {sorted(unknown)[0]!r}")
+    """Rows of usable votes (row k: count[k] votes of model ids model_a[k] vs model_b[k] with outcome[k] ∈ {1, ½, 0}
+    for side a and covariates matrix[k]; their Σw, Σw² in `sums`, None without weights) as contextual rows of the
+    largest ratable part of their comparison graph, identical rows merged. One row per vote or per cell: the same
+    rows."""
+    if np.isnan(outcome).any():
+        raise ValueError("a counted vote has an unknown winner")
     ids = np.union1d(model_a, model_b)
     labels = {m.pk: m.label for m in Model.objects.filter(pk__in=ids.tolist())}
     lookup = np.zeros(int(ids.max()) + 1 if len(ids) else 1, dtype=np.int64)
@@ -302,8 +316,7 @@ def _component_rows(
     seen = sorted({labels[pk] for pk in np.union1d(model_a[distinct], model_b[distinct]).tolist()})
     a, b = codes({label: k for k, label in enumerate(seen)})
     wins, ties = np.zeros((len(seen), len(seen))), np.zeros((len(seen), len(seen)))
-    a_won, b_won = distinct & (winner == outcomes.A), distinct & (winner == outcomes.B)
-    tied = distinct & ((winner == outcomes.TIE) | (winner == outcomes.BOTH_BAD))
+    a_won, b_won, tied = distinct & (outcome == 1.0), distinct & (outcome == 0.0), distinct & (outcome == 0.5)
     np.add.at(wins, (a[a_won], b[a_won]), count[a_won])
     np.add.at(wins, (b[b_won], a[b_won]), count[b_won])
     np.add.at(ties, (a[tied], b[tied]), count[tied])
@@ -313,13 +326,12 @@ def _component_rows(
     models = [counts.models[k] for k in sorted(ratings.ratable(counts, groups[0])[0])] if groups else []
     first, second = codes({label: k for k, label in enumerate(models)})
     inside = (first >= 0) & (second >= 0)
-    outcome = np.array([outcomes.score_a(w) for w in winner[inside].tolist()], dtype=float)
     return contextual.aggregate(
         models,
         names,
         first[inside],
         second[inside],
-        outcome,
+        outcome[inside],
         matrix[inside],
         count=count[inside],
         weight_sums=None if sums is None else (sums[0][inside], sums[1][inside]),
