@@ -211,6 +211,7 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
     votes, battles = Vote._meta.db_table, Battle._meta.db_table
     names: list[str] = []
     sides: list[str] = []  # each side's value: NULL unless a JSON number (jsonb_typeof says 'boolean' for true)
+    present: list[str] = []  # a vote is usable for the control when every side value is there
     covariates: list[str] = []  # one per column of `names` except position (a constant 1 added below)
     params: list[Any] = []
     for group in control.split("+"):
@@ -222,6 +223,7 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
             for side in "ab":
                 sides.append(f"CASE WHEN jsonb_typeof(b.features -> %s) = 'number' "
                              f"THEN CAST(b.features -> %s AS DOUBLE PRECISION) END AS x{k}_{side}")  # fmt: skip
+                present.append(f"x{k}_{side} IS NOT NULL")
                 params += [f"{key}_{side}"] * 2
             a, b = f"x{k}_a", f"x{k}_b"
             covariates.append(f"{style_ratio_sql(a, b) if group == STYLE else f'{a} - {b}'} AS c{k}")
@@ -231,7 +233,6 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
         where += " AND b.categories @> %s::jsonb"
         params.append(json.dumps([category]))
     cap = settings.ARENA_PROMPT_CLUSTER_CAP
-    present = " AND ".join(f"{column.rsplit(' AS ', 1)[1]} IS NOT NULL" for column in sides) or "TRUE"
     cells = ", ".join(f"c{k}" for k, name in enumerate(names) if name != POSITION)
     group_by = f"model_a, model_b, outcome{', ' + cells if cells else ''}"
     # Side a's score ×2 (a tie and both bad are the same ½ in the fit: one row); a winner the fit does not know is
@@ -253,7 +254,7 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
                    voted.ipw * COALESCE(CAST(%s AS DOUBLE PRECISION) / crowded.n, 1.0) AS weight
                    {"".join(", " + column for column in covariates)}
             FROM voted LEFT JOIN crowded ON crowded.cluster = voted.cluster
-            WHERE {present}
+            WHERE {" AND ".join(present) or "TRUE"}
         )
         SELECT {group_by}, COUNT(*), SUM(weight), SUM(weight * weight) FROM usable GROUP BY {group_by}
     """  # noqa: S608 - table names from the models, keys and values as parameters
@@ -301,15 +302,14 @@ def _component_rows(
     rows."""
     if np.isnan(outcome).any():
         raise ValueError("a counted vote has an unknown winner")
-    ids = np.union1d(model_a, model_b)
+    ids = np.union1d(model_a, model_b)  # sorted
     labels = {m.pk: m.label for m in Model.objects.filter(pk__in=ids.tolist())}
-    lookup = np.zeros(int(ids.max()) + 1 if len(ids) else 1, dtype=np.int64)
+    at_a, at_b = np.searchsorted(ids, model_a), np.searchsorted(ids, model_b)
 
     def codes(order: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-        lookup[:] = -1
-        for pk, label in labels.items():
-            lookup[pk] = order.get(label, -1)
-        return lookup[model_a], lookup[model_b]
+        """Each row's sides as their numbers in `order` (-1: not in it)."""
+        number = np.array([order.get(labels[pk], -1) for pk in ids.tolist()], dtype=np.int64)
+        return number[at_a], number[at_b]
 
     # The comparison graph as ratings.PairCounts.from_battles counts it (self-battles left out), row counts added.
     distinct = model_a != model_b
