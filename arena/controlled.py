@@ -50,6 +50,7 @@ POSITION = "position"
 STYLE = "style"
 IMAGE = "image"
 IMAGE_FEATURES = ("megapixels", "aspect")
+FETCH_BATCH = 50_000  # rows of the aggregate turned into numpy at a time
 
 
 def control_groups() -> list[str]:
@@ -258,16 +259,20 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
         )
         SELECT {group_by}, COUNT(*), SUM(weight), SUM(weight * weight) FROM usable GROUP BY {group_by}
     """  # noqa: S608 - table names from the models, keys and values as parameters
+    values = len(covariates)
+    # (model a, model b, outcome ×2, covariates…, count, Σw, Σw²): every one a number (ids < 2⁵³); NULL → NaN. Read
+    # in batches: the answer may have a row per vote (fine style ratios rarely repeat), and fetching it all at once
+    # would hold every row as a Python tuple of objects at the same time.
+    chunks = [np.zeros((0, 6 + values))]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, cap, cap])
-        found = cursor.fetchall()
-    values = len(covariates)
-    # (model a, model b, outcome ×2, covariates…, count, Σw, Σw²): every one a number (ids < 2⁵³); NULL → NaN.
-    table = np.array(found, dtype=float).reshape(len(found), 6 + values)
-    matrix = np.ones((len(found), len(names)))  # position: 1 in every row
+        while batch := cursor.fetchmany(FETCH_BATCH):
+            chunks.append(np.array(batch, dtype=float).reshape(len(batch), 6 + values))
+    table = np.concatenate(chunks)
+    matrix = np.ones((len(table), len(names)))  # position: 1 in every row
     matrix[:, [k for k, name in enumerate(names) if name != POSITION]] = table[:, 3 : 3 + values]
     count = table[:, -3]
-    kept, matrix = _standardise(names, matrix, np.ones(len(found), dtype=bool), count)
+    kept, matrix = _standardise(names, matrix, np.ones(len(table), dtype=bool), count)
     return _component_rows(
         kept,
         table[:, 0].astype(np.int64),

@@ -70,6 +70,9 @@ def test_the_aggregate_query_gives_the_rows_and_the_fits_of_reading_every_vote(m
         Model.objects.create(name=name, role="policy", backend="transformers", path=f"/nowhere/{name}", in_arena=True)
         for name in TRUE_ELO
     ]
+    for control in ("style+position", "position"):  # no vote yet: no row either way
+        assert controlled.controlled_rows_sql("", control).battles == 0
+        assert_same_rows(controlled.controlled_rows_sql("", control), controlled.controlled_rows_python("", control))
     pairing_live.pairing_cache_clear()
     rng = random.Random(11)
     for voter in range(160):
