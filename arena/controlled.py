@@ -51,6 +51,9 @@ STYLE = "style"
 IMAGE = "image"
 IMAGE_FEATURES = ("megapixels", "aspect")
 FETCH_BATCH = 50_000  # rows of the aggregate turned into numpy at a time
+# What the Python reading takes of each counted vote (`_fit_weights` reads the last three).
+VOTE_FIELDS = ("battle__model_a_id", "battle__model_b_id", "winner", "battle__features", "battle__pair_propensity",
+               "battle__pair_candidates", "battle__prompt_cluster")  # fmt: skip
 
 
 def control_groups() -> list[str]:
@@ -167,24 +170,12 @@ def controlled_rows(category: str, control: str) -> contextual.BattleRows:
     return controlled_rows_python(category, control)
 
 
-def _votes(category: str):  # noqa: ANN202 - QuerySet[Vote]
-    votes = Vote.objects.filter(counted=True)
-    return votes.filter(battle__categories__contains=[category]) if category else votes
-
-
 def controlled_rows_python(category: str, control: str) -> contextual.BattleRows:
     """`controlled_rows` from every counted vote read into Python with its features (the SQLite path)."""
-    records = list(
-        _votes(category).values_list(
-            "battle__model_a_id",
-            "battle__model_b_id",
-            "winner",
-            "battle__features",
-            "battle__pair_propensity",
-            "battle__pair_candidates",
-            "battle__prompt_cluster",
-        )
-    )
+    votes = Vote.objects.filter(counted=True)
+    if category:
+        votes = votes.filter(battle__categories__contains=[category])
+    records = list(votes.values_list(*VOTE_FIELDS))
     names, matrix, usable = _covariates(control.split("+"), [r[3] or {} for r in records])
     sums = None
     if settings.ARENA_FIT_WEIGHTS:

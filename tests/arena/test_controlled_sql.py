@@ -12,7 +12,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from arena import controlled, intervals, pairing_live
-from arena.models import Battle
+from arena.models import Battle, Vote
 from models_hub.models import Model
 from tests.arena.test_leaderboard import NO_LIMITS, fresh_rate_limits  # noqa: F401 - fixture
 from tests.arena.test_weighted_fit import TRUE_ELO, play
@@ -133,12 +133,7 @@ def test_the_aggregate_query_gives_the_rows_and_the_fits_of_reading_every_vote(m
 
 
 def controlled_records() -> list[tuple]:
-    return list(
-        controlled._votes("").values_list(
-            "battle__model_a_id", "battle__model_b_id", "winner", "battle__features",
-            "battle__pair_propensity", "battle__pair_candidates", "battle__prompt_cluster",
-        )
-    )  # fmt: skip
+    return list(Vote.objects.filter(counted=True).values_list(*controlled.VOTE_FIELDS))
 
 
 @pytest.mark.django_db
