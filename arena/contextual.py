@@ -73,25 +73,31 @@ def aggregate(
     features: np.ndarray,
     count: np.ndarray | None = None,
     weights: np.ndarray | None = None,
+    weight_sums: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> BattleRows:
     """Merge identical (first, second, outcome, features) rows, adding their counts; with `weights` (one per
-    input row, each of its `count` battles weighing that much) the merged rows keep Σw and Σw² as well."""
+    input row, each of its `count` battles weighing that much) the merged rows keep Σw and Σw² as well. Input
+    rows that already sum battles of different weights give their (Σw, Σw²) as `weight_sums` instead."""
     features = np.asarray(features, dtype=float).reshape(len(first), len(feature_names))
     table = np.column_stack([first, second, outcome, features]).astype(float)
     counts = np.ones(len(first)) if count is None else np.asarray(count, dtype=float)
     battle_weights = None if weights is None else np.asarray(weights, dtype=float)
+    if battle_weights is not None and weight_sums is not None:
+        raise ValueError("give either per-battle weights or per-row weight sums, not both")
+    if battle_weights is not None:
+        weight_sums = (counts * battle_weights, counts * battle_weights**2)
     if not len(table):
         empty = np.zeros(0)
-        none = None if battle_weights is None else empty
+        none = None if weight_sums is None else empty
         return BattleRows(list(models), list(feature_names), empty.astype(int), empty.astype(int), empty,
                           np.zeros((0, len(feature_names))), empty, none, none)  # fmt: skip
     index, inverse = _unique_rows(table)
     unique = table[index]
     merged = np.bincount(inverse, weights=counts, minlength=len(unique))
     weight_sum = weight_squares = None
-    if battle_weights is not None:
-        weight_sum = np.bincount(inverse, weights=counts * battle_weights, minlength=len(unique))
-        weight_squares = np.bincount(inverse, weights=counts * battle_weights**2, minlength=len(unique))
+    if weight_sums is not None:
+        weight_sum = np.bincount(inverse, weights=np.asarray(weight_sums[0], dtype=float), minlength=len(unique))
+        weight_squares = np.bincount(inverse, weights=np.asarray(weight_sums[1], dtype=float), minlength=len(unique))
     return BattleRows(
         models=list(models),
         features_names=list(feature_names),

@@ -16,8 +16,12 @@
        rating or interval bound from (a);
    (d) the controlled fit with weights: position + an integer "length" covariate, rows merged with Σw, Σw².
 3. With --database N: fill a dedicated PostgreSQL database (migrated here; `benchmarks/bench_db.py`) with N
-   battles and votes in one INSERT … SELECT from generate_series, then time what the recompute reads:
-   `selectors.fit_weight_cells` (one aggregate query) and `leaderboard.pair_counts_weighted`.
+   battles and votes in one INSERT … SELECT from generate_series, each battle with style features (words 50–450
+   a side, headers, list items and bold spans mostly 0 as in real answers), then time what the recompute reads:
+   `selectors.fit_weight_cells` (one aggregate query), `leaderboard.pair_counts_weighted`, and the controlled
+   fits' rows for `style`, `style+position` and `position`: `controlled.controlled_rows_python` (every vote and
+   its features read into Python, the SQLite path) against `controlled.controlled_rows_sql` (one aggregate
+   query), with the largest difference between the two.
 """
 
 from __future__ import annotations
@@ -196,7 +200,7 @@ def database(args: argparse.Namespace) -> None:
 
     call_command("migrate", verbosity=0)
     n, size = args.models, args.database
-    if Vote.objects.count() != size:
+    if Vote.objects.count() != size or not Battle.objects.filter(features__has_key="length_a").exists():
         print(f"  filling {args.db_name} with {size:,} battles and votes …")
         started = time.perf_counter()
         with connection.cursor() as cursor:  # the benchmark's own database: a partial fill is dropped at once
@@ -218,7 +222,15 @@ def database(args: argparse.Namespace) -> None:
                 INSERT INTO {battles} (prompt_id, model_a_id, model_b_id, mode, status, error, session_hash, ip_hash,
                     categories, prompt_hash, prompt_cluster, created_at, features, pair_propensity, pair_candidates)
                 SELECT %s, %s + a, %s + (a + 1 + (g * 7919) %% (%s - 1)) %% %s, 'live', 'voted', '', 's' || g, '',
-                    '[]'::jsonb, '', CASE WHEN g %% 5 = 0 THEN 'c' || (g %% 997) ELSE '' END, now(), '{{}}'::jsonb,
+                    '[]'::jsonb, '', CASE WHEN g %% 5 = 0 THEN 'c' || (g %% 997) ELSE '' END, now(),
+                    jsonb_build_object(
+                        'length_a', 50 + floor(random() * 400), 'length_b', 50 + floor(random() * 400),
+                        'headers_a', CASE WHEN random() < 0.3 THEN floor(random() * 6) ELSE 0 END,
+                        'headers_b', CASE WHEN random() < 0.3 THEN floor(random() * 6) ELSE 0 END,
+                        'lists_a', CASE WHEN random() < 0.5 THEN floor(random() * 11) ELSE 0 END,
+                        'lists_b', CASE WHEN random() < 0.5 THEN floor(random() * 11) ELSE 0 END,
+                        'bold_a', CASE WHEN random() < 0.4 THEN floor(random() * 7) ELSE 0 END,
+                        'bold_b', CASE WHEN random() < 0.4 THEN floor(random() * 7) ELSE 0 END),
                     LEAST(1.0, (0.3 + random() * 1.7) / %s), %s
                 FROM (SELECT g, (g * 104729) %% %s AS a FROM generate_series(1, CAST(%s AS BIGINT)) g) s
             """, [prompt.pk, low, low, n, n, n * (n - 1) // 2, n * (n - 1) // 2, n, size])  # noqa: S608  # fmt: skip
@@ -247,6 +259,18 @@ def database(args: argparse.Namespace) -> None:
     t_fit, _ = best(args.repeat, lambda: intervals.leaderboard_fit(counts, weighted=weighted))
     print(f"  database, {size:,} votes: fit_weight_cells {t_cells:.2f} s ({len(found):,} cells); PairStats read "
           f"{t_counts:.3f} s; pair_counts_weighted {t_read:.2f} s; weighted fit {t_fit:.3f} s")  # fmt: skip
+    from arena import controlled
+
+    for control in ("style", "style+position", "position"):
+        t_python, old = best(args.repeat, lambda c=control: controlled.controlled_rows_python("", c))
+        t_sql, new = best(args.repeat, lambda c=control: controlled.controlled_rows_sql("", c))
+        t_fit, _ = best(args.repeat, lambda rows=new: contextual.fit(rows))
+        same = old.models == new.models and np.array_equal(old.count, new.count)
+        diff = max(float(np.max(np.abs(old.features - new.features), initial=0.0)),
+                   float(np.max(np.abs(old.weight_sum - new.weight_sum), initial=0.0)))  # fmt: skip
+        print(f"  controlled_rows {control!r}: Python (every vote) {t_python:.2f} s, SQL aggregate {t_sql:.2f} s "
+              f"(×{t_python / t_sql:.1f}); {new.battles:,} usable votes in {len(new.count):,} rows; same rows: {same}, "
+              f"largest difference {diff:.1e}; the fit on those rows {t_fit:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":
