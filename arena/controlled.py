@@ -40,7 +40,7 @@ from django.db import DataError, connection, transaction
 from django.utils import timezone
 
 from arena import contextual, hygiene, intervals, outcomes, pairing, ratings, style
-from arena.models import Battle, ControlledFit, Vote
+from arena.models import Battle, ControlledFit, Vote, in_category
 from models_hub.models import Model
 from prefarena.errors import InvalidInput
 
@@ -174,7 +174,7 @@ def controlled_rows_python(category: str, control: str) -> contextual.BattleRows
     """`controlled_rows` from every counted vote read into Python with its features (the SQLite path)."""
     votes = Vote.objects.filter(counted=True)
     if category:
-        votes = votes.filter(battle__categories__contains=[category])
+        votes = votes.filter(in_category(category))
     records = list(votes.values_list(*VOTE_FIELDS))
     names, matrix, usable = _covariates(control.split("+"), [r[3] or {} for r in records])
     sums = None

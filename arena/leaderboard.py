@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from arena import controlled, events, intervals, outcomes, ratings, selectors, sources, style, tally
-from arena.models import PairStats, Rating, Vote
+from arena.models import PairStats, Rating, Vote, in_category
 from models_hub.models import Model, ModelBackend, ModelRole
 
 IMPORTED_PATH_PREFIX = "imported:"
@@ -263,7 +263,7 @@ def style_battles(category: str = "") -> list[ratings.Battle]:
         .order_by("created_at", "pk")
     )
     if category:
-        votes = votes.filter(battle__categories__contains=[category])
+        votes = votes.filter(in_category(category))
     battles = []
     for vote in votes.iterator(chunk_size=2000):
         battle = vote.battle

@@ -8,8 +8,9 @@ PairStats, whose size depends on the number of models, never on the number of vo
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.db.models import F, Q
+from django.db.models.expressions import RawSQL
 
 from annotations.models import Item, PairwiseChoice, Prompt, Response
 from models_hub.models import Model
@@ -217,3 +218,15 @@ class ControlledFit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.control} [{self.category or 'all'}]"
+
+
+def in_category(category: str, *, through: str = "battle") -> Q:
+    """A filter on battles (`through` the relation that reaches them, "" for Battle itself) whose categories list
+    holds `category`: JSON containment on PostgreSQL; the embedded default's SQLite has no JSON `contains` lookup,
+    so there a subquery over `json_each` finds the battles."""
+    if connection.vendor == "postgresql":
+        return Q(**{f"{through}__categories__contains" if through else "categories__contains": [category]})
+    table = Battle._meta.db_table
+    sql = f"SELECT b.id FROM {table} b, json_each(b.categories) c WHERE c.value = %s"  # noqa: S608 - model's table
+    ids = RawSQL(sql, [category])  # noqa: S611 - the value is a parameter
+    return Q(**{f"{through}__in" if through else "pk__in": ids})

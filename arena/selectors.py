@@ -20,7 +20,7 @@ from annotations.models import Campaign
 from annotations.selectors import image_out
 from arena import controlled, hygiene, outcomes, pairing, sources
 from arena.identity import VoterIdentity
-from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating, Vote
+from arena.models import Battle, BattleStatus, ControlledFit, PairStats, Rating, Vote, in_category
 from models_hub.models import Model
 from prefarena import rendering
 from prefarena.errors import InvalidInput, NotFound
@@ -302,7 +302,7 @@ def battles_for_fit(category: str = "") -> list[FitBattle]:
     """Counted votes in vote order with their fit weights (reads every vote: for offline or weighted fits)."""
     votes = Vote.objects.filter(counted=True).order_by("created_at", "pk")
     if category:
-        votes = votes.filter(battle__categories__contains=[category])
+        votes = votes.filter(in_category(category))
     rows = list(
         votes.values_list(
             "pk",
@@ -399,7 +399,7 @@ def fresh_battles(category: str = "") -> dict[str, int]:
             Q(battle__model_a=model) | Q(battle__model_b=model)
         )
         if category:
-            votes = votes.filter(battle__categories__contains=[category])
+            votes = votes.filter(in_category(category))
         found[model.label] = votes.count()
     return found
 

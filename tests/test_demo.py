@@ -140,6 +140,23 @@ def test_demo_serves_runs_a_task_and_stops_on_ctrl_c(tmp_path):
         ).fetchall()
         assert sizes == [(64, 64), (64, 64)]
         assert len(list((tmp_path / "var" / "media" / "images").rglob("*.png"))) == 14  # and its two pictures
+        # ... voted, and the image leaderboard (a category: SQLite has no JSON `contains`) rates both models
+        vote_and_rate = (
+            "import django; django.setup(); from arena import leaderboard, services; from arena.models import Battle; "
+            f"from arena.identity import VoterIdentity; battle = Battle.objects.get(pk={battle_id}); "
+            "services.battle_vote_record(battle_id=battle.pk, token=services.battle_token(battle), winner='a', "
+            "identity=VoterIdentity(session_hash='d' * 64, ip_hash='e' * 64, user_id=None)); "
+            "print(len(leaderboard.leaderboard_recompute('image').rows))"
+        )
+        rated = subprocess.run(
+            [sys.executable, "-c", vote_and_rate],
+            cwd=ROOT,
+            env={**env, "DJANGO_SETTINGS_MODULE": "prefarena.settings"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert rated.returncode == 0 and rated.stdout.split()[-1] == "2", rated.stderr[-3000:]
         # The demo's one retraining round ran on the same worker, through the policy code: its snapshot was
         # built, the challenger trained, registered and met the champion at the gate, and the decision stored.
         assert "retrain tiny-lm-small' fired" in text and f"{port}/loop/" in text
