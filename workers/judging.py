@@ -164,18 +164,13 @@ def _images_unseen_call(job: JudgeJob, item: Item, hashes: list[str]) -> Any:
     )
 
 
-def _judge_item(
-    backend: Any, item: Item, config: Any, job: JudgeJob
-) -> tuple[dict[str, Any] | None, list[Any], list[list[int]]]:
+def _judge_item(backend: Any, item: Item, config: Any) -> tuple[dict[str, Any] | None, list[Any], list[list[int]]]:
     """(judgment fields or None on error, calls, canonical positions per call)."""
     from workers.ml.judge import judge_pairwise, judge_ranking, judge_rating
 
     kind = item.campaign.kind
     prompt = item.prompt.content
-    hashes = images.prompt_image_hashes(prompt)
-    if hashes and not job.model.sees_images:
-        return None, [_images_unseen_call(job, item, hashes)], [[]]
-    prompt_images = _prompt_images(item) if hashes else None
+    prompt_images = _prompt_images(item) if images.prompt_image_hashes(prompt) else None
     texts = _responses(item)
     if kind != CampaignKind.PAIRWISE and any(not isinstance(text, str) for text in texts):
         from workers.ml.errors import PermanentBackendError
@@ -321,17 +316,21 @@ def judge_job_work(job: JudgeJob) -> None:
     )
     done = job.progress_total - len(todo)
     metrics = dict(job.metrics or {})
-    backend = runtime.generator_for(job.model) if todo else None
+    backend = None  # loaded for the first item the judge can read
     try:
         for batch in runners.chunks(todo, job.batch_size):
             runners._beat(job, done, metrics)
             for item in batch:
-                fields, calls, positions = _judge_item(backend, item, config, job)
-                _store(job, item, fields, calls, positions)
-                if calls and calls[0].parsed == IMAGES_UNSEEN:
+                hashes = images.prompt_image_hashes(item.prompt.content)
+                if hashes and not job.model.sees_images:
+                    _store(job, item, None, [_images_unseen_call(job, item, hashes)], [[]])
                     metrics["items_images_unseen"] = metrics.get("items_images_unseen", 0) + 1
                     done += 1
                     continue
+                if backend is None:
+                    backend = runtime.generator_for(job.model)
+                fields, calls, positions = _judge_item(backend, item, config)
+                _store(job, item, fields, calls, positions)
                 metrics["calls"] = metrics.get("calls", 0) + len(calls)
                 metrics["tokens"] = metrics.get("tokens", 0) + sum(c.prompt_tokens + c.completion_tokens for c in calls)
                 metrics["errors"] = metrics.get("errors", 0) + (fields is None)

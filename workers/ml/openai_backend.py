@@ -370,7 +370,9 @@ def _content_parts(content: Any, where: str) -> list[dict[str, Any]]:
     data URIs first (`workers/runners.py`). Anything else (a reference left over, an outside URL) is refused
     here rather than sent: the endpoint would answer about an image it never saw, or fetch a URL for us."""
     if not isinstance(content, list) or not content:
-        raise PermanentBackendError(f"{where}: `content` must be a string or a non-empty list of content parts")
+        raise PermanentBackendError(
+            f"{where}: needs a `role` and a `content` (a string or a non-empty list of content parts)"
+        )
     parts: list[dict[str, Any]] = []
     for number, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
