@@ -95,7 +95,8 @@ def generation_job_work(job: GenerationJob) -> None:
     metrics.update(_duplicate_figures(job))  # from the stored rows: exact whatever earlier attempts reported
     # Refused at creation too; checked again because a model row can change while the job waits. Failing before
     # anything is generated stores no half of the job and no answer to a prompt the model could not read.
-    refusal = runtime.vision_prompts_refusal(models, prompts)
+    reward_model = [job.reward_model] if job.reward_model_id and job.reward_model else []
+    refusal = runtime.vision_prompts_refusal([*models, *reward_model], prompts)
     if refusal is not None:
         raise PermanentBackendError(refusal)
     for model in models:

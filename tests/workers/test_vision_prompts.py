@@ -138,6 +138,22 @@ def test_the_api_refuses_a_text_only_model_on_vision_prompts_and_queues_nothing(
     assert GenerationJob.objects.count() == 0
 
 
+def test_best_of_n_and_scoring_refuse_a_reward_model_on_vision_prompts(api, staff, vision_campaign):
+    # given an endpoint policy (which sees images) and a local reward model (which does not)
+    reward = model_register(name="rm", role="reward", backend="transformers", path="/checkpoints/rm", check=False)
+    with FakeOpenAIServer("echo") as server:
+        endpoint_model(server)
+    payload = {"models": ["vlm"], "source_campaign": vision_campaign.pk, "candidates": 2, "keep_top": 1}
+    # when best-of-N ranks with it, or it scores the campaign's responses
+    best_of_n = api(staff).post(GENERATION, {**payload, "reward_model": "rm"}, format="json")
+    scoring = api(staff).post("/api/v1/scoring-jobs/", {"model": "rm", "source_campaign": vision_campaign.pk})
+    # then both are refused, naming the reward model
+    for response in (best_of_n, scoring):
+        assert response.status_code == 400, response.content
+        assert "rm@v1" in json.dumps(response.json()) and "hold images" in json.dumps(response.json())
+    assert not GenerationJob.objects.exists() and not reward.scoring_jobs.exists()
+
+
 def test_the_generate_command_refuses_a_text_only_model_on_vision_prompts(vision_campaign):
     local_model("small")
     prompt = Prompt.objects.get(images__isnull=False)
