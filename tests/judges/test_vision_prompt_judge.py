@@ -16,12 +16,14 @@ import pytest
 from django.core.files.storage import storages
 from PIL import Image
 
-from annotations import routing
+from annotations import routing, services
+from annotations.importing import rows_from_list
 from annotations.models import AssignmentSlot, Item, ItemRoute, ItemState, Judgment, StoredImage
 from models_hub.models import Model
 from models_hub.services import model_register
 from tests.judges.judge_server import ScriptedJudgeServer
 from workers import judging
+from workers.ml.errors import PermanentBackendError
 from workers.ml.judge import JudgeConfig, _pairwise_messages, judge_pairwise, judge_rating, prompt_hash
 from workers.ml.openai_backend import OpenAIChat
 from workers.models import JobStatus, JudgeCall
@@ -64,9 +66,6 @@ def routed_campaign(make_campaign, judges: list[Model], mode: str = "hybrid"):
     routing.campaign_routing_configure(
         campaign=campaign, judge_models=judges, routing_mode=mode, audit_fraction=0.0, human_budget=0.0
     )
-    from annotations import services
-    from annotations.importing import rows_from_list
-
     services.items_import(
         campaign=campaign, rows=rows_from_list([vision_row()], kind="pairwise", aspects=[], max_responses=8)
     )
@@ -170,8 +169,6 @@ def test_judge_calls_record_prompt_images_by_reference_not_data_uri():
 
 
 def test_a_prompt_image_missing_from_the_mapping_is_an_error_not_text():
-    from workers.ml.errors import PermanentBackendError
-
     prompt = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "sha256:" + "d" * 64}}]}]
     with pytest.raises(PermanentBackendError, match="was not given to the judge"):
         _pairwise_messages(prompt, "a", "b", JudgeConfig(), {})
