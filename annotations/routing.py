@@ -207,11 +207,21 @@ def router_for_campaign(campaign: Campaign) -> Router:
     return router_fit(signals, wrong, seed=campaign.pk)
 
 
+IMAGES_UNSEEN_REASON = "judge_cannot_see_images"  # no judge that saw the prompt's images judged the item
+
+
 def _forced_reason(
-    campaign: Campaign, item: Item, llm_judgments: list[Judgment], failed: bool, rng: random.Random
+    campaign: Campaign,
+    item: Item,
+    llm_judgments: list[Judgment],
+    failed: bool,
+    rng: random.Random,
+    images_unseen: bool = False,
 ) -> str:
     if failed:
         return "judge_failed"
+    if images_unseen and not llm_judgments:
+        return IMAGES_UNSEEN_REASON
     if not llm_judgments:
         return "judge_error"  # every judge's answer was unparseable
     if campaign.routing_mode == RoutingMode.JUDGE_ONLY:
@@ -226,30 +236,39 @@ def _forced_reason(
 
 
 def campaign_route(
-    *, campaign_id: int, exclude_item_ids: Iterable[int] = (), judge_failed_item_ids: Iterable[int] = ()
+    *,
+    campaign_id: int,
+    exclude_item_ids: Iterable[int] = (),
+    judge_failed_item_ids: Iterable[int] = (),
+    images_unseen_item_ids: Iterable[int] = (),
 ) -> dict[str, Any]:
     """Route the campaign's judged items still awaiting the judge; returns counts by route and reason.
 
     `exclude_item_ids`: items other judge jobs are still working on (they wait for every judge).
     `judge_failed_item_ids`: items a failed judge job never judged (they go to humans).
+    `images_unseen_item_ids`: items a judge that reads text only left alone because their prompt holds images;
+    without a verdict of another judge they go to humans (`IMAGES_UNSEEN_REASON`).
     """
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
         if campaign.routing_mode == RoutingMode.HUMAN_ONLY:
             return {"routed": 0}
-        excluded, failed = set(exclude_item_ids), set(judge_failed_item_ids)
+        excluded, failed, unseen = set(exclude_item_ids), set(judge_failed_item_ids), set(images_unseen_item_ids)
         waiting = Item.objects.filter(campaign=campaign, state=ItemState.AWAITING_JUDGE).exclude(pk__in=excluded)
         # Ready: judged (a judgment or a counted error) or given up on.
         candidate_ids = list(waiting.values_list("pk", flat=True).order_by("pk"))
         llm, _, items = _item_rows(candidate_ids)
-        ready = [i for i in candidate_ids if llm.get(i) or items[i].judge_errors or i in failed]
+        ready = [i for i in candidate_ids if llm.get(i) or items[i].judge_errors or i in failed or i in unseen]
         router = router_for_campaign(campaign)
         counts: Counter[str] = Counter()
         if ready:
             rng = random.Random(f"{campaign.pk}:{ready[0]}:{len(ready)}")
             signals = [item_signals(items[i], llm.get(i, [])) for i in ready]
             predicted = router.predict_error(signals)
-            forced = [_forced_reason(campaign, items[i], llm.get(i, []), i in failed, rng) for i in ready]
+            forced = [
+                _forced_reason(campaign, items[i], llm.get(i, []), i in failed, rng, images_unseen=i in unseen)
+                for i in ready
+            ]
             routed = Item.objects.filter(campaign=campaign).exclude(route=ItemRoute.NONE).exclude(route_reason="gold")
             if campaign.routing_mode == RoutingMode.JUDGE_ONLY:
                 slots = 0

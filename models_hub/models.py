@@ -158,3 +158,10 @@ class Model(models.Model):
     @property
     def label(self) -> str:
         return f"{self.name}@v{self.version}"
+
+    @property
+    def sees_images(self) -> bool:
+        """Whether prompts holding images may be sent to it: a text model behind an OpenAI-compatible endpoint
+        (sent the images as data URIs; an endpoint serving a text-only model refuses them itself, with a 4xx
+        that fails the job with its message). Local checkpoints are text-only language models."""
+        return self.backend == ModelBackend.OPENAI and self.kind == ModelKind.TEXT

@@ -34,6 +34,8 @@ from workers.models import JobStatus, JudgeCall, JudgeJob
 
 logger = logging.getLogger(__name__)
 RATIONALE_CHARS = 4000
+# `JudgeCall.parsed` of an item a text-only judge did not judge because its prompt holds images.
+IMAGES_UNSEEN = "images_unseen"
 
 
 def _bad(field: str, message: str) -> InvalidInput:
@@ -135,19 +137,47 @@ def _responses(item: Item) -> list[Any]:
     return answers
 
 
+def _prompt_images(item: Item) -> dict[str, str]:
+    """The item's prompt images for a judge that sees them: reference `sha256:<hex>` → data URI."""
+    data_uris: dict[str, str] = {}
+    runtime.prompt_for_model(item.prompt.content, data_uris)  # raises PermanentBackendError for a missing image
+    return {images.reference(digest): uri for digest, uri in data_uris.items()}
+
+
+def _images_unseen_call(job: JudgeJob, item: Item, hashes: list[str]) -> Any:
+    """The record of an item a judge that reads text only leaves alone: its prompt holds images. No verdict and
+    no judge error; routing sends the item to humans (`IMAGES_UNSEEN_REASON`) unless another judge saw it."""
+    from workers.ml.judge import JudgeCall as Call
+
+    return Call(
+        kind=item.campaign.kind,
+        order="",
+        prompt_hash="",
+        messages=[],
+        raw_output="",
+        parsed=IMAGES_UNSEEN,
+        distribution={},
+        source="none",
+        model=job.model.label,
+        params={},
+        error=f"not judged: {job.model.label} reads text only and the prompt holds {len(hashes)} image(s)",
+    )
+
+
 def _judge_item(backend: Any, item: Item, config: Any) -> tuple[dict[str, Any] | None, list[Any], list[list[int]]]:
     """(judgment fields or None on error, calls, canonical positions per call)."""
     from workers.ml.judge import judge_pairwise, judge_ranking, judge_rating
 
     kind = item.campaign.kind
     prompt = item.prompt.content
+    prompt_images = _prompt_images(item) if images.prompt_image_hashes(prompt) else None
     texts = _responses(item)
     if kind != CampaignKind.PAIRWISE and any(not isinstance(text, str) for text in texts):
         from workers.ml.errors import PermanentBackendError
 
         raise PermanentBackendError("LLM judges compare image responses in pairwise campaigns only")
     if kind == CampaignKind.PAIRWISE:
-        verdict = judge_pairwise(backend, prompt, texts[0], texts[1], config)
+        verdict = judge_pairwise(backend, prompt, texts[0], texts[1], config, prompt_images)
         positions = [[0, 1], [1, 0]]
         if verdict.verdict == "error":
             return None, verdict.calls, positions
@@ -164,7 +194,7 @@ def _judge_item(backend: Any, item: Item, config: Any) -> tuple[dict[str, Any] |
         }
         return fields, verdict.calls, positions
     if kind == CampaignKind.RANKING:
-        ranking = judge_ranking(backend, prompt, texts, config)
+        ranking = judge_ranking(backend, prompt, texts, config, prompt_images=prompt_images)
         positions = [list(pair) if n % 2 == 0 else list(pair)[::-1] for pair in ranking.pairs for n in range(2)]
         if ranking.errors:
             return None, ranking.calls, positions
@@ -191,7 +221,9 @@ def _judge_item(backend: Any, item: Item, config: Any) -> tuple[dict[str, Any] |
     for aspect in item.campaign.aspects:
         scores = []
         for position, text in enumerate(texts):
-            rated = judge_rating(backend, prompt, text, aspect, config, reference_answer=reference)
+            rated = judge_rating(
+                backend, prompt, text, aspect, config, reference_answer=reference, prompt_images=prompt_images
+            )
             calls.extend(rated.calls)
             positions.append([position])
             if rated.score is None:
@@ -240,6 +272,8 @@ def _store(job: JudgeJob, item: Item, fields: dict[str, Any] | None, calls: list
                     for n, call in enumerate(calls)
                 ]
             )
+            if calls and calls[0].parsed == IMAGES_UNSEEN:
+                return  # not an error of the judge: routing reads the call (campaign_route_after_judges)
             if fields is None:
                 Item.objects.filter(pk=item.pk).update(judge_errors=F("judge_errors") + 1)
                 JudgeJob.objects.filter(pk=job.pk).update(items_failed=F("items_failed") + 1)
@@ -282,11 +316,19 @@ def judge_job_work(job: JudgeJob) -> None:
     )
     done = job.progress_total - len(todo)
     metrics = dict(job.metrics or {})
-    backend = runtime.generator_for(job.model) if todo else None
+    backend = None  # loaded for the first item the judge can read
     try:
         for batch in runners.chunks(todo, job.batch_size):
             runners._beat(job, done, metrics)
             for item in batch:
+                hashes = images.prompt_image_hashes(item.prompt.content)
+                if hashes and not job.model.sees_images:
+                    _store(job, item, None, [_images_unseen_call(job, item, hashes)], [[]])
+                    metrics["items_images_unseen"] = metrics.get("items_images_unseen", 0) + 1
+                    done += 1
+                    continue
+                if backend is None:
+                    backend = runtime.generator_for(job.model)
                 fields, calls, positions = _judge_item(backend, item, config)
                 _store(job, item, fields, calls, positions)
                 metrics["calls"] = metrics.get("calls", 0) + len(calls)
@@ -321,7 +363,17 @@ def campaign_route_after_judges(campaign_id: int) -> dict[str, Any]:
         .exclude(pk__in=busy)
         .values_list("pk", flat=True)
     )
-    return routing.campaign_route(campaign_id=campaign_id, exclude_item_ids=busy, judge_failed_item_ids=never_judged)
+    images_unseen = set(
+        Item.objects.filter(campaign_id=campaign_id, state=ItemState.AWAITING_JUDGE, judge_calls__parsed=IMAGES_UNSEEN)
+        .exclude(pk__in=busy)
+        .values_list("pk", flat=True)
+    )
+    return routing.campaign_route(
+        campaign_id=campaign_id,
+        exclude_item_ids=busy,
+        judge_failed_item_ids=never_judged,
+        images_unseen_item_ids=images_unseen,
+    )
 
 
 def judge_jobs_reap() -> dict[str, list[int]]:

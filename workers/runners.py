@@ -35,6 +35,7 @@ from prefarena.jobs import protocol as jobs
 from prefarena.jobs.loop import Cancelled
 from prefarena.text import comparable, storable
 from workers import runtime
+from workers.ml.errors import PermanentBackendError  # torch-free
 from workers.models import GenerationJob, GenerationOutput, Job, JobStatus, ScoringJob
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,12 @@ def generation_job_work(job: GenerationJob) -> None:
     metrics.setdefault("tokens", 0)
     metrics.setdefault("generation_seconds", 0.0)
     metrics.update(_duplicate_figures(job))  # from the stored rows: exact whatever earlier attempts reported
+    # Refused at creation too; checked again because a model row can change while the job waits. Failing before
+    # anything is generated stores no half of the job and no answer to a prompt the model could not read.
+    reward_model = [job.reward_model] if job.reward_model_id and job.reward_model else []
+    refusal = runtime.vision_prompts_refusal([*models, *reward_model], prompts)
+    if refusal is not None:
+        raise PermanentBackendError(refusal)
     for model in models:
         todo = [(p, i) for p in prompts for i in range(job.candidates) if (p.pk, model.pk, i) not in stored]
         if not todo:
@@ -100,7 +107,7 @@ def generation_job_work(job: GenerationJob) -> None:
         params = runtime.sampling_params(
             model, max_new_tokens=job.max_new_tokens, temperature=job.temperature, top_p=job.top_p
         )
-        generate = _generate_counting_tokens(generator, params, metrics)
+        generate = _generate_counting_tokens(generator, params, metrics, images_seen=model.sees_images)
         # Greedy decoding ignores the seed: a regeneration would return the same text.
         retries = job.duplicate_retries if params.temperature > 0 else 0
         try:
@@ -131,11 +138,18 @@ def generation_job_work(job: GenerationJob) -> None:
 Generate = Callable[[Sequence[tuple[Prompt, int]], list[int]], list]
 
 
-def _generate_counting_tokens(generator: Any, params: Any, metrics: dict[str, Any]) -> Generate:
-    """`generate(rows, seeds) -> completions` with the generator's params; adds the tokens to `metrics`."""
+def _generate_counting_tokens(generator: Any, params: Any, metrics: dict[str, Any], *, images_seen: bool) -> Generate:
+    """`generate(rows, seeds) -> completions` with the generator's params; adds the tokens to `metrics`.
+
+    For a model that sees images, each prompt's `sha256:` images go as data URIs (read once per call); the
+    stored prompt, and so everything recorded about the job, keeps the references."""
 
     def generate(rows: Sequence[tuple[Prompt, int]], seeds: list[int]) -> list:
-        completions = generator.generate([prompt.content for prompt, _ in rows], seeds, params)
+        contents = [prompt.content for prompt, _ in rows]
+        if images_seen:
+            data_uris: dict[str, str] = {}
+            contents = [runtime.prompt_for_model(content, data_uris) for content in contents]
+        completions = generator.generate(contents, seeds, params)
         metrics["tokens"] += sum(c.completion_tokens for c in completions)
         return completions
 

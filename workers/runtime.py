@@ -18,13 +18,18 @@ import logging
 import os
 import sys
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
+from annotations import images
+from annotations.models import Prompt, StoredImage
+from annotations.selectors import image_data_uri
 from models_hub.models import GenerationEngine, Model, ModelBackend, ModelRole
+from workers.ml.errors import PermanentBackendError  # torch-free
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +246,45 @@ def reward_for(model: Model) -> Any:
 
         raise PermanentBackendError(f"{model.label}: reward models must be local transformers checkpoints")
     return _cached(("reward", model.pk, model.path), build, model.path)
+
+
+VISION_PROMPTS_NAMED = 10  # prompts a refusal names before "and N more"
+
+
+def vision_prompts_refusal(models: Sequence[Model], prompts: Sequence[Prompt]) -> str | None:
+    """Why these prompts cannot go to these models, or None: the prompts holding images (`image_url` parts) and
+    the models that cannot see them (`Model.sees_images`: a local checkpoint's chat template would render the
+    parts as text). Checked when a generation job is created and again when it runs."""
+    blind = [model.label for model in models if not model.sees_images]
+    if not blind:
+        return None
+    with_images = [prompt.pk for prompt in prompts if images.prompt_image_hashes(prompt.content)]
+    if not with_images:
+        return None
+    named = ", ".join(str(pk) for pk in with_images[:VISION_PROMPTS_NAMED])
+    more = f" and {len(with_images) - VISION_PROMPTS_NAMED} more" if len(with_images) > VISION_PROMPTS_NAMED else ""
+    return (
+        f"{len(with_images)} prompt(s) hold images (prompt {named}{more}) and {', '.join(blind)} read(s) text only "
+        "(a local checkpoint): use a model behind an OpenAI-compatible endpoint that accepts images, or prompts "
+        "without images"
+    )
+
+
+def prompt_for_model(content: Any, data_uris: dict[str, str]) -> Any:
+    """A stored prompt as a model that sees images is sent it: each `sha256:<hex>` image as its data URI (read
+    through the storage once per hash into `data_uris`, a cache the caller keeps for a batch). The stored prompt
+    is left as it is."""
+    hashes = images.prompt_image_hashes(content)
+    if not hashes:
+        return content
+    missing = [digest for digest in hashes if digest not in data_uris]
+    if missing:
+        stored = {image.sha256: image for image in StoredImage.objects.filter(sha256__in=missing)}
+        for digest in missing:
+            if digest not in stored:
+                raise PermanentBackendError(f"the prompt names image sha256:{digest}, which is not stored")
+            data_uris[digest] = image_data_uri(stored[digest])
+    return images.prompt_images_resolve(content, data_uris.__getitem__)
 
 
 def sampling_params(model: Model, *, max_new_tokens: int | None, temperature: float | None, top_p: float | None) -> Any:

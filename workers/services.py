@@ -16,7 +16,7 @@ from prefarena import enqueue
 from prefarena.errors import Conflict, InvalidInput
 from prefarena.jobs import protocol as jobs
 from prefarena.jobs.protocol import J
-from workers import judging
+from workers import judging, runtime
 from workers.models import DUPLICATE_RETRIES_DEFAULT, DUPLICATE_RETRIES_MAX, GenerationJob, Job, JobStatus, ScoringJob
 from workers.training import policies as training_policies
 
@@ -100,6 +100,9 @@ def generation_job_create(
             raise _bad("source_campaign", f"campaign {source_campaign.name!r} has no items")
     if len(prompt_rows) > MAX_PROMPTS_PER_JOB:
         raise _bad("prompts", f"at most {MAX_PROMPTS_PER_JOB} prompts per job")
+    refusal = runtime.vision_prompts_refusal([*models, *([reward_model] if reward_model else [])], prompt_rows)
+    if refusal is not None:  # raised inside the transaction: nothing is stored or queued
+        raise _bad("models", refusal)
     job = GenerationJob.objects.create(
         created_by=created_by,
         source_campaign=source_campaign,
@@ -142,6 +145,10 @@ def scoring_job_create(
         responses = list(Response.objects.filter(prompt__items__campaign=source_campaign).distinct().order_by("id"))
     if not responses:
         raise _bad("responses", "nothing to score")
+    prompts = Prompt.objects.filter(pk__in={response.prompt_id for response in responses}).order_by("pk")
+    refusal = runtime.vision_prompts_refusal([model], list(prompts))
+    if refusal is not None:
+        raise _bad("model", refusal)
     job = ScoringJob.objects.create(
         model=model,
         created_by=created_by,

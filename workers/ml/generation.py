@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from workers.ml.device import device_pick, dtype_pick
-from workers.ml.types import Completion, Prompt, SamplingParams
+from workers.ml.types import Completion, Prompt, SamplingParams, text_only_check
 
 __all__ = ["CausalLM", "Completion", "Prompt", "SamplingParams", "SeededSampler"]
 
@@ -88,6 +88,7 @@ class CausalLM:
 
     def render(self, prompt: Prompt) -> str:
         """The chat template when the tokenizer has one; plain text otherwise."""
+        text_only_check(prompt, str(getattr(self.model, "name_or_path", "") or "this local model"))
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         if self.tokenizer.chat_template:
             # tokenize=False: the text

@@ -24,13 +24,13 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from workers.ml.errors import PermanentBackendError
 from workers.ml.openai_backend import OpenAIChat  # httpx only: no torch
-from workers.ml.types import Prompt, SamplingParams
+from workers.ml.types import Prompt, SamplingParams, prompt_has_images
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -235,9 +235,13 @@ def has_images(*answers: Answer) -> bool:
     return any(isinstance(answer, ImageAnswer) for answer in answers)
 
 
-def messages_for_audit(messages: list[dict[str, Any]], answers: Sequence[Answer]) -> list[dict[str, Any]]:
-    """The messages with each image's data URI replaced by its `sha256:` reference (no megabytes per call row)."""
+def messages_for_audit(
+    messages: list[dict[str, Any]], answers: Sequence[Answer], prompt_images: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The messages with each image's data URI replaced by its `sha256:` reference (no megabytes per call row):
+    the answers' images and the prompt's (`prompt_images`: reference → data URI)."""
     by_uri = {a.data_uri: a.reference for a in answers if isinstance(a, ImageAnswer)}
+    by_uri.update({uri: ref for ref, uri in (prompt_images or {}).items()})
     if not by_uri:
         return messages
     out = []
@@ -255,9 +259,75 @@ def messages_for_audit(messages: list[dict[str, Any]], answers: Sequence[Answer]
 
 
 def _question_text(prompt: Prompt) -> str:
+    """The prompt as the text a template quotes; a message's image parts are left out (see `_question_parts`)."""
     if isinstance(prompt, str):
         return prompt
-    return "\n\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt)
+    return "".join(part["text"] for part in _question_parts(prompt, None) if part["type"] == "text")
+
+
+def _question_parts(prompt: Prompt, prompt_images: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    """The prompt as content parts: "role: text" per message (blank lines between them), each image where its
+    message holds it, as an `image_url` part whose URL is the image's data URI from `prompt_images` (reference
+    → data URI; None: images are skipped)."""
+    if isinstance(prompt, str):
+        return [{"type": "text", "text": prompt}]
+    parts: list[dict[str, Any]] = []
+    for number, message in enumerate(prompt):
+        content = message.get("content", "")
+        text = f"{chr(10) * 2 if number else ''}{message.get('role', 'user')}: "
+        pieces = content if isinstance(content, list) else [{"type": "text", "text": str(content)}]
+        for piece in pieces:
+            if not isinstance(piece, dict):
+                continue
+            if piece.get("type") == "text":
+                text += str(piece.get("text", ""))
+            elif piece.get("type") == "image_url" and prompt_images is not None:
+                image_url = piece.get("image_url")
+                reference = str(image_url.get("url", "") if isinstance(image_url, dict) else "")
+                if reference not in prompt_images:
+                    raise PermanentBackendError(f"the prompt's image {reference[:80]} was not given to the judge")
+                parts.append({"type": "text", "text": text})
+                parts.append({"type": "image_url", "image_url": {"url": prompt_images[reference]}})
+                text = ""
+        parts.append({"type": "text", "text": text})
+    return [part for part in parts if part["type"] != "text" or part["text"]]
+
+
+_QUESTION_SLOT = "\x00question\x00"  # where the prompt goes in a rendered template that holds its images
+
+
+def _user_content(
+    template: str, field_name: str, prompt: Prompt, prompt_images: Mapping[str, str] | None, **values: str
+) -> str | list[dict[str, Any]]:
+    """A user message's content from a template: text, or (a prompt with images) content parts with the
+    prompt's images at the place of the `{field_name}` field, inside the prompt's own text."""
+    question = _question_parts(prompt, prompt_images or {})
+    if all(part["type"] == "text" for part in question):
+        return render_template(template, **{field_name: _question_text(prompt)}, **values)
+    rendered = render_template(template, **{field_name: _QUESTION_SLOT}, **values)
+    parts: list[dict[str, Any]] = []
+    for number, piece in enumerate(rendered.split(_QUESTION_SLOT)):
+        if number:
+            parts.extend(question)
+        parts.append({"type": "text", "text": piece})
+    merged: list[dict[str, Any]] = []  # adjacent text parts as one
+    for part in parts:
+        if part["type"] == "text" and merged and merged[-1]["type"] == "text":
+            merged[-1] = {"type": "text", "text": merged[-1]["text"] + part["text"]}
+        else:
+            merged.append(part)
+    return [part for part in merged if part["type"] != "text" or part["text"]]
+
+
+def _as_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def _images_check(backend: Any, prompt: Prompt, *answers: Answer) -> None:
+    if has_images(*answers) and not _is_endpoint(backend):
+        raise PermanentBackendError("image responses need a judge behind an endpoint that accepts images")
+    if prompt_has_images(prompt) and not _is_endpoint(backend):
+        raise PermanentBackendError("a prompt that holds images needs a judge behind an endpoint that accepts images")
 
 
 def parse_pairwise(text: str, scale: int = 3) -> str | None:
@@ -548,12 +618,17 @@ def _judge_call(
 
 
 # --- public entry points --------------------------------------------------------------------------------------
-def _pairwise_messages(prompt: Prompt, first: Answer, second: Answer, config: JudgeConfig) -> list[dict[str, Any]]:
+def _pairwise_messages(
+    prompt: Prompt,
+    first: Answer,
+    second: Answer,
+    config: JudgeConfig,
+    prompt_images: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
     system = config.template("pairwise_system_5" if config.scale == 5 else "pairwise_system_3")
+    template = config.template("pairwise_user")
     if isinstance(first, str) and isinstance(second, str):
-        user = render_template(
-            config.template("pairwise_user"), question=_question_text(prompt), answer_a=first, answer_b=second
-        )
+        user = _user_content(template, "question", prompt, prompt_images, answer_a=first, answer_b=second)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
     # Images: the same template, each answer named in its place and sent after the text as an image_url part
     # (OpenAI's vision message format), in the presented order.
@@ -561,12 +636,7 @@ def _pairwise_messages(prompt: Prompt, first: Answer, second: Answer, config: Ju
         "answer_a": "(the image labelled Assistant A below)",
         "answer_b": "(the image labelled Assistant B below)",
     }
-    parts: list[dict[str, Any]] = [
-        {
-            "type": "text",
-            "text": render_template(config.template("pairwise_user"), question=_question_text(prompt), **placeholders),
-        }
-    ]
+    parts = _as_parts(_user_content(template, "question", prompt, prompt_images, **placeholders))
     for label, answer in (("A", first), ("B", second)):
         if isinstance(answer, ImageAnswer):
             caption = f" (caption: {answer.caption})" if answer.caption else ""
@@ -578,25 +648,31 @@ def _pairwise_messages(prompt: Prompt, first: Answer, second: Answer, config: Ju
 
 
 def judge_pairwise(
-    backend: Any, prompt: Prompt, response_a: Answer, response_b: Answer, config: JudgeConfig | None = None
+    backend: Any,
+    prompt: Prompt,
+    response_a: Answer,
+    response_b: Answer,
+    config: JudgeConfig | None = None,
+    prompt_images: Mapping[str, str] | None = None,
 ) -> PairwiseVerdict:
     """Judge (A, B) and (B, A); combine into a position-debiased verdict. Backend errors propagate
     (TransientBackendError / PermanentBackendError); unparseable answers give verdict "error".
 
-    Image answers (`ImageAnswer`) need an OpenAI-compatible endpoint that accepts image content."""
+    Image answers (`ImageAnswer`) and prompts holding images (their `image_url` parts name `sha256:<hex>`
+    references, `prompt_images` maps each to its data URI) need an OpenAI-compatible endpoint that accepts
+    image content; the calls record the references."""
     config = config or JudgeConfig()
-    if has_images(response_a, response_b) and not _is_endpoint(backend):
-        raise PermanentBackendError("image responses need a judge behind an endpoint that accepts images")
+    _images_check(backend, prompt, response_a, response_b)
     labels = list(_labels(config.scale))
     calls = []
     for order, (first, second) in (("ab", (response_a, response_b)), ("ba", (response_b, response_a))):
-        messages = _pairwise_messages(prompt, first, second, config)
+        messages = _pairwise_messages(prompt, first, second, config, prompt_images)
         calls.append(
             _judge_call(
                 backend,
                 messages,
                 config,
-                audit=messages_for_audit(messages, [first, second]),
+                audit=messages_for_audit(messages, [first, second], prompt_images),
                 kind="pairwise",
                 order=order,
                 labels=labels,
@@ -638,22 +714,31 @@ def judge_rating(
     aspect: dict[str, Any],
     config: JudgeConfig | None = None,
     reference_answer: str | None = None,
+    prompt_images: Mapping[str, str] | None = None,
 ) -> RatingVerdict:
-    """Prometheus-style absolute grading of one response on one aspect: score 1..5 with feedback."""
+    """Prometheus-style absolute grading of one response on one aspect: score 1..5 with feedback.
+    A prompt's images as for `judge_pairwise`."""
     config = config or JudgeConfig()
-    user = render_template(
+    _images_check(backend, prompt)
+    user = _user_content(
         config.template("rating_user"),
-        instruction=_question_text(prompt),
+        "instruction",
+        prompt,
+        prompt_images,
         response=response,
         reference_answer=reference_answer or "(no reference answer given)",
         rubric=_rubric_text(aspect),
     )
-    messages = [{"role": "system", "content": config.template("rating_system")}, {"role": "user", "content": user}]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": config.template("rating_system")},
+        {"role": "user", "content": user},
+    ]
     labels = [str(n) for n in range(1, 6)]
     call = _judge_call(
         backend,
         messages,
         config,
+        audit=messages_for_audit(messages, [], prompt_images),
         kind="rating",
         order=str(aspect.get("name", "")),
         labels=labels,
@@ -669,10 +754,16 @@ def judge_rating(
 
 
 def judge_ranking(
-    backend: Any, prompt: Prompt, responses: Sequence[str], config: JudgeConfig | None = None, tie_margin: float = 0.05
+    backend: Any,
+    prompt: Prompt,
+    responses: Sequence[str],
+    config: JudgeConfig | None = None,
+    tie_margin: float = 0.05,
+    prompt_images: Mapping[str, str] | None = None,
 ) -> RankingVerdict:
     """Rank N responses from all pairwise verdicts (each in both orders): score_i = Σ_j P(i > j)
-    (a Borda count over win probabilities); scores within `tie_margin` of each other share a group."""
+    (a Borda count over win probabilities); scores within `tie_margin` of each other share a group.
+    A prompt's images as for `judge_pairwise`."""
     config = config or JudgeConfig()
     n = len(responses)
     scores = [0.0] * n
@@ -681,7 +772,7 @@ def judge_ranking(
     errors = 0
     for i in range(n):
         for j in range(i + 1, n):
-            verdict = judge_pairwise(backend, prompt, responses[i], responses[j], config)
+            verdict = judge_pairwise(backend, prompt, responses[i], responses[j], config, prompt_images)
             pairs[(i, j)] = verdict
             calls.extend(verdict.calls)
             p = verdict.p_a if verdict.p_a is not None else 0.5

@@ -347,19 +347,49 @@ def _usage_tokens(usage: Any) -> tuple[int, int] | None:
     return None
 
 
-def _messages(prompt: Prompt, index: int) -> list[dict[str, str]]:
+def _messages(prompt: Prompt, index: int) -> list[dict[str, Any]]:
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     if not isinstance(prompt, list) or not prompt:
         raise PermanentBackendError(f"prompt {index} is neither text nor a non-empty list of messages")
+    messages = []
     for position, message in enumerate(prompt):
-        if not (
-            isinstance(message, dict)
-            and isinstance(message.get("role"), str)
-            and isinstance(message.get("content"), str)
-        ):
-            raise PermanentBackendError(f"prompt {index}, message {position}: needs a `role` and a `content` string")
-    return [{"role": m["role"], "content": m["content"]} for m in prompt]
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)):
+            raise PermanentBackendError(f"prompt {index}, message {position}: needs a `role` and a `content`")
+        content = message.get("content")
+        if not isinstance(content, str):
+            content = _content_parts(content, f"prompt {index}, message {position}")
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
+def _content_parts(content: Any, where: str) -> list[dict[str, Any]]:
+    """A message's content parts as sent: text parts, and image parts whose URL is a `data:` URI.
+
+    Stored prompts name their images `sha256:<hex>`, which no endpoint can fetch; the caller resolves them to
+    data URIs first (`workers/runners.py`). Anything else (a reference left over, an outside URL) is refused
+    here rather than sent: the endpoint would answer about an image it never saw, or fetch a URL for us."""
+    if not isinstance(content, list) or not content:
+        raise PermanentBackendError(
+            f"{where}: needs a `role` and a `content` (a string or a non-empty list of content parts)"
+        )
+    parts: list[dict[str, Any]] = []
+    for number, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+            continue
+        url = (part.get("image_url") or {}).get("url") if kind == "image_url" else None
+        if isinstance(url, str) and url.startswith("data:"):
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+            continue
+        if isinstance(url, str):
+            raise PermanentBackendError(
+                f"{where}, part {number}: the image {_excerpt(url)} is not a data URI (stored images are sent as "
+                "data URIs; nothing is fetched from a URL)"
+            )
+        raise PermanentBackendError(f"{where}, part {number}: not a text or image_url content part")
+    return parts
 
 
 def _sse_data(lines: Iterable[str]) -> Iterator[str]:

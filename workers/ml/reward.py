@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from workers.ml.device import device_pick, dtype_pick
-from workers.ml.types import Prompt
+from workers.ml.types import Prompt, text_only_check
 
 
 class RewardModel:
@@ -30,6 +30,7 @@ class RewardModel:
         self.model.to(self.device).eval()
 
     def render(self, prompt: Prompt, response: str) -> str:
+        text_only_check(prompt, "a reward model")
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         messages.append({"role": "assistant", "content": response})
         if self.tokenizer.chat_template:

@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-Prompt = str | list[dict[str, str]]
+from workers.ml.errors import PermanentBackendError
+
+# A prompt: text, or OpenAI-format messages whose `content` is text or a list of content parts
+# (`{"type": "text", "text": ...}`, `{"type": "image_url", "image_url": {"url": ...}}`: vision prompts).
+Prompt = str | list[dict[str, Any]]
+
+
+def prompt_has_images(prompt: Prompt) -> bool:
+    """Whether a prompt's messages hold an `image_url` content part (only a model that sees images reads it)."""
+    if not isinstance(prompt, list):
+        return False
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in prompt
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
+def text_only_check(prompt: Prompt, model: str) -> None:
+    """Refuse a vision prompt for a text-only model: its chat template would render the image parts as text."""
+    if prompt_has_images(prompt):
+        raise PermanentBackendError(f"{model} reads text only and cannot answer a prompt that holds images")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from workers.ml.types import Completion, Prompt, SamplingParams
+from workers.ml.types import Completion, Prompt, SamplingParams, text_only_check
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class VLLMCausalLM:
 
     def render(self, prompt: Prompt) -> str:
         """The chat template when the tokenizer has one; plain text otherwise (as CausalLM.render)."""
+        text_only_check(prompt, str(self.name_or_path))
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         if self.tokenizer.chat_template:
             return cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
