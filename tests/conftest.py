@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,18 @@ def _votes_counted_at_once(settings: Any) -> None:
     """Every arena vote applies the pending votes at once (ARENA_VOTE_APPLY_INTERVAL_MS=0), so a test sees
     its counts after each vote; tests/arena/test_tally.py covers the batched, write-behind setting."""
     settings.ARENA_VOTE_APPLY_INTERVAL_MS = 0
+
+
+@pytest.fixture
+def media_dir(settings: Any, tmp_path: Path) -> Path:
+    """Images stored in a fresh folder for the test (the embedded default's FileSystemStorage); a module that stores
+    images takes it with `pytest.mark.usefixtures("media_dir")`."""
+    media = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
+    }
+    return media
 
 
 @pytest.fixture

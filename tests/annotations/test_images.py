@@ -19,16 +19,7 @@ from annotations import services
 from annotations.images import ImageRejected, image_decode
 from annotations.models import Item, Prompt, Response, StoredImage
 
-
-@pytest.fixture(autouse=True)
-def media_dir(settings: Any, tmp_path: Path) -> Path:
-    """Each test stores its images in a fresh folder (the embedded default's FileSystemStorage)."""
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-    }
-    return media
+pytestmark = pytest.mark.usefixtures("media_dir")  # images stored in a fresh folder per test
 
 
 def picture(color: str = "red", *, fmt: str = "PNG", size: tuple[int, int] = (32, 24), exif: bool = False) -> bytes:

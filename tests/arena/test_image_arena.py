@@ -28,19 +28,11 @@ from models_hub.models import Model
 from models_hub.services import model_register
 from tests.arena.test_api import BATTLES, NO_LIMITS, vote
 
+pytestmark = pytest.mark.usefixtures("media_dir")  # images stored in a fresh folder per test
+
 LEADERBOARD = "/api/v1/arena/leaderboard/"
 # Each remote model draws its own picture: a colour and a size (so the battle's image features differ).
 DRAWINGS = {"painter-a": ("red", (64, 64)), "painter-b": ("blue", (96, 48))}
-
-
-@pytest.fixture(autouse=True)
-def media_dir(settings: Any, tmp_path: Path) -> Path:
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-    }
-    return media
 
 
 def png(color: str, size: tuple[int, int]) -> bytes:

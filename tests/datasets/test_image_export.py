@@ -21,17 +21,7 @@ from PIL import Image
 from annotations import services, snapshots
 from annotations.models import DatasetSnapshot, Item, Judgment, MemberRole, StoredImage
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def media_dir(settings: Any, tmp_path: Path) -> Path:
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-    }
-    return media
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_dir")]
 
 
 COLORS = ["red", "green", "blue", "orange", "purple", "black"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
@@ -17,17 +15,7 @@ from annotations import services
 from annotations.models import AssignmentSlot, Judgment
 from tests.e2e.test_annotate import annotate_url, screenshot, shown_item
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def media_dir(settings: Any, tmp_path: Path) -> Path:
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-    }
-    return media
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("media_dir")]
 
 
 def drawn(shape: str, color: str) -> str:

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,15 +19,7 @@ from tests.judges.judge_server import ScriptedJudgeServer
 from workers import judging
 from workers.models import JobStatus, JudgeCall
 
-
-@pytest.fixture(autouse=True)
-def media_dir(settings: Any, tmp_path: Path) -> Path:
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-    }
-    return media
+pytestmark = pytest.mark.usefixtures("media_dir")  # images stored in a fresh folder per test
 
 
 def png_uri(color: str) -> str:

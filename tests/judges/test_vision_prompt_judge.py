@@ -7,14 +7,11 @@ local checkpoint) does not judge such items: it records why, and routing sends t
 from __future__ import annotations
 
 import base64
-import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.files.storage import storages
-from PIL import Image
 
 from annotations import routing, services
 from annotations.importing import rows_from_list
@@ -22,29 +19,14 @@ from annotations.models import AssignmentSlot, Item, ItemRoute, ItemState, Judgm
 from models_hub.models import Model
 from models_hub.services import model_register
 from tests.judges.judge_server import ScriptedJudgeServer
+from tests.judges.test_image_judge import png_uri
 from workers import judging
 from workers.ml.errors import PermanentBackendError
 from workers.ml.judge import JudgeConfig, _pairwise_messages, judge_pairwise, judge_rating, prompt_hash
 from workers.ml.openai_backend import OpenAIChat
 from workers.models import JobStatus, JudgeCall
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def media_dir(settings: Any, tmp_path: Path) -> Path:
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-    }
-    return media
-
-
-def png_uri(color: str) -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (20, 12), color).save(out, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_dir")]
 
 
 def vision_row() -> dict[str, Any]:

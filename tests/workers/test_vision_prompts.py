@@ -9,18 +9,17 @@ import base64
 import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.files.storage import storages
 from django.core.management import CommandError, call_command
-from PIL import Image
 
 from annotations.models import Prompt, StoredImage
 from models_hub.models import Model
 from models_hub.services import model_register
 from prefarena.jobs import loop
+from tests.judges.test_image_judge import png_uri
 from tests.workers.openai_server import FakeOpenAIServer
 from workers import runners, services
 from workers.ml.errors import PermanentBackendError
@@ -28,24 +27,8 @@ from workers.ml.openai_backend import OpenAIChat
 from workers.ml.types import SamplingParams
 from workers.models import GenerationJob, GenerationOutput, JobStatus
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_dir")]
 GENERATION = "/api/v1/generation-jobs/"
-
-
-@pytest.fixture(autouse=True)
-def media_dir(settings: Any, tmp_path: Path) -> Path:
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-    }
-    return media
-
-
-def png_uri(color: str) -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (20, 12), color).save(out, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
 def vision_row(color: str) -> dict[str, Any]:
