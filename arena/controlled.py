@@ -234,9 +234,7 @@ def controlled_rows_sql(category: str, control: str) -> contextual.BattleRows:
         WITH voted AS (
             SELECT b.model_a_id AS model_a, b.model_b_id AS model_b, CASE v.winner {doubled} END AS outcome,
                    b.prompt_cluster AS cluster,
-                   CASE WHEN b.pair_propensity > 0 AND b.pair_candidates > 0
-                        THEN 1.0 / (CAST(b.pair_candidates AS DOUBLE PRECISION) * b.pair_propensity)
-                        ELSE 1.0 END AS ipw{"".join(", " + column for column in sides)}
+                   {pairing.IPW_WEIGHT_SQL} AS ipw{"".join(", " + column for column in sides)}
             FROM {votes} v JOIN {battles} b ON b.id = v.battle_id
             WHERE {where}
         ), crowded AS (

@@ -136,6 +136,14 @@ def active_pair_probabilities(
     return PairDistribution(base.first, base.second, p / p.sum())
 
 
+# `ipw_weight` in SQL, over a battle row aliased `b` (the fits' aggregate queries: arena.selectors.fit_weight_cells,
+# arena.controlled.controlled_rows_sql): the two must change together.
+IPW_WEIGHT_SQL = (
+    "CASE WHEN b.pair_propensity > 0 AND b.pair_candidates > 0 "
+    "THEN 1.0 / (CAST(b.pair_candidates AS DOUBLE PRECISION) * b.pair_propensity) ELSE 1.0 END"
+)
+
+
 def ipw_weight(propensity: float | None, pairs: int | None) -> float:
     """Weight of a battle in a fit: uniform pairing's chance of its pair over the chance it had (1 when unknown)."""
     if propensity is None or pairs is None or propensity <= 0 or pairs <= 0:

@@ -367,9 +367,7 @@ def fit_weight_cells(category: str = "") -> list[WeightCell]:
     sql = f"""
         WITH fit AS (
             SELECT b.model_a_id AS model_a, b.model_b_id AS model_b, v.winner AS winner, b.prompt_cluster AS cluster,
-                   CASE WHEN b.pair_propensity > 0 AND b.pair_candidates > 0
-                        THEN 1.0 / (CAST(b.pair_candidates AS DOUBLE PRECISION) * b.pair_propensity)
-                        ELSE 1.0 END AS ipw
+                   {pairing.IPW_WEIGHT_SQL} AS ipw
             FROM {votes} v JOIN {battles} b ON b.id = v.battle_id
             WHERE {where}
         ), crowded AS (
